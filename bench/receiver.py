@@ -1,0 +1,393 @@
+"""Receiver benchmark: `relay serve` against a bare aiohttp handler, measured in the same run.
+
+    .venv/bin/python bench/receiver.py [--seconds 8] [--connections 32] [--rate 1000]
+
+Starts its own redis-server on a free loopback port, a `relay serve` subprocess (routes.toml in
+a temp dir, logs at INFO to a file, as in production) and a bare aiohttp app that answers 202
+and does nothing. Both are driven by the same load generator in a separate process (wrk when it
+is installed, else the raw-asyncio client below), closed loop for throughput, then an open-loop
+run at a fixed offered rate against relay for latency (measured from each request's scheduled
+send time, so a stall is not hidden by the generator waiting for it). Prints requests/s, p50 and
+p99 for each, and relay/bare. The whole run stays under two minutes.
+
+Not a timed test: the figures depend on the machine and on whatever else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+ROUTES = """
+[sources.bench]
+kind = "json"
+
+[targets.sink]
+url = "http://127.0.0.1:9/sink"
+
+[[routes]]
+source = "bench"
+events = ["element_*"]
+targets = ["sink"]
+"""
+
+#: A DigitalChalk-like event of about 1 KiB.
+BODY = json.dumps(
+    {
+        "event": "element_published",
+        "element": {"id": "el-12345", "title": "Course element " + "x" * 700, "version": 3},
+        "offering": {"id": "off-987", "name": "Onboarding"},
+        "timestamp": "2026-11-22T12:00:00Z",
+    }
+).encode()
+
+BARE_APP = """
+import sys
+from aiohttp import web
+
+async def hook(request):
+    return web.json_response({"id": "bare"}, status=202)
+
+app = web.Application()
+app.router.add_post("/hooks/{source}", hook)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(port: int, path: str, deadline: float = 20.0) -> None:
+    """Wait until a GET on 127.0.0.1:port answers at all."""
+    end = time.monotonic() + deadline
+    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(request)
+                if sock.recv(64).startswith(b"HTTP/1.1"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on port {port}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it lingers."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- load generator (runs in its own process) -------------------------------------------------
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection sending one request at a time."""
+
+    def __init__(self, gen: _Generator) -> None:
+        self.gen = gen
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.sent_at = 0.0
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.gen.idle.append(self)
+        self.gen.kick()
+
+    def send(self, scheduled: float) -> None:
+        assert self.transport is not None
+        self.busy = True
+        self.sent_at = scheduled
+        self.transport.write(self.gen.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end]
+            match = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            length = int(match.group(1)) if match else 0
+            if len(self.buffer) < end + 4 + length:
+                return
+            status = int(head[9:12])
+            self.buffer = self.buffer[end + 4 + length :]
+            self.busy = False
+            self.gen.done(self, status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gen.lost += 1
+
+
+class _Generator:
+    def __init__(self, port: int, rate: float | None) -> None:
+        self.request = (
+            f"POST /hooks/bench HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
+        ).encode() + BODY
+        self.rate = rate
+        self.idle: deque[_Conn] = deque()
+        self.due: deque[float] = deque()  # open loop: scheduled send times not yet sent
+        self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.lost = 0
+        self.measuring = False
+        self.running = True
+
+    def kick(self) -> None:
+        while self.idle and self.running:
+            if self.rate is None:
+                self.idle.popleft().send(time.perf_counter())
+            elif self.due:
+                self.idle.popleft().send(self.due.popleft())
+            else:
+                return
+
+    def done(self, conn: _Conn, status: int) -> None:
+        now = time.perf_counter()
+        if self.measuring:
+            self.latencies.append(now - conn.sent_at)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.idle.append(conn)
+        self.kick()
+
+
+async def _drive(port: int, connections: int, seconds: float, rate: float | None) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    gen = _Generator(port, rate)
+    for _ in range(connections):
+        await loop.create_connection(lambda: _Conn(gen), "127.0.0.1", port)
+    warmup = 1.0
+    start = time.perf_counter()
+    measure_from = start + warmup
+    end = measure_from + seconds
+    if rate is None:
+        await asyncio.sleep(warmup)
+        gen.measuring = True
+        measured_at = time.perf_counter()
+        await asyncio.sleep(seconds)
+        elapsed = time.perf_counter() - measured_at
+    else:
+        interval = 1.0 / rate
+        next_send = start
+        measured_at = measure_from
+        while True:
+            now = time.perf_counter()
+            if now >= end:
+                break
+            if not gen.measuring and now >= measure_from:
+                gen.measuring = True
+            while next_send <= now:
+                gen.due.append(next_send)
+                next_send += interval
+            gen.kick()
+            await asyncio.sleep(0.0005)
+        elapsed = end - measured_at
+    gen.running = False
+    gen.measuring = False
+    latencies = sorted(gen.latencies)
+    count = len(latencies)
+
+    def pct(p: float) -> float:
+        return latencies[min(count - 1, int(p * count))] * 1000 if count else float("nan")
+
+    return {
+        "requests": count,
+        "rps": count / elapsed,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "statuses": gen.statuses,
+        "backlog": len(gen.due),
+    }
+
+
+def run_client(port: int, connections: int, seconds: float, rate: float | None) -> dict[str, Any]:
+    """Run the load generator in a child process (its own core) and return its figures."""
+    if shutil.which("wrk") and rate is None:
+        return _run_wrk(port, connections, seconds)
+    args = [PYTHON, __file__, "--client", str(port), str(connections), str(seconds), str(rate)]
+    out = subprocess.run(args, check=True, capture_output=True, timeout=seconds + 60)
+    return dict(json.loads(out.stdout))
+
+
+def _run_wrk(port: int, connections: int, seconds: float) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(BODY.decode())}\n"
+            "done = function(summary, latency, requests)\n"
+            '  io.write(string.format("JSON {\\"p50\\": %f, \\"p99\\": %f, \\"n\\": %d, '
+            '\\"err\\": %d}\\n", latency:percentile(50), latency:percentile(99), '
+            "summary.requests, summary.errors.status))\nend\n"
+        )
+    url = f"http://127.0.0.1:{port}/hooks/bench"
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s"]
+    out = subprocess.run([*args, script.name, url], check=True, capture_output=True, text=True)
+    os.unlink(script.name)
+    figures = json.loads(out.stdout.split("JSON ", 1)[1])
+    return {
+        "requests": figures["n"],
+        "rps": figures["n"] / seconds,
+        "p50_ms": figures["p50"] / 1000,
+        "p99_ms": figures["p99"] / 1000,
+        "statuses": {"non-2xx": figures["err"]},
+        "backlog": 0,
+    }
+
+
+# --- orchestration ----------------------------------------------------------------------------
+
+
+def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A private redis-server on a free loopback port (no persistence: we measure the relay)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("bench/receiver.py needs redis-server on PATH")
+    port = free_port()
+    args = [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--dir",
+        str(directory),
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return process, port
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def redis_command(port: int, *words: str) -> bytes:
+    """One raw RESP command (keeps the orchestrator free of client libraries)."""
+    payload = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(payload.encode())
+        return sock.recv(4096)
+
+
+def show(name: str, figures: dict[str, Any]) -> None:
+    """One line of results."""
+    print(
+        f"  {name:<28} {figures['rps']:>9.0f} req/s   p50 {figures['p50_ms']:>7.2f} ms   "
+        f"p99 {figures['p99_ms']:>7.2f} ms   statuses {figures['statuses']}"
+    )
+
+
+def main() -> int:
+    """Run the whole benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=1000.0, help="offered req/s, fixed run")
+    parser.add_argument("--log-level", default="info", help="relay's RELAY_LOG_LEVEL")
+    args = parser.parse_args()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
+        tmpdir = Path(tmp)
+        (tmpdir / "routes.toml").write_text(ROUTES)
+        redis_proc, redis_port = start_redis(tmpdir)
+        relay_port, bare_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "RELAY_ROUTES": str(tmpdir / "routes.toml"),
+            "RELAY_LOG_LEVEL": args.log_level,
+            "RELAY_LOG_FORMAT": "json",
+            "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
+        }
+        log_file = (tmpdir / "relay.log").open("wb")
+        relay = subprocess.Popen(
+            [PYTHON, "-m", "relay", "serve", "--port", str(relay_port)],
+            env=env,
+            cwd=ROOT,
+            stdout=log_file,
+            stderr=log_file,
+        )
+        bare = subprocess.Popen([PYTHON, "-c", BARE_APP, str(bare_port)], cwd=tmpdir)
+        try:
+            wait_http(relay_port, "/healthz")
+            wait_http(bare_port, "/")
+            generator = "wrk" if shutil.which("wrk") else "python asyncio client (own process)"
+            print(f"receiver benchmark: {os.cpu_count()} cores, generator: {generator}")
+            print(
+                f"  body {len(BODY)} B, {args.connections} connections, {args.seconds:g} s "
+                f"measured after 1 s warm-up, relay logs at {args.log_level}"
+            )
+            bare_fig = run_client(bare_port, args.connections, args.seconds, None)
+            show("bare aiohttp (202, no work)", bare_fig)
+            relay_fig = run_client(relay_port, args.connections, args.seconds, None)
+            show("relay serve (durable 202)", relay_fig)
+            ratio = relay_fig["rps"] / bare_fig["rps"] if bare_fig["rps"] else float("nan")
+            print(f"  ratio relay/bare: {ratio:.2f}   (goal >= 0.50)")
+            fixed = run_client(relay_port, args.connections, args.seconds, args.rate)
+            show(f"relay at {args.rate:g} req/s offered", fixed)
+            verdict = "met" if fixed["p99_ms"] < 20 else "NOT met"
+            print(
+                f"  p99 at {args.rate:g} req/s: {fixed['p99_ms']:.2f} ms (goal < 20 ms: {verdict})"
+            )
+            stored = int(redis_command(redis_port, "ZCARD", "relay:events")[1:].split(b"\r\n")[0])
+            jobs = int(redis_command(redis_port, "LLEN", "rq:queue:relay")[1:].split(b"\r\n")[0])
+            acked = sum(
+                n for f in (relay_fig, fixed) for s, n in f["statuses"].items() if str(s) == "202"
+            )
+            print(
+                f"  in Redis: {stored} events (>= {acked} acknowledged while measured), "
+                f"{jobs} RQ jobs (one per commit): {stored / max(jobs, 1):.1f} events per commit"
+            )
+        finally:
+            stop(relay)
+            stop(bare)
+            stop(redis_proc)
+            log_file.close()
+    print(f"  whole run: {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        port, conns, secs, rate = sys.argv[2:6]
+        result = asyncio.run(
+            _drive(int(port), int(conns), float(secs), None if rate == "None" else float(rate))
+        )
+        print(json.dumps(result))
+        raise SystemExit(0)
+    raise SystemExit(main())

@@ -1,0 +1,7 @@
+"""relay: a queue-backed webhook fan-out relay."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,1 @@
+"""Chaos suite: real processes, injected faults, exact reconciliation (run apart: -m slow)."""

@@ -1,0 +1,56 @@
+"""Redis SIGKILLed and started again (AOF, appendfsync always) during the stream loses nothing.
+
+The source has no spool: while Redis is down the receiver answers 503 and the provider retries, as
+DigitalChalk and Learn365 do (the spool, for call-once sources, has its own tests in
+tests/test_spool.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import (
+    ORDER_AND_USER_EVENTS,
+    ORDER_AND_USER_ROUTES,
+    TWO_TARGETS,
+    RelayStack,
+    Scenario,
+    assert_nothing_lost,
+    kill_and_restart,
+    run_scenario,
+)
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
+
+SCENARIO = Scenario(
+    name="Redis SIGKILLed and restarted (no spool: 503 and provider retries)",
+    targets=TWO_TARGETS,
+    routes=ORDER_AND_USER_ROUTES,
+    event_types=ORDER_AND_USER_EVENTS,
+    count=600,
+    rate=50.0,
+    drain_timeout=150.0,
+)
+
+#: Twice during the stream: SIGKILL redis-server, leave it down 1-3 s, start it again.
+restart_redis = kill_and_restart(
+    "redis-server",
+    times=2,
+    between=(2.0, 3.5),
+    down=(1.0, 3.0),
+    kill=RelayStack.kill_redis,
+    start=RelayStack.start_redis,
+    started_note="redis-server started again (AOF replayed)",
+)
+
+
+def test_redis_killed_and_restarted_loses_nothing_acknowledged(
+    tmp_path: Path, chaos_redis: RedisServer, chaos_seed: int
+) -> None:
+    outcome = run_scenario(SCENARIO, chaos_seed, tmp_path, chaos_redis, restart_redis)
+    assert_nothing_lost(outcome)
+    assert sum(1 for c in outcome.figures.chaos if "SIGKILL" in c) == 2
+    assert outcome.figures.provider_retries  # the outage was seen: 503s or refused connections

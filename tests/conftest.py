@@ -1,0 +1,110 @@
+"""Shared fixtures: a real redis-server for the session, a clean database per test.
+
+And the session's secret grep: every relay process started through tests/support/processes.py
+registered its log and its secrets; if any registered log contains any registered secret, the
+session fails (naming the log and the secret, never printing the value).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.processes import Leak, find_leaks, registered_logs
+from tests.support.redis_server import RedisServer, redis_server_binary
+
+REQUIRE_REAL_REDIS = os.environ.get("RELAY_REQUIRE_REDIS_SERVER") == "1"
+
+_LEAKS = pytest.StashKey[list[Leak]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if redis_server_binary() is None:
+        if REQUIRE_REAL_REDIS:
+            raise pytest.UsageError(
+                "RELAY_REQUIRE_REDIS_SERVER=1 but redis-server is not on PATH: install it "
+                "(apt-get install redis-server)"
+            )
+        sys.stderr.write(
+            "relay tests: redis-server not found; tests that need a real server are skipped\n"
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the whole session (tests needing their own use make_redis)."""
+    if redis_server_binary() is None:
+        pytest.skip("needs redis-server (set RELAY_REQUIRE_REDIS_SERVER=1 to make this fail)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_redis(tmp_path: Path) -> Iterator[type[RedisServer]]:
+    """Factory for a private redis-server a test may stop, kill and restart."""
+    if redis_server_binary() is None:
+        pytest.skip("needs redis-server (set RELAY_REQUIRE_REDIS_SERVER=1 to make this fail)")
+    started: list[RedisServer] = []
+
+    class _Private(RedisServer):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__(tmp_path / f"redis-{len(started)}", **kwargs)  # type: ignore[arg-type]
+            started.append(self)
+
+    yield _Private
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of the session's redis-server, with the database flushed before each test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A redis-py client on the flushed test database."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Grep every registered relay log for every registered secret; a hit fails the session."""
+    leaks = find_leaks()
+    session.config.stash[_LEAKS] = leaks
+    if leaks and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """Report the secret grep: every leak by log and secret name, or one line when clean."""
+    logs = registered_logs()
+    if not logs:
+        return
+    leaks = config.stash.get(_LEAKS, [])
+    secrets = {value for found in logs.values() for value in found.values()}
+    missing = sum(1 for path in logs if not path.exists())
+    if leaks:
+        terminalreporter.section("secrets found in relay logs", sep="=", red=True, bold=True)
+        for leak in leaks:
+            terminalreporter.write_line(leak.describe())
+        terminalreporter.write_line(f"{len(leaks)} leak(s): the session fails")
+    else:
+        terminalreporter.write_line(
+            f"secret grep: {len(logs) - missing} relay log(s) checked for {len(secrets)} "
+            f"secret(s): none found" + (f" ({missing} log(s) already deleted)" if missing else "")
+        )

@@ -1,0 +1,1 @@
+"""Provider conformance: each provider's documented payloads, end to end, through relay."""

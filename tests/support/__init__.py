@@ -1,0 +1,1 @@
+"""Test support: a real redis-server per session, processes and loopback targets."""

@@ -1,0 +1,802 @@
+"""`relay dev`: the pure helpers, the in-process servers, and the whole command as a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import fakeredis
+import pytest
+from rq import Queue
+
+from relay import dev
+from relay.embedded import AppThread, ThreadScheduler, echo_app, thread_scheduler_worker
+from relay.routes import parse_routes
+from relay.settings import Settings
+from tests.support.redis_server import RedisServer, free_port
+
+ROUTES = """
+[sources.fellow]
+kind = "form"
+token_env = "DEVTEST_FELLOW_TOKEN"
+
+[sources.learn365]
+kind = "aspnet"
+secret = "${DEVTEST_LEARN365_SECRET}"
+
+[sources.strigo]
+kind = "resthooks"
+
+[targets.crm]
+url = "https://crm.example.com/hooks"
+signing_secret_env = "DEVTEST_CRM_WHSEC"
+headers = { authorization = "Bearer ${DEVTEST_CRM_KEY}" }
+
+[[routes]]
+source = "fellow"
+targets = ["crm"]
+"""
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    """POST to a loopback URL; (status, body) whatever the status."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+# ---------------------------------------------------------------------------------------------
+# Which variables routes.toml needs, and their dev values
+
+
+def test_needed_env_vars_finds_env_keys_and_references_in_order() -> None:
+    needs = dev.needed_env_vars(ROUTES)
+    assert [(n.name, n.key) for n in needs] == [
+        ("DEVTEST_FELLOW_TOKEN", "sources.fellow.token_env"),
+        ("DEVTEST_LEARN365_SECRET", "sources.learn365.secret"),
+        ("DEVTEST_CRM_WHSEC", "targets.crm.signing_secret_env"),
+        ("DEVTEST_CRM_KEY", "targets.crm.headers.authorization"),
+    ]
+
+
+def test_needed_env_vars_names_each_variable_once_and_walks_arrays() -> None:
+    text = """
+    [sources.a]
+    kind = "json"
+    token_env = "SHARED"
+    [sources.b]
+    kind = "json"
+    token = "${SHARED}"
+    [[routes]]
+    source = "a"
+    targets = ["${IN_ARRAY}"]
+    """
+    assert [n.name for n in dev.needed_env_vars(text)] == ["SHARED", "IN_ARRAY"]
+    assert dev.needed_env_vars(text)[1].key == "routes[0].targets[0]"
+
+
+def test_needed_env_vars_ignores_literal_values() -> None:
+    assert dev.needed_env_vars('[targets.t]\nurl = "http://x/$HOME/{a}"\n') == ()
+
+
+def test_dev_values_fit_what_routes_toml_accepts() -> None:
+    whsec = dev.dev_value("targets.crm.signing_secret_env")
+    assert whsec.startswith("whsec_")
+    assert len(base64.b64decode(whsec.removeprefix("whsec_"), validate=True)) == 24
+    secret = dev.dev_value("sources.learn365.secret")
+    assert 32 <= len(secret) <= 64
+    token = dev.dev_value("sources.fellow.token_env")
+    assert re.fullmatch(r"[A-Za-z0-9_-]{20,}", token)
+    assert dev.dev_value("sources.fellow.token_env") != token  # fresh every time
+
+
+def test_fill_dev_env_sets_only_missing_variables_and_reports_them() -> None:
+    env = {"DEVTEST_FELLOW_TOKEN": "mine", "DEVTEST_CRM_KEY": "  "}
+    generated = dev.fill_dev_env(env, dev.needed_env_vars(ROUTES))
+    assert env["DEVTEST_FELLOW_TOKEN"] == "mine"
+    assert set(generated) == {"DEVTEST_LEARN365_SECRET", "DEVTEST_CRM_WHSEC", "DEVTEST_CRM_KEY"}
+    assert all(env[name] == value for name, value in generated.items())
+
+
+def test_filled_environment_makes_the_routes_file_valid() -> None:
+    env: dict[str, str] = {}
+    dev.fill_dev_env(env, dev.needed_env_vars(ROUTES))
+    table = parse_routes(ROUTES, "routes.toml", env)
+    assert table.sources["learn365"].secret is not None
+    assert table.targets["crm"].signing_secrets[0].key_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# The banner
+
+
+def test_redact_url_hides_only_the_password() -> None:
+    assert dev.redact_url("redis://u:pw@h:6379/0") == "redis://u:****@h:6379/0"
+    assert dev.redact_url("rediss://:pw@h/1") == "rediss://:****@h/1"
+    assert dev.redact_url("redis://127.0.0.1:6380/0") == "redis://127.0.0.1:6380/0"
+
+
+def test_banner_lists_urls_tokens_generated_values_and_how_to_stop() -> None:
+    env: dict[str, str] = {}
+    generated = dev.fill_dev_env(env, dev.needed_env_vars(ROUTES))
+    table = parse_routes(ROUTES, "routes.toml", env)
+    text = dev.render_banner(
+        dev.BannerInfo(
+            redis_url="redis://:topsecret@127.0.0.1:6380/0",
+            redis_kind="redis-server started by relay dev",
+            base_url="http://127.0.0.1:8000",
+            routes=table,
+            worker="relay worker",
+            generated=generated,
+            echo_urls=("http://127.0.0.1:9001", "http://127.0.0.1:9002"),
+            processes=(("redis-server", 11), ("receiver", 12)),
+            group=11,
+        )
+    )
+    token = env["DEVTEST_FELLOW_TOKEN"]
+    assert f"http://127.0.0.1:8000/hooks/fellow/{token}" in text
+    assert "http://127.0.0.1:8000/hooks/learn365\n" in text  # signed, no path token
+    assert "http://127.0.0.1:8000/hooks/strigo" in text
+    assert "/healthz" in text
+    assert "/readyz" in text
+    assert "topsecret" not in text
+    assert "redis://:****@127.0.0.1:6380/0" in text
+    for name, value in generated.items():
+        assert re.search(rf"{name} += {re.escape(value)}\n", text)
+    assert "throwaway" in text
+    assert "redis-server pid 11, receiver pid 12 (process group 11)" in text
+    assert "Echo       http://127.0.0.1:9001  http://127.0.0.1:9002\n" in text
+    assert "Ctrl-C" in text
+
+
+def test_pick_port_falls_back_to_a_free_port_when_taken() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        other = dev.pick_port(busy)
+        assert other != busy
+        assert dev.port_is_free(other)
+
+
+def test_loopback_ports_are_the_local_targets_ports_once_each() -> None:
+    text = """
+    [targets.a]
+    url = "http://127.0.0.1:9001/a"
+    [targets.b]
+    url = "http://localhost:9001/b"
+    [targets.c]
+    url = "http://localhost/c"
+    [targets.d]
+    url = "https://crm.example.com:9005/d"
+    [targets.e]
+    url = "http://127.0.0.1:9002/e?x=1"
+    """
+    assert dev.loopback_ports(parse_routes(text, "routes.toml", {})) == (80, 9001, 9002)
+
+
+def test_local_url_replaces_a_wildcard_host_with_loopback() -> None:
+    assert dev.local_url(Settings(host="0.0.0.0", port=8001)) == "http://127.0.0.1:8001"
+    assert dev.local_url(Settings(host="::", port=8001)) == "http://127.0.0.1:8001"
+    assert dev.local_url(Settings(host="127.0.0.2", port=80)) == "http://127.0.0.2:80"
+    assert dev.local_url(Settings(host="::1", port=80)) == "http://[::1]:80"
+
+
+def test_redis_server_args_keep_data_and_never_evict(tmp_path: Path) -> None:
+    args = dev.redis_server_args("redis-server", 6390, tmp_path)
+    pairs = dict(zip(args[1::2], args[2::2], strict=True))
+    assert pairs["--bind"] == "127.0.0.1"
+    assert pairs["--port"] == "6390"
+    assert pairs["--dir"] == str(tmp_path)
+    assert pairs["--appendonly"] == "yes"
+    assert pairs["--appendfsync"] == "everysec"
+    assert pairs["--maxmemory-policy"] == "noeviction"
+
+
+def test_stale_redis_is_found_by_its_pidfile_only_when_it_is_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    assert dev.stale_redis(tmp_path) is None  # no pidfile
+    assert redis_server.process is not None
+    (tmp_path / "redis.pid").write_text(f"{redis_server.process.pid}\n")
+    assert dev.stale_redis(tmp_path) == redis_server.process.pid
+    (tmp_path / "redis.pid").write_text(f"{os.getpid()}\n")  # alive, but not a redis-server
+    assert dev.stale_redis(tmp_path) is None
+    (tmp_path / "redis.pid").write_text("not a pid")
+    assert dev.stale_redis(tmp_path) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The supervisor
+
+IGNORES_SIGTERM = (
+    "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "pathlib.Path(sys.argv[1]).touch(); time.sleep(60)"
+)
+
+
+def test_wait_until_gives_up_at_once_when_a_stop_is_requested() -> None:
+    stop = dev._StopRequested()
+    stop(signal.SIGINT, None)
+    calls: list[int] = []
+    failure = dev.wait_until(lambda: bool(calls.append(1)), 30, dev.Supervisor(), "x", stop)
+    assert failure is None
+    assert calls == []
+
+
+def test_wait_until_reports_a_timeout() -> None:
+    failure = dev.wait_until(
+        lambda: False, 0.2, dev.Supervisor(), "the thing", dev._StopRequested()
+    )
+    assert failure == "waited 0.2 s for the thing in vain"
+
+
+def test_wait_until_reports_a_child_that_exits() -> None:
+    supervisor = dev.Supervisor()
+    supervisor.spawn("quitter", [sys.executable, "-c", "raise SystemExit(3)"], os.environ)
+    try:
+        failure = dev.wait_until(lambda: False, 30, supervisor, "Godot", dev._StopRequested())
+    finally:
+        supervisor.stop_all([], timeout=5)
+    assert failure == "the quitter exited with code 3 while waiting for Godot"
+
+
+def test_supervisor_puts_children_in_one_group_and_kills_what_ignores_sigterm(
+    tmp_path: Path,
+) -> None:
+    supervisor = dev.Supervisor()
+    marks = [tmp_path / "a", tmp_path / "b"]
+    first = supervisor.spawn(
+        "a", [sys.executable, "-c", IGNORES_SIGTERM, str(marks[0])], os.environ
+    )
+    second = supervisor.spawn(
+        "b", [sys.executable, "-c", IGNORES_SIGTERM, str(marks[1])], os.environ
+    )
+    try:
+        assert supervisor.group == first
+        assert os.getpgid(second) == first
+        assert os.getpgid(first) != os.getpgid(0)  # not the terminal's (our) group
+        deadline = time.monotonic() + 30  # both have installed their SIGTERM handler
+        while not all(m.exists() for m in marks) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(m.exists() for m in marks)
+        supervisor.stop(["a"], timeout=0.5)
+        assert supervisor.children[0][1].returncode == -signal.SIGKILL
+        assert supervisor.exited() == ("a", -signal.SIGKILL)
+    finally:
+        supervisor.stop_all([["b"]], timeout=0.5)
+    assert supervisor.children[1][1].returncode == -signal.SIGKILL
+    assert not group_alive(first)
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process pieces of the embedded mode
+
+
+def test_echo_target_prints_what_it_receives() -> None:
+    lines: list[str] = []
+    server = AppThread("echo", lambda: echo_app(lines.append), "127.0.0.1", free_port())
+    server.start()
+    try:
+        status, _ = post(
+            f"{server.url}/crm?x=1",
+            b'{"event":"hello"}',
+            {"x-relay-event": "hello", "webhook-id": "evt_1", "other": "no"},
+        )
+        assert status == 200
+    finally:
+        server.stop()
+    assert not server.alive
+    assert len(lines) == 1
+    assert "POST /crm?x=1" in lines[0]
+    assert "x-relay-event=hello" in lines[0]
+    assert "webhook-id=evt_1" in lines[0]
+    assert '{"event":"hello"}' in lines[0]
+    assert "other" not in lines[0]
+
+
+def test_app_thread_reports_a_taken_port() -> None:
+    first = AppThread("one", lambda: echo_app(lambda _: None), "127.0.0.1", free_port())
+    first.start()
+    try:
+        second = AppThread("two", lambda: echo_app(lambda _: None), "127.0.0.1", first.port)
+        with pytest.raises(OSError, match="in use"):
+            second.start()
+        assert not second.failed  # start() reported it: not an unexpected end
+    finally:
+        first.stop()
+
+
+def test_app_thread_that_ends_unasked_is_failed_and_says_so() -> None:
+    calls: list[str] = []
+    server = AppThread("echo", lambda: echo_app(lambda _: None), "127.0.0.1", free_port())
+    server.on_unexpected_exit = lambda: calls.append("ended")
+    server.start()
+    assert server._loop is not None
+    assert server._stopping is not None
+    server._loop.call_soon_threadsafe(server._stopping.set)  # as if the server died by itself
+    server._thread.join(10)
+    assert server.failed
+    assert calls == ["ended"]
+
+
+def test_app_thread_stopped_on_request_is_not_failed() -> None:
+    calls: list[str] = []
+    server = AppThread("echo", lambda: echo_app(lambda _: None), "127.0.0.1", free_port())
+    server.on_unexpected_exit = lambda: calls.append("ended")
+    server.start()
+    server.stop()
+    assert not server.alive
+    assert not server.failed
+    assert calls == []
+
+
+def test_thread_scheduler_moves_due_jobs_to_the_queue_in_the_shared_server() -> None:
+    server = fakeredis.FakeServer()
+    connection = fakeredis.FakeRedis(server=server)
+    queue = Queue("relay-test", connection=connection)
+    job = queue.enqueue_in(timedelta(seconds=0), "tests.test_dev.noop")
+    assert job.id not in queue.job_ids  # scheduled, not queued
+    scheduler = ThreadScheduler([queue], connection=fakeredis.FakeRedis(server=server))
+    scheduler.acquire_locks()
+    assert scheduler.acquired_locks == {"relay-test"}
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while job.id not in queue.job_ids and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.id in queue.job_ids
+    finally:
+        scheduler.halt()
+    assert not scheduler._process.is_alive()
+
+
+def test_thread_scheduler_worker_runs_retries_without_forking() -> None:
+    from rq import Retry, SimpleWorker
+
+    _CALLS.clear()
+    server = fakeredis.FakeServer()
+    connection = fakeredis.FakeRedis(server=server)
+    queue = Queue("relay-test", connection=connection)
+    job = queue.enqueue("tests.test_dev.fail_once", retry=Retry(max=1, interval=[1]))
+    worker_class = thread_scheduler_worker(SimpleWorker)
+    assert worker_class.__name__ == "EmbeddedSimpleWorker"
+    worker = worker_class([queue], connection=connection)
+    pids_before = os.getpid()
+    # First pass fails the job and schedules the retry; the thread scheduler must enqueue it
+    # from this same process (a forked scheduler would not see the in-memory data).
+    worker.work(burst=True, with_scheduler=True)
+    assert _CALLS == ["fail"]
+    deadline = time.monotonic() + 10
+    while job.get_status(refresh=True) != "finished" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        worker.work(burst=True, with_scheduler=True)
+    assert job.get_status(refresh=True) == "finished"
+    assert os.getpid() == pids_before
+    assert _CALLS == ["fail", "ok"]
+
+
+_CALLS: list[str] = []
+
+
+def noop() -> None:
+    """A job that does nothing."""
+
+
+def fail_once() -> str:
+    """A job that fails on its first run only."""
+    if not _CALLS:
+        _CALLS.append("fail")
+        raise RuntimeError("first run fails")
+    _CALLS.append("ok")
+    return "ok"
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole command, as a user runs it
+
+
+class Target:
+    """A loopback HTTP target that records every request it gets."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, str], bytes]] = []
+        self.arrived = threading.Event()
+        target = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                target.received.append(
+                    (self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                )
+                target.arrived.set()
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Target:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class DevProcess:
+    """`relay dev` as a subprocess, with its output read line by line in a thread."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "relay", "dev", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        """Wait until the output holds `text`; return the output so far."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if self.process.poll() is not None:
+                self.reader.join(5)
+                if text in self.output:
+                    break
+                pytest.fail(f"relay dev exited ({self.process.returncode}):\n{self.output}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {text!r} from relay dev within {timeout} s:\n{self.output}")
+            time.sleep(0.05)
+        return self.output
+
+    def interrupt(self, timeout: float = 60) -> int:
+        """Ctrl-C: SIGINT, then the exit code."""
+        self.process.send_signal(signal.SIGINT)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"relay dev did not stop within {timeout} s:\n{self.output}")
+        self.reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+DEV_ROUTES = """
+[sources.demo]
+kind = "json"
+token_env = "DEVTEST_DEMO_TOKEN"
+
+[targets.sink]
+url = "{target}/sink"
+signing_secret_env = "DEVTEST_SINK_WHSEC"
+retry = {{ attempts = 3, first = "1s", max = "2s" }}
+
+[[routes]]
+source = "demo"
+events = ["*"]
+targets = ["sink"]
+"""
+
+
+@pytest.fixture
+def dev_env(tmp_path: Path) -> dict[str, str]:
+    """An environment for `relay dev` in tmp_path: no REDIS_URL, a free PORT, JSON logs."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "RELAY_", "DEVTEST_"))
+    }
+    env.update(
+        PORT=str(free_port()),
+        RELAY_ROUTES=str(tmp_path / "routes.toml"),
+        RELAY_LOG_FORMAT="json",
+        RELAY_LOG_LEVEL="warning",
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+    )
+    return env
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[Target]:
+    with Target() as t:
+        (tmp_path / "routes.toml").write_text(DEV_ROUTES.format(target=t.url))
+        yield t
+
+
+def pids_in_banner(output: str) -> tuple[dict[str, int], int | None]:
+    """{child name: pid} and the process group from the banner's Processes line."""
+    line = next(x for x in output.splitlines() if x.strip().startswith("Processes"))
+    pids = {
+        name: int(pid)
+        for name, pid in re.findall(r"([\w -]+?) pid (\d+)", line.split("Processes", 1)[1])
+    }
+    group = re.search(r"process group (\d+)", line)
+    return {k.strip(", "): v for k, v in pids.items()}, int(group.group(1)) if group else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def post_event_and_see_it_delivered(output: str, target: Target) -> None:
+    """POST an event to the demo URL the banner shows; the target must receive it."""
+    url = re.search(r"(http://127\.0\.0\.1:\d+/hooks/demo/\S+)", output)
+    assert url, output
+    status, body = post(
+        url.group(1), b'{"event": "ping", "n": 1}', {"content-type": "application/json"}
+    )
+    assert status == 202, body
+    event_id = json.loads(body)["id"]
+    assert target.arrived.wait(30), "the target received nothing within 30 s"
+    path, headers, delivered = target.received[0]
+    assert path == "/sink"
+    assert delivered == b'{"event": "ping", "n": 1}'
+    assert headers["webhook-id"].startswith(event_id.split("-")[0])
+    assert headers["webhook-signature"].startswith("v1,")
+
+
+needs_redis_server = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="needs redis-server on PATH"
+)
+
+
+@needs_redis_server
+@pytest.mark.timeout(120)
+def test_dev_with_its_own_redis_server_delivers_then_stops_everything(
+    tmp_path: Path, dev_env: dict[str, str], target: Target
+) -> None:
+    data_dir = tmp_path / "devdata"
+    dev_run = DevProcess(
+        tmp_path, dev_env, "--data-dir", str(data_dir), "--redis-port", str(free_port())
+    )
+    try:
+        output = dev_run.wait_for("Press Ctrl-C")
+        assert "redis-server started by relay dev" in output
+        assert "DEVTEST_DEMO_TOKEN" in output  # generated, and shown
+        assert "DEVTEST_SINK_WHSEC = whsec_" in output
+        pids, group = pids_in_banner(output)
+        assert set(pids) == {"redis-server", "receiver", "worker"}
+        assert group == pids["redis-server"]
+        assert all(alive(pid) for pid in pids.values())
+        post_event_and_see_it_delivered(output, target)
+        assert dev_run.interrupt() == 0
+    finally:
+        dev_run.kill()
+    assert "stopped receiver, worker and Redis" in dev_run.output
+    assert not any(alive(pid) for pid in pids.values())
+    assert group is not None
+    assert not group_alive(group)  # nothing left in the group: not even RQ's scheduler
+    assert (data_dir / "redis" / "appendonlydir").is_dir()  # AOF: a restart keeps events
+
+
+@pytest.mark.timeout(120)
+def test_dev_embedded_delivers_in_one_process_then_stops(
+    tmp_path: Path, dev_env: dict[str, str], target: Target
+) -> None:
+    dev_run = DevProcess(tmp_path, dev_env, "--embedded")
+    try:
+        output = dev_run.wait_for("Press Ctrl-C")
+        assert "embedded" in output
+        assert "LOST" in output
+        pids, group = pids_in_banner(output)
+        assert pids == {"relay dev": dev_run.process.pid}
+        assert group is None
+        post_event_and_see_it_delivered(output, target)
+        assert dev_run.interrupt() == 0
+    finally:
+        dev_run.kill()
+    assert "stopped receiver, worker and the embedded Redis" in dev_run.output
+
+
+@pytest.mark.timeout(120)
+def test_dev_embedded_is_chosen_by_the_environment_variable_too(
+    tmp_path: Path, dev_env: dict[str, str], target: Target
+) -> None:
+    dev_run = DevProcess(tmp_path, {**dev_env, "RELAY_DEV_EMBEDDED": "1"})
+    try:
+        assert "embedded (fakeredis" in dev_run.wait_for("Press Ctrl-C")
+        assert dev_run.interrupt() == 0
+    finally:
+        dev_run.kill()
+
+
+@pytest.mark.timeout(120)
+def test_dev_uses_redis_url_and_leaves_that_redis_running(
+    tmp_path: Path, dev_env: dict[str, str], target: Target, redis_url: str
+) -> None:
+    import redis
+
+    dev_run = DevProcess(tmp_path, {**dev_env, "REDIS_URL": redis_url})
+    try:
+        output = dev_run.wait_for("Press Ctrl-C")
+        assert redis_url in output
+        assert "relay dev started no Redis of its own" in output
+        pids, group = pids_in_banner(output)
+        assert set(pids) == {"receiver", "worker"}
+        post_event_and_see_it_delivered(output, target)
+        assert dev_run.interrupt() == 0
+    finally:
+        dev_run.kill()
+    assert not any(alive(pid) for pid in pids.values())
+    assert group is not None
+    assert not group_alive(group)
+    client = redis.Redis.from_url(redis_url)
+    assert client.ping()
+    client.close()
+
+
+@pytest.mark.timeout(60)
+def test_dev_fails_early_when_redis_url_does_not_answer(
+    tmp_path: Path, dev_env: dict[str, str], target: Target
+) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    dev_run = DevProcess(tmp_path, {**dev_env, "REDIS_URL": url})
+    try:
+        assert dev_run.wait(30) == 1
+    finally:
+        dev_run.kill()
+    assert "does not answer" in dev_run.output
+    assert "hunter2" not in dev_run.output
+
+
+@needs_redis_server
+@pytest.mark.timeout(120)
+def test_dev_stops_everything_when_a_child_dies(
+    tmp_path: Path, dev_env: dict[str, str], target: Target
+) -> None:
+    dev_run = DevProcess(
+        tmp_path, dev_env, "--data-dir", str(tmp_path / "d"), "--redis-port", str(free_port())
+    )
+    try:
+        pids, group = pids_in_banner(dev_run.wait_for("Press Ctrl-C"))
+        os.kill(pids["worker"], signal.SIGKILL)
+        assert dev_run.wait(60) == 1
+    finally:
+        dev_run.kill()
+    assert "the worker exited unexpectedly" in dev_run.output
+    assert not any(alive(pid) for pid in pids.values())
+    assert group is not None
+    assert not group_alive(group)
+
+
+def test_dev_reports_a_missing_routes_file(tmp_path: Path, dev_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "dev"],
+        cwd=tmp_path,
+        env={**dev_env, "RELAY_ROUTES": str(tmp_path / "nope.toml")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "nope.toml: file not found" in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_dev_echo_target_answers_for_loopback_targets_and_prints_deliveries(
+    tmp_path: Path, dev_env: dict[str, str]
+) -> None:
+    port = free_port()
+    (tmp_path / "routes.toml").write_text(DEV_ROUTES.format(target=f"http://127.0.0.1:{port}"))
+    dev_run = DevProcess(tmp_path, dev_env, "--embedded", "--echo-target")
+    try:
+        output = dev_run.wait_for("Press Ctrl-C")
+        assert f"Echo       http://127.0.0.1:{port}\n" in output
+        url = re.search(r"(http://127\.0\.0\.1:\d+/hooks/demo/\S+)", output)
+        assert url
+        status, _ = post(url.group(1), b'{"event": "ping"}', {"content-type": "application/json"})
+        assert status == 202
+        printed = dev_run.wait_for(f"echo :{port} POST /sink", timeout=30)
+        assert "x-relay-event=ping" in printed
+        assert dev_run.interrupt() == 0
+    finally:
+        dev_run.kill()
+
+
+def test_dev_refuses_embedded_with_redis_url(tmp_path: Path, dev_env: dict[str, str]) -> None:
+    (tmp_path / "routes.toml").write_text(DEV_ROUTES.format(target="http://127.0.0.1:9"))
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "dev", "--embedded"],
+        cwd=tmp_path,
+        env={**dev_env, "REDIS_URL": "redis://127.0.0.1:9/0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--embedded and REDIS_URL exclude each other" in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_dev_says_when_the_receiver_port_is_taken(
+    tmp_path: Path, dev_env: dict[str, str], target: Target, redis_url: str
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", int(dev_env["PORT"])))
+        taken.listen()
+        dev_run = DevProcess(tmp_path, {**dev_env, "REDIS_URL": redis_url})
+        try:
+            assert dev_run.wait(30) == 1
+        finally:
+            dev_run.kill()
+    assert f"port {dev_env['PORT']} is taken" in dev_run.output
+
+
+@pytest.mark.timeout(120)
+def test_dev_without_redis_server_on_path_falls_back_to_embedded(
+    tmp_path: Path, dev_env: dict[str, str], target: Target
+) -> None:
+    env = {**dev_env, "PATH": str(tmp_path / "empty-bin")}
+    dev_run = DevProcess(tmp_path, env)
+    try:
+        output = dev_run.wait_for("Press Ctrl-C")
+        assert "embedded (fakeredis, in this process)" in output
+        post_event_and_see_it_delivered(output, target)
+        assert dev_run.interrupt() == 0
+    finally:
+        dev_run.kill()

@@ -1,0 +1,44 @@
+"""Event ids: shape, uniqueness, and order by creation time."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relay.ids import derived_event_id, is_event_id, new_event_id
+
+
+def test_ids_have_the_documented_shape_and_are_unique() -> None:
+    ids = [new_event_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    for event_id in ids[:100]:
+        assert len(event_id) == 30
+        assert event_id.startswith("evt_")
+        assert is_event_id(event_id)
+        # Safe as an RQ job id and in a URL path.
+        assert all(ch.isalnum() or ch in "_-" for ch in event_id)
+
+
+@given(
+    st.floats(min_value=0, max_value=2**47 / 1000, allow_nan=False),
+    st.floats(min_value=0.001, max_value=10**6),
+)
+def test_ids_sort_by_creation_time(earlier: float, gap: float) -> None:
+    later = earlier + gap
+    if int(later * 1000) > int(earlier * 1000):  # ids are precise to the millisecond
+        assert new_event_id(earlier) < new_event_id(later)
+
+
+def test_derived_ids_are_recognised_and_others_are_not() -> None:
+    parent = new_event_id()
+    assert is_event_id(derived_event_id(parent, 3))
+    assert derived_event_id(parent, 3) == f"{parent}-3"
+    for bad in (
+        "",
+        "evt_",
+        parent[:-1],
+        parent + "-x",
+        parent.replace("evt_", "ev_"),
+        "evt_" + "U" * 26,
+    ):
+        assert not is_event_id(bad)

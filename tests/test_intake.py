@@ -1,0 +1,284 @@
+"""IntakeWriter: group commit against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+
+from relay import keys
+from relay.envelope import Event
+from relay.errors import Unavailable
+from relay.intake import Committed, IntakeWriter, intake_client, write_batch
+from relay.queueing import DELIVER_DUE, KICKS_ENOUGH, make_queue
+
+
+def event(
+    n: int, targets: tuple[str, ...] = ("crm",), dedupe: str = "", source: str = "s"
+) -> Event:
+    return Event(
+        id=f"evt_{n:026d}",
+        source=source,
+        type="thing",
+        received_at=time.time(),
+        content_type="application/json",
+        method="POST",
+        headers=(("x-n", str(n)),),
+        body=b'{"n": %d, "raw": "\xff"}' % n,  # bytes that are not UTF-8 stay as they are
+        targets=targets,
+        dedupe_key=dedupe,
+    )
+
+
+def kicks(client: redis.Redis) -> int:
+    """Kicks waiting in the queue; every queued job must be a kick (no event ids ride on jobs)."""
+    jobs = make_queue(client).jobs
+    for job in jobs:
+        assert job.func_name == DELIVER_DUE
+        assert (job.args, job.kwargs) == ([], {})
+    return len(jobs)
+
+
+def due(client: redis.Redis, target: str = "crm") -> dict[str, float]:
+    """A target's due set: event id -> when its delivery is due."""
+    return {m.decode(): s for m, s in client.zrange(keys.due_key(target), 0, -1, withscores=True)}
+
+
+def due_targets(client: redis.Redis) -> set[str]:
+    return {t.decode() for t in client.smembers(keys.DUE_TARGETS)}
+
+
+@dataclass(frozen=True)
+class Group:
+    """What write_batch reads of one request."""
+
+    events: tuple[Event, ...]
+    dedupe_window: int = 0
+
+
+@pytest.fixture
+async def writer(redis_url: str) -> Any:
+    client = intake_client(redis_url, 3.0)
+    w = IntakeWriter(client, retention=3600)
+    w.start()
+    yield w
+    await w.close()
+    client.close()
+
+
+async def test_events_written_with_state_expiry_indexes_due_entries_and_one_kick(
+    writer: IntakeWriter, redis_client: redis.Redis
+) -> None:
+    routed, unrouted = event(1, ("crm", "bi")), event(2, ())
+    result = await writer.submit([routed, unrouted], max_wait=5)
+    assert result == Committed((None, None))
+    assert result.duplicate is False
+    data = redis_client.hgetall(keys.event_key(routed.id))
+    assert Event.from_redis(routed.id, data) == routed
+    assert data[b"s:crm"] == b"pending"
+    assert data[b"s:bi"] == b"pending"
+    assert data[b"n:crm"] == b"0"
+    assert data[b"n:bi"] == b"0"
+    assert 3500 < redis_client.ttl(keys.event_key(routed.id)) <= 3600
+    assert redis_client.zcard(keys.EVENTS_INDEX) == 2
+    assert redis_client.zrange(keys.UNROUTED, 0, -1) == [unrouted.id.encode()]
+    stats = redis_client.hgetall(keys.source_stats_key("s"))
+    assert stats == {b"received": b"2", b"unrouted": b"1"}
+    # Each routed target has the event due at its receive time; the unrouted one is due nowhere.
+    assert due(redis_client, "crm") == {routed.id: routed.received_at}
+    assert due(redis_client, "bi") == {routed.id: routed.received_at}
+    assert due_targets(redis_client) == {"crm", "bi"}
+    assert kicks(redis_client) == 1
+    assert writer.kicks_waiting == 1
+
+
+async def test_waiting_requests_are_committed_in_one_transaction(
+    writer: IntakeWriter, redis_client: redis.Redis
+) -> None:
+    events = [event(n) for n in range(10)]
+    # Submitted before the writer task runs again: it takes the first and drains the rest.
+    results = await asyncio.gather(*(writer.submit([e], max_wait=5) for e in events))
+    assert len(results) == 10
+    assert writer.batches == 1
+    assert kicks(redis_client) == 1  # one kick for the whole batch
+    assert due(redis_client) == {e.id: e.received_at for e in events}
+
+
+async def test_batch_is_capped(redis_url: str, redis_client: redis.Redis) -> None:
+    client = intake_client(redis_url, 3.0)
+    w = IntakeWriter(client, max_batch=4)
+    w.start()
+    try:
+        await asyncio.gather(*(w.submit([event(n)], max_wait=5) for n in range(10)))
+    finally:
+        await w.close()
+        client.close()
+    assert w.batches == 3  # 4 + 4 + 2
+    assert len(due(redis_client)) == 10  # every event due, whichever batch carried it
+    # No worker runs: the first two batches kick, the third finds KICKS_ENOUGH waiting.
+    assert KICKS_ENOUGH == 2
+    assert kicks(redis_client) == 2
+    assert w.kicks_waiting == 2
+
+
+async def test_kicks_coalesce_while_enough_wait_and_resume_once_taken(
+    writer: IntakeWriter, redis_client: redis.Redis
+) -> None:
+    waiting = []
+    for n in range(4):
+        await writer.submit([event(n)], max_wait=5)
+        waiting.append(kicks(redis_client))
+    assert writer.batches == 4
+    assert waiting == [1, 2, 2, 2]
+    assert len(due(redis_client)) == 4  # a skipped kick skips no due entry
+    make_queue(redis_client).empty()  # workers took the kicks
+    await writer.submit([event(4)], max_wait=5)  # knows only the LLEN of the last commit
+    assert kicks(redis_client) == 0
+    assert writer.kicks_waiting == 0
+    await writer.submit([event(5)], max_wait=5)
+    assert kicks(redis_client) == 1
+    assert writer.kicks_waiting == 1
+    assert len(due(redis_client)) == 6
+
+
+async def test_unrouted_batch_makes_nothing_due_and_kicks_nobody(
+    writer: IntakeWriter, redis_client: redis.Redis
+) -> None:
+    await writer.submit([event(1, ()), event(2, ())], max_wait=5)
+    assert kicks(redis_client) == 0
+    assert due_targets(redis_client) == set()
+    assert redis_client.zcard(keys.UNROUTED) == 2
+
+
+@pytest.mark.parametrize("kick_workers", [True, False])
+def test_write_batch_kicks_when_asked_and_replies_llen_last(
+    redis_client: redis.Redis, kick_workers: bool
+) -> None:
+    queue = make_queue(redis_client)
+    e = event(1, ("crm", "bi"))
+    with redis_client.pipeline(transaction=True) as pipe:
+        write_batch(pipe, queue, [Group((e,))], 3600, time.time(), kick_workers=kick_workers)
+        replies = pipe.execute()
+    assert replies[-1] == (1 if kick_workers else 0)  # LLEN of the queue, after this batch
+    assert kicks(redis_client) == (1 if kick_workers else 0)
+    # The due entries do not depend on the kick: a poller finds them either way.
+    assert due(redis_client, "crm") == {e.id: e.received_at}
+    assert due(redis_client, "bi") == {e.id: e.received_at}
+    assert due_targets(redis_client) == {"crm", "bi"}
+
+
+async def test_dedupe_marks_repeats_within_and_across_batches(
+    writer: IntakeWriter, redis_client: redis.Redis
+) -> None:
+    key = keys.dedupe_key("s", "abc")
+    first, second = await asyncio.gather(
+        writer.submit([event(1, dedupe=key)], dedupe_window=60, max_wait=5),
+        writer.submit([event(2, dedupe=key)], dedupe_window=60, max_wait=5),
+    )
+    third = await writer.submit([event(3, dedupe=key)], dedupe_window=60, max_wait=5)
+    assert first.duplicate_of == (None,)
+    assert second.duplicate_of == (event(1).id,)
+    assert third.duplicate_of == (event(1).id,)
+    assert third.duplicate is True
+    assert redis_client.get(key) == event(1).id.encode()
+    assert 0 < redis_client.ttl(key) <= 60
+    assert redis_client.hget(keys.source_stats_key("s"), "duplicates") == b"2"
+
+
+async def test_request_is_a_duplicate_only_when_every_event_is(writer: IntakeWriter) -> None:
+    a, b = keys.dedupe_key("s", "a"), keys.dedupe_key("s", "b")
+    await writer.submit([event(1, dedupe=a)], dedupe_window=60, max_wait=5)
+    mixed = await writer.submit(
+        [event(2, dedupe=a), event(3, dedupe=b)], dedupe_window=60, max_wait=5
+    )
+    assert mixed.duplicate_of == (event(1).id, None)
+    assert mixed.duplicate is False
+
+
+async def test_redis_down_fails_the_batch_then_recovers(make_redis: Any) -> None:
+    server = make_redis()
+    server.start()
+    client = intake_client(server.url, 2.0)
+    w = IntakeWriter(client)
+    w.start()
+    try:
+        await w.submit([event(1)], max_wait=5)
+        server.stop()
+        with pytest.raises(Unavailable):
+            await w.submit([event(2)], max_wait=5)
+        assert w.available is False
+        server.start()
+        await w.submit([event(3)], max_wait=5)
+        assert w.available is True
+    finally:
+        await w.close()
+        client.close()
+    check = redis.Redis.from_url(server.url)
+    try:
+        assert check.exists(keys.event_key(event(3).id)) == 1
+    finally:
+        check.close()
+
+
+async def test_expired_request_is_not_written_later(
+    writer: IntakeWriter, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release, entered = threading.Event(), threading.Event()
+    original = writer._commit_sync
+
+    def held(batch: Any) -> Any:
+        entered.set()
+        release.wait(10)  # the first commit stalls, as on a slow Redis
+        return original(batch)
+
+    monkeypatch.setattr(writer, "_commit_sync", held)
+    slow = asyncio.ensure_future(writer.submit([event(1)], max_wait=10))
+    assert await asyncio.to_thread(entered.wait, 10)  # the writer has taken the first request
+    with pytest.raises(Unavailable, match="within"):
+        await writer.submit([event(2)], max_wait=0.05)
+    release.set()
+    await slow
+    await writer.submit([event(3)], max_wait=5)
+    assert redis_client.exists(keys.event_key(event(1).id)) == 1
+    assert redis_client.exists(keys.event_key(event(2).id)) == 0  # answered 503: never written
+    assert redis_client.exists(keys.event_key(event(3).id)) == 1
+
+
+async def test_bug_in_commit_fails_requests_but_not_the_writer(
+    writer: IntakeWriter, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = writer._commit_sync
+    calls = []
+
+    def broken_once(batch: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TypeError("a bug")
+        return original(batch)
+
+    monkeypatch.setattr(writer, "_commit_sync", broken_once)
+    with pytest.raises(Unavailable):
+        await writer.submit([event(1)], max_wait=5)
+    await writer.submit([event(2)], max_wait=5)
+    assert redis_client.exists(keys.event_key(event(2).id)) == 1
+
+
+async def test_close_commits_what_is_waiting_then_refuses(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    client = intake_client(redis_url, 3.0)
+    w = IntakeWriter(client)
+    w.start()
+    pending = [asyncio.ensure_future(w.submit([event(n)], max_wait=5)) for n in range(3)]
+    await asyncio.sleep(0)
+    await w.close()
+    assert all(p.done() and p.exception() is None for p in pending)
+    assert redis_client.zcard(keys.EVENTS_INDEX) == 3
+    with pytest.raises(Unavailable, match="shutting down"):
+        await w.submit([event(9)], max_wait=5)
+    client.close()

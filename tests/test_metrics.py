@@ -1,0 +1,140 @@
+"""Prometheus metrics: exact counts after a known sequence, read with the client's parser."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from relay import keys
+from relay.app import WRITER, create_app
+from relay.metrics import ReceiverMetrics, RedisCollector, WorkerMetrics, render
+from relay.queueing import KICKS_ENOUGH
+from relay.routes import parse_routes
+from relay.settings import Settings
+
+TOKEN = "chalk-token-0123456789abcdef"
+ROUTES = """
+[sources.chalk]
+kind = "json"
+token_env = "CHALK_TOKEN"
+
+[sources.fellow]
+kind = "form"
+
+[targets.crm]
+url = "http://127.0.0.1:9/crm"
+
+[[routes]]
+source = "chalk"
+events = ["element_*"]
+targets = ["crm"]
+"""
+JSON = {"Content-Type": "application/json"}
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition as {(name, sorted labels): value}."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, redis_url: str) -> Any:
+    routes = parse_routes(ROUTES, "routes.toml", {"CHALK_TOKEN": TOKEN})
+    return await aiohttp_client(create_app(Settings(redis_url=redis_url), routes))
+
+
+async def test_receiver_counts_requests_by_source_and_status(client: Any) -> None:
+    hooks = f"/hooks/chalk/{TOKEN}"
+    for _ in range(3):
+        resp = await client.post(hooks, data=b'{"event": "element_published"}', headers=JSON)
+        assert resp.status == 202
+    assert (await client.post(hooks, data=b"{", headers=JSON)).status == 400
+    assert (await client.post("/hooks/chalk/wrong-token-0000000000", data=b"{}")).status == 401
+    assert (await client.post("/hooks/nosuch", data=b"{}")).status == 404
+    resp = await client.post("/hooks/fellow", data=b"event=X", headers=JSON)
+    assert resp.status == 415
+    assert (await client.get("/healthz")).status == 200  # not a /hooks request: not counted
+
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    found = samples(await resp.text())
+
+    def received(source: str, status: str) -> float:
+        return found.get(
+            ("relay_events_received_total", (("source", source), ("status", status))), 0.0
+        )
+
+    assert received("chalk", "202") == 3
+    assert received("chalk", "400") == 1
+    assert received("chalk", "401") == 1
+    assert received("_unknown", "404") == 1
+    assert received("fellow", "415") == 1
+    assert sum(v for (n, _), v in found.items() if n == "relay_events_received_total") == 7
+    assert found[("relay_ack_duration_seconds_count", (("source", "chalk"),))] == 5
+    # Three requests, three commits; no worker runs in this test, so the first two commits each
+    # enqueue a kick and the third finds KICKS_ENOUGH waiting and adds none.
+    assert client.app[WRITER].batches == 3
+    assert KICKS_ENOUGH == 2
+    assert found[("relay_queue_jobs", (("state", "queued"),))] == 2
+    assert found[("relay_queue_jobs", (("state", "scheduled"),))] == 0
+    assert found[("relay_dead_letters_stored", ())] == 0
+    assert found[("relay_redis_up", ())] == 1
+
+
+def test_redis_collector_reports_down_instead_of_failing_the_scrape() -> None:
+    registry = CollectorRegistry()
+    dead = redis.Redis(port=1, socket_connect_timeout=0.2)  # nothing listens on port 1
+    registry.register(RedisCollector(lambda: dead))
+    found = samples(render(registry).decode())
+    assert found == {("relay_redis_up", ()): 0.0}
+
+
+def test_worker_metrics_count_outcomes_and_latencies() -> None:
+    metrics = WorkerMetrics(CollectorRegistry())
+    metrics.observe_attempt("crm", "delivered", 0.02, since_receipt=0.05)
+    metrics.observe_attempt("crm", "retry", 0.5, since_receipt=None)
+    metrics.observe_attempt("crm", "retry", 0.5, since_receipt=None)
+    metrics.observe_attempt("crm", "dead", 0.5, since_receipt=None)
+    metrics.observe_attempt("erp", "gone", 0.01, since_receipt=None)
+    found = samples(render(metrics.registry).decode())
+    attempts = "relay_delivery_attempts_total"
+    assert found[(attempts, (("outcome", "delivered"), ("target", "crm")))] == 1
+    assert found[(attempts, (("outcome", "retry"), ("target", "crm")))] == 2
+    assert found[("relay_retries_scheduled_total", (("target", "crm"),))] == 2
+    assert found[("relay_dead_letters_total", (("reason", "dead"), ("target", "crm")))] == 1
+    assert found[("relay_dead_letters_total", (("reason", "gone"), ("target", "erp")))] == 1
+    assert found[("relay_delivery_latency_seconds_count", (("target", "crm"),))] == 1
+    assert found[("relay_delivery_attempt_duration_seconds_count", (("target", "crm"),))] == 4
+
+
+def test_receiver_metrics_have_no_event_ids_in_labels() -> None:
+    metrics = ReceiverMetrics(CollectorRegistry())
+    metrics.observe_request("chalk", 202, 0.001)
+    for family in text_string_to_metric_families(render(metrics.registry).decode()):
+        for sample in family.samples:
+            assert set(sample.labels) <= {"source", "status", "le"}
+
+
+def test_due_deliveries_are_reported_per_target(redis_client: redis.Redis) -> None:
+    now = time.time()
+    redis_client.sadd(keys.DUE_TARGETS, "crm", "erp")
+    redis_client.zadd(keys.due_key("crm"), {"evt_a": now - 5, "evt_b": now - 1, "evt_c": now + 60})
+    redis_client.zadd(keys.due_key("erp"), {"evt_d": now + 600})
+    registry = CollectorRegistry()
+    registry.register(RedisCollector(lambda: redis_client))
+    found = samples(render(registry).decode())
+    due = "relay_deliveries_due"
+    assert found[(due, (("target", "crm"), ("when", "now")))] == 2
+    assert found[(due, (("target", "crm"), ("when", "later")))] == 1
+    assert found[(due, (("target", "erp"), ("when", "now")))] == 0
+    assert found[(due, (("target", "erp"), ("when", "later")))] == 1

@@ -1,0 +1,657 @@
+"""`relay status`, `relay dead list|show` and `relay replay` end to end against a real Redis."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+import structlog
+
+from relay import keys, ops, ops_cli
+from relay.cli import main
+from relay.queueing import DELIVER_DUE, make_queue
+from tests.support.processes import post, relay_env, relay_processes, wait_until
+from tests.support.redis_server import free_port
+from tests.support.seed_events import routes_toml
+from tests.support.targets import TargetServer
+from tests.test_ops import attempt_record, due_entries, queued_jobs, seed_dead, seed_event
+
+ROUTES = """
+[targets.crm]
+url = "http://127.0.0.1:9/crm"
+
+[targets.idle]
+url = "http://127.0.0.1:9/idle"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Put the test process's logging back after each test."""
+    # `relay status|dead|replay` configure logging onto this test's captured stderr, which is
+    # closed after it: left in place, later tests of the same run log into a closed file.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**config)
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """REDIS_URL on the test server and a routes.toml naming the targets crm and idle."""
+    routes = tmp_path / "routes.toml"
+    routes.write_text(ROUTES)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("RELAY_ROUTES", str(routes))
+    monkeypatch.setenv("RELAY_LOG_FORMAT", "json")
+    return redis_url
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run `relay argv...` in-process: (exit code, stdout, stderr)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def rows(text: str) -> list[list[str]]:
+    """A table's lines split on whitespace (cells here hold no spaces)."""
+    return [line.split() for line in text.strip().splitlines()]
+
+
+def assert_due_now(conn: redis.Redis, target: str, event_ids: set[str]) -> None:
+    """Exactly those events are due now to `target`, and kicks wait to make a worker take them."""
+    due = due_entries(conn, target)
+    assert due.keys() == event_ids
+    assert max(due.values()) <= time.time()
+    jobs = queued_jobs(conn)
+    assert jobs
+    assert {job.func_name for job in jobs} == {DELIVER_DUE}
+
+
+def logged(err: str) -> list[dict[str, Any]]:
+    """The JSON log lines written on stderr."""
+    return [orjson.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+class FakeTty(io.StringIO):
+    """A stream that claims to be a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# relay status
+
+
+def test_status_table(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_dead(redis_client, "crm")
+    seed_dead(redis_client, "legacy")
+    # crm: one delivery due now, one retry waiting for its time.
+    now = time.time()
+    seed_event(redis_client, deliveries={"crm": ("pending", 0, "")}, due={"crm": now - 1})
+    seed_event(redis_client, deliveries={"crm": ("retrying", 2, "")}, due={"crm": now + 600})
+    redis_client.hset(
+        keys.target_stats_key("crm"), mapping={"delivered": 12, "dead": 1, "attempts": 20}
+    )
+    redis_client.hset(keys.source_stats_key("fellow"), mapping={"received": 14, "duplicates": 1})
+
+    code, out, err = run(capsys, "status")
+
+    assert code == 0
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[1] == (
+        "queue relay: 0 queued, 0 started, 0 scheduled, 0 failed, 0 deferred; 0 worker(s)"
+    )
+    table = rows("\n".join(lines[3:]))
+    assert table[0] == [
+        "TARGET", "PENDING", "RETRIES", "DEAD", "NOW", "DELIVERED", "DEAD", "GONE",
+        "ATTEMPTS", "FAILURES", "REPLAYED",
+    ]  # fmt: skip
+    assert table[1] == ["crm", "1", "1", "1", "12", "1", "0", "20", "0", "0"]
+    assert table[2] == ["idle", "0", "0", "0", "0", "0", "0", "0", "0", "0"]
+    assert table[3] == ["legacy", "*", "0", "0", "1", "0", "0", "0", "0", "0", "0"]
+    assert "* not in routes.toml (seen in Redis)" in out
+    assert ["fellow", "14", "1", "0"] in table
+
+
+def test_status_json(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event_id = seed_dead(redis_client, "crm")
+    ops.replay_delivery(redis_client, event_id, "crm")
+
+    code, out, _ = run(capsys, "status", "--json")
+
+    assert code == 0
+    doc = orjson.loads(out)
+    assert doc["queue"] == {
+        "name": "relay",
+        "queued": 1,
+        "started": 0,
+        "scheduled": 0,
+        "failed": 0,
+        "deferred": 0,
+    }
+    assert doc["workers"] == 0
+    assert [t["name"] for t in doc["targets"]] == ["crm", "idle"]
+    assert doc["targets"][0] == {
+        "name": "crm",
+        "configured": True,
+        "pending": 1,
+        "scheduled": 0,
+        "dead_letters": 0,
+        "delivered": 0,
+        "dead": 0,
+        "gone": 0,
+        "attempts": 0,
+        "failures": 0,
+        "replayed": 1,
+    }
+
+
+def test_status_routes_option_and_missing_routes(
+    env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text('[targets.billing]\nurl = "http://127.0.0.1:9/"\n')
+    _, out, _ = run(capsys, "status", "--json", "--routes", str(other))
+    assert [t["name"] for t in orjson.loads(out)["targets"]] == ["billing"]
+    _, out, _ = run(capsys, "status", "--json", "--routes", str(tmp_path / "none.toml"))
+    assert orjson.loads(out)["targets"] == []
+
+
+def test_configured_targets_of_a_broken_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "routes.toml"
+    broken.write_text("[targets.crm\n")
+    assert ops_cli.configured_targets(str(broken)) == ()
+    assert "targets listed from Redis only" in capsys.readouterr().err
+
+
+def test_status_interval_prints_json_lines_until_interrupted(
+    env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    naps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ops_cli.time, "sleep", sleep)
+    code, out, _ = run(capsys, "status", "--json", "--interval", "0.5")
+    assert code == 0
+    assert naps == [0.5, 0.5]
+    docs = [orjson.loads(line) for line in out.splitlines()]  # JSON Lines: one per round
+    assert len(docs) == 2
+    assert all(d["queue"]["name"] == "relay" for d in docs)
+
+
+def test_status_loop_clears_a_terminal_between_rounds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shown: list[int] = []
+    naps: list[float] = []
+    ops_cli.status_loop(lambda: shown.append(1), 2.0, clear=True, sleep=naps.append, rounds=3)
+    assert (len(shown), naps) == (3, [2.0, 2.0])
+    assert capsys.readouterr().out.count("\x1b[2J\x1b[H") == 3
+    ops_cli.status_loop(lambda: shown.append(1), None, clear=True, sleep=naps.append)
+    assert len(shown) == 4
+    assert capsys.readouterr().out == ""  # a single round never clears the screen
+
+
+def test_unreachable_redis_is_one_line_and_exit_1(
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    code, out, err = run(capsys, "status", "--url", url)
+    assert code == 1
+    assert out == ""
+    assert err.startswith(f"relay: cannot reach Redis at redis://:***@127.0.0.1:{url[-7:-2]}")
+    assert "hunter2" not in err
+
+
+def test_redact_url() -> None:
+    assert ops_cli.redact_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
+    assert ops_cli.redact_url("rediss://u:pw@h:1/2") == "rediss://u:***@h:1/2"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (-3, "0s"),
+        (42, "42s"),
+        (300, "5m"),
+        (3600 * 3 + 720, "3h12m"),
+        (86400 * 2 + 4 * 3600, "2d4h"),
+    ],
+)
+def test_format_age(seconds: float, text: str) -> None:
+    assert ops_cli.format_age(seconds) == text
+
+
+def test_format_time() -> None:
+    assert ops_cli.format_time(1_790_000_000) == "2026-09-21 14:13:20Z"
+    assert ops_cli.format_time(None) == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# relay dead list | show
+
+
+def test_dead_list_table(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    old = seed_dead(redis_client, "crm", at=now - 7200, reason="HTTP 500")
+    new = seed_dead(
+        redis_client,
+        "idle",
+        at=now - 30,
+        made=1,
+        state=keys.GONE,
+        reason="HTTP 410",
+        source="strigo",
+        event_type="course.completed",
+    )
+    code, out, _ = run(capsys, "dead", "list")
+    assert code == 0
+    table = rows(out)
+    assert table[0] == [
+        "EVENT", "TARGET", "SOURCE", "TYPE", "STATE", "ATTEMPTS", "DEAD", "AT", "AGE", "REASON",
+    ]  # fmt: skip
+    assert table[1][:6] == [new, "idle", "strigo", "course.completed", "gone", "1"]
+    assert table[1][-2:] == ["HTTP", "410"]
+    assert table[2][:6] == [old, "crm", "fellow", "COURSEMEMBER_ADDED", "dead", "10"]
+    assert table[2][8] in ("2h00m", "1h59m")
+    assert table[-1] == ["2", "dead", "letter(s)"]
+
+
+def test_dead_list_filters_and_limit(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    a = seed_dead(redis_client, "crm", at=now - 10, event_type="COURSEMEMBER_ADDED")
+    b = seed_dead(redis_client, "crm", at=now - 3 * 86400, event_type="COURSE_PUBLISHED")
+    c = seed_dead(redis_client, "idle", at=now - 20, source="strigo", event_type="x")
+
+    def listed(*args: str) -> list[str]:
+        code, out, _ = run(capsys, "dead", "list", "--json", *args)
+        assert code == 0
+        return [d["event_id"] for d in orjson.loads(out)]
+
+    assert listed() == [a, c, b]
+    assert listed("--target", "crm") == [a, b]
+    assert listed("-t", "idle") == [c]
+    assert listed("--source", "strigo") == [c]
+    assert listed("--event-type", "COURSE*") == [a, b]
+    assert listed("--since", "1h") == [a, c]
+    assert listed("--since", "1h", "--target", "crm") == [a]
+    assert listed("--limit", "1") == [a]
+    assert listed("--limit", "0") == [a, c, b]
+    _code, out, _ = run(capsys, "dead", "list", "--limit", "1")
+    assert out.rstrip().endswith("1 dead letter(s) (the newest; --limit 0 for all)")
+
+
+def test_dead_list_json_shape(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event_id = seed_dead(redis_client, "crm", at=1_790_000_000.0, received=1_789_999_000.0)
+    _, out, _ = run(capsys, "dead", "list", "--json")
+    assert orjson.loads(out) == [
+        {
+            "event_id": event_id,
+            "target": "crm",
+            "dead_at": 1_790_000_000.0,
+            "state": "dead",
+            "source": "fellow",
+            "type": "COURSEMEMBER_ADDED",
+            "received_at": 1_789_999_000.0,
+            "attempts": 10,
+            "reason": "HTTP 500 after 10 attempts",
+            "expired": False,
+        }
+    ]
+
+
+def test_dead_list_empty_and_bad_since(env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "dead", "list") == (0, "No dead letters.\n", "")
+    assert run(capsys, "dead", "list", "--json") == (0, "[]\n", "")
+    code, out, err = run(capsys, "dead", "list", "--since", "last tuesday")
+    assert (code, out) == (2, "")
+    assert "expected a time like '2h'" in err
+
+
+def test_dead_show_text(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event_id = seed_dead(
+        redis_client,
+        "crm",
+        made=2,
+        reason="HTTP 502",
+        headers=(("content-type", "application/json"), ("Authorization", "Bearer s3cret")),
+        attempts=[attempt_record("crm", 1, 502), attempt_record("crm", 2, None)],
+    )
+    code, out, _ = run(capsys, "dead", "show", event_id)
+    assert code == 0
+    assert out.startswith(
+        f"event {event_id}\nsource:       fellow\ntype:         COURSEMEMBER_ADDED\n"
+    )
+    assert "Authorization: [redacted]" in out
+    assert "s3cret" not in out
+    assert 'body:\n  {"event": "COURSEMEMBER_ADDED", "id": 7}\n' in out
+    table = rows(out.split("RESPONSE\n", 1)[1])
+    assert table[0][:2] == ["crm", "1"]
+    # TARGET # AT(date time) TOOK STATUS OUTCOME ERROR RESPONSE
+    assert table[0][4:9] == ["12ms", "502", "retry", "-", "oops"]
+    assert table[1][4:9] == ["12ms", "-", "retry", "connection", "refused"]
+
+
+def test_dead_show_json_and_target_filter(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = b"x" * 600
+    event_id = seed_event(
+        redis_client,
+        body=body,
+        headers=(("cookie", "a=b"), ("x-event-type", "A")),
+        deliveries={"crm": ("dead", 1, "HTTP 500"), "idle": ("delivered", 1, "")},
+        dead_at={"crm": 1_790_000_000.0},
+        attempts=[attempt_record("crm", 1), attempt_record("idle", 1, 200)],
+    )
+    code, out, _ = run(capsys, "dead", "show", event_id, "--target", "crm", "--json")
+    assert code == 0
+    doc = orjson.loads(out)
+    assert set(doc) == {"event_id", "expired", "event", "deliveries", "attempts"}
+    assert doc["expired"] is False
+    assert doc["event"]["headers"] == [["cookie", "[redacted]"], ["x-event-type", "A"]]
+    assert doc["event"]["body_size"] == 600
+    assert doc["event"]["body_preview"] == "x" * ops_cli.BODY_PREVIEW
+    assert doc["deliveries"] == [
+        {
+            "target": "crm",
+            "state": "dead",
+            "attempts": 1,
+            "reason": "HTTP 500",
+            "replayed_after": 0,
+            "dead_at": 1_790_000_000.0,
+        }
+    ]
+    assert [(a["target"], a["status"], a["duration"]) for a in doc["attempts"]] == [
+        ("crm", 500, 0.0125)
+    ]
+
+
+def test_dead_show_unknown_and_expired(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "dead", "show", "evt_NOPE")
+    assert (code, out) == (1, "")
+    assert err == "relay: no event evt_NOPE (unknown, or expired)\n"
+    redis_client.zadd(keys.DEAD, {"evt_OLD:crm": 1_790_000_000.0})
+    code, out, _ = run(capsys, "dead", "show", "evt_OLD")
+    assert code == 0
+    assert "expired: the event and its body are no longer kept (cannot be replayed)" in out
+    _, out, _ = run(capsys, "dead", "show", "evt_OLD", "--json")
+    assert orjson.loads(out)["event"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# relay replay
+
+
+def test_replay_one_event(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event_id = seed_dead(redis_client, "crm", made=10)
+    code, out, err = run(capsys, "replay", event_id)
+    assert code == 0
+    assert out == f"Replayed {event_id} to crm (attempt 11)\n"
+    assert redis_client.hget(keys.event_key(event_id), "s:crm") == b"pending"
+    assert redis_client.zcard(keys.DEAD) == 0
+    assert_due_now(redis_client, "crm", {event_id})
+    [line] = logged(err)
+    assert (line["event"], line["replayed"], line["failed"]) == ("replay finished", 1, 0)
+
+
+def test_replay_event_with_several_dead_targets(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event_id = seed_event(
+        redis_client,
+        deliveries={"crm": ("dead", 3, ""), "idle": ("gone", 1, ""), "x": ("delivered", 1, "")},
+        dead_at={"crm": 1.0, "idle": 2.0},
+    )
+    code, out, _ = run(capsys, "replay", event_id, "--json")
+    assert code == 0
+    doc = orjson.loads(out)
+    assert [(r["target"], r["attempt"]) for r in doc["results"]] == [("crm", 4), ("idle", 2)]
+    assert_due_now(redis_client, "crm", {event_id})
+    assert_due_now(redis_client, "idle", {event_id})
+    assert due_entries(redis_client, "x") == {}
+    code, out, _ = run(capsys, "replay", event_id)
+    assert code == 1
+    assert out == f"Could not replay 1:\n  {event_id} -: event {event_id} has no dead deliveries\n"
+
+
+def test_replay_bulk_by_target_prints_a_count_without_asking(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = [seed_dead(redis_client, "crm") for _ in range(3)]
+    other = seed_dead(redis_client, "idle")
+    code, out, err = run(capsys, "replay", "--target", "crm")
+    assert code == 0
+    assert out == "Replaying 3 dead letter(s)\nReplayed 3 dead letter(s).\n"
+    assert "[y/N]" not in err  # stdin is not a terminal: no question (like rq)
+    assert "replaying [" not in err  # nor a progress bar off a terminal
+    assert redis_client.zrange(keys.DEAD, 0, -1) == [keys.dead_member(other, "idle").encode()]
+    assert_due_now(redis_client, "crm", set(ids))
+    assert due_entries(redis_client, "idle") == {}
+    assert {redis_client.hget(keys.event_key(i), "s:crm") for i in ids} == {b"pending"}
+
+
+def test_replay_since(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    recent = seed_dead(redis_client, "crm", at=now - 60)
+    seed_dead(redis_client, "crm", at=now - 86400)
+    recent_idle = seed_dead(redis_client, "idle", at=now - 120)
+    code, out, err = run(capsys, "replay", "--since", "30m", "--json")
+    assert code == 0, err
+    doc = orjson.loads(out)
+    assert (doc["selected"], doc["replayed"], doc["failed"]) == (2, 2, 0)
+    assert {r["event_id"] for r in doc["results"]} == {recent, recent_idle}
+    assert redis_client.zcard(keys.DEAD) == 1
+
+
+def test_replay_dry_run(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event_id = seed_dead(redis_client, "crm", made=2)
+    code, out, _ = run(capsys, "replay", "--all", "--dry-run")
+    assert code == 0
+    assert rows(out) == [
+        ["Would", "replay", "1", "dead", "letter(s):"],
+        ["EVENT", "TARGET", "STATE", "NEXT", "ATTEMPT"],
+        [event_id, "crm", "dead", "3"],
+    ]
+    _, out, _ = run(capsys, "replay", "--all", "--dry-run", "--json")
+    doc = orjson.loads(out)
+    assert doc["dry_run"] is True
+    assert doc["results"][0]["outcome"] == "would_replay"
+    assert redis_client.zcard(keys.DEAD) == 1
+    assert make_queue(redis_client).count == 0
+    assert due_entries(redis_client, "crm") == {}
+
+
+def test_replay_of_expired_events_fails_clearly(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    redis_client.zadd(keys.DEAD, {"evt_OLD:crm": time.time()})
+    code, out, _ = run(capsys, "replay", "--target", "crm")
+    assert code == 1
+    assert out == (
+        "Replaying 1 dead letter(s)\nCould not replay 1:\n  evt_OLD crm: event evt_OLD has "
+        "expired: its body is no longer kept (retention 7 days), so it cannot be replayed\n"
+    )
+    code, out, _ = run(capsys, "replay", "evt_NOPE", "--json")
+    assert code == 1
+    assert orjson.loads(out)["results"][0]["message"] == (
+        "no event evt_NOPE (unknown, or expired and no longer kept)"
+    )
+
+
+def test_replay_needs_a_selection(env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "replay")
+    assert code == 2
+    assert "say what to replay" in err
+    code, _, err = run(capsys, "replay", "evt_X", "--since", "1h")
+    assert code == 2
+    assert "EVENT_ID takes only --target" in err
+    assert run(capsys, "replay", "--all") == (0, "Nothing to do\n", "")
+
+
+@pytest.mark.parametrize(("answer", "replayed"), [("n\n", False), ("y\n", True)])
+def test_replay_bulk_asks_on_a_terminal(
+    env: str,
+    redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str,
+    replayed: bool,
+) -> None:
+    seed_dead(redis_client, "crm")
+    seed_dead(redis_client, "crm")
+    monkeypatch.setattr(sys, "stdin", FakeTty(answer))
+    code, _out, err = run(capsys, "replay", "--all")
+    assert "Replay 2 dead letter(s)? [y/N]" in err
+    assert code == (0 if replayed else 1)
+    assert redis_client.zcard(keys.DEAD) == (0 if replayed else 2)
+    if not replayed:
+        assert "Aborted: nothing replayed." in err
+    # --yes never asks.
+    seed_dead(redis_client, "crm")
+    monkeypatch.setattr(sys, "stdin", FakeTty(""))
+    code, _, err = run(capsys, "replay", "--all", "--yes")
+    assert code == 0
+    assert "[y/N]" not in err
+
+
+def test_progress_bar_draws_only_on_a_terminal() -> None:
+    tty = FakeTty()
+    bar = ops_cli.ProgressBar(4, tty, width=8)
+    for done in range(1, 5):
+        bar.update(done)
+    bar.finish()
+    assert tty.getvalue() == (
+        "\r  replaying [##------] 1/4\r  replaying [####----] 2/4"
+        "\r  replaying [######--] 3/4\r  replaying [########] 4/4\n"
+    )
+    plain = io.StringIO()
+    quiet = ops_cli.ProgressBar(4, plain)
+    quiet.update(2)
+    quiet.finish()
+    assert plain.getvalue() == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The installed console script, once, as operators run it
+
+
+def test_console_script_lists_dead_letters(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    event_id = seed_dead(redis_client, "crm")
+    relay = Path(sys.executable).parent / "relay"
+    command = [str(relay)] if relay.exists() else [sys.executable, "-m", "relay"]
+    environ = {**os.environ, "REDIS_URL": redis_url, "RELAY_ROUTES": str(tmp_path / "none.toml")}
+    done = subprocess.run(
+        [*command, "dead", "list", "--json"],
+        env=environ,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [d["event_id"] for d in orjson.loads(done.stdout)] == [event_id]
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: relay serve, relay worker, relay replay, relay worker --burst
+
+
+def test_replayed_dead_letter_reaches_the_target_with_the_same_webhook_id(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
+    with TargetServer() as targets:
+        # 500 to the first two requests of each webhook-id: two attempts end dead, the replay
+        # (attempt 3) is delivered.
+        retry = {"attempts": 2, "first": "500ms", "max": "1s"}
+        spec = {"crm": {"url": targets.url("/fail/crm/2"), "retry": retry}}
+        routes = tmp_path / "routes.toml"
+        routes.write_text(routes_toml(spec))
+        environ = relay_env(redis_url, routes)
+        with relay_processes(tmp_path, environ) as procs:
+            _, base = procs.serve()
+            worker = procs.worker()
+            status, answer = post(
+                f"{base}/hooks/shop",
+                b'{"order": 1}',
+                {"content-type": "application/json", "x-event-type": "order.paid"},
+            )
+            assert status == 202, answer
+            event_id = str(orjson.loads(answer)["id"])
+            state = keys.event_key(event_id)
+            assert wait_until(lambda: redis_client.hget(state, "s:crm") == b"dead", 30), (
+                worker.output()
+            )
+            assert worker.terminate() == 0
+            assert due_entries(redis_client, "crm") == {}  # dead: nothing left due
+
+            replay = subprocess.run(
+                [sys.executable, "-m", "relay", "replay", event_id, "--json"],
+                env=environ,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            assert replay.returncode == 0, replay.stderr
+            [result] = orjson.loads(replay.stdout)["results"]
+            assert (result["outcome"], result["attempt"]) == ("replayed", 3)
+            # Dead, it had left crm's due set; replayed, it is due again at once.
+            assert_due_now(redis_client, "crm", {event_id})
+
+            burst = procs.worker("--burst", wait=False)
+            assert burst.process.wait(60) == 0, burst.output()
+
+    assert redis_client.hget(state, "s:crm") == b"delivered"
+    assert due_entries(redis_client, "crm") == {}  # delivered: nothing left due
+    got = targets.by_name("crm")
+    assert [r.status for r in got] == [500, 500, 200]
+    assert {r.headers["webhook-id"] for r in got} == {event_id}
+    assert [r.headers["x-relay-attempt"] for r in got] == ["1", "2", "3"]
+    assert {r.body for r in got} == {b'{"order": 1}'}
+    stats = redis_client.hgetall(keys.target_stats_key("crm"))
+    assert (stats[b"dead"], stats[b"replayed"], stats[b"delivered"]) == (b"1", b"1", b"1")
+    assert ops.list_dead(redis_client) == []

@@ -1,0 +1,335 @@
+"""The RQ job: `deliver_due()`, a kick that takes every delivery due now and delivers it.
+
+Deliveries wait in per-target due sets (relay.keys.due_key): a fresh event is due at once, a
+failed attempt is due again at its retry time, a replay is due at once. A kick claims what is
+due (worker.store: each claimed delivery's score moves to the end of its lease, so no other
+worker takes it, and it becomes due again if this one dies), starts all of it at once on the
+background loop (worker.runtime) and waits at most INLINE_BUDGET. Outcomes that arrive in time
+are recorded by the job; an attempt still in flight records its own outcome when it ends. The
+job loops while more is due, up to LOOP_BUDGET, so kicks coalesce under load.
+
+Claims are bounded per target by free in-flight slots: a hanging target holds at most its own
+slots and costs no RQ job per delivery; targets that recently outlived the inline wait are not
+waited for at all. A paused target (worker.pause) is not claimed: its deliveries stay due, with
+their attempt budget untouched, until `relay resume`.
+
+Every state change is checked against the attempt counter (worker.store), so a delivery
+attempted twice (a lease that ended while a slow attempt was still running) is harmless:
+at-least-once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import structlog
+
+from relay import keys
+from relay.envelope import Event
+from relay.queueing import kick
+from relay.routes import Target
+from worker import outcome
+from worker.context import WorkerContext, current
+from worker.outbound import build_request
+from worker.outcome import AttemptResult, next_step
+from worker.pause import pause_target, paused
+from worker.runtime import Runtime, get_runtime
+from worker.store import (
+    LEASE_MARGIN,
+    Record,
+    drop_due,
+    due_again,
+    duplicates,
+    load_events,
+    mark_duplicate,
+)
+
+log = structlog.get_logger("relay.worker")
+
+#: How long a job waits for its deliveries before leaving the slow ones in flight (seconds).
+INLINE_BUDGET = 1.0
+#: A kick keeps claiming while work is due, for at most this long, then hands over to a new kick.
+LOOP_BUDGET = 5.0
+#: Most deliveries one claim takes per target (and in all); more are left for the next loop.
+CLAIM_PER_TARGET = 128
+CLAIM_TOTAL = 256
+#: Lease of a delivery to a target no longer in routes.toml (it is dead-lettered at once).
+UNKNOWN_TARGET_LEASE = 60.0
+#: A claimed delivery that finds no free slot after all is due again this much later.
+DEFER_DELAY = 1.0
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One delivery a job is about to attempt."""
+
+    event: Event
+    target: str
+    attempt: int  # n + 1: counts every attempt ever made (webhook-id stays the same)
+    round_attempt: int  # attempt number since the latest replay, checked against the budget
+
+
+def deliver_due() -> None:
+    """Claim and deliver everything due now, looping while more is due (up to LOOP_BUDGET)."""
+    ctx = current()
+    runtime = get_runtime()
+    deadline = time.monotonic() + LOOP_BUDGET
+    while True:
+        claimed = claim(ctx, runtime)
+        if not claimed:
+            return
+        run_claimed(ctx, claimed)
+        if time.monotonic() > deadline:
+            # More may be due: hand over to a fresh kick rather than hold this worker forever.
+            kick(ctx.queue)
+            return
+
+
+def claim(ctx: WorkerContext, runtime: Runtime) -> list[tuple[str, str]]:
+    """Claim deliveries due now across every target with free slots: (event id, target)."""
+    now = time.time()
+    names = ctx.store.due_targets()
+    holds = paused(ctx.connection, names)
+    # Start at a random target each time: with more due than one claim takes, none starves.
+    shift = random.randrange(len(names)) if names else 0
+    wanted: list[tuple[str, int, float]] = []
+    for name in names[shift:] + names[:shift]:
+        if name in holds:
+            continue
+        target = ctx.routes.targets.get(name)
+        if target is None:  # removed from routes.toml: taken to be dead-lettered
+            wanted.append((name, CLAIM_PER_TARGET, now + UNKNOWN_TARGET_LEASE))
+            continue
+        limit = min(CLAIM_PER_TARGET, runtime.free_slots(name))
+        if limit > 0:
+            wanted.append((name, limit, now + target.timeout + LEASE_MARGIN))
+    taken = ctx.store.claim(wanted, CLAIM_TOTAL, now)
+    return [(event_id, target) for target, ids in taken.items() for event_id in ids]
+
+
+def anything_due(ctx: WorkerContext, runtime: Runtime) -> bool:
+    """Whether this process could claim something now (due, not paused, slots free)."""
+    names = ctx.store.due_targets()
+    holds = paused(ctx.connection, names)
+    open_targets = [
+        n
+        for n in names
+        if n not in holds and (n not in ctx.routes.targets or runtime.free_slots(n))
+    ]
+    return ctx.store.anything_due(open_targets, time.time())
+
+
+def run_claimed(ctx: WorkerContext, claimed: list[tuple[str, str]]) -> None:
+    """Turn claimed deliveries into attempts; drop those with nothing left to do."""
+    event_ids = list(dict.fromkeys(event_id for event_id, _ in claimed))
+    stored = load_events(ctx.connection, event_ids)
+    dups = duplicates(ctx.connection, [s.event for s in stored.values() if s is not None])
+    plans: list[Planned] = []
+    finished: list[tuple[str, str]] = []
+    marked: set[str] = set()
+    for event_id, target in claimed:
+        se = stored.get(event_id)
+        if se is None:
+            log.warning("event not found (expired or deleted)", event_id=event_id, target=target)
+            finished.append((event_id, target))
+            continue
+        if event_id in dups:
+            if event_id not in marked:
+                marked.add(event_id)
+                mark_duplicate(ctx.connection, se.event, ctx.settings.retention)
+                log.info("inbound duplicate skipped", event_id=event_id, source=se.event.source)
+            continue
+        state = se.deliveries.get(target)
+        if state is None or state.done:
+            finished.append((event_id, target))
+            continue
+        plans.append(Planned(se.event, target, state.attempts + 1, state.round_attempts + 1))
+    if finished:
+        drop_due(ctx.connection, finished)
+    run_plans(ctx, plans)
+
+
+def run_plans(ctx: WorkerContext, plans: list[Planned]) -> None:
+    """Start every planned delivery, wait INLINE_BUDGET, record what finished."""
+    if not plans:
+        return
+    runtime = get_runtime()
+    started: list[tuple[Planned, Target, concurrent.futures.Future[AttemptResult]]] = []
+    deferred: list[tuple[str, str]] = []
+    for plan in plans:
+        target = ctx.routes.targets.get(plan.target)
+        if target is None:
+            _finish_missing_target(ctx, plan)
+            continue
+        request = build_request(plan.event, target, plan.attempt, int(time.time()))
+        future = runtime.submit(runtime.post(request, target.timeout), 0.0, plan.target)
+        if future is None:  # the claim raced another job of this process for the slots
+            deferred.append((plan.event.id, plan.target))
+            continue
+        started.append((plan, target, future))
+    if deferred:
+        due_again(ctx.connection, deferred, time.time() + DEFER_DELAY)
+    if not started:
+        return
+    # Targets that recently outlived the budget are not waited for: a hanging target must not
+    # cost every job the whole budget.
+    by_future = {future: (plan, target) for plan, target, future in started}
+    awaited = [f for p, _, f in started if not runtime.is_slow(p.target)]
+    recorded: set[concurrent.futures.Future[AttemptResult]] = set()
+    # Record each outcome as soon as it arrives, not after the whole claim: a worker killed
+    # mid-claim then leaves only what was really in flight to be attempted again.
+    with contextlib.suppress(TimeoutError):
+        for future in concurrent.futures.as_completed(awaited, timeout=INLINE_BUDGET):
+            plan, target = by_future[future]
+            _record(ctx, plan, target, future)
+            recorded.add(future)
+    for plan, target, future in started:
+        if future in recorded:
+            continue
+        if future.done():
+            _record(ctx, plan, target, future)
+        else:
+            runtime.mark_slow(plan.target)
+            # Its lease covers it: if this process dies first, it becomes due again.
+            future.add_done_callback(partial(_finish_late, ctx, runtime, plan, target))
+
+
+def _record(
+    ctx: WorkerContext,
+    plan: Planned,
+    target: Target,
+    future: concurrent.futures.Future[AttemptResult],
+) -> None:
+    """Record a finished attempt with its event id bound to every line logged meanwhile."""
+    with structlog.contextvars.bound_contextvars(
+        event_id=plan.event.id, source=plan.event.source, target=plan.target, attempt=plan.attempt
+    ):
+        finalize(ctx, plan, target, _result(future))
+
+
+def _result(future: concurrent.futures.Future[AttemptResult]) -> AttemptResult:
+    try:
+        return future.result()
+    except Exception as exc:  # a bug in the attempt itself: retried like a network error
+        log.exception("delivery attempt crashed")
+        return AttemptResult(started_at=time.time(), duration=0.0, error=f"internal error: {exc}")
+
+
+def _finish_late(
+    ctx: WorkerContext,
+    runtime: Runtime,
+    plan: Planned,
+    target: Target,
+    future: concurrent.futures.Future[AttemptResult],
+) -> None:
+    """Record an attempt that outlived its job, off the event loop thread."""
+    if future.cancelled():
+        return  # cut short at shutdown: due again when its lease ends
+    try:
+        runtime.recorder.submit(_record, ctx, plan, target, future)
+    except RuntimeError:  # the recorder is shutting down: record right here
+        _record(ctx, plan, target, future)
+
+
+def finalize(ctx: WorkerContext, plan: Planned, target: Target, result: AttemptResult) -> None:
+    """Decide what follows an attempt, record it with its next due time, log one line."""
+    now = time.time()
+    step = next_step(result, target.retry, plan.round_attempt, now)
+    entry: dict[str, Any] = {
+        "target": plan.target,
+        "attempt": plan.attempt,
+        "at": result.started_at,
+        "duration_ms": round(result.duration * 1000, 1),
+        "status": result.status,
+        "error": result.error,
+        "outcome": step.outcome,
+        "response": result.response,
+    }
+    if step.delay is not None:
+        entry["retry_in_s"] = round(step.delay, 3)
+    record = Record(
+        event_id=plan.event.id,
+        target=plan.target,
+        attempt=plan.attempt,
+        state=step.state,
+        reason=step.reason,
+        entry=entry,
+        counter=step.outcome if step.outcome != outcome.RETRY else "",
+        failed=step.outcome != outcome.DELIVERED,
+        counts=True,
+        due_at=None if step.delay is None else now + step.delay,
+    )
+    applied = ctx.store.record(record, now)
+    if applied == 1:
+        _observe(ctx, plan, result, step.outcome, now)
+        if step.outcome == outcome.GONE and target.pause_on_gone:
+            _pause_on_gone(ctx, plan)
+    fields = {
+        "event_id": plan.event.id,
+        "source": plan.event.source,
+        "type": plan.event.type,
+        "target": plan.target,
+        "attempt": plan.attempt,
+        "status": result.status,
+        "outcome": step.outcome if applied == 1 else "stale",
+        "duration_ms": entry["duration_ms"],
+    }
+    if result.error:
+        fields["error"] = result.error
+    if step.delay is not None:
+        fields["retry_in_s"] = entry["retry_in_s"]
+    if applied != 1:
+        log.info("delivery attempt (outcome already recorded)", **fields)
+    elif step.outcome == outcome.GONE:
+        log.error("target answered 410 Gone", **fields, reason=step.reason)
+    elif step.outcome == outcome.DEAD:
+        log.warning("delivery dead-lettered", **fields, reason=step.reason)
+    else:
+        log.info("delivery attempt", **fields)
+
+
+def _observe(
+    ctx: WorkerContext, plan: Planned, result: AttemptResult, what: str, now: float
+) -> None:
+    """Count one recorded attempt in this process's metrics (stale duplicates are not counted)."""
+    if ctx.metrics is None:
+        return
+    since_receipt = now - plan.event.received_at if what == outcome.DELIVERED else None
+    ctx.metrics.observe_attempt(plan.target, what, result.duration, since_receipt)
+
+
+def _pause_on_gone(ctx: WorkerContext, plan: Planned) -> None:
+    """Pause a `pause_on_gone` target that answered 410, loudly."""
+    reason = f"answered 410 Gone to event {plan.event.id} (pause_on_gone)"
+    newly = pause_target(ctx.connection, plan.target, reason, plan.event.id)
+    log.error(
+        "target paused: answered 410 Gone" if newly else "paused target answered 410 Gone",
+        event_id=plan.event.id,
+        target=plan.target,
+        effect="deliveries to it are held until an operator runs `relay resume`",
+    )
+
+
+def _finish_missing_target(ctx: WorkerContext, plan: Planned) -> None:
+    """A target removed from routes.toml since the event was routed: dead-letter it."""
+    reason = f"target '{plan.target}' is no longer in routes.toml"
+    record = Record(
+        event_id=plan.event.id,
+        target=plan.target,
+        attempt=plan.attempt,
+        state=keys.DEAD_STATE,
+        reason=reason,
+        entry=None,
+        counter="dead",
+        failed=False,
+        counts=False,
+    )
+    if ctx.store.record(record, time.time()) == 1 and ctx.metrics is not None:
+        ctx.metrics.dead_letters.labels(plan.target, "dead").inc()
+    log.warning("delivery dead-lettered", event_id=plan.event.id, target=plan.target, reason=reason)

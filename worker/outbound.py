@@ -1,0 +1,107 @@
+"""The request a target receives: pure header and body building, no I/O.
+
+Contract (DESIGN.md): POST, the original body bytes unchanged, the original Content-Type, the
+provider headers that matter for verification, Standard Webhooks headers
+(https://www.standardwebhooks.com/: webhook-id, webhook-timestamp, webhook-signature), the
+relay's own x-relay-* headers, then the target's extra headers from routes.toml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+import orjson
+
+from relay import __version__
+from relay.envelope import Event
+from relay.extract import is_form
+from relay.routes import Target
+from relay.signatures import sign_standard
+
+USER_AGENT = f"relay/{__version__}"
+
+#: Provider headers that are forwarded even though they are not x-*.
+FORWARDED_PROVIDER_HEADERS = frozenset({"ms-signature"})
+
+#: x-* headers that describe the hop to the relay, not the event: never forwarded.
+NOT_FORWARDED_PREFIXES = ("x-forwarded-", "x-relay-")
+NOT_FORWARDED = frozenset({"x-real-ip", "x-hook-secret"})
+
+#: Headers a target's `headers` table cannot override: they carry the contract.
+PROTECTED = frozenset({"content-type", "content-length", "host", "transfer-encoding"})
+PROTECTED_PREFIXES = ("webhook-", "x-relay-")
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    """One POST to a target: where, with which headers, and the exact body bytes."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The value of a header (case-insensitive), or None."""
+        lname = name.lower()
+        return next((v for k, v in self.headers if k == lname), None)
+
+
+def is_forwarded(name: str) -> bool:
+    """Whether a provider header kept at intake is forwarded to targets."""
+    lname = name.lower()
+    if lname in FORWARDED_PROVIDER_HEADERS:
+        return True
+    if not lname.startswith("x-") or lname in NOT_FORWARDED:
+        return False
+    return not lname.startswith(NOT_FORWARDED_PREFIXES)
+
+
+def is_protected(name: str) -> bool:
+    """Whether a target's extra header would override part of the delivery contract."""
+    lname = name.lower()
+    return lname in PROTECTED or lname.startswith(PROTECTED_PREFIXES)
+
+
+def form_to_json(body: bytes) -> bytes | None:
+    """A form body as a JSON object of its fields (first value of each), or None if not a form."""
+    try:
+        text = body.decode("utf-8")
+        fields = parse_qs(text, keep_blank_values=True, max_num_fields=1000, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return orjson.dumps({name: values[0] for name, values in fields.items()})
+
+
+def delivery_body(event: Event, target: Target) -> tuple[bytes, str, bool]:
+    """(body, content type, whether it is the provider's own bytes) for a target."""
+    if target.body == "json" and is_form(event.content_type):
+        converted = form_to_json(event.body)
+        if converted is not None:
+            return converted, "application/json", False
+    return event.body, event.content_type, True
+
+
+def build_request(event: Event, target: Target, attempt: int, now: int) -> OutboundRequest:
+    """The request delivering `event` to `target` as attempt number `attempt` at time `now`."""
+    body, content_type, original = delivery_body(event, target)
+    headers: dict[str, str] = {}
+    for name, value in event.headers:
+        # A provider signature only verifies over the provider's own bytes.
+        if is_forwarded(name) and (original or name not in FORWARDED_PROVIDER_HEADERS):
+            headers[name.lower()] = value
+    headers["user-agent"] = USER_AGENT
+    for name, secret in target.headers:
+        if not is_protected(name):
+            headers[name.lower()] = secret.reveal()
+    if content_type:
+        headers["content-type"] = content_type
+    headers["webhook-id"] = event.id
+    headers["webhook-timestamp"] = str(now)
+    if target.signing_secrets:
+        keys = [secret.key_bytes() for secret in target.signing_secrets]
+        headers["webhook-signature"] = sign_standard(keys, event.id, now, body)
+    headers["x-relay-source"] = event.source
+    headers["x-relay-event"] = event.type or ""
+    headers["x-relay-attempt"] = str(attempt)
+    return OutboundRequest(url=target.url, headers=tuple(headers.items()), body=body)
