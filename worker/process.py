@@ -8,6 +8,7 @@
   abandoned job (kicks carry no retries: a lost kick costs one poll interval).
 - It listens to exactly one queue, so RQ uses its crash-safe LMOVE hand-off.
 - On SIGTERM RQ finishes the job in hand (warm shutdown); then the background loop is drained.
+  An idle worker is stopped only where no Redis reply can be left unread (worker.stopping).
 - RQ forks its scheduler from the worker. A forked child inherits the worker's Redis sockets, so
   after a SIGKILL of the worker an orphaned scheduler would keep the dead worker's blocking
   `BLMOVE` open, and Redis would hand the next job to a client nobody reads (it waits in the
@@ -39,6 +40,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq import scheduler as rq_scheduler
+from rq.worker import WorkerStatus
 
 from relay import constants
 from relay.queueing import OrjsonSerializer, make_queue
@@ -58,6 +60,7 @@ from worker.poller import DuePoller, kick_if_due
 from worker.reloading import RouteWatcher, install_sighup
 from worker.retention import trim_retention
 from worker.runtime import shutdown_runtime
+from worker.stopping import gate_dequeue, interrupted_redis_read
 
 log = structlog.get_logger("relay.worker")
 
@@ -146,6 +149,27 @@ class RelayWorker(SimpleWorker):
 
     #: Retention period enforced by maintenance; None: the jobs' context settings (embedded).
     retention: float | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop_frame: FrameType | None = None
+        self.queue_class = gate_dequeue(self.queue_class, lambda: self._stop_requested)
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """RQ's warm shutdown, remembering where the signal landed (see worker.stopping)."""
+        self._stop_frame = frame
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def _shutdown(self) -> None:
+        """Stop at once only where raising is safe; otherwise before the next blocking dequeue.
+
+        RQ raises StopRequested from the handler whenever the worker is not busy, which can
+        leave a Redis reply unread on a pooled connection (worker.stopping explains).
+        """
+        if self.get_state() == WorkerStatus.BUSY or interrupted_redis_read(self._stop_frame):
+            super()._shutdown()  # type: ignore[no-untyped-call]
+            return
+        self._stop_requested = True
 
     def run_maintenance_tasks(self) -> None:
         """RQ's maintenance, then the retention trim (one process per TRIM_INTERVAL)."""
