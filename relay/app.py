@@ -38,7 +38,7 @@ from relay.errors import (
 )
 from relay.extract import kept_headers, parse_request
 from relay.ids import derived_event_id, new_event_id
-from relay.intake import Committed, IntakeWriter, intake_client
+from relay.intake import Committed, IntakeWriter, intake_client, sync_client
 from relay.metrics import CONTENT_TYPE, UNKNOWN_SOURCE, ReceiverMetrics, RedisCollector, render
 from relay.reload import POLL_INTERVAL, RouteReloader
 from relay.routes import RouteTable, Source
@@ -393,9 +393,14 @@ def create_app(
 
     async def redis_and_writer(app: web.Application) -> AsyncIterator[None]:
         owned = connection is None
-        client = intake_client(settings.redis_url, settings.intake_timeout) if owned else connection
+        client = sync_client(settings.redis_url, settings.intake_timeout) if owned else connection
         assert client is not None
-        writer = IntakeWriter(client, retention=settings.retention)
+        # The intake commits on the loop (redis.asyncio); the rest (readiness, status, metrics,
+        # spool drain, RQ's queue) uses the sync client in threads.
+        committer = intake_client(settings.redis_url, settings.intake_timeout) if owned else None
+        writer = IntakeWriter(
+            committer or client, queue_connection=client, retention=settings.retention
+        )
         spool = Spool(settings.spool_dir, max_bytes=settings.spool_max)
         drainer = SpoolDrainer(spool, redis_commit(client, retention=settings.retention))
         app[REDIS] = client
@@ -408,6 +413,8 @@ def create_app(
         await writer.close()
         await drainer.close()
         spool.close()
+        if committer is not None:
+            await committer.aclose()
         if owned:
             client.close()
 

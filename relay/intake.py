@@ -2,18 +2,22 @@
 
 Every request hands its events to the `IntakeWriter` and waits. A background task takes the
 first waiting request, drains whatever else is already waiting (up to `MAX_BATCH` events), and
-writes the whole batch in ONE round trip: a redis-py pipeline inside MULTI/EXEC holding, per
-event, its hash (body, headers, per-target state) with an expiry, one entry per routed target
-in that target's due set (relay.keys.due_key) and, for a deduplicated source,
-`SET dedupe-key id NX GET EX window`; per batch, the index entries, the source counters and one
+writes the whole batch in ONE round trip: a redis-py pipeline inside MULTI/EXEC holding one call
+of the commit script (relay.commit_script: per event, its hash (body, headers, per-target
+state) with an expiry, one entry per routed target in that target's due set, its index entries
+and counters and, for a deduplicated source, `SET dedupe-key id NX GET EX window`), then one
 RQ kick (`worker.jobs.deliver_due`), skipped while enough kicks already wait (a waiting kick
 takes everything due when it runs). Only after EXEC does any request get its answer, so a 202
 always means "durable in Redis".
 
-RQ has no async API (rq#2261), so the commit runs in a thread (`asyncio.to_thread`) on a sync
-client and uses RQ's public `Queue.enqueue_many(pipeline=...)`, which only buffers commands.
-Batching is what pays: the Redis round trip and RQ's per-job cost are shared by the batch, and
-under load by many batches (kicks coalesce).
+The commit runs on the event loop with redis.asyncio: one write and one read per batch. (It
+used to run in a thread on a sync client; on this project's machines each hand-off between
+threads cost several system calls, more than the commit's own work.) RQ has no async API
+(rq#2261), so a kick is recorded with RQ's public `Queue.enqueue_many(pipeline=...)` on a sync
+pipeline that is never sent, and replayed on the asyncio one (relay.queueing.kick_commands).
+A sync client (fakeredis in `relay dev`'s embedded mode) still commits in a thread. Batching is
+what pays: the round trip and RQ's per-job cost are shared by the batch, and under load by many
+batches (kicks coalesce).
 
 A Redis error fails every request of the batch (503: providers that retry will retry). The
 client never retries by itself: a retried MULTI whose first EXEC did land would enqueue the
@@ -31,14 +35,17 @@ from typing import Any
 
 import redis
 import structlog
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq import Queue
 
-from relay import constants, keys
+from relay import constants
+from relay.commit_script import COMMIT_LUA, commit_arguments
 from relay.envelope import Event
 from relay.errors import Unavailable
-from relay.queueing import KICKS_ENOUGH, kick, make_queue
+from relay.queueing import KICKS_ENOUGH, kick_commands, make_queue
 
 log = structlog.get_logger("relay.intake")
 
@@ -80,8 +87,8 @@ def _expire(future: asyncio.Future[Committed], max_wait: float) -> None:
         )
 
 
-def intake_client(url: str, socket_timeout: float) -> redis.Redis:
-    """A sync client for the writer: bounded socket waits and no silent re-execution."""
+def sync_client(url: str, socket_timeout: float) -> redis.Redis:
+    """A sync client with the same bounds, for what runs in threads (and RQ's queue)."""
     return redis.Redis.from_url(
         url,
         socket_timeout=socket_timeout,
@@ -92,6 +99,26 @@ def intake_client(url: str, socket_timeout: float) -> redis.Redis:
     )
 
 
+def intake_client(url: str, socket_timeout: float) -> aioredis.Redis:
+    """The writer's redis.asyncio client: bounded socket waits and no silent re-execution."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(CONNECT_TIMEOUT, socket_timeout),
+        socket_keepalive=True,
+        retry=AsyncRetry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+
+
+@dataclass(frozen=True)
+class BatchReplies:
+    """Where the replies of one batch's commit are, in the pipeline's reply list."""
+
+    script_at: int  # the commit script's reply: one string per deduplicated event
+    dedupe: list[tuple[int, int]]  # (request index, event index) of each, in reply order
+
+
 def write_batch(
     pipe: Any,
     queue: Queue,
@@ -100,99 +127,37 @@ def write_batch(
     now: float,
     *,
     kick_workers: bool = True,
-) -> list[tuple[int, int, int]]:
+) -> BatchReplies:
     """Buffer the commands of one batch on a MULTI pipeline.
 
-    Returns (request index, event index, reply index) of each dedupe `SET`, whose reply after
-    EXEC tells whether the event was seen before. The batch's last command is `LLEN` of the
-    queue: the kicks waiting, which decides whether the next batch needs a kick of its own.
+    `pipe` is a sync or a redis.asyncio pipeline (commands are only buffered here). The events
+    go in one call of the commit script (relay.commit_script); then, if asked and anything was
+    routed, one RQ kick. The batch's last command is `LLEN` of the queue: the
+    kicks waiting, which decides whether the next batch needs a kick of its own.
     """
-    ttl = max(1, int(retention))
-    indexed: dict[str, float] = {}
-    unrouted: dict[str, float] = {}
-    counters: dict[str, list[int]] = {}
-    routed: list[str] = []
-    due_targets: set[str] = set()
-    dedupe_replies: list[tuple[int, int, int]] = []
-    for r, pending in enumerate(batch):
-        for e, event in enumerate(pending.events):
-            key = keys.event_key(event.id)
-            fields: dict[str, Any] = event.to_redis()
-            for target in event.targets:
-                fields[keys.state_field(target)] = keys.PENDING
-                fields[keys.attempts_field(target)] = 0
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, ttl)
-            if event.dedupe_key:
-                dedupe_replies.append((r, e, len(pipe.command_stack)))
-                pipe.set(
-                    event.dedupe_key,
-                    event.id,
-                    nx=True,
-                    get=True,
-                    ex=max(1, pending.dedupe_window),
-                )
-            indexed[event.id] = event.received_at
-            counts = counters.setdefault(event.source, [0, 0])
-            counts[0] += 1
-            if event.targets:
-                routed.append(event.id)
-                for target in event.targets:
-                    due_targets.add(target)
-                    pipe.zadd(keys.due_key(target), {event.id: event.received_at})
-            else:
-                unrouted[event.id] = event.received_at
-                counts[1] += 1
-    # One command per index and per source for the whole batch, not one per event.
-    pipe.zadd(keys.EVENTS_INDEX, indexed)
-    pipe.zremrangebyscore(keys.EVENTS_INDEX, "-inf", now - retention)
-    if unrouted:
-        pipe.zadd(keys.UNROUTED, unrouted)
-        pipe.zremrangebyscore(keys.UNROUTED, "-inf", now - retention)
-    for source, (received, not_routed) in counters.items():
-        stats = keys.source_stats_key(source)
-        pipe.hincrby(stats, "received", received)
-        if not_routed:
-            pipe.hincrby(stats, "unrouted", not_routed)
-    if due_targets:
-        pipe.sadd(keys.DUE_TARGETS, *sorted(due_targets))
-    if routed and kick_workers:
-        kick(queue, pipeline=pipe)
+    call = commit_arguments(batch, retention, now)
+    at = len(pipe.command_stack)
+    pipe.eval(COMMIT_LUA, len(call.keys), *call.keys, *call.args)
+    if call.routed and kick_workers:
+        for args, options in kick_commands(queue):  # sync and redis.asyncio pipelines alike
+            pipe.execute_command(*args, **options)
     pipe.llen(queue.key)
-    return dedupe_replies
+    return BatchReplies(at, call.dedupe)
 
 
 def record_duplicates(
-    connection: redis.Redis,
-    batch: Sequence[_Pending],
-    replies_at: Sequence[tuple[int, int, int]],
-    replies: Sequence[Any],
+    batch: Sequence[_Pending], replies_at: BatchReplies, replies: Sequence[Any]
 ) -> list[tuple[str | None, ...]]:
     """Read a committed batch's dedupe replies: per request, the earlier event each repeats.
 
-    Counts the repeats in the sources' `duplicates` counters: here, once per inbound repeat, and
-    nowhere else (the worker only skips them).
+    (The commit script has already counted the repeats in the sources' `duplicates` counters.)
     """
     found: list[list[str | None]] = [[None] * len(p.events) for p in batch]
-    seen: dict[str, int] = {}
-    for r, e, at in replies_at:
-        previous = replies[at]
-        if previous is None:
-            continue
+    firsts = replies[replies_at.script_at]
+    for (r, e), previous in zip(replies_at.dedupe, firsts, strict=True):
         first = previous.decode() if isinstance(previous, bytes) else str(previous)
-        if first != batch[r].events[e].id:  # our own id back means nothing was there before
+        if first and first != batch[r].events[e].id:  # "" or our own id: nothing was there
             found[r][e] = first
-            source = batch[r].events[e].source
-            seen[source] = seen.get(source, 0) + 1
-    if seen:
-        # Best effort, after EXEC: a lost counter must not turn a durable event into a 503.
-        try:
-            pipe = connection.pipeline(transaction=False)
-            for source, count in seen.items():
-                pipe.hincrby(keys.source_stats_key(source), "duplicates", count)
-            pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("duplicate_count_lost", error=str(exc), sources=sorted(seen))
     return [tuple(f) for f in found]
 
 
@@ -201,13 +166,23 @@ class IntakeWriter:
 
     def __init__(
         self,
-        connection: redis.Redis,
+        connection: redis.Redis | aioredis.Redis,
         *,
+        queue_connection: redis.Redis | None = None,
         retention: float = float(constants.DEFAULT_RETENTION),
         max_batch: int = constants.MAX_BATCH,
     ) -> None:
+        """Commit on `connection`: redis.asyncio on the event loop, a sync client in a thread.
+
+        RQ needs a sync client for its Queue (`queue_connection`, required with redis.asyncio;
+        it only answers RQ's one-off version query: kicks are recorded, then sent on the
+        asyncio pipeline).
+        """
         self.connection = connection
-        self.queue = make_queue(connection)
+        sync = connection if isinstance(connection, redis.Redis) else queue_connection
+        if sync is None:
+            raise TypeError("a redis.asyncio connection needs queue_connection (sync, for RQ)")
+        self.queue = make_queue(sync)
         self.retention = retention
         self.max_batch = max_batch
         self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -283,7 +258,7 @@ class IntakeWriter:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            duplicates = await asyncio.to_thread(self._commit_sync, batch)
+            duplicates = await self._commit_once(batch)
         except (redis.RedisError, OSError) as exc:
             self._note_failure(exc)
             self._fail(batch, "Redis cannot take the event right now; retry later")
@@ -306,20 +281,35 @@ class IntakeWriter:
             if not pending.future.done():
                 pending.future.set_exception(Unavailable(message))
 
-    def _commit_sync(self, batch: list[_Pending]) -> list[tuple[str | None, ...]]:
-        """One MULTI/EXEC for the batch (runs in a worker thread)."""
+    async def _commit_once(self, batch: list[_Pending]) -> list[tuple[str | None, ...]]:
+        """One MULTI/EXEC for the batch: on the loop with redis.asyncio, else in a thread."""
+        if not isinstance(self.connection, aioredis.Redis):
+            return await asyncio.to_thread(self._commit_sync, batch)
+        kick_workers = self.kicks_waiting < KICKS_ENOUGH
+        if kick_workers and not self.queue.redis_server_version:
+            # RQ asks the server's version once per Queue, with a sync INFO: not on the loop.
+            await asyncio.to_thread(self.queue.get_redis_server_version)
         pipe = self.connection.pipeline(transaction=True)
-        replies_at = write_batch(
-            pipe,
-            self.queue,
-            batch,
-            self.retention,
-            time.time(),
-            kick_workers=self.kicks_waiting < KICKS_ENOUGH,
+        replies_at = self._write(pipe, batch, kick_workers)
+        return self._read(batch, replies_at, await pipe.execute())
+
+    def _commit_sync(self, batch: list[_Pending]) -> list[tuple[str | None, ...]]:
+        """The same on a sync client (fakeredis in `relay dev`'s embedded mode): in a thread."""
+        assert isinstance(self.connection, redis.Redis)
+        pipe = self.connection.pipeline(transaction=True)
+        replies_at = self._write(pipe, batch, self.kicks_waiting < KICKS_ENOUGH)
+        return self._read(batch, replies_at, pipe.execute())
+
+    def _write(self, pipe: Any, batch: list[_Pending], kick_workers: bool) -> BatchReplies:
+        return write_batch(
+            pipe, self.queue, batch, self.retention, time.time(), kick_workers=kick_workers
         )
-        replies = pipe.execute()
+
+    def _read(
+        self, batch: list[_Pending], replies_at: BatchReplies, replies: Sequence[Any]
+    ) -> list[tuple[str | None, ...]]:
         self.kicks_waiting = int(replies[-1])
-        return record_duplicates(self.connection, batch, replies_at, replies)
+        return record_duplicates(batch, replies_at, replies)
 
     def _note_failure(self, exc: BaseException) -> None:
         self._failed_batches += 1

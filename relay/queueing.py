@@ -68,3 +68,19 @@ def kick_job() -> Any:
 def kick(queue: Queue, pipeline: Any = None) -> None:
     """Enqueue one kick, on `pipeline` when given (it then runs with the pipeline)."""
     queue.enqueue_many([kick_job()], pipeline=pipeline)
+
+
+def kick_commands(queue: Queue) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The Redis commands of one kick, recorded but not sent: (args, options) each.
+
+    RQ writes only to a sync redis-py pipeline; the receiver commits on a redis.asyncio one, so
+    the kick is recorded on a sync pipeline that is never executed and replayed there. RQ asks
+    the server's version once per Queue (a real INFO on `queue.connection`): callers on an
+    event loop make sure `queue.redis_server_version` is known first.
+    """
+    recorder = queue.connection.pipeline(transaction=False)
+    try:
+        kick(queue, pipeline=recorder)
+        return [(tuple(args), dict(options)) for args, options in recorder.command_stack]
+    finally:
+        recorder.reset()

@@ -37,7 +37,7 @@ from rq import Queue
 
 from relay import constants, keys
 from relay.envelope import Event
-from relay.intake import MAX_BATCH_BYTES, record_duplicates, write_batch
+from relay.intake import MAX_BATCH_BYTES, write_batch
 from relay.queueing import make_queue
 from relay.spool import Spool, SpooledEvent
 
@@ -106,14 +106,12 @@ def commit_spooled(
             pipe.multi()
             # write_batch reads only `.events` and `.dedupe_window` of each group.
             groups = cast("Sequence[Any]", _groups(fresh))
-            replies_at = write_batch(
-                pipe, queue, groups, retention, time.time() if now is None else now
-            )
+            # The commit script counts inbound repeats itself; the drain reads no replies.
+            write_batch(pipe, queue, groups, retention, time.time() if now is None else now)
             try:
-                replies = pipe.execute()
+                pipe.execute()
             except WatchError:
                 continue
-            record_duplicates(connection, groups, replies_at, replies)
             return len(fresh)
     raise WatchError(f"event hashes kept changing during {WATCH_ATTEMPTS} commit attempts")
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import redis
 from relay import keys
 from relay.envelope import Event
 from relay.errors import Unavailable
-from relay.intake import Committed, IntakeWriter, intake_client, write_batch
+from relay.intake import Committed, IntakeWriter, intake_client, sync_client, write_batch
 from relay.queueing import DELIVER_DUE, KICKS_ENOUGH, make_queue
 
 
@@ -61,14 +62,31 @@ class Group:
     dedupe_window: int = 0
 
 
-@pytest.fixture
-async def writer(redis_url: str) -> Any:
-    client = intake_client(redis_url, 3.0)
-    w = IntakeWriter(client, retention=3600)
+@asynccontextmanager
+async def running_writer(url: str, mode: str = "asyncio", **options: Any) -> AsyncIterator[Any]:
+    """A started IntakeWriter: on redis.asyncio (the receiver's) or on a sync client (threads)."""
+    sync = sync_client(url, 3.0)
+    committer = intake_client(url, 3.0) if mode == "asyncio" else None
+    w = IntakeWriter(committer or sync, queue_connection=sync, **options)
     w.start()
-    yield w
-    await w.close()
-    client.close()
+    try:
+        yield w
+    finally:
+        await w.close()
+        if committer is not None:
+            await committer.aclose()
+        sync.close()
+
+
+@pytest.fixture(params=["asyncio", "thread"])
+async def writer(redis_url: str, request: pytest.FixtureRequest) -> Any:
+    async with running_writer(redis_url, request.param, retention=3600) as w:
+        yield w
+
+
+def test_an_asyncio_connection_needs_a_sync_one_for_rq(redis_url: str) -> None:
+    with pytest.raises(TypeError, match="queue_connection"):
+        IntakeWriter(intake_client(redis_url, 3.0))
 
 
 async def test_events_written_with_state_expiry_indexes_due_entries_and_one_kick(
@@ -110,14 +128,8 @@ async def test_waiting_requests_are_committed_in_one_transaction(
 
 
 async def test_batch_is_capped(redis_url: str, redis_client: redis.Redis) -> None:
-    client = intake_client(redis_url, 3.0)
-    w = IntakeWriter(client, max_batch=4)
-    w.start()
-    try:
+    async with running_writer(redis_url, max_batch=4) as w:
         await asyncio.gather(*(w.submit([event(n)], max_wait=5) for n in range(10)))
-    finally:
-        await w.close()
-        client.close()
     assert w.batches == 3  # 4 + 4 + 2
     assert len(due(redis_client)) == 10  # every event due, whichever batch carried it
     # No worker runs: the first two batches kick, the third finds KICKS_ENOUGH waiting.
@@ -203,10 +215,7 @@ async def test_request_is_a_duplicate_only_when_every_event_is(writer: IntakeWri
 async def test_redis_down_fails_the_batch_then_recovers(make_redis: Any) -> None:
     server = make_redis()
     server.start()
-    client = intake_client(server.url, 2.0)
-    w = IntakeWriter(client)
-    w.start()
-    try:
+    async with running_writer(server.url) as w:
         await w.submit([event(1)], max_wait=5)
         server.stop()
         with pytest.raises(Unavailable):
@@ -215,9 +224,6 @@ async def test_redis_down_fails_the_batch_then_recovers(make_redis: Any) -> None
         server.start()
         await w.submit([event(3)], max_wait=5)
         assert w.available is True
-    finally:
-        await w.close()
-        client.close()
     check = redis.Redis.from_url(server.url)
     try:
         assert check.exists(keys.event_key(event(3).id)) == 1
@@ -228,17 +234,17 @@ async def test_redis_down_fails_the_batch_then_recovers(make_redis: Any) -> None
 async def test_expired_request_is_not_written_later(
     writer: IntakeWriter, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    release, entered = threading.Event(), threading.Event()
-    original = writer._commit_sync
+    release, entered = asyncio.Event(), asyncio.Event()
+    original = writer._commit_once
 
-    def held(batch: Any) -> Any:
+    async def held(batch: Any) -> Any:
         entered.set()
-        release.wait(10)  # the first commit stalls, as on a slow Redis
-        return original(batch)
+        await release.wait()  # the first commit stalls, as on a slow Redis
+        return await original(batch)
 
-    monkeypatch.setattr(writer, "_commit_sync", held)
+    monkeypatch.setattr(writer, "_commit_once", held)
     slow = asyncio.ensure_future(writer.submit([event(1)], max_wait=10))
-    assert await asyncio.to_thread(entered.wait, 10)  # the writer has taken the first request
+    await asyncio.wait_for(entered.wait(), 10)  # the writer has taken the first request
     with pytest.raises(Unavailable, match="within"):
         await writer.submit([event(2)], max_wait=0.05)
     release.set()
@@ -252,16 +258,16 @@ async def test_expired_request_is_not_written_later(
 async def test_bug_in_commit_fails_requests_but_not_the_writer(
     writer: IntakeWriter, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = writer._commit_sync
+    original = writer._commit_once
     calls = []
 
-    def broken_once(batch: Any) -> Any:
+    async def broken_once(batch: Any) -> Any:
         calls.append(1)
         if len(calls) == 1:
             raise TypeError("a bug")
-        return original(batch)
+        return await original(batch)
 
-    monkeypatch.setattr(writer, "_commit_sync", broken_once)
+    monkeypatch.setattr(writer, "_commit_once", broken_once)
     with pytest.raises(Unavailable):
         await writer.submit([event(1)], max_wait=5)
     await writer.submit([event(2)], max_wait=5)
@@ -271,14 +277,11 @@ async def test_bug_in_commit_fails_requests_but_not_the_writer(
 async def test_close_commits_what_is_waiting_then_refuses(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    client = intake_client(redis_url, 3.0)
-    w = IntakeWriter(client)
-    w.start()
-    pending = [asyncio.ensure_future(w.submit([event(n)], max_wait=5)) for n in range(3)]
-    await asyncio.sleep(0)
-    await w.close()
-    assert all(p.done() and p.exception() is None for p in pending)
-    assert redis_client.zcard(keys.EVENTS_INDEX) == 3
-    with pytest.raises(Unavailable, match="shutting down"):
-        await w.submit([event(9)], max_wait=5)
-    client.close()
+    async with running_writer(redis_url) as w:
+        pending = [asyncio.ensure_future(w.submit([event(n)], max_wait=5)) for n in range(3)]
+        await asyncio.sleep(0)
+        await w.close()
+        assert all(p.done() and p.exception() is None for p in pending)
+        assert redis_client.zcard(keys.EVENTS_INDEX) == 3
+        with pytest.raises(Unavailable, match="shutting down"):
+            await w.submit([event(9)], max_wait=5)

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay import keys
+from relay.commit_script import commit_arguments
 from relay.envelope import Event
 from relay.extract import parse_request
 from relay.intake import write_batch
@@ -207,10 +208,10 @@ def test_each_matched_target_gets_exactly_one_due_entry(
     assert stored.targets == targets
     # The receiver's commit of the stored event, on an in-memory Redis.
     conn = fakeredis.FakeRedis()
+    call = commit_arguments([Group((stored,))], 3600, 0.0)
+    due_adds = [k for k in call.keys if k.startswith(keys.due_key(""))]
     pipe = conn.pipeline(transaction=True)
     write_batch(pipe, make_queue(conn), [Group((stored,))], 3600, 0.0)  # type: ignore[list-item]
-    zadds = [str(args[1]) for args, _ in pipe.command_stack if args[0] == "ZADD"]
-    due_adds = [k for k in zadds if k.startswith(keys.due_key(""))]
     pipe.execute()
     expected = sorted(reference_match(specs, source, parsed.type or ""))
     # Exactly one due entry per matched target: no target twice, none left out, no other.
