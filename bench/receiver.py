@@ -1,14 +1,18 @@
 """Receiver benchmark: `relay serve` against a bare aiohttp handler, measured in the same run.
 
     .venv/bin/python bench/receiver.py [--seconds 8] [--connections 32] [--rate 1000]
+                                       [--processes N]
 
-Starts its own redis-server on a free loopback port, a `relay serve` subprocess (routes.toml in
-a temp dir, logs at INFO to a file, as in production) and a bare aiohttp app that answers 202
-and does nothing. Both are driven by the same load generator in a separate process (wrk when it
-is installed, else the raw-asyncio client below), closed loop for throughput, then an open-loop
-run at a fixed offered rate against relay for latency (measured from each request's scheduled
-send time, so a stall is not hidden by the generator waiting for it). Prints requests/s, p50 and
-p99 for each, and relay/bare. The whole run stays under two minutes.
+Starts its own redis-server on a free loopback port, `relay serve` (routes.toml in a temp dir,
+logs at INFO to a file, as in production) and a bare aiohttp app that answers 202 and does
+nothing, each first as one process, then as N processes sharing the port (SO_REUSEPORT; N
+defaults to the number of cores). All are driven by the same load generator in a separate
+process (wrk when it is installed, else the raw-asyncio client below), closed loop for
+throughput; then an open-loop run at a fixed offered rate against one relay process for latency
+(measured from each request's scheduled send time, so a stall is not hidden by the generator
+waiting for it). Prints requests/s, p50 and p99 for each, and the ratios relay/bare: one process
+each, relay's N against one bare process (the issue's wording: relay as deployed against a
+bare handler), and N against N. The whole run stays under three minutes.
 
 Not a timed test: the figures depend on the machine and on whatever else runs on it.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -28,6 +33,8 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +65,22 @@ BODY = json.dumps(
 ).encode()
 
 BARE_APP = """
+import os
 import sys
 from aiohttp import web
 
 async def hook(request):
     return web.json_response({"id": "bare"}, status=202)
 
+port, processes = int(sys.argv[1]), int(sys.argv[2])
+for _ in range(processes - 1):  # N processes on one port, as `relay serve --processes N`
+    if os.fork() == 0:
+        break
 app = web.Application()
 app.router.add_post("/hooks/{source}", hook)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+web.run_app(
+    app, host="127.0.0.1", port=port, access_log=None, print=None, reuse_port=processes > 1
+)
 """
 
 
@@ -90,6 +104,22 @@ def wait_http(port: int, path: str, deadline: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing answered on port {port}")
+
+
+@contextmanager
+def running(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, log: Any = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server subprocess (in its own process group), stopped with its children at the end."""
+    process = subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=log, stderr=log, start_new_session=True
+    )
+    try:
+        yield process
+    finally:
+        stop(process)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # forked bare children, if any
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -319,13 +349,19 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rate", type=float, default=1000.0, help="offered req/s, fixed run")
     parser.add_argument("--log-level", default="info", help="relay's RELAY_LOG_LEVEL")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="the second run's process count, relay and bare alike (default: cores)",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         tmpdir = Path(tmp)
         (tmpdir / "routes.toml").write_text(ROUTES)
         redis_proc, redis_port = start_redis(tmpdir)
-        relay_port, bare_port = free_port(), free_port()
+        relay_port = free_port()
         env = {
             **os.environ,
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
@@ -335,47 +371,50 @@ def main() -> int:
             "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
         }
         log_file = (tmpdir / "relay.log").open("wb")
-        relay = subprocess.Popen(
-            [PYTHON, "-m", "relay", "serve", "--port", str(relay_port)],
-            env=env,
-            cwd=ROOT,
-            stdout=log_file,
-            stderr=log_file,
+        many = args.processes
+        generator = "wrk" if shutil.which("wrk") else "python asyncio client (own process)"
+        print(f"receiver benchmark: {os.cpu_count()} cores, generator: {generator}")
+        print(
+            f"  body {len(BODY)} B, {args.connections} connections, {args.seconds:g} s "
+            f"measured after 1 s warm-up, relay logs at {args.log_level}"
         )
-        bare = subprocess.Popen([PYTHON, "-c", BARE_APP, str(bare_port)], cwd=tmpdir)
+        acked = 0
+        figures: dict[str, dict[str, Any]] = {}
         try:
-            wait_http(relay_port, "/healthz")
-            wait_http(bare_port, "/")
-            generator = "wrk" if shutil.which("wrk") else "python asyncio client (own process)"
-            print(f"receiver benchmark: {os.cpu_count()} cores, generator: {generator}")
-            print(
-                f"  body {len(BODY)} B, {args.connections} connections, {args.seconds:g} s "
-                f"measured after 1 s warm-up, relay logs at {args.log_level}"
-            )
-            bare_fig = run_client(bare_port, args.connections, args.seconds, None)
-            show("bare aiohttp (202, no work)", bare_fig)
-            relay_fig = run_client(relay_port, args.connections, args.seconds, None)
-            show("relay serve (durable 202)", relay_fig)
-            ratio = relay_fig["rps"] / bare_fig["rps"] if bare_fig["rps"] else float("nan")
-            print(f"  ratio relay/bare: {ratio:.2f}   (goal >= 0.50)")
-            fixed = run_client(relay_port, args.connections, args.seconds, args.rate)
-            show(f"relay at {args.rate:g} req/s offered", fixed)
+            for processes in (1, many):
+                port = free_port()
+                with running([PYTHON, "-c", BARE_APP, str(port), str(processes)], tmpdir):
+                    wait_http(port, "/")
+                    figures[f"bare{processes}"] = run_client(
+                        port, args.connections, args.seconds, None
+                    )
+                show(f"bare aiohttp, {processes} process(es)", figures[f"bare{processes}"])
+                command = [PYTHON, "-m", "relay", "serve", "--port", str(relay_port)]
+                with running([*command, "--processes", str(processes)], ROOT, env, log_file):
+                    wait_http(relay_port, "/healthz")
+                    fig = run_client(relay_port, args.connections, args.seconds, None)
+                    figures[f"relay{processes}"] = fig
+                    show(f"relay serve, {processes} process(es)", fig)
+                    if processes == 1:
+                        fixed = run_client(relay_port, args.connections, args.seconds, args.rate)
+                        show(f"relay (1 process) at {args.rate:g} req/s", fixed)
+                        acked += fixed["statuses"].get("202", 0)
+                    acked += fig["statuses"].get("202", 0)
+            print("  ratios (goal: relay/bare >= 0.50):")
+            for name, top, bottom in (
+                ("relay 1 process / bare 1 process", "relay1", "bare1"),
+                (f"relay {many} processes / bare 1 process", f"relay{many}", "bare1"),
+                (f"relay {many} processes / bare {many} processes", f"relay{many}", f"bare{many}"),
+            ):
+                ratio = figures[top]["rps"] / figures[bottom]["rps"]
+                print(f"    {name:<40} {ratio:.2f}")
             verdict = "met" if fixed["p99_ms"] < 20 else "NOT met"
             print(
                 f"  p99 at {args.rate:g} req/s: {fixed['p99_ms']:.2f} ms (goal < 20 ms: {verdict})"
             )
             stored = int(redis_command(redis_port, "ZCARD", "relay:events")[1:].split(b"\r\n")[0])
-            jobs = int(redis_command(redis_port, "LLEN", "rq:queue:relay")[1:].split(b"\r\n")[0])
-            acked = sum(
-                n for f in (relay_fig, fixed) for s, n in f["statuses"].items() if str(s) == "202"
-            )
-            print(
-                f"  in Redis: {stored} events (>= {acked} acknowledged while measured), "
-                f"{jobs} RQ jobs (one per commit): {stored / max(jobs, 1):.1f} events per commit"
-            )
+            print(f"  in Redis: {stored} events (>= {acked} acknowledged while measured)")
         finally:
-            stop(relay)
-            stop(bare)
             stop(redis_proc)
             log_file.close()
     print(f"  whole run: {time.monotonic() - started:.0f} s")

@@ -27,53 +27,84 @@ from relay.envelope import Event
 
 #: KEYS: [1] events index, [2] unrouted index, [3] due-targets set, then per event in order:
 #:   its hash, its source's counters, its dedupe key (when it has one), one due set per target.
-#: ARGV: [1] hash TTL in seconds, [2] trim index entries scored below this, then per event:
-#:   id, received (score), dedupe window in seconds ("0": no dedupe key), target count, the
-#:   target names, hash field count, field/value pairs.
+#: ARGV: [1] hash TTL in seconds, [2] trim index entries scored below this, then one record per
+#:   event (`pack_record`): id, received (score), dedupe window in seconds ("0": no dedupe
+#:   key), target count, the target names, hash field count, field/value pairs.
 #: Returns one string per event that has a dedupe key, in order: the id of the event that
 #: claimed the key first, or "" if this event is the first. A repeat (an earlier id that is not
 #: the event's own: a re-commit of the same event is no repeat) counts in its source's
 #: `duplicates` counter, in the same atomic step.
 COMMIT_LUA = """
+local function items(record)
+  local out, pos, size = {}, 1, #record
+  while pos <= size do
+    local b1, b2, b3, b4 = string.byte(record, pos, pos + 3)
+    local len = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+    out[#out + 1] = string.sub(record, pos + 4, pos + 3 + len)
+    pos = pos + 4 + len
+  end
+  return out
+end
 local ttl, trim = ARGV[1], ARGV[2]
-local k, a = 4, 3
-local found = {}
-local unrouted = false
-while a <= #ARGV do
-  local id, received, window = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local ntargets = tonumber(ARGV[a + 3])
-  local first_target = a + 4
-  local nfields = tonumber(ARGV[first_target + ntargets])
-  local first_field = first_target + ntargets + 1
+local k = 4
+local found, indexed, unrouted, counts, due_targets = {}, {}, {}, {}, {}
+for a = 3, #ARGV do
+  local it = items(ARGV[a])
+  local id, received, window = it[1], it[2], it[3]
+  local ntargets = tonumber(it[4])
+  local nfields = tonumber(it[5 + ntargets])
+  local first_field = 6 + ntargets
   local hash, stats = KEYS[k], KEYS[k + 1]
   k = k + 2
-  redis.call('HSET', hash, unpack(ARGV, first_field, first_field + 2 * nfields - 1))
+  redis.call('HSET', hash, unpack(it, first_field, first_field + 2 * nfields - 1))
   redis.call('EXPIRE', hash, ttl)
+  local count = counts[stats]
+  if not count then
+    count = {received = 0, unrouted = 0, duplicates = 0}
+    counts[stats] = count
+  end
+  count.received = count.received + 1
   if window ~= '0' then
     local first = redis.call('SET', KEYS[k], id, 'NX', 'GET', 'EX', window)
     if first and first ~= id then
-      redis.call('HINCRBY', stats, 'duplicates', 1)
+      count.duplicates = count.duplicates + 1
     end
     found[#found + 1] = first or ''
     k = k + 1
   end
-  redis.call('ZADD', KEYS[1], received, id)
-  redis.call('HINCRBY', stats, 'received', 1)
+  indexed[#indexed + 1] = received
+  indexed[#indexed + 1] = id
   if ntargets == 0 then
-    redis.call('ZADD', KEYS[2], received, id)
-    redis.call('HINCRBY', stats, 'unrouted', 1)
-    unrouted = true
+    unrouted[#unrouted + 1] = received
+    unrouted[#unrouted + 1] = id
+    count.unrouted = count.unrouted + 1
   end
-  for t = 0, ntargets - 1 do
+  for t = 5, 4 + ntargets do
     redis.call('ZADD', KEYS[k], received, id)
-    redis.call('SADD', KEYS[3], ARGV[first_target + t])
+    due_targets[it[t]] = true
     k = k + 1
   end
-  a = first_field + 2 * nfields
 end
+-- Once per batch, not per event: the indexes, the counters, the due-targets set.
+redis.call('ZADD', KEYS[1], unpack(indexed))
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', trim)
-if unrouted then
+if #unrouted > 0 then
+  redis.call('ZADD', KEYS[2], unpack(unrouted))
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', trim)
+end
+for stats, count in pairs(counts) do
+  for field, n in pairs(count) do
+    if n > 0 then
+      redis.call('HINCRBY', stats, field, n)
+    end
+  end
+end
+local names = {}
+for name in pairs(due_targets) do
+  names[#names + 1] = name
+end
+if #names > 0 then
+  redis.call('SADD', KEYS[3], unpack(names))
 end
 return found
 """
@@ -120,11 +151,36 @@ def commit_arguments(batch: Sequence[Request], retention: float, now: float) -> 
             call_keys.extend(keys.due_key(target) for target in event.targets)
             routed = routed or bool(event.targets)
             fields = event.to_redis()
-            args += (event.id, repr(event.received_at), window, str(len(event.targets)))
-            args += event.targets
-            args.append(str(len(fields) + 2 * len(event.targets)))
+            items: list[str | bytes] = [event.id, repr(event.received_at), window]
+            items.append(str(len(event.targets)))
+            items += event.targets
+            items.append(str(len(fields) + 2 * len(event.targets)))
             for name, value in fields.items():
-                args += (name, value)
+                items += (name, value)
             for target in event.targets:
-                args += (keys.state_field(target), keys.PENDING, keys.attempts_field(target), "0")
+                items += (keys.state_field(target), keys.PENDING, keys.attempts_field(target), "0")
+            args.append(pack_record(items))
     return CommitCall(call_keys, args, dedupe, routed)
+
+
+def pack_record(items: Sequence[str | bytes]) -> bytes:
+    """Items as one argument: each a 4-byte big-endian length, then its bytes (str as UTF-8).
+
+    One argument per event instead of ~30: redis.asyncio packs commands in Python, about a
+    microsecond an argument, so this alone took a tenth of the receiver's time.
+    """
+    parts: list[bytes] = []
+    for item in items:
+        data = item.encode() if isinstance(item, str) else item
+        parts += (len(data).to_bytes(4, "big"), data)
+    return b"".join(parts)
+
+
+def unpack_record(record: bytes) -> list[bytes]:
+    """The inverse of `pack_record` (what the script's `items` does), for tests and tools."""
+    out, pos = [], 0
+    while pos < len(record):
+        size = int.from_bytes(record[pos : pos + 4], "big")
+        out.append(record[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return out

@@ -11,13 +11,15 @@ stored) are read at scrape time by `RedisCollector`, so every process reports th
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 
 import redis
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from relay import constants, keys
@@ -192,3 +194,24 @@ class RedisCollector(Collector):
 def render(registry: CollectorRegistry) -> bytes:
     """The Prometheus text exposition of a registry."""
     return generate_latest(registry)
+
+
+def use_multiprocess_values(directory: str) -> None:
+    """Make every metric created from now on keep its values in `directory` (mmap files).
+
+    For `relay serve --processes N`: the children share one port, so a scrape reaches any one
+    of them, and each must answer with the sum over all (`multiprocess_registry`). This is
+    prometheus-client's multi-process mode, which it selects from PROMETHEUS_MULTIPROC_DIR when
+    it is imported; relay sets it later (after parsing --processes), so the value class is
+    chosen again here, in the parent, before the children fork and create their metrics.
+    """
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def multiprocess_registry(directory: str, redis_collector: Collector) -> CollectorRegistry:
+    """A registry that sums every process's metrics files, plus the Redis-backed gauges."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    registry.register(redis_collector)
+    return registry

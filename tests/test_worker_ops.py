@@ -240,7 +240,7 @@ def test_processes_serve_metrics_on_port_plus_index_and_sighup_reaches_every_chi
         os.kill(pids.pop(), signal.SIGKILL)
         assert wait_until(lambda: len(log_lines(parent, "worker starting")) == 3, 20)
         assert [r["targets"] for r in log_lines(parent, "worker starting")] == [1, 1, 2]
-        assert parent.terminate() == 0
+        assert parent.terminate() == 0, parent.output()
 
 
 def test_busy_metrics_port_is_a_clear_start_up_error(

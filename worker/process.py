@@ -44,9 +44,9 @@ from rq.worker import WorkerStatus
 
 from relay import constants
 from relay.queueing import OrjsonSerializer, make_queue
-from relay.reload import POLL_INTERVAL, RouteReloader
 from relay.routes import RouteTable
 from relay.settings import Settings
+from relay.supervisor import supervise
 from worker import jobs
 from worker.context import build_context, configure, current, swap_routes
 from worker.exporter import (
@@ -324,25 +324,6 @@ def run_worker(
     return 0
 
 
-def _child(
-    settings: Settings,
-    routes: RouteTable,
-    burst: bool,
-    maintenance_interval: int,
-    ops: Operations,
-    index: int,
-) -> None:  # pragma: no cover - runs in a child process
-    code = run_worker(
-        settings,
-        routes,
-        burst=burst,
-        maintenance_interval=maintenance_interval,
-        ops=ops,
-        index=index,
-    )
-    os._exit(code)
-
-
 def busy_ports(host: str, base: int, count: int) -> list[int]:
     """Ports among base .. base + count - 1 that cannot be bound on `host` right now."""
     busy = []
@@ -373,84 +354,29 @@ def run_processes(
             # Checked here: a child failing to bind would be restarted in a loop.
             log.error("worker metrics ports in use", host=ops.metrics_host, ports=busy)
             return 1
-    ctx = multiprocessing.get_context("fork")  # the parent has no threads yet: fork is safe
-    # The parent follows routes.toml too (polled in its loop, no thread), so that a restarted
-    # child starts on the routes its siblings reloaded, not on those of the parent's start.
-    latest = routes
 
-    def keep(table: RouteTable) -> None:
-        nonlocal latest
-        latest = table
+    def child(index: int, latest: RouteTable) -> int:  # pragma: no cover - a child process
+        return run_worker(
+            settings,
+            latest,
+            burst=burst,
+            maintenance_interval=maintenance_interval,
+            ops=ops,
+            index=index,
+        )
 
-    reloader = RouteReloader(routes.path, keep) if ops.reload_routes else None
-
-    def spawn(index: int) -> multiprocessing.process.BaseProcess:
-        args = (settings, latest, burst, maintenance_interval, ops, index)
-        # SIGHUP stays blocked in the child until its own handler is in place (run_worker);
-        # one sent meanwhile waits instead of killing it (SIGHUP's default action).
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-        try:
-            process = ctx.Process(target=_child, args=args, name=f"relay-worker-{index}")
-            process.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        return process
-
-    stopping = False
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        if signum != signal.SIGHUP:
-            stopping = True
-        for child in children:
-            if child.pid is not None and child.is_alive():
-                os.kill(child.pid, signum)
-
-    # A SIGHUP before `forward` is installed would kill the parent (its default action): it
-    # waits, blocked, until then. (SIGTERM and SIGINT must not be blocked: children inherit
-    # the mask, and RQ's warm shutdown needs them.)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-    try:
-        children = [spawn(i) for i in range(processes)]
-        previous = {
-            s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        }
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    log.info(
-        "worker processes started",
-        processes=processes,
-        pids=[c.pid for c in children],
-        metrics_ports=(
-            [process_port(ops.metrics_port, i) for i in range(processes)]
-            if ops.metrics_port is not None
-            else None
-        ),
+    ports = (
+        [process_port(ops.metrics_port, i) for i in range(processes)]
+        if ops.metrics_port is not None
+        else None
     )
-    failed = 0
-    next_poll = time.monotonic() + POLL_INTERVAL
-    try:
-        while True:
-            alive = [c for c in children if c.is_alive()]
-            if not alive and (stopping or burst):
-                break
-            for i, child in enumerate(children):
-                if child.is_alive() or child.exitcode is None:
-                    continue
-                if stopping or burst:
-                    continue
-                log.warning("worker process exited: restarting", pid=child.pid, code=child.exitcode)
-                failed += 1
-                children[i] = spawn(i)
-            if reloader is not None and time.monotonic() >= next_poll:
-                reloader.poll()
-                next_poll = time.monotonic() + POLL_INTERVAL
-            time.sleep(0.2)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    codes = [c.exitcode for c in children]
-    log.info("worker processes stopped", exit_codes=codes, restarts=failed)
-    # A child signalled before RQ installed its handlers (still starting) had nothing in hand.
-    clean = {0, -signal.SIGTERM, -signal.SIGINT} if stopping else {0}
-    return 0 if all(code in clean for code in codes) else 1
+    stopped = supervise(
+        child,
+        processes,
+        routes,
+        name="worker",
+        restart=not burst,
+        reload_routes=ops.reload_routes,
+        started={"metrics_ports": ports},
+    )
+    return 0 if stopped.clean else 1
