@@ -29,7 +29,12 @@ def test_a_restarted_child_starts_with_default_signal_handlers(tmp_path: Path) -
         time.sleep(20)
         return 0
 
-    stopped = supervise(child, 1, NO_ROUTES, name="test", reload_routes=False)
+    # The parent's handler before supervise, whatever earlier tests left in this process.
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        stopped = supervise(child, 1, NO_ROUTES, name="test", reload_routes=False)
+    finally:
+        signal.signal(signal.SIGTERM, before)
     assert seen.read_text() == "default"
     assert stopped.restarts == 1
     assert stopped.codes == [-signal.SIGTERM]
