@@ -87,27 +87,25 @@ def _expire(future: asyncio.Future[Committed], max_wait: float) -> None:
         )
 
 
+def _bounded(socket_timeout: float) -> dict[str, Any]:
+    """Client options of both intake clients: bounded socket waits, no silent re-execution."""
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(CONNECT_TIMEOUT, socket_timeout),
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
+
+
 def sync_client(url: str, socket_timeout: float) -> redis.Redis:
-    """A sync client with the same bounds, for what runs in threads (and RQ's queue)."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=min(CONNECT_TIMEOUT, socket_timeout),
-        socket_keepalive=True,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=30,
-    )
+    """A sync client with the intake's bounds, for what runs in threads (and RQ's queue)."""
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **_bounded(socket_timeout))
 
 
 def intake_client(url: str, socket_timeout: float) -> aioredis.Redis:
-    """The writer's redis.asyncio client: bounded socket waits and no silent re-execution."""
+    """The writer's redis.asyncio client, with the same bounds."""
     return aioredis.Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=min(CONNECT_TIMEOUT, socket_timeout),
-        socket_keepalive=True,
-        retry=AsyncRetry(NoBackoff(), 0),
-        health_check_interval=30,
+        url, retry=AsyncRetry(NoBackoff(), 0), **_bounded(socket_timeout)
     )
 
 
