@@ -23,40 +23,63 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from relay import keys
-from relay.envelope import Event
+from relay.envelope import EVENT_FIELDS, Event
 
 #: KEYS: [1] events index, [2] unrouted index, [3] due-targets set, then per event in order:
 #:   its hash, its source's counters, its dedupe key (when it has one), one due set per target.
-#: ARGV: [1] hash TTL in seconds, [2] trim index entries scored below this, then one record per
-#:   event (`pack_record`): id, received (score), dedupe window in seconds ("0": no dedupe
-#:   key), target count, the target names, hash field count, field/value pairs.
+#: ARGV: [1] hash TTL in seconds, [2] trim index entries scored below this, [3] the hash's
+#:   field names (`pack_record` of EVENT_FIELDS), [4] and [5] the prefixes of the per-target
+#:   state and attempts fields, [6] the state of a new delivery, then one record per event
+#:   (`pack_record`): id, dedupe window in seconds ("0": no dedupe key), the hash's values in
+#:   the order of [3] (its `received` is the event's score in the indexes), the target names.
 #: Returns one string per event that has a dedupe key, in order: the id of the event that
 #: claimed the key first, or "" if this event is the first. A repeat (an earlier id that is not
 #: the event's own: a re-commit of the same event is no repeat) counts in its source's
 #: `duplicates` counter, in the same atomic step.
-COMMIT_LUA = """
+#: The script's parser of one `pack_record` argument (tested on its own against Python's).
+ITEMS_LUA = """
 local function items(record)
-  local out, pos, size = {}, 1, #record
-  while pos <= size do
-    local b1, b2, b3, b4 = string.byte(record, pos, pos + 3)
-    local len = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-    out[#out + 1] = string.sub(record, pos + 4, pos + 3 + len)
-    pos = pos + 4 + len
+  local nl = string.find(record, '\\n', 1, true)
+  local out, pos = {}, nl + 1
+  for len in string.gmatch(string.sub(record, 1, nl - 1), '%d+') do
+    local stop = pos + tonumber(len)
+    out[#out + 1] = string.sub(record, pos, stop - 1)
+    pos = stop
   end
   return out
 end
+"""
+
+COMMIT_LUA = (
+    ITEMS_LUA
+    + """
 local ttl, trim = ARGV[1], ARGV[2]
+local names = items(ARGV[3])
+local state_prefix, attempts_prefix, pending = ARGV[4], ARGV[5], ARGV[6]
+local nnames, at_received = #names, 0
+for f = 1, nnames do
+  if names[f] == 'received' then at_received = f end
+end
 local k = 4
 local found, indexed, unrouted, counts, due_targets = {}, {}, {}, {}, {}
-for a = 3, #ARGV do
+for a = 7, #ARGV do
   local it = items(ARGV[a])
-  local id, received, window = it[1], it[2], it[3]
-  local ntargets = tonumber(it[4])
-  local nfields = tonumber(it[5 + ntargets])
-  local first_field = 6 + ntargets
+  local id, window, received = it[1], it[2], it[2 + at_received]
+  local fields = {}
+  for f = 1, nnames do
+    fields[2 * f - 1] = names[f]
+    fields[2 * f] = it[2 + f]
+  end
+  local first_target = 3 + nnames
+  for t = first_target, #it do
+    fields[#fields + 1] = state_prefix .. it[t]
+    fields[#fields + 1] = pending
+    fields[#fields + 1] = attempts_prefix .. it[t]
+    fields[#fields + 1] = '0'
+  end
   local hash, stats = KEYS[k], KEYS[k + 1]
   k = k + 2
-  redis.call('HSET', hash, unpack(it, first_field, first_field + 2 * nfields - 1))
+  redis.call('HSET', hash, unpack(fields))
   redis.call('EXPIRE', hash, ttl)
   local count = counts[stats]
   if not count then
@@ -74,12 +97,12 @@ for a = 3, #ARGV do
   end
   indexed[#indexed + 1] = received
   indexed[#indexed + 1] = id
-  if ntargets == 0 then
+  if first_target > #it then
     unrouted[#unrouted + 1] = received
     unrouted[#unrouted + 1] = id
     count.unrouted = count.unrouted + 1
   end
-  for t = 5, 4 + ntargets do
+  for t = first_target, #it do
     redis.call('ZADD', KEYS[k], received, id)
     due_targets[it[t]] = true
     k = k + 1
@@ -99,15 +122,16 @@ for stats, count in pairs(counts) do
     end
   end
 end
-local names = {}
+local targets = {}
 for name in pairs(due_targets) do
-  names[#names + 1] = name
+  targets[#targets + 1] = name
 end
-if #names > 0 then
-  redis.call('SADD', KEYS[3], unpack(names))
+if #targets > 0 then
+  redis.call('SADD', KEYS[3], unpack(targets))
 end
 return found
 """
+)
 
 
 class Request(Protocol):
@@ -136,51 +160,59 @@ def commit_arguments(batch: Sequence[Request], retention: float, now: float) -> 
     """KEYS and ARGV of the commit script for `batch` (layout: COMMIT_LUA)."""
     ttl = max(1, int(retention))
     call_keys = [keys.EVENTS_INDEX, keys.UNROUTED, keys.DUE_TARGETS]
-    args: list[str | bytes] = [str(ttl), repr(now - retention)]
+    args: list[str | bytes] = [str(ttl), repr(now - retention), *_BATCH_CONSTANTS]
     dedupe: list[tuple[int, int]] = []
     routed = False
     for r, request in enumerate(batch):
         for e, event in enumerate(request.events):
             call_keys.append(keys.event_key(event.id))
             call_keys.append(keys.source_stats_key(event.source))
-            window = "0"
+            window = b"0"
             if event.dedupe_key:
                 call_keys.append(event.dedupe_key)
-                window = str(max(1, request.dedupe_window))
+                window = str(max(1, request.dedupe_window)).encode()
                 dedupe.append((r, e))
-            call_keys.extend(keys.due_key(target) for target in event.targets)
-            routed = routed or bool(event.targets)
-            fields = event.to_redis()
-            items: list[str | bytes] = [event.id, repr(event.received_at), window]
-            items.append(str(len(event.targets)))
-            items += event.targets
-            items.append(str(len(fields) + 2 * len(event.targets)))
-            for name, value in fields.items():
-                items += (name, value)
-            for target in event.targets:
-                items += (keys.state_field(target), keys.PENDING, keys.attempts_field(target), "0")
-            args.append(pack_record(items))
+            if event.targets:
+                routed = True
+                call_keys.extend(keys.due_key(target) for target in event.targets)
+            args.append(
+                pack_record(
+                    (
+                        event.id.encode(),
+                        window,
+                        *event.redis_values(),
+                        *(target.encode() for target in event.targets),
+                    )
+                )
+            )
     return CommitCall(call_keys, args, dedupe, routed)
 
 
-def pack_record(items: Sequence[str | bytes]) -> bytes:
-    """Items as one argument: each a 4-byte big-endian length, then its bytes (str as UTF-8).
+def pack_record(items: Sequence[bytes]) -> bytes:
+    """Items as one argument: their lengths in decimal, comma-separated, a newline, then their
+    bytes one after the other.
 
     One argument per event instead of ~30: redis.asyncio packs commands in Python, about a
-    microsecond an argument, so this alone took a tenth of the receiver's time.
+    microsecond an argument. And this layout is built by C loops (`map`, `join`) rather than a
+    Python loop over the items, which cost about 3% of the receiver's time.
     """
-    parts: list[bytes] = []
-    for item in items:
-        data = item.encode() if isinstance(item, str) else item
-        parts += (len(data).to_bytes(4, "big"), data)
-    return b"".join(parts)
+    return ",".join(map(str, map(len, items))).encode() + b"\n" + b"".join(items)
 
 
 def unpack_record(record: bytes) -> list[bytes]:
     """The inverse of `pack_record` (what the script's `items` does), for tests and tools."""
+    head, _, data = record.partition(b"\n")
     out, pos = [], 0
-    while pos < len(record):
-        size = int.from_bytes(record[pos : pos + 4], "big")
-        out.append(record[pos + 4 : pos + 4 + size])
-        pos += 4 + size
+    for size in map(int, filter(None, head.split(b","))):
+        out.append(data[pos : pos + size])
+        pos += size
     return out
+
+
+#: ARGV[3] to ARGV[6]: the same for every batch.
+_BATCH_CONSTANTS = (
+    pack_record([name.encode() for name in EVENT_FIELDS]),
+    keys.state_field("").encode(),
+    keys.attempts_field("").encode(),
+    keys.PENDING.encode(),
+)

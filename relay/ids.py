@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
-import base64
 import random
 import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-#: RFC 4648 base32 to Crockford's alphabet: the stdlib's C encoder does the work (the receiver
-#: makes an id per request, and a Python loop over 26 digits cost 2% of its time).
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
+#: Every pair of digits, by the 10 bits it stands for: an id is 13 lookups. (The receiver makes an
+#: id per request; base64.b32encode, which is Python code in 3.11, cost 2% of its time.)
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 
 
 def new_event_id(now: float | None = None) -> str:
     """A new id: 48 bits of milliseconds then 80 random bits, base32 (Crockford's letters).
 
-    Most significant bits first, so ids sort by creation time (to the millisecond).
+    Most significant bits first, so ids sort by creation time (to the millisecond). The 128 bits
+    are shifted left by two to fill 26 digits of 5 bits, as RFC 4648 base32 pads its last digit.
     """
     millis = int((time.time() if now is None else now) * 1000)
     # `random`, not os.urandom: ids must be unique, not secret, and a getrandom system call per
     # request showed up at ~5% of the receiver's time. The module's generator is seeded from
     # os.urandom and re-seeded in every forked child, so processes never share a sequence.
-    raw = millis.to_bytes(6, "big") + random.getrandbits(80).to_bytes(10, "big")
-    return "evt_" + base64.b32encode(raw)[:26].translate(_TO_CROCKFORD).decode()
+    v = ((millis & 0xFFFF_FFFF_FFFF) << 82) | (random.getrandbits(80) << 2)
+    p = _PAIRS
+    return (
+        f"evt_{p[v >> 120]}{p[(v >> 110) & 1023]}{p[(v >> 100) & 1023]}{p[(v >> 90) & 1023]}"
+        f"{p[(v >> 80) & 1023]}{p[(v >> 70) & 1023]}{p[(v >> 60) & 1023]}{p[(v >> 50) & 1023]}"
+        f"{p[(v >> 40) & 1023]}{p[(v >> 30) & 1023]}{p[(v >> 20) & 1023]}{p[(v >> 10) & 1023]}"
+        f"{p[v & 1023]}"
+    )
 
 
 def derived_event_id(parent: str, index: int) -> str:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import sys
 import threading
+import time
 from typing import Any, BinaryIO
 
 import orjson
@@ -70,6 +71,64 @@ class LoopBatchedLogger:
     fatal = failure = err = error = critical = exception = msg
 
 
+class UtcStamp:
+    """ISO 8601 UTC timestamps with microseconds (`2026-11-22T12:00:00.000123Z`), made cheaply.
+
+    structlog's `TimeStamper(fmt="iso", utc=True)` builds a datetime for every line; the date
+    and time part changes once a second, so it is formatted once a second here.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, now: float | None = None) -> str:
+        """The timestamp of `now` (default: the current time)."""
+        if now is None:
+            now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
+#: What structlog's add_log_level writes for the method names that are aliases.
+_LEVEL_OF = {"warn": "warning", "exception": "error", "failure": "error", "err": "error"}
+_format_exc_info = structlog.processors.format_exc_info
+_stack_info = structlog.processors.StackInfoRenderer()
+
+
+def timestamper(stamp: UtcStamp) -> Any:
+    """A processor adding `timestamp` (for the chains that keep structlog's own steps)."""
+
+    def add_timestamp(logger: Any, method_name: str, event_dict: Any) -> Any:
+        event_dict["timestamp"] = stamp()
+        return event_dict
+
+    return add_timestamp
+
+
+def json_line(stamp: UtcStamp) -> Any:
+    """One processor doing what the JSON chain's last five did: level, timestamp, exception or
+    stack (only when the line carries one), orjson bytes.
+
+    The receiver logs a line per request; five processor calls (and a datetime) per line were
+    about half of its logging time.
+    """
+
+    def render(logger: Any, method_name: str, event_dict: Any) -> bytes:
+        event_dict["level"] = _LEVEL_OF.get(method_name, method_name)
+        event_dict["timestamp"] = stamp()
+        if "exc_info" in event_dict:
+            event_dict = _format_exc_info(logger, method_name, event_dict)
+        if "stack_info" in event_dict:
+            event_dict = _stack_info(logger, method_name, event_dict)
+        return orjson.dumps(event_dict, default=repr)
+
+    return render
+
+
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default).decode()
 
@@ -97,10 +156,11 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     numeric = _level_number(level)
     # RELAY_LOG_FORMAT=console into a file or a pipe: readable text without colour codes.
     colors = sys.stderr.isatty()
+    stamp = UtcStamp()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        timestamper(stamp),
     ]
     if fmt == "console":
         structlog.configure(
@@ -116,12 +176,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         renderer: Any = structlog.dev.ConsoleRenderer(colors=colors)
     else:
         structlog.configure(
-            processors=[
-                *shared,
-                structlog.processors.StackInfoRenderer(),
-                structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(serializer=orjson.dumps),
-            ],
+            processors=[structlog.contextvars.merge_contextvars, json_line(stamp)],
             logger_factory=_batched_stderr,
             wrapper_class=structlog.make_filtering_bound_logger(numeric),
             cache_logger_on_first_use=True,

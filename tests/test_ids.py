@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import random
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,3 +45,22 @@ def test_derived_ids_are_recognised_and_others_are_not() -> None:
         "evt_" + "U" * 26,
     ):
         assert not is_event_id(bad)
+
+
+@given(st.floats(min_value=0, max_value=2**47 / 1000, allow_nan=False), st.integers(0, 2**32 - 1))
+def test_ids_are_the_ulid_of_time_and_random_bits(now: float, seed: int) -> None:
+    # Reference: the 16 bytes (48 bits of milliseconds, 80 random bits) in RFC 4648 base32,
+    # spelled with Crockford's digits.
+    state = random.getstate()  # the ids of other tests must stay random
+    random.seed(seed)
+    bits = random.getrandbits(80)
+    raw = int(now * 1000).to_bytes(6, "big") + bits.to_bytes(10, "big")
+    crockford = bytes.maketrans(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    )
+    expected = "evt_" + base64.b32encode(raw)[:26].translate(crockford).decode()
+    random.seed(seed)
+    try:
+        assert new_event_id(now) == expected
+    finally:
+        random.setstate(state)

@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from relay import keys
+from relay.commit_script import ITEMS_LUA, pack_record, unpack_record
 from relay.envelope import Event
 from relay.errors import Unavailable
 from relay.intake import Committed, IntakeWriter, intake_client, sync_client, write_batch
@@ -285,3 +288,24 @@ async def test_close_commits_what_is_waiting_then_refuses(
         assert redis_client.zcard(keys.EVENTS_INDEX) == 3
         with pytest.raises(Unavailable, match="shutting down"):
             await w.submit([event(9)], max_wait=5)
+
+
+# --- the commit script's record framing ----------------------------------------------------------
+
+record_items = st.lists(st.binary(max_size=64) | st.sampled_from([b"", b"\n", b",", b"1,2\n"]))
+
+
+@given(items=record_items)
+def test_pack_record_round_trips(items: list[bytes]) -> None:
+    assert unpack_record(pack_record(items)) == items
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(items=record_items)
+def test_the_script_reads_a_record_as_python_wrote_it(
+    items: list[bytes], redis_client: redis.Redis
+) -> None:
+    script = ITEMS_LUA + "return items(ARGV[1])"
+    assert redis_client.eval(script, 0, pack_record(items)) == items
