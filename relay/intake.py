@@ -36,8 +36,10 @@ from typing import Any
 import redis
 import structlog
 from redis import asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.connection import HiredisRespSerializer
 from redis.retry import Retry
 from rq import Queue
 
@@ -103,10 +105,30 @@ def sync_client(url: str, socket_timeout: float) -> redis.Redis:
 
 
 def intake_client(url: str, socket_timeout: float) -> aioredis.Redis:
-    """The writer's redis.asyncio client, with the same bounds."""
-    return aioredis.Redis.from_url(
+    """The writer's redis.asyncio client, with the same bounds and hiredis's command packer."""
+    client = aioredis.Redis.from_url(
         url, retry=AsyncRetry(NoBackoff(), 0), **_bounded(socket_timeout)
     )
+    pool = client.connection_pool
+    # The URL chose the class (TCP, TLS or Unix socket); no connection exists yet.
+    pool.connection_class = c_packing(pool.connection_class)
+    return client
+
+
+_HIREDIS = HiredisRespSerializer()
+
+
+def c_packing(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """`base` packing its commands with hiredis, in C, as redis-py's sync client does.
+
+    redis.asyncio packs in Python, about a microsecond an argument: a quarter of what the
+    commit costs the receiver per event. The bytes sent are the same (tests/test_intake.py).
+    """
+
+    def pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
+        return _HIREDIS.pack(*args)  # type: ignore[no-any-return]
+
+    return type(f"CPacked{base.__name__}", (base,), {"pack_command": pack_command})
 
 
 @dataclass(frozen=True)

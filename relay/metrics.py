@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis
 import structlog
@@ -67,11 +68,23 @@ class ReceiverMetrics:
             ["source"],
             registry=registry,
         )
+        # The labelled children by (source, status): `labels()` takes a lock and builds a key
+        # each time, and this runs for every request. Bounded: sources are configured ones (or
+        # UNKNOWN_SOURCE) and statuses are relay's own.
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, source: str, status: int, seconds: float) -> None:
         """Count one /hooks request and its acknowledgement latency."""
-        self.events_received.labels(source, str(status)).inc()
-        self.ack_seconds.labels(source).observe(seconds)
+        children = self._request_children.get((source, status))
+        if children is None:
+            children = (
+                self.events_received.labels(source, str(status)),
+                self.ack_seconds.labels(source),
+            )
+            self._request_children[(source, status)] = children
+        counter, histogram = children
+        counter.inc()
+        histogram.observe(seconds)
 
 
 class WorkerMetrics:

@@ -13,12 +13,20 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.asyncio import connection as aioredis_connection
 
 from relay import keys
 from relay.commit_script import ITEMS_LUA, pack_record, unpack_record
 from relay.envelope import Event
 from relay.errors import Unavailable
-from relay.intake import Committed, IntakeWriter, intake_client, sync_client, write_batch
+from relay.intake import (
+    Committed,
+    IntakeWriter,
+    c_packing,
+    intake_client,
+    sync_client,
+    write_batch,
+)
 from relay.queueing import DELIVER_DUE, KICKS_ENOUGH, make_queue
 
 
@@ -309,3 +317,36 @@ def test_the_script_reads_a_record_as_python_wrote_it(
 ) -> None:
     script = ITEMS_LUA + "return items(ARGV[1])"
     assert redis_client.eval(script, 0, pack_record(items)) == items
+
+
+# --- the asyncio client's C command packer ------------------------------------------------------
+
+
+@given(
+    args=st.lists(
+        st.binary(max_size=40)
+        | st.text(max_size=20)
+        | st.integers(-(2**63), 2**63 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False),
+        max_size=8,
+    )
+)
+def test_c_packed_commands_are_the_bytes_redis_py_would_send(args: list[Any]) -> None:
+    python = aioredis_connection.Connection()
+    packed = c_packing(aioredis_connection.Connection)()
+    for command in (("EVAL", *args), ("CONFIG GET", *args)):
+        assert b"".join(packed.pack_command(*command)) == b"".join(python.pack_command(*command))
+
+
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("redis://127.0.0.1:6379/0", aioredis_connection.Connection),
+        ("rediss://127.0.0.1:6379/0", aioredis_connection.SSLConnection),
+        ("unix:///tmp/redis.sock", aioredis_connection.UnixDomainSocketConnection),
+    ],
+)
+def test_intake_client_keeps_the_connection_kind_its_url_chose(url: str, base: type) -> None:
+    cls = intake_client(url, 1.0).connection_pool.connection_class
+    assert issubclass(cls, base)
+    assert cls.pack_command is not base.pack_command
