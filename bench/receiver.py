@@ -1,18 +1,19 @@
 """Receiver benchmark: `relay serve` against a bare aiohttp handler, measured in the same run.
 
     .venv/bin/python bench/receiver.py [--seconds 8] [--connections 32] [--rate 1000]
-                                       [--processes N]
+                                       [--processes N] [--generator auto|wrk|python]
 
 Starts its own redis-server on a free loopback port, `relay serve` (routes.toml in a temp dir,
 logs at INFO to a file, as in production) and a bare aiohttp app that answers 202 and does
 nothing, each first as one process, then as N processes sharing the port (SO_REUSEPORT; N
 defaults to the number of cores). All are driven by the same load generator in a separate
-process (wrk when it is installed, else the raw-asyncio client below), closed loop for
-throughput; then an open-loop run at a fixed offered rate against one relay process for latency
-(measured from each request's scheduled send time, so a stall is not hidden by the generator
-waiting for it). Prints requests/s, p50 and p99 for each, and the ratios relay/bare: one process
-each, relay's N against one bare process (the issue's wording: relay as deployed against a
-bare handler), and N against N. The whole run stays under three minutes.
+process (`--generator`: wrk, or the raw-asyncio client below; by default wrk when it is
+installed), closed loop for throughput; then an open-loop run of the Python client at a fixed
+offered rate against one relay process for latency (measured from each request's scheduled send
+time, so a stall is not hidden by the generator waiting for it). Prints requests/s, p50 and p99
+for each, and the ratios relay/bare: one process each, relay's N against one bare process (the
+issue's wording: relay as deployed against a bare handler), and N against N.
+The whole run stays under three minutes.
 
 Not a timed test: the figures depend on the machine and on whatever else runs on it.
 """
@@ -260,9 +261,23 @@ async def _drive(port: int, connections: int, seconds: float, rate: float | None
     }
 
 
-def run_client(port: int, connections: int, seconds: float, rate: float | None) -> dict[str, Any]:
-    """Run the load generator in a child process (its own core) and return its figures."""
-    if shutil.which("wrk") and rate is None:
+def pick_generator(choice: str) -> str:
+    """`wrk` or `python`: the one asked for, or with `auto`, wrk where it is installed."""
+    if choice == "auto":
+        return "wrk" if shutil.which("wrk") else "python"
+    if choice == "wrk" and not shutil.which("wrk"):
+        raise SystemExit("bench: --generator wrk, but wrk is not installed (apt install wrk)")
+    return choice
+
+
+def run_client(
+    port: int, connections: int, seconds: float, rate: float | None, generator: str = "python"
+) -> dict[str, Any]:
+    """Run the load generator in a child process (its own core) and return its figures.
+
+    The fixed-rate run always uses the Python client: wrk has no open-loop mode.
+    """
+    if generator == "wrk" and rate is None:
         return _run_wrk(port, connections, seconds)
     args = [PYTHON, __file__, "--client", str(port), str(connections), str(seconds), str(rate)]
     out = subprocess.run(args, check=True, capture_output=True, timeout=seconds + 60)
@@ -361,7 +376,14 @@ def main() -> int:
         default=os.cpu_count() or 2,
         help="the second run's process count, relay and bare alike (default: cores)",
     )
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator of the closed-loop runs (auto: wrk where it is installed)",
+    )
     args = parser.parse_args()
+    tool = pick_generator(args.generator)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         tmpdir = Path(tmp)
@@ -378,7 +400,7 @@ def main() -> int:
         }
         log_file = (tmpdir / "relay.log").open("wb")
         many = args.processes
-        generator = "wrk" if shutil.which("wrk") else "python asyncio client (own process)"
+        generator = "wrk -t1" if tool == "wrk" else "python asyncio client (own process)"
         print(f"receiver benchmark: {os.cpu_count()} cores, generator: {generator}")
         print(
             f"  body {len(BODY)} B, {args.connections} connections, {args.seconds:g} s "
@@ -392,13 +414,13 @@ def main() -> int:
                 with running([PYTHON, "-c", BARE_APP, str(port), str(processes)], tmpdir):
                     wait_http(port, "/")
                     figures[f"bare{processes}"] = run_client(
-                        port, args.connections, args.seconds, None
+                        port, args.connections, args.seconds, None, tool
                     )
                 show(f"bare aiohttp, {processes} process(es)", figures[f"bare{processes}"])
                 command = [PYTHON, "-m", "relay", "serve", "--port", str(relay_port)]
                 with running([*command, "--processes", str(processes)], ROOT, env, log_file):
                     wait_http(relay_port, "/healthz")
-                    fig = run_client(relay_port, args.connections, args.seconds, None)
+                    fig = run_client(relay_port, args.connections, args.seconds, None, tool)
                     figures[f"relay{processes}"] = fig
                     show(f"relay serve, {processes} process(es)", fig)
                     if processes == 1:
