@@ -47,7 +47,7 @@ from relay import constants
 from relay.commit_script import COMMIT_LUA, commit_arguments
 from relay.envelope import Event
 from relay.errors import Unavailable
-from relay.queueing import KICKS_ENOUGH, kick_commands, make_queue
+from relay.queueing import KICKS_ENOUGH, kick, kick_commands, make_queue
 
 log = structlog.get_logger("relay.intake")
 
@@ -137,6 +137,8 @@ class BatchReplies:
 
     script_at: int  # the commit script's reply: one string per deduplicated event
     dedupe: list[tuple[int, int]]  # (request index, event index) of each, in reply order
+    #: Something was routed but no kick was sent, because kicks were waiting at the last commit.
+    kick_skipped: bool = False
 
 
 def write_batch(
@@ -152,8 +154,9 @@ def write_batch(
 
     `pipe` is a sync or a redis.asyncio pipeline (commands are only buffered here). The events
     go in one call of the commit script (relay.commit_script); then, if asked and anything was
-    routed, one RQ kick. The batch's last command is `LLEN` of the queue: the
-    kicks waiting, which decides whether the next batch needs a kick of its own.
+    routed, one RQ kick. The batch's last command is `LLEN` of the queue: the kicks waiting,
+    read in the same transaction, which says whether a skipped kick is owed after all
+    (`kick_owed`) and whether the next batch needs a kick of its own.
     """
     call = commit_arguments(batch, retention, now)
     at = len(pipe.command_stack)
@@ -162,7 +165,18 @@ def write_batch(
         for args, options in kick_commands(queue):  # sync and redis.asyncio pipelines alike
             pipe.execute_command(*args, **options)
     pipe.llen(queue.key)
-    return BatchReplies(at, call.dedupe)
+    return BatchReplies(at, call.dedupe, kick_skipped=call.routed and not kick_workers)
+
+
+def kick_owed(replies_at: BatchReplies, kicks_waiting: int) -> bool:
+    """Whether a committed batch still needs a kick: it skipped its own, and none waits.
+
+    The skip was decided on the LLEN of the previous commit; workers may have taken every kick
+    since. The LLEN of this commit's own transaction is exact: a kick still waiting then will
+    claim this batch's deliveries when it runs; with none waiting, they would wait for a
+    worker's poll (half a second) unless a kick is sent now.
+    """
+    return replies_at.kick_skipped and kicks_waiting == 0
 
 
 def record_duplicates(
@@ -213,6 +227,7 @@ class IntakeWriter:
         self.batches = 0  # committed batches, for tests and the benchmark
         self.events = 0  # committed events
         self.kicks_waiting = 0  # RQ kicks queued at the last commit (its LLEN reply)
+        self._kick_owed = False  # the last commit skipped its kick and found none waiting
 
     @property
     def available(self) -> bool:
@@ -296,6 +311,8 @@ class IntakeWriter:
             self.events += len(pending.events)
             if not pending.future.done():
                 pending.future.set_result(Committed(duplicates[r]))
+        if self._kick_owed:  # after the answers: the events are durable, only delivery waits
+            await self._send_owed_kick()
 
     @staticmethod
     def _fail(batch: list[_Pending], message: str) -> None:
@@ -315,6 +332,33 @@ class IntakeWriter:
         replies_at = self._write(pipe, batch, kick_workers)
         return self._read(batch, replies_at, await pipe.execute())
 
+    async def _send_owed_kick(self) -> None:
+        """One kick on its own, for a batch that skipped its kick when none was left waiting."""
+        self._kick_owed = False
+        try:
+            if isinstance(self.connection, aioredis.Redis):
+                if not self.queue.redis_server_version:
+                    await asyncio.to_thread(self.queue.get_redis_server_version)
+                pipe = self.connection.pipeline(transaction=True)
+                for args, options in kick_commands(self.queue):
+                    pipe.execute_command(*args, **options)
+                pipe.llen(self.queue.key)
+                replies = await pipe.execute()
+            else:
+                replies = await asyncio.to_thread(self._kick_sync)
+        except (redis.RedisError, OSError) as exc:
+            # The events are committed; a worker's poll finds them due within half a second.
+            log.warning("intake_kick_failed", error=str(exc), error_type=type(exc).__name__)
+            return
+        self.kicks_waiting = int(replies[-1])
+
+    def _kick_sync(self) -> list[Any]:
+        assert isinstance(self.connection, redis.Redis)
+        pipe = self.connection.pipeline(transaction=True)
+        kick(self.queue, pipeline=pipe)
+        pipe.llen(self.queue.key)
+        return list(pipe.execute())
+
     def _commit_sync(self, batch: list[_Pending]) -> list[tuple[str | None, ...]]:
         """The same on a sync client (fakeredis in `relay dev`'s embedded mode): in a thread."""
         assert isinstance(self.connection, redis.Redis)
@@ -331,6 +375,7 @@ class IntakeWriter:
         self, batch: list[_Pending], replies_at: BatchReplies, replies: Sequence[Any]
     ) -> list[tuple[str | None, ...]]:
         self.kicks_waiting = int(replies[-1])
+        self._kick_owed = kick_owed(replies_at, self.kicks_waiting)
         return record_duplicates(batch, replies_at, replies)
 
     def _note_failure(self, exc: BaseException) -> None:

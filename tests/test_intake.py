@@ -20,10 +20,12 @@ from relay.commit_script import ITEMS_LUA, pack_record, unpack_record
 from relay.envelope import Event
 from relay.errors import Unavailable
 from relay.intake import (
+    BatchReplies,
     Committed,
     IntakeWriter,
     c_packing,
     intake_client,
+    kick_owed,
     sync_client,
     write_batch,
 )
@@ -45,6 +47,11 @@ def event(
         targets=targets,
         dedupe_key=dedupe,
     )
+
+
+async def settled(writer: IntakeWriter) -> None:
+    """Wait until the writer has finished what it does after answering (an owed kick)."""
+    await asyncio.wait_for(writer._pending.join(), 5)
 
 
 def kicks(client: redis.Redis) -> int:
@@ -160,13 +167,43 @@ async def test_kicks_coalesce_while_enough_wait_and_resume_once_taken(
     assert waiting == [1, 2, 2, 2]
     assert len(due(redis_client)) == 4  # a skipped kick skips no due entry
     make_queue(redis_client).empty()  # workers took the kicks
-    await writer.submit([event(4)], max_wait=5)  # knows only the LLEN of the last commit
-    assert kicks(redis_client) == 0
-    assert writer.kicks_waiting == 0
-    await writer.submit([event(5)], max_wait=5)
+    # The skip is decided on the last commit's LLEN (2); this commit's own LLEN says none is
+    # left, so the kick is sent after all (else event 4 would wait for a worker's poll).
+    await writer.submit([event(4)], max_wait=5)
+    await settled(writer)  # the owed kick goes after the answers
     assert kicks(redis_client) == 1
     assert writer.kicks_waiting == 1
+    await writer.submit([event(5)], max_wait=5)
+    assert kicks(redis_client) == 2
+    assert writer.kicks_waiting == 2
     assert len(due(redis_client)) == 6
+
+
+async def test_an_owed_kick_that_fails_leaves_the_events_committed(
+    writer: IntakeWriter, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(2):
+        await writer.submit([event(n)], max_wait=5)
+    make_queue(redis_client).empty()
+
+    def broken(queue: Any) -> Any:
+        raise redis.ConnectionError("gone between the commit and the kick")
+
+    monkeypatch.setattr("relay.intake.kick_commands", broken)
+    monkeypatch.setattr("relay.intake.kick", lambda queue, pipeline=None: broken(queue))
+    assert await writer.submit([event(2)], max_wait=5) == Committed((None,))
+    await settled(writer)
+    assert len(due(redis_client)) == 3
+    assert kicks(redis_client) == 0  # a worker's poll finds it due
+    assert writer.available
+
+
+def test_a_kick_is_owed_only_when_skipped_and_none_waits() -> None:
+    skipped = BatchReplies(0, [], kick_skipped=True)
+    sent = BatchReplies(0, [], kick_skipped=False)
+    assert kick_owed(skipped, 0)
+    assert not kick_owed(skipped, 1)
+    assert not kick_owed(sent, 0)
 
 
 async def test_unrouted_batch_makes_nothing_due_and_kicks_nobody(

@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,10 +27,12 @@ import orjson
 import pytest
 import redis
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from relay import keys
-from relay.logs import configure_logging
+from relay.logs import UtcStamp, configure_logging
 from relay.routes import parse_routes
 from relay.settings import Settings
 from tests.support.processes import (
@@ -450,3 +454,21 @@ def test_every_line_of_an_attempt_carries_its_event_id(
     crashed = [e for e in logs if e["event"] == "delivery attempt crashed"]
     assert {(e["target"], e["attempt"]) for e in crashed} == {("broken", 1)}
     assert structlog.contextvars.get_contextvars() == {}  # nothing left bound after the job
+
+
+@given(now=st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_timestamps_are_iso_utc_with_microseconds(now: float) -> None:
+    stamp = UtcStamp()
+    text = stamp(now)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", text), text
+    expected = datetime.datetime.fromtimestamp(int(now), datetime.UTC)
+    assert text[:19] == expected.strftime("%Y-%m-%dT%H:%M:%S")
+    assert abs(int(text[20:26]) - (now - int(now)) * 1e6) <= 1
+    assert stamp(now) == text  # the cached second gives the same answer
+
+
+def test_the_cached_second_moves_on() -> None:
+    stamp = UtcStamp()
+    assert stamp(59.5) == "1970-01-01T00:00:59.500000Z"
+    assert stamp(60.25) == "1970-01-01T00:01:00.250000Z"
+    assert stamp(59.0) == "1970-01-01T00:00:59.000000Z"
