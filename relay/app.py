@@ -297,6 +297,9 @@ async def _intake(request: web.Request, source: Source) -> web.Response:
         )
     facts["event_id"] = parent
     facts["type"] = events[0].type if len(events) == 1 else [e.type for e in events]
+    # Every later line of this request carries its event id (the spool's, a crash's): aiohttp
+    # runs each request in a task of its own, so the binding ends with the request.
+    structlog.contextvars.bind_contextvars(event_id=parent)
     window = source.dedupe.window if source.dedupe else 0.0
     spooled = False
     try:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
@@ -594,6 +595,29 @@ async def test_one_canonical_log_line_without_path_or_token(make_client: MakeCli
     assert FELLOW_TOKEN not in text
     assert "not-the-token" not in text
     assert "/hooks/" not in text
+
+
+async def test_every_line_of_a_request_carries_its_event_id_and_no_other_request_does(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await make_client()
+    writer = client.app[WRITER]
+    submit = writer.submit
+
+    async def logging_submit(*args: Any, **kwargs: Any) -> Any:
+        structlog.get_logger("test").info("inside the commit")
+        return await submit(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "submit", logging_submit)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        first = await (await client.post(FELLOW, data=b"event=A", headers=FORM)).json()
+        second = await (await client.post(FELLOW, data=b"event=B", headers=FORM)).json()
+        refused = await client.post("/hooks/fellow/not-the-token", data=b"", headers=FORM)
+    assert refused.status == 401
+    inside = [entry.get("event_id") for entry in logs if entry["event"] == "inside the commit"]
+    assert inside == [first["id"], second["id"]]
+    requests = [entry.get("event_id") for entry in logs if entry["event"] == "request"]
+    assert requests == [first["id"], second["id"], None]  # the refused one has none
 
 
 async def test_routes_can_be_swapped_in_place(make_client: MakeClient) -> None:
