@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -523,11 +524,15 @@ def given_token(request: web.Request) -> tuple[str | None, bool]:
 
 
 def _unauthorized(message: str) -> web.Response:
+    return _refused(401, message, {"WWW-Authenticate": 'Bearer realm="relay status"'})
+
+
+def _refused(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        status=401,
-        body=orjson.dumps({"error": message, "status": 401}),
+        status=status,
+        body=orjson.dumps({"error": message, "status": status}),
         content_type="application/json",
-        headers={**_SECURITY_HEADERS, "WWW-Authenticate": 'Bearer realm="relay status"'},
+        headers={**_SECURITY_HEADERS, **(headers or {})},
     )
 
 
@@ -563,10 +568,35 @@ class _Reader:
 _UNAVAILABLE = (redis.RedisError, OSError, TimeoutError)
 
 
+#: Headers a reverse proxy adds: a request carrying one did not come from this machine's user.
+_FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host")
+
+
+def is_direct_local(request: web.BaseRequest) -> bool:
+    """Whether the request came straight from this machine: loopback, and through no proxy."""
+    remote = request.remote or ""
+    try:
+        loopback = ipaddress.ip_address(remote.removeprefix("::ffff:")).is_loopback
+    except ValueError:  # a Unix socket (no address) or something unparsable: not known local
+        return False
+    return loopback and not any(name in request.headers for name in _FORWARDING_HEADERS)
+
+
 def check_token(request: web.Request, expected: str) -> tuple[web.Response | None, str | None]:
-    """(a 401 refusal or None, the token to keep in links when it came by query)."""
+    """(a 401/403 refusal or None, the token to keep in links when it came by query).
+
+    With no token set, the page is for this machine only: a receiver exposed on a network (or
+    behind a proxy that forwards `/status`) must not show target names and their errors to
+    anyone who asks.
+    """
     if not expected:
-        return None, None
+        if is_direct_local(request):
+            return None, None
+        return _refused(
+            403,
+            "the status page is only served to this machine while RELAY_STATUS_TOKEN is unset; "
+            "set it to see the page from elsewhere",
+        ), None
     value, by_query = given_token(request)
     if value is None:
         return _unauthorized(

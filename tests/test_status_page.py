@@ -12,12 +12,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
 import redis
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from structlog.testing import capture_logs
 
 from relay import cli, keys, ops, status_page
@@ -656,10 +657,40 @@ async def test_query_token_is_kept_in_the_refresh_url(make_client: MakeClient) -
     assert parse_page(by_header).refresh == str(status_page.REFRESH_SECONDS)
 
 
-async def test_no_token_set_serves_the_page(make_client: MakeClient) -> None:
-    client = await make_client()
+async def test_no_token_set_serves_the_page_to_this_machine_only(make_client: MakeClient) -> None:
+    client = await make_client()  # the test client connects from 127.0.0.1
     assert (await client.get("/status")).status == 200
     assert (await client.get("/status.json", params={"token": "anything"})).status == 200
+    for path in ("/status", "/status.json"):
+        for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+            # Through a proxy on this machine: the client is elsewhere.
+            refused = await client.get(path, headers={header: "203.0.113.9"})
+            assert refused.status == 403
+            body = await refused.json()
+            assert body["status"] == 403
+            assert "RELAY_STATUS_TOKEN" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("peer", "local"),
+    [
+        (("127.0.0.1", 5000), True),
+        (("127.8.9.10", 5000), True),
+        (("::1", 5000, 0, 0), True),
+        (("::ffff:127.0.0.1", 5000, 0, 0), True),
+        (("10.0.0.5", 5000), False),
+        (("192.168.1.20", 5000), False),
+        (("2001:db8::1", 5000, 0, 0), False),
+        ("", False),  # a Unix socket
+    ],
+)
+def test_only_a_direct_loopback_peer_is_this_machine(peer: Any, local: bool) -> None:
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        peer if name == "peername" else default
+    )
+    request = make_mocked_request("GET", "/status", transport=transport)
+    assert status_page.is_direct_local(request) is local
 
 
 async def test_redis_away_answers_503_page_and_json(make_client: MakeClient) -> None:
