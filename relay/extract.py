@@ -114,8 +114,15 @@ def event_name(value: Any) -> str | None:
     return None
 
 
+#: A UTF-8 byte order mark: .NET's encoders write one when asked to; RFC 8259 lets a parser
+#: ignore it. It is skipped for parsing only: the body forwarded keeps its bytes.
+_BOM = b"\xef\xbb\xbf"
+
+
 def parse_json(body: bytes) -> Any:
     """A JSON document, or 400 with the reason."""
+    if body.startswith(_BOM):
+        body = body[len(_BOM) :]
     if not body.strip():
         raise BadRequest("the body is empty; this source takes JSON")
     try:

@@ -197,6 +197,17 @@ def test_parse_json_rejects_with_400(body: bytes) -> None:
         parse_json(body)
 
 
+def test_a_byte_order_mark_is_skipped_for_parsing_and_kept_in_the_body() -> None:
+    body = b'\xef\xbb\xbf{"event": "element_published"}'
+    assert parse_json(body) == {"event": "element_published"}
+    assert parse_request(source("json"), JSON_CT, headers(), body) == [
+        ParsedEvent("element_published", body, None)
+    ]
+    for bad in (b"\xef\xbb\xbf", b"\xef\xbb\xbf  ", b"\xef\xbb\xbf\xef\xbb\xbf{}"):
+        with pytest.raises(BadRequest):
+            parse_json(bad)
+
+
 def test_parse_form_keeps_first_of_repeated_fields_and_blanks() -> None:
     assert parse_form(b"a=1&a=2&b=&c=caf%C3%A9+x") == {"a": "1", "b": "", "c": "café x"}
 
