@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 from relay import keys
 from relay.cli import main as relay_main
 from relay.metrics import render
-from relay.queueing import DELIVER_DUE, OrjsonSerializer, make_queue
+from relay.queueing import DELIVER_DUE, make_queue
 from relay.routes import RouteTable, parse_routes
 from relay.settings import Settings
 from tests.support.processes import RelayProcess, relay_env, relay_processes, wait_until
@@ -41,7 +41,7 @@ from worker.exporter import build_registry, process_port, serve_metrics
 from worker.health import Beat, check, judge, max_heartbeat_age
 from worker.pause import Pause, pause_target, paused, resume_target
 from worker.poller import kick_if_due
-from worker.process import RelayWorker, busy_ports, worker_ttl
+from worker.process import busy_ports, relay_worker
 from worker.retention import TRIM_INTERVAL
 from worker.runtime import get_runtime, shutdown_runtime
 
@@ -429,13 +429,7 @@ def members(conn: redis.Redis, index: str) -> set[str]:
 def test_maintenance_trims_indexes_once_per_interval(redis_client: redis.Redis) -> None:
     now = time.time()
     seed_indexes(redis_client, now, 7200, "a")
-    worker = RelayWorker(
-        [make_queue(redis_client)],
-        connection=redis_client,
-        serializer=OrjsonSerializer,
-        maintenance_interval=10,
-        worker_ttl=worker_ttl(10),
-    )
+    worker = relay_worker(redis_client, maintenance_interval=10)
     assert worker.worker_ttl == 25
     worker.retention = 3600
     with capture_logs() as logs:

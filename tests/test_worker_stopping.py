@@ -16,10 +16,10 @@ import redis
 from rq.exceptions import StopRequested
 from rq.utils import now
 
-from relay.queueing import OrjsonSerializer, make_queue
+from relay.queueing import make_queue
 from tests.support.processes import RelayProcess, relay_env, relay_processes, wait_until
 from tests.support.seed_events import routes_toml
-from worker.process import RelayWorker, worker_ttl
+from worker.process import RelayWorker, relay_worker
 from worker.stopping import interrupted_redis_read
 
 
@@ -34,13 +34,7 @@ def keep_signal_handlers() -> Iterator[None]:
 
 def make_worker(conn: redis.Redis) -> RelayWorker:
     """An idle worker whose maintenance is not yet due (it needs the jobs' context)."""
-    worker = RelayWorker(
-        [make_queue(conn)],
-        connection=conn,
-        serializer=OrjsonSerializer,
-        maintenance_interval=10,
-        worker_ttl=worker_ttl(10),
-    )
+    worker = relay_worker(conn, maintenance_interval=10)
     worker.last_cleaned_at = now()
     return worker
 

@@ -255,6 +255,17 @@ class Operations:
     reload_routes: bool = True
 
 
+def relay_worker(conn: Redis, maintenance_interval: int) -> RelayWorker:
+    """A RelayWorker on the relay queue, with relay's serializer and heartbeat."""
+    return RelayWorker(
+        [make_queue(conn)],
+        connection=conn,
+        serializer=OrjsonSerializer,
+        maintenance_interval=maintenance_interval,
+        worker_ttl=worker_ttl(maintenance_interval),
+    )
+
+
 def run_worker(
     settings: Settings,
     routes: RouteTable,
@@ -290,18 +301,11 @@ def run_worker(
     if threading.current_thread() is threading.main_thread():
         # `--processes` blocks SIGHUP around the fork so none lands before the handler exists.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-    queue = make_queue(conn)
-    worker = RelayWorker(
-        [queue],
-        connection=conn,
-        serializer=OrjsonSerializer,
-        maintenance_interval=maintenance_interval,
-        worker_ttl=worker_ttl(maintenance_interval),
-    )
+    worker = relay_worker(conn, maintenance_interval)
     worker.retention = settings.retention
     log.info(
         "worker starting",
-        queue=queue.name,
+        queue=worker.queues[0].name,
         burst=burst,
         maintenance_interval_s=maintenance_interval,
         inline_budget_s=jobs.INLINE_BUDGET,
