@@ -79,18 +79,20 @@ class UtcStamp:
     """
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        # (second, its formatted date and time) as one value: threads log too, and one
+        # assignment cannot be seen half done.
+        self._cached: tuple[int, str] = (-1, "")
 
     def __call__(self, now: float | None = None) -> str:
         """The timestamp of `now` (default: the current time)."""
         if now is None:
             now = time.time()
         second = int(now)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        cached = self._cached
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._cached = cached
+        return f"{cached[1]}.{int((now - second) * 1_000_000):06d}Z"
 
 
 #: What structlog's add_log_level writes for the method names that are aliases.
