@@ -7,6 +7,7 @@ when the delivery is over. No delivery ever becomes an RQ job of its own.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -663,3 +664,39 @@ def test_a_claim_that_finds_no_slot_is_due_again_shortly_without_an_attempt(
     assert field(redis_client, left, "s:h") == keys.PENDING
     at = due(redis_client, "h")[left]
     assert before + jobs.DEFER_DELAY <= at <= time.time() + jobs.DEFER_DELAY
+
+
+def test_what_becomes_due_goes_out_while_a_slow_attempt_is_still_in_flight(
+    redis_client: redis.Redis,
+    targets: TargetServer,
+    use_routes: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The kick would wait for "slow" as long as it likes; it must not make "ok" wait with it.
+    monkeypatch.setattr(jobs, "INLINE_BUDGET", 30.0)
+    use_routes(
+        routes_for(
+            {"ok": {"url": targets.url("/ok/ok")}, "slow": {"url": targets.url("/delay/slow/3")}}
+        )
+    )
+    first = make_event(["ok", "slow"])
+    store_events(redis_client, [first], enqueue=False)
+    kick = threading.Thread(target=jobs.deliver_due)
+    kick.start()
+    try:
+        targets.wait_for(lambda got: len(got) == 2, timeout=10)
+        assert {r.name for r in targets.received} == {"ok", "slow"}
+        second = make_event(["ok"])
+        store_events(redis_client, [second], enqueue=False)  # no kick of its own
+
+        got = targets.wait_for(lambda got: len(got) == 3, timeout=10)
+        assert [r.headers["webhook-id"] for r in got if r.name == "ok"] == [first.id, second.id]
+        # The same kick took it while the slow attempt was still unanswered.
+        assert field(redis_client, first.id, "s:slow") == keys.PENDING
+        assert kick.is_alive()
+    finally:
+        kick.join(timeout=15)
+    assert not kick.is_alive()
+    assert field(redis_client, first.id, "s:slow") == keys.DELIVERED  # recorded by the kick
+    assert field(redis_client, second.id, "s:ok") == keys.DELIVERED
+    assert queued(redis_client) == []

@@ -3,10 +3,11 @@
 Deliveries wait in per-target due sets (relay.keys.due_key): a fresh event is due at once, a
 failed attempt is due again at its retry time, a replay is due at once. A kick claims what is
 due (worker.store: each claimed delivery's score moves to the end of its lease, so no other
-worker takes it, and it becomes due again if this one dies), starts all of it at once on the
-background loop (worker.runtime) and waits at most INLINE_BUDGET. Outcomes that arrive in time
-are recorded by the job; an attempt still in flight records its own outcome when it ends. The
-job loops while more is due, up to LOOP_BUDGET, so kicks coalesce under load.
+worker takes it, and it becomes due again if this one dies) and starts all of it at once on
+the background loop (worker.runtime). Every CLAIM_TICK it records what finished and claims
+again, so what becomes due goes out without waiting for the slowest attempt under way; an
+attempt that outlives INLINE_BUDGET is left to record its own outcome when it ends. The job
+loops while anything is due or in flight, up to LOOP_BUDGET, so kicks coalesce under load.
 
 Claims are bounded per target by free in-flight slots: a hanging target holds at most its own
 slots and costs no RQ job per delivery; targets that recently outlived the inline wait are not
@@ -21,7 +22,6 @@ at-least-once.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -56,6 +56,8 @@ log = structlog.get_logger("relay.worker")
 INLINE_BUDGET = 1.0
 #: A kick keeps claiming while work is due, for at most this long, then hands over to a new kick.
 LOOP_BUDGET = 5.0
+#: While attempts are in flight, a kick records what finished and claims again this often.
+CLAIM_TICK = 0.05
 #: Most deliveries one claim takes per target (and in all); more are left for the next loop.
 CLAIM_PER_TARGET = 128
 CLAIM_TOTAL = 256
@@ -63,6 +65,15 @@ CLAIM_TOTAL = 256
 UNKNOWN_TARGET_LEASE = 60.0
 #: A claimed delivery that finds no free slot after all is due again this much later.
 DEFER_DELAY = 1.0
+
+
+@dataclass(frozen=True)
+class Started:
+    """A delivery attempt under way on the background loop."""
+
+    plan: Planned
+    target: Target
+    future: concurrent.futures.Future[AttemptResult]
 
 
 @dataclass(frozen=True)
@@ -76,19 +87,28 @@ class Planned:
 
 
 def deliver_due() -> None:
-    """Claim and deliver everything due now, looping while more is due (up to LOOP_BUDGET)."""
+    """Claim and deliver everything due now, looping while more is due (up to LOOP_BUDGET).
+
+    The next claim does not wait for the slowest attempt of the last one: every CLAIM_TICK the
+    kick records what finished and claims again, so a target that hangs (until its attempts
+    outlive INLINE_BUDGET and are left to finish in the background) delays nobody else.
+    """
     ctx = current()
     runtime = get_runtime()
     deadline = time.monotonic() + LOOP_BUDGET
+    in_flight = InFlight(ctx, runtime)
     while True:
         claimed = claim(ctx, runtime)
-        if not claimed:
+        if claimed:
+            in_flight.add(start_claimed(ctx, claimed))
+            if time.monotonic() > deadline:
+                in_flight.finish()
+                # More may be due: hand over to a fresh kick rather than hold this worker forever.
+                kick(ctx.queue)
+                return
+        elif not in_flight:
             return
-        run_claimed(ctx, claimed)
-        if time.monotonic() > deadline:
-            # More may be due: hand over to a fresh kick rather than hold this worker forever.
-            kick(ctx.queue)
-            return
+        in_flight.wait(CLAIM_TICK)
 
 
 def claim(ctx: WorkerContext, runtime: Runtime) -> list[tuple[str, str]]:
@@ -126,7 +146,14 @@ def anything_due(ctx: WorkerContext, runtime: Runtime) -> bool:
 
 
 def run_claimed(ctx: WorkerContext, claimed: list[tuple[str, str]]) -> None:
-    """Turn claimed deliveries into attempts; drop those with nothing left to do."""
+    """Attempt claimed deliveries and wait for them (each up to INLINE_BUDGET)."""
+    in_flight = InFlight(ctx, get_runtime())
+    in_flight.add(start_claimed(ctx, claimed))
+    in_flight.finish()
+
+
+def start_claimed(ctx: WorkerContext, claimed: list[tuple[str, str]]) -> list[Started]:
+    """Turn claimed deliveries into attempts under way; drop those with nothing left to do."""
     event_ids = list(dict.fromkeys(event_id for event_id, _ in claimed))
     stored = load_events(ctx.connection, event_ids)
     dups = duplicates(ctx.connection, [s.event for s in stored.values() if s is not None])
@@ -152,15 +179,22 @@ def run_claimed(ctx: WorkerContext, claimed: list[tuple[str, str]]) -> None:
         plans.append(Planned(se.event, target, state.attempts + 1, state.round_attempts + 1))
     if finished:
         drop_due(ctx.connection, finished)
-    run_plans(ctx, plans)
+    return start_plans(ctx, plans)
 
 
 def run_plans(ctx: WorkerContext, plans: list[Planned]) -> None:
-    """Start every planned delivery, wait INLINE_BUDGET, record what finished."""
+    """Start every planned delivery and wait for them (each up to INLINE_BUDGET)."""
+    in_flight = InFlight(ctx, get_runtime())
+    in_flight.add(start_plans(ctx, plans))
+    in_flight.finish()
+
+
+def start_plans(ctx: WorkerContext, plans: list[Planned]) -> list[Started]:
+    """Start every planned delivery on the background loop (those a slot is free for)."""
     if not plans:
-        return
+        return []
     runtime = get_runtime()
-    started: list[tuple[Planned, Target, concurrent.futures.Future[AttemptResult]]] = []
+    started: list[Started] = []
     deferred: list[tuple[str, str]] = []
     for plan in plans:
         target = ctx.routes.targets.get(plan.target)
@@ -172,32 +206,63 @@ def run_plans(ctx: WorkerContext, plans: list[Planned]) -> None:
         if future is None:  # the claim raced another job of this process for the slots
             deferred.append((plan.event.id, plan.target))
             continue
-        started.append((plan, target, future))
+        started.append(Started(plan, target, future))
     if deferred:
         due_again(ctx.connection, deferred, time.time() + DEFER_DELAY)
-    if not started:
-        return
-    # Targets that recently outlived the budget are not waited for: a hanging target must not
-    # cost every job the whole budget.
-    by_future = {future: (plan, target) for plan, target, future in started}
-    awaited = [f for p, _, f in started if not runtime.is_slow(p.target)]
-    recorded: set[concurrent.futures.Future[AttemptResult]] = set()
-    # Record each outcome as soon as it arrives, not after the whole claim: a worker killed
-    # mid-claim then leaves only what was really in flight to be attempted again.
-    with contextlib.suppress(TimeoutError):
-        for future in concurrent.futures.as_completed(awaited, timeout=INLINE_BUDGET):
-            plan, target = by_future[future]
-            _record(ctx, plan, target, future)
-            recorded.add(future)
-    for plan, target, future in started:
-        if future in recorded:
-            continue
-        if future.done():
-            _record(ctx, plan, target, future)
-        else:
-            runtime.mark_slow(plan.target)
-            # Its lease covers it: if this process dies first, it becomes due again.
-            future.add_done_callback(partial(_finish_late, ctx, runtime, plan, target))
+    return started
+
+
+class InFlight:
+    """The attempts a kick waits for: recorded as they finish, left behind past INLINE_BUDGET.
+
+    Outcomes are recorded as soon as they arrive, not after a whole claim: a worker killed
+    mid-kick then leaves only what was really in flight to be attempted again. An attempt still
+    running INLINE_BUDGET after it started marks its target slow (for a while no kick waits for
+    that target at all) and records its own outcome when it ends; its lease covers it if this
+    process dies first.
+    """
+
+    def __init__(self, ctx: WorkerContext, runtime: Runtime) -> None:
+        self.ctx = ctx
+        self.runtime = runtime
+        self._waiting: dict[concurrent.futures.Future[AttemptResult], tuple[Started, float]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._waiting)
+
+    def add(self, started: list[Started]) -> None:
+        """Wait for these, except those to targets known to be slow (left to finish alone)."""
+        now = time.monotonic()
+        for item in started:
+            if self.runtime.is_slow(item.plan.target):
+                self._leave(item)
+            else:
+                self._waiting[item.future] = (item, now)
+
+    def wait(self, timeout: float) -> None:
+        """Wait until all have finished or `timeout` passes; record and leave behind as due."""
+        if self._waiting:
+            concurrent.futures.wait(list(self._waiting), timeout=max(0.0, timeout))
+        now = time.monotonic()
+        for future, (item, since) in list(self._waiting.items()):
+            if future.done():
+                del self._waiting[future]
+                _record(self.ctx, item.plan, item.target, future)
+            elif now - since >= INLINE_BUDGET:
+                del self._waiting[future]
+                self.runtime.mark_slow(item.plan.target)
+                self._leave(item)
+
+    def finish(self) -> None:
+        """Wait for every attempt, each at most INLINE_BUDGET from its start."""
+        while self._waiting:
+            oldest = min(since for _, since in self._waiting.values())
+            self.wait(oldest + INLINE_BUDGET - time.monotonic())
+
+    def _leave(self, item: Started) -> None:
+        item.future.add_done_callback(
+            partial(_finish_late, self.ctx, self.runtime, item.plan, item.target)
+        )
 
 
 def _record(
