@@ -16,7 +16,9 @@ from typing import Any
 import orjson
 import pytest
 import redis
+import structlog
 from standardwebhooks.webhooks import Webhook
+from structlog.testing import capture_logs
 
 from relay import constants, keys
 from relay.ops import replay_delivery
@@ -700,3 +702,29 @@ def test_what_becomes_due_goes_out_while_a_slow_attempt_is_still_in_flight(
     assert field(redis_client, first.id, "s:slow") == keys.DELIVERED  # recorded by the kick
     assert field(redis_client, second.id, "s:ok") == keys.DELIVERED
     assert queued(redis_client) == []
+
+
+def test_what_an_attempt_logs_carries_its_event_id(
+    redis_client: redis.Redis,
+    targets: TargetServer,
+    use_routes: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_post = runtime_module.Runtime.post
+
+    async def logging_post(self: Any, request: Any, limit: float) -> AttemptResult:
+        structlog.get_logger("test").info("inside the attempt")  # on the loop thread
+        return await real_post(self, request, limit)
+
+    monkeypatch.setattr(runtime_module.Runtime, "post", logging_post)
+    use_routes(routes_for({"a": {"url": targets.url("/ok/a")}, "b": {"url": targets.url("/ok/b")}}))
+    events = [make_event(["a", "b"]) for _ in range(2)]
+    store_events(redis_client, events, enqueue=False)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        jobs.deliver_due()
+    inside = [
+        (e["event_id"], e["target"], e["attempt"])
+        for e in logs
+        if e["event"] == "inside the attempt"
+    ]
+    assert sorted(inside) == sorted((e.id, t, 1) for e in events for t in "ab")

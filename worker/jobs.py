@@ -202,7 +202,11 @@ def start_plans(ctx: WorkerContext, plans: list[Planned]) -> list[Started]:
             _finish_missing_target(ctx, plan)
             continue
         request = build_request(plan.event, target, plan.attempt, int(time.time()))
-        future = runtime.submit(runtime.post(request, target.timeout), 0.0, plan.target)
+        # The attempt's task copies this context: whatever it logs carries its event id.
+        with structlog.contextvars.bound_contextvars(
+            event_id=plan.event.id, target=plan.target, attempt=plan.attempt
+        ):
+            future = runtime.submit(runtime.post(request, target.timeout), 0.0, plan.target)
         if future is None:  # the claim raced another job of this process for the slots
             deferred.append((plan.event.id, plan.target))
             continue
