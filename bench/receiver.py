@@ -6,7 +6,8 @@
 Starts its own redis-server on a free loopback port, `relay serve` (routes.toml in a temp dir,
 logs at INFO to a file, as in production) and a bare aiohttp app that answers 202 and does
 nothing, each first as one process, then as N processes sharing the port (SO_REUSEPORT; N
-defaults to the number of cores). All are driven by the same load generator in a separate
+defaults to the number of cores). Both run on the same event loop: uvloop when it is installed
+(as `relay serve` does), else asyncio's own. All are driven by the same load generator in a separate
 process (`--generator`: wrk, or the raw-asyncio client below; by default wrk when it is
 installed), closed loop for throughput; then an open-loop run of the Python client at a fixed
 offered rate against one relay process for latency (measured from each request's scheduled send
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -66,9 +68,15 @@ BODY = json.dumps(
 ).encode()
 
 BARE_APP = """
+import asyncio
+import importlib.util
 import os
 import sys
 from aiohttp import web
+
+if importlib.util.find_spec("uvloop") is not None:  # the loop `relay serve` runs on, too
+    import uvloop
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 async def hook(request):
     return web.json_response({"id": "bare"}, status=202)
@@ -401,7 +409,9 @@ def main() -> int:
         log_file = (tmpdir / "relay.log").open("wb")
         many = args.processes
         generator = "wrk -t1" if tool == "wrk" else "python asyncio client (own process)"
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio's own"
         print(f"receiver benchmark: {os.cpu_count()} cores, generator: {generator}")
+        print(f"  event loop: {loop}, for bare and relay alike")
         print(
             f"  body {len(BODY)} B, {args.connections} connections, {args.seconds:g} s "
             f"measured after 1 s warm-up, relay logs at {args.log_level}"
