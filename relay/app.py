@@ -48,7 +48,7 @@ from relay.metrics import (
     render,
 )
 from relay.reload import POLL_INTERVAL, RouteReloader
-from relay.routes import RouteTable, Source
+from relay.route_table import RouteTable, Source
 from relay.settings import Settings
 from relay.signatures import verify_ms_signature
 from relay.spool import Spool

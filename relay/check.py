@@ -24,16 +24,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from relay.config_fields import sort_problems
 from relay.errors import BadRequest, ConfigError, HTTPError, Problem
 from relay.extract import parse_request
-from relay.routes import (
-    RouteTable,
-    Source,
-    Target,
-    event_location,
-    load_routes,
-    sort_problems,
-)
+from relay.route_table import RouteTable, Source, Target, event_location
+from relay.routes import load_routes
 from relay.settings import Settings
 from relay.signatures import verify_ms_signature
 from relay.units import format_duration, format_size

@@ -40,7 +40,8 @@ import structlog
 
 from relay.errors import ConfigError
 from relay.logs import configure_logging
-from relay.routes import RouteTable, load_routes
+from relay.route_table import RouteTable
+from relay.routes import load_routes
 from relay.settings import Settings
 
 log = structlog.get_logger("relay.dev")

@@ -28,7 +28,7 @@ from aiohttp import web
 from rq.scheduler import RQScheduler
 
 from relay.queueing import OrjsonSerializer, make_queue
-from relay.routes import RouteTable
+from relay.route_table import RouteTable
 from relay.settings import Settings
 
 log = structlog.get_logger("relay.embedded")

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from relay.errors import BadRequest, UnsupportedMediaType
-from relay.routes import Source
+from relay.route_table import Source
 
 #: Longest event type kept; anything longer is not a real event name.
 MAX_EVENT_TYPE = 256

@@ -15,7 +15,8 @@ from pathlib import Path
 import structlog
 
 from relay.errors import ConfigError
-from relay.routes import RouteTable, load_routes
+from relay.route_table import RouteTable
+from relay.routes import load_routes
 
 log = structlog.get_logger("relay.reload")
 

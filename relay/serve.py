@@ -22,7 +22,8 @@ from relay.cli import positive_int
 from relay.errors import ConfigError
 from relay.logs import configure_logging
 from relay.metrics import use_multiprocess_values
-from relay.routes import RouteTable, load_routes
+from relay.route_table import RouteTable
+from relay.routes import load_routes
 from relay.settings import Settings
 from relay.supervisor import supervise
 

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from relay.reload import POLL_INTERVAL, RouteReloader
-from relay.routes import RouteTable
+from relay.route_table import RouteTable
 
 log = structlog.get_logger("relay.supervisor")
 

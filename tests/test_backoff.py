@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay import constants
-from relay.routes import RetryPolicy
+from relay.route_table import RetryPolicy
 from worker.backoff import (
     FACTOR,
     backoff_cap,

@@ -29,7 +29,7 @@ from relay.extract import (
     parse_request,
     split_array_text,
 )
-from relay.routes import Dedupe, Source
+from relay.route_table import Dedupe, Source
 
 JSON_CT = "application/json; charset=utf-8"
 FORM_CT = "application/x-www-form-urlencoded"

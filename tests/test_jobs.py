@@ -23,7 +23,8 @@ from structlog.testing import capture_logs
 from relay import constants, keys
 from relay.ops import replay_delivery
 from relay.queueing import DELIVER_DUE, make_queue
-from relay.routes import RouteTable, parse_routes
+from relay.route_table import RouteTable
+from relay.routes import parse_routes
 from relay.settings import Settings
 from tests.support.seed_events import make_event, routes_toml, store_events
 from tests.support.targets import TargetServer, refused_url

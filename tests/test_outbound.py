@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from relay.envelope import Event
-from relay.routes import Target
+from relay.route_table import Target
 from relay.secrets import Secret
 from relay.signatures import verify_standard
 from worker.outbound import USER_AGENT, build_request, form_to_json, is_forwarded, is_protected

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay import constants, keys
-from relay.routes import RetryPolicy
+from relay.route_table import RetryPolicy
 from worker import outcome
 from worker.backoff import backoff_cap, now_http_date
 from worker.outcome import AttemptResult, next_step

@@ -10,7 +10,7 @@ import orjson
 from structlog.testing import capture_logs
 
 from relay.reload import RouteReloader
-from relay.routes import RouteTable
+from relay.route_table import RouteTable
 from tests.support.processes import post, relay_env, relay_processes, wait_until
 
 BASE = """

@@ -8,16 +8,11 @@ from pathlib import Path
 import pytest
 
 from relay import constants
+from relay.config_fields import sort_problems
 from relay.errors import ConfigError, Problem
-from relay.routes import (
-    Dedupe,
-    Route,
-    RouteTable,
-    load_routes,
-    parse_routes,
-    sort_problems,
-    url_problem,
-)
+from relay.route_table import Dedupe, Route, RouteTable
+from relay.routes import load_routes, parse_routes
+from relay.target_config import url_problem
 
 TOKEN = "tok-0123456789abcdefXYZ"
 LEARN_SECRET = "123456789012345678901234567890123456789012345678"

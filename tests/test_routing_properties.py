@@ -25,7 +25,8 @@ from relay.envelope import Event
 from relay.extract import parse_request
 from relay.intake import write_batch
 from relay.queueing import make_queue
-from relay.routes import Route, RouteTable, parse_routes
+from relay.route_table import Route, RouteTable
+from relay.routes import parse_routes
 from relay.units import format_duration, format_size, parse_duration, parse_size
 
 SOURCES = ("alpha", "beta", "gamma")

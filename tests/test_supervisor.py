@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import cast
 
-from relay.routes import RouteTable
+from relay.route_table import RouteTable
 from relay.supervisor import supervise
 
 NO_ROUTES = cast(RouteTable, None)  # passed through to the children only

@@ -28,7 +28,8 @@ from relay import keys
 from relay.cli import main as relay_main
 from relay.metrics import render
 from relay.queueing import DELIVER_DUE, make_queue
-from relay.routes import RouteTable, parse_routes
+from relay.route_table import RouteTable
+from relay.routes import parse_routes
 from relay.settings import Settings
 from tests.support.processes import RelayProcess, relay_env, relay_processes, wait_until
 from tests.support.redis_server import free_port

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from relay import constants
-from relay.routes import RetryPolicy
+from relay.route_table import RetryPolicy
 
 FACTOR = 4.0
 

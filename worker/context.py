@@ -19,7 +19,8 @@ from rq import Queue, get_current_job
 
 from relay.metrics import WorkerMetrics
 from relay.queueing import make_queue
-from relay.routes import RouteTable, load_routes
+from relay.route_table import RouteTable
+from relay.routes import load_routes
 from relay.settings import Settings
 from worker.store import Store
 

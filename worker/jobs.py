@@ -33,7 +33,7 @@ import structlog
 from relay import keys
 from relay.envelope import Event
 from relay.queueing import kick
-from relay.routes import Target
+from relay.route_table import Target
 from worker import outcome
 from worker.context import WorkerContext, current
 from worker.outbound import build_request

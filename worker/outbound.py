@@ -16,7 +16,7 @@ import orjson
 from relay import __version__
 from relay.envelope import Event
 from relay.extract import is_form
-from relay.routes import Target
+from relay.route_table import Target
 from relay.signatures import sign_standard
 
 USER_AGENT = f"relay/{__version__}"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from relay import keys
-from relay.routes import RetryPolicy
+from relay.route_table import RetryPolicy
 from worker.backoff import backoff_delay, parse_retry_after
 
 #: Statuses that ask the sender to slow down: their Retry-After is honoured.

@@ -44,7 +44,7 @@ from rq.worker import WorkerStatus
 
 from relay import constants
 from relay.queueing import OrjsonSerializer, make_queue
-from relay.routes import RouteTable
+from relay.route_table import RouteTable
 from relay.settings import Settings
 from relay.supervisor import supervise
 from worker import jobs
