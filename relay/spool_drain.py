@@ -39,7 +39,8 @@ from relay import constants, keys
 from relay.envelope import Event
 from relay.intake import MAX_BATCH_BYTES, write_batch
 from relay.queueing import make_queue
-from relay.spool import Spool, SpooledEvent
+from relay.spool import Spool
+from relay.spool_records import SpooledEvent
 
 log = structlog.get_logger("relay.spool")
 

@@ -27,21 +27,18 @@ from relay.errors import Unavailable
 from relay.ids import new_event_id
 from relay.queueing import DELIVER_DUE, make_queue
 from relay.settings import Settings
-from relay.spool import (
+from relay.spool import Spool
+from relay.spool_dir import (
     CURSOR_NAME,
     LOCK_NAME,
-    MAGIC,
     Position,
-    Spool,
     SpoolDir,
-    SpooledEvent,
     SpoolError,
     SpoolFull,
     adopt_dir,
-    decode_payload,
-    encode_record,
 )
 from relay.spool_drain import Commit, SpoolDrainer, commit_spooled, redis_commit
+from relay.spool_records import MAGIC, SpooledEvent, decode_payload, encode_record
 
 ROOT = Path(__file__).resolve().parent.parent
 _NOW = float(int(time.time()))
