@@ -182,13 +182,6 @@ def start_claimed(ctx: WorkerContext, claimed: list[tuple[str, str]]) -> list[St
     return start_plans(ctx, plans)
 
 
-def run_plans(ctx: WorkerContext, plans: list[Planned]) -> None:
-    """Start every planned delivery and wait for them (each up to INLINE_BUDGET)."""
-    in_flight = InFlight(ctx, get_runtime())
-    in_flight.add(start_plans(ctx, plans))
-    in_flight.finish()
-
-
 def start_plans(ctx: WorkerContext, plans: list[Planned]) -> list[Started]:
     """Start every planned delivery on the background loop (those a slot is free for)."""
     if not plans:
