@@ -57,6 +57,14 @@ class Collector:
             if key not in allowed:
                 self.add(table, key, f"unknown key '{key}'{hint(key, allowed)}")
 
+    def flag(self, table: str, data: Mapping[str, Any], key: str, default: bool) -> bool:
+        """A true/false key; a problem (and False) when it is anything else."""
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            self.add(table, key, "must be true or false")
+            return False
+        return value
+
     def env_value(self, table: str, key: str, var: str, what: str) -> str | None:
         """The value of an environment variable, or None with a problem (or a note when lax)."""
         value = self.env.get(var)

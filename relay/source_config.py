@@ -113,16 +113,10 @@ def load_source(c: Collector, name: str, data: Mapping[str, Any]) -> Source | No
         except ValueError as exc:
             c.add(table, "max_body", str(exc))
     dedupe = _load_dedupe(c, table, data.get("dedupe"), kind)
-    call_once = data.get("call_once", False)
-    if not isinstance(call_once, bool):
-        c.add(table, "call_once", "must be true or false")
-        call_once = False
+    call_once = c.flag(table, data, "call_once", False)
     # A provider that calls once loses the event on a 503, so its events are spooled to disk
     # while Redis is down unless the operator says otherwise.
-    spool = data.get("spool", call_once)
-    if not isinstance(spool, bool):
-        c.add(table, "spool", "must be true or false")
-        spool = False
+    spool = c.flag(table, data, "spool", call_once)
     if len(c.problems) != ok:
         return None
     return Source(

@@ -61,9 +61,7 @@ def load_target(c: Collector, name: str, data: Mapping[str, Any]) -> Target | No
     body = data.get("body", "original")
     if body not in BODY_FORMATS:
         c.add(table, "body", f"must be one of: {', '.join(BODY_FORMATS)}")
-    pause = data.get("pause_on_gone", False)
-    if not isinstance(pause, bool):
-        c.add(table, "pause_on_gone", "must be true or false")
+    pause = c.flag(table, data, "pause_on_gone", False)
     if len(c.problems) != ok:
         return None
     return Target(
@@ -74,7 +72,7 @@ def load_target(c: Collector, name: str, data: Mapping[str, Any]) -> Target | No
         retry=retry,
         headers=headers,
         body=str(body),
-        pause_on_gone=bool(pause),
+        pause_on_gone=pause,
     )
 
 
