@@ -25,17 +25,19 @@ from typing import Protocol
 from relay import keys
 from relay.envelope import EVENT_FIELDS, Event
 
-#: KEYS: [1] events index, [2] unrouted index, [3] due-targets set, then per event in order:
-#:   its hash, its source's counters, its dedupe key (when it has one), one due set per target.
+#: KEYS: [1] events index, [2] unrouted index, [3] due-targets set, [4] the RQ queue (only
+#:   read: its length), then per event in order: its hash, its source's counters, its dedupe
+#:   key (when it has one), one due set per target.
 #: ARGV: [1] hash TTL in seconds, [2] trim index entries scored below this, [3] the hash's
 #:   field names (`pack_record` of EVENT_FIELDS), [4] and [5] the prefixes of the per-target
 #:   state and attempts fields, [6] the state of a new delivery, then one record per event
 #:   (`pack_record`): id, dedupe window in seconds ("0": no dedupe key), the hash's values in
 #:   the order of [3] (its `received` is the event's score in the indexes), the target names.
-#: Returns one string per event that has a dedupe key, in order: the id of the event that
-#: claimed the key first, or "" if this event is the first. A repeat (an earlier id that is not
-#: the event's own: a re-commit of the same event is no repeat) counts in its source's
-#: `duplicates` counter, in the same atomic step.
+#: Returns the queue's length (the kicks waiting, read in the same atomic step), then one
+#: string per event that has a dedupe key, in order: the id of the event that claimed the key
+#: first, or "" if this event is the first. A repeat (an earlier id that is not the event's
+#: own: a re-commit of the same event is no repeat) counts in its source's `duplicates`
+#: counter, in the same atomic step.
 #: The script's parser of one `pack_record` argument (tested on its own against Python's).
 ITEMS_LUA = """
 local function items(record)
@@ -60,7 +62,7 @@ local nnames, at_received = #names, 0
 for f = 1, nnames do
   if names[f] == 'received' then at_received = f end
 end
-local k = 4
+local k = 5
 local found, indexed, unrouted, counts, due_targets = {}, {}, {}, {}, {}
 for a = 7, #ARGV do
   local it = items(ARGV[a])
@@ -129,6 +131,7 @@ end
 if #targets > 0 then
   redis.call('SADD', KEYS[3], unpack(targets))
 end
+table.insert(found, 1, redis.call('LLEN', KEYS[4]))
 return found
 """
 )
@@ -155,11 +158,20 @@ class CommitCall:
     #: Whether any event was routed somewhere (only then is a worker kick worth sending).
     routed: bool
 
+    def command(self) -> tuple[str | bytes | int, ...]:
+        """The whole call as one Redis command (EVAL: see the module's docstring)."""
+        return ("EVAL", COMMIT_LUA, len(self.keys), *self.keys, *self.args)
 
-def commit_arguments(batch: Sequence[Request], retention: float, now: float) -> CommitCall:
-    """KEYS and ARGV of the commit script for `batch` (layout: COMMIT_LUA)."""
+
+def commit_arguments(
+    batch: Sequence[Request], retention: float, now: float, queue_key: str
+) -> CommitCall:
+    """KEYS and ARGV of the commit script for `batch` (layout: COMMIT_LUA).
+
+    `queue_key` is the RQ queue whose length the script returns (`Queue.key`).
+    """
     ttl = max(1, int(retention))
-    call_keys = [keys.EVENTS_INDEX, keys.UNROUTED, keys.DUE_TARGETS]
+    call_keys = [keys.EVENTS_INDEX, keys.UNROUTED, keys.DUE_TARGETS, queue_key]
     args: list[str | bytes] = [str(ttl), repr(now - retention), *_BATCH_CONSTANTS]
     dedupe: list[tuple[int, int]] = []
     routed = False

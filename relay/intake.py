@@ -1,27 +1,31 @@
-"""Group commit of inbound events: many requests, one Redis transaction, at most one RQ kick.
+"""Group commit of inbound events: many requests, one atomic script call, at most one RQ kick.
 
 Every request hands its events to the `IntakeWriter` and waits. A background task takes the
 first waiting request, drains whatever else is already waiting (up to `MAX_BATCH` events), and
-writes the whole batch in ONE round trip: a redis-py pipeline inside MULTI/EXEC holding one call
-of the commit script (relay.commit_script: per event, its hash (body, headers, per-target
-state) with an expiry, one entry per routed target in that target's due set, its index entries
-and counters and, for a deduplicated source, `SET dedupe-key id NX GET EX window`), then one
-RQ kick (`worker.jobs.deliver_due`), skipped while enough kicks already wait (a waiting kick
-takes everything due when it runs). Only after EXEC does any request get its answer, so a 202
-always means "durable in Redis".
+writes the whole batch in ONE round trip: one call of the commit script (relay.commit_script:
+per event, its hash (body, headers, per-target state) with an expiry, one entry per routed
+target in that target's due set, its index entries and counters and, for a deduplicated
+source, `SET dedupe-key id NX GET EX window`; then the length of RQ's queue), followed in the
+same write by one RQ kick (`worker.jobs.deliver_due`), skipped while enough kicks already wait
+(a waiting kick takes everything due when it runs). A Lua script runs atomically, so the batch
+needs no MULTI/EXEC: when the script's reply arrives, every event of the batch is in Redis, and
+only then does any request get its answer, so a 202 always means "durable in Redis". The kick
+is not part of that promise: if it fails, the events stay committed and a worker's poll finds
+them due within half a second.
 
-The commit runs on the event loop with redis.asyncio: one write and one read per batch. (It
-used to run in a thread on a sync client; on this project's machines each hand-off between
-threads cost several system calls, more than the commit's own work.) RQ has no async API
-(rq#2261), so a kick is recorded with RQ's public `Queue.enqueue_many(pipeline=...)` on a sync
-pipeline that is never sent, and replayed on the asyncio one (relay.queueing.kick_commands).
-A sync client (fakeredis in `relay dev`'s embedded mode) still commits in a thread. Batching is
-what pays: the round trip and RQ's per-job cost are shared by the batch, and under load by many
+The commit runs on the event loop with redis.asyncio, on a connection of its own
+(relay.redis_link): one write and one read per batch. (It used to run in a thread on a sync
+client; on this project's machines each hand-off between threads cost several system calls,
+more than the commit's own work.) RQ has no async API (rq#2261), so a kick is recorded with
+RQ's public `Queue.enqueue_many(pipeline=...)` on a sync pipeline that is never sent, and its
+commands are sent on the link (relay.queueing.kick_commands). A sync client (fakeredis in
+`relay dev`'s embedded mode) still commits in a thread, in a MULTI pipeline. Batching is what
+pays: the round trip and RQ's per-job cost are shared by the batch, and under load by many
 batches (kicks coalesce).
 
 A Redis error fails every request of the batch (503: providers that retry will retry). The
-client never retries by itself: a retried MULTI whose first EXEC did land would enqueue the
-batch twice. redis-py opens a fresh connection on the next batch, so the writer recovers alone.
+writer never retries by itself: a retried script whose first call did land would write the
+batch twice. The link opens a fresh connection on the next batch, so the writer recovers alone.
 """
 
 from __future__ import annotations
@@ -45,9 +49,11 @@ from rq import Queue
 
 from relay import constants
 from relay.commit_script import COMMIT_LUA, commit_arguments
+from relay.deadlines import Deadlines
 from relay.envelope import Event
 from relay.errors import Unavailable
 from relay.queueing import KICKS_ENOUGH, kick, kick_commands, make_queue
+from relay.redis_link import RedisLink
 
 log = structlog.get_logger("relay.intake")
 
@@ -82,7 +88,7 @@ class _Pending:
     size: int = field(default=0)
 
 
-def _expire(future: asyncio.Future[Committed], max_wait: float) -> None:
+def _expire(future: asyncio.Future[Any], max_wait: float) -> None:
     if not future.done():
         future.set_exception(
             Unavailable(f"Redis did not take the event within {max_wait:g} s; retry later")
@@ -135,9 +141,11 @@ def c_packing(base: type[AbstractConnection]) -> type[AbstractConnection]:
 class BatchReplies:
     """Where the replies of one batch's commit are, in the pipeline's reply list."""
 
-    script_at: int  # the commit script's reply: one string per deduplicated event
+    script_at: int  # the commit script's reply: the queue's length, then the dedupe strings
     dedupe: list[tuple[int, int]]  # (request index, event index) of each, in reply order
-    #: Something was routed but no kick was sent, because kicks were waiting at the last commit.
+    kicked: bool = False  # a kick was sent after the script (and went through)
+    #: Something was routed but no kick went out: kicks were waiting at the last commit (or
+    #: the kick failed after the script had committed the batch).
     kick_skipped: bool = False
 
 
@@ -150,31 +158,34 @@ def write_batch(
     *,
     kick_workers: bool = True,
 ) -> BatchReplies:
-    """Buffer the commands of one batch on a MULTI pipeline.
+    """Buffer the commands of one batch on a sync MULTI pipeline.
 
-    `pipe` is a sync or a redis.asyncio pipeline (commands are only buffered here). The events
-    go in one call of the commit script (relay.commit_script); then, if asked and anything was
-    routed, one RQ kick. The batch's last command is `LLEN` of the queue: the kicks waiting,
-    read in the same transaction, which says whether a skipped kick is owed after all
-    (`kick_owed`) and whether the next batch needs a kick of its own.
+    The events go in one call of the commit script (relay.commit_script), which also reads the
+    length of RQ's queue; then, if asked and anything was routed, one RQ kick. (The receiver's
+    own commit sends the same commands on its link: `IntakeWriter`.)
     """
-    call = commit_arguments(batch, retention, now)
+    call = commit_arguments(batch, retention, now, queue.key)
     at = len(pipe.command_stack)
     pipe.eval(COMMIT_LUA, len(call.keys), *call.keys, *call.args)
-    if call.routed and kick_workers:
-        for args, options in kick_commands(queue):  # sync and redis.asyncio pipelines alike
+    kicked = call.routed and kick_workers
+    if kicked:
+        for args, options in kick_commands(queue):
             pipe.execute_command(*args, **options)
-    pipe.llen(queue.key)
-    return BatchReplies(at, call.dedupe, kick_skipped=call.routed and not kick_workers)
+    return BatchReplies(at, call.dedupe, kicked=kicked, kick_skipped=call.routed and not kicked)
+
+
+def kicks_waiting(replies_at: BatchReplies, replies: Sequence[Any]) -> int:
+    """The kicks in the queue once the batch is in: the script's count plus the batch's own."""
+    return int(replies[replies_at.script_at][0]) + replies_at.kicked
 
 
 def kick_owed(replies_at: BatchReplies, kicks_waiting: int) -> bool:
-    """Whether a committed batch still needs a kick: it skipped its own, and none waits.
+    """Whether a committed batch still needs a kick: it sent none, and none waits.
 
-    The skip was decided on the LLEN of the previous commit; workers may have taken every kick
-    since. The LLEN of this commit's own transaction is exact: a kick still waiting then will
-    claim this batch's deliveries when it runs; with none waiting, they would wait for a
-    worker's poll (half a second) unless a kick is sent now.
+    The skip was decided on the queue length of the previous commit; workers may have taken
+    every kick since. The length read by this commit's own script is exact: a kick still
+    waiting then will claim this batch's deliveries when it runs; with none waiting, they
+    would wait for a worker's poll (half a second) unless a kick is sent now.
     """
     return replies_at.kick_skipped and kicks_waiting == 0
 
@@ -187,7 +198,7 @@ def record_duplicates(
     (The commit script has already counted the repeats in the sources' `duplicates` counters.)
     """
     found: list[list[str | None]] = [[None] * len(p.events) for p in batch]
-    firsts = replies[replies_at.script_at]
+    firsts = replies[replies_at.script_at][1:]  # [0] is the queue's length
     for (r, e), previous in zip(replies_at.dedupe, firsts, strict=True):
         first = previous.decode() if isinstance(previous, bytes) else str(previous)
         if first and first != batch[r].events[e].id:  # "" or our own id: nothing was there
@@ -220,6 +231,7 @@ class IntakeWriter:
         self.retention = retention
         self.max_batch = max_batch
         self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._deadlines = Deadlines(_expire)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._down_since: float | None = None  # monotonic time of the first failed batch
@@ -228,6 +240,8 @@ class IntakeWriter:
         self.events = 0  # committed events
         self.kicks_waiting = 0  # RQ kicks queued at the last commit (its LLEN reply)
         self._kick_owed = False  # the last commit skipped its kick and found none waiting
+        # The asyncio commit's own connection (a sync client commits on a pipeline instead).
+        self._link = RedisLink(connection) if isinstance(connection, aioredis.Redis) else None
 
     @property
     def available(self) -> bool:
@@ -249,6 +263,9 @@ class IntakeWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        self._deadlines.close()
+        if self._link is not None:
+            await self._link.drop()
 
     async def submit(
         self, events: Sequence[Event], *, dedupe_window: float = 0.0, max_wait: float
@@ -260,15 +277,12 @@ class IntakeWriter:
         future: asyncio.Future[Committed] = loop.create_future()
         size = sum(len(event.body) for event in events)
         self._pending.put_nowait(_Pending(events, int(dedupe_window), future, size))
-        # One timer per request, cheaper than wait_for + shield on the hot path. On expiry the
-        # request is answered 503: not yet taken, it is skipped; already taken, its commit may
-        # still land, and the provider's retry then makes a duplicate that dedupe (where
+        # A deadline, not wait_for + shield (or a timer per request): relay.deadlines. On expiry
+        # the request is answered 503: not yet taken, it is skipped; already taken, its commit
+        # may still land, and the provider's retry then makes a duplicate that dedupe (where
         # configured) recognises.
-        timer = loop.call_later(max_wait, _expire, future, max_wait)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        self._deadlines.add(loop, future, max_wait)
+        return await future
 
     def _take_batch(self, first: _Pending) -> list[_Pending]:
         batch = [first]
@@ -290,6 +304,7 @@ class IntakeWriter:
                 if live:
                     await self._commit(live)
             finally:
+                self._deadlines.forget_answered()
                 for _ in batch:
                     self._pending.task_done()
 
@@ -321,60 +336,75 @@ class IntakeWriter:
                 pending.future.set_exception(Unavailable(message))
 
     async def _commit_once(self, batch: list[_Pending]) -> list[tuple[str | None, ...]]:
-        """One MULTI/EXEC for the batch: on the loop with redis.asyncio, else in a thread."""
-        if not isinstance(self.connection, aioredis.Redis):
+        """One script call for the batch: on the loop on the link, else in a thread."""
+        link = self._link
+        if link is None:
             return await asyncio.to_thread(self._commit_sync, batch)
-        kick_workers = self.kicks_waiting < KICKS_ENOUGH
-        if kick_workers and not self.queue.redis_server_version:
+        call = commit_arguments(batch, self.retention, time.time(), self.queue.key)
+        kicking = call.routed and self.kicks_waiting < KICKS_ENOUGH
+        commands = [call.command(), *(await self._kick_commands() if kicking else ())]
+        await link.send(commands)
+        reply = await link.read()  # every event of the batch is in Redis once this arrives
+        kicked = kicking and await self._read_kick(link, len(commands) - 1)
+        replies_at = BatchReplies(0, call.dedupe, kicked, kick_skipped=call.routed and not kicked)
+        return self._read(batch, replies_at, [reply])
+
+    async def _kick_commands(self) -> list[tuple[Any, ...]]:
+        """The commands of one kick, for the link (redis-py's per-command options are only
+        hints for its reply parsing; the link reads raw replies)."""
+        if not self.queue.redis_server_version:
             # RQ asks the server's version once per Queue, with a sync INFO: not on the loop.
             await asyncio.to_thread(self.queue.get_redis_server_version)
-        pipe = self.connection.pipeline(transaction=True)
-        replies_at = self._write(pipe, batch, kick_workers)
-        return self._read(batch, replies_at, await pipe.execute())
+        return [args for args, _ in kick_commands(self.queue)]
+
+    @staticmethod
+    async def _read_kick(link: RedisLink, replies: int) -> bool:
+        """Read a kick's replies; False (logged) if it failed: its events are committed
+        anyway, and a worker's poll finds them due within half a second."""
+        try:
+            for _ in range(replies):
+                await link.read()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("intake_kick_failed", error=str(exc), error_type=type(exc).__name__)
+            return False
+        return True
 
     async def _send_owed_kick(self) -> None:
         """One kick on its own, for a batch that skipped its kick when none was left waiting."""
         self._kick_owed = False
         try:
-            if isinstance(self.connection, aioredis.Redis):
-                if not self.queue.redis_server_version:
-                    await asyncio.to_thread(self.queue.get_redis_server_version)
-                pipe = self.connection.pipeline(transaction=True)
-                for args, options in kick_commands(self.queue):
-                    pipe.execute_command(*args, **options)
-                pipe.llen(self.queue.key)
-                replies = await pipe.execute()
+            if self._link is not None:
+                commands = await self._kick_commands()
+                await self._link.send(commands)
+                if not await self._read_kick(self._link, len(commands)):
+                    return
             else:
-                replies = await asyncio.to_thread(self._kick_sync)
+                await asyncio.to_thread(self._kick_sync)
         except (redis.RedisError, OSError) as exc:
-            # The events are committed; a worker's poll finds them due within half a second.
             log.warning("intake_kick_failed", error=str(exc), error_type=type(exc).__name__)
             return
-        self.kicks_waiting = int(replies[-1])
+        self.kicks_waiting += 1
 
-    def _kick_sync(self) -> list[Any]:
+    def _kick_sync(self) -> None:
         assert isinstance(self.connection, redis.Redis)
-        pipe = self.connection.pipeline(transaction=True)
-        kick(self.queue, pipeline=pipe)
-        pipe.llen(self.queue.key)
-        return list(pipe.execute())
+        with self.connection.pipeline(transaction=True) as pipe:
+            kick(self.queue, pipeline=pipe)
+            pipe.execute()
 
     def _commit_sync(self, batch: list[_Pending]) -> list[tuple[str | None, ...]]:
         """The same on a sync client (fakeredis in `relay dev`'s embedded mode): in a thread."""
         assert isinstance(self.connection, redis.Redis)
-        pipe = self.connection.pipeline(transaction=True)
-        replies_at = self._write(pipe, batch, self.kicks_waiting < KICKS_ENOUGH)
-        return self._read(batch, replies_at, pipe.execute())
-
-    def _write(self, pipe: Any, batch: list[_Pending], kick_workers: bool) -> BatchReplies:
-        return write_batch(
-            pipe, self.queue, batch, self.retention, time.time(), kick_workers=kick_workers
-        )
+        with self.connection.pipeline(transaction=True) as pipe:
+            kick_workers = self.kicks_waiting < KICKS_ENOUGH
+            replies_at = write_batch(
+                pipe, self.queue, batch, self.retention, time.time(), kick_workers=kick_workers
+            )
+            return self._read(batch, replies_at, pipe.execute())
 
     def _read(
         self, batch: list[_Pending], replies_at: BatchReplies, replies: Sequence[Any]
     ) -> list[tuple[str | None, ...]]:
-        self.kicks_waiting = int(replies[-1])
+        self.kicks_waiting = kicks_waiting(replies_at, replies)
         self._kick_owed = kick_owed(replies_at, self.kicks_waiting)
         return record_duplicates(batch, replies_at, replies)
 

@@ -14,6 +14,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import connection as aioredis_connection
+from structlog.testing import capture_logs
 
 from relay import keys
 from relay.commit_script import ITEMS_LUA, pack_record, unpack_record
@@ -26,6 +27,7 @@ from relay.intake import (
     c_packing,
     intake_client,
     kick_owed,
+    kicks_waiting,
     sync_client,
     write_batch,
 )
@@ -216,15 +218,20 @@ async def test_unrouted_batch_makes_nothing_due_and_kicks_nobody(
 
 
 @pytest.mark.parametrize("kick_workers", [True, False])
-def test_write_batch_kicks_when_asked_and_replies_llen_last(
+def test_write_batch_kicks_when_asked_and_counts_the_kicks_waiting(
     redis_client: redis.Redis, kick_workers: bool
 ) -> None:
     queue = make_queue(redis_client)
     e = event(1, ("crm", "bi"))
     with redis_client.pipeline(transaction=True) as pipe:
-        write_batch(pipe, queue, [Group((e,))], 3600, time.time(), kick_workers=kick_workers)
+        replies_at = write_batch(
+            pipe, queue, [Group((e,))], 3600, time.time(), kick_workers=kick_workers
+        )
         replies = pipe.execute()
-    assert replies[-1] == (1 if kick_workers else 0)  # LLEN of the queue, after this batch
+    assert replies[replies_at.script_at][0] == 0  # the queue's length, read by the script
+    assert replies_at.kicked is kick_workers
+    assert replies_at.kick_skipped is not kick_workers
+    assert kicks_waiting(replies_at, replies) == (1 if kick_workers else 0)
     assert kicks(redis_client) == (1 if kick_workers else 0)
     # The due entries do not depend on the kick: a poller finds them either way.
     assert due(redis_client, "crm") == {e.id: e.received_at}
@@ -277,6 +284,37 @@ async def test_redis_down_fails_the_batch_then_recovers(make_redis: Any) -> None
         assert check.exists(keys.event_key(event(3).id)) == 1
     finally:
         check.close()
+
+
+async def test_redis_restarted_while_idle_takes_the_next_batch(make_redis: Any) -> None:
+    # The link's connection was closed by the server; like redis-py's pool on checkout, the
+    # writer notices before sending and reconnects, so no request pays for the restart.
+    server = make_redis()
+    server.start()
+    async with running_writer(server.url) as w:
+        await w.submit([event(1)], max_wait=5)
+        server.stop()
+        server.start()
+        await asyncio.sleep(0.1)  # the loop sees the old connection's EOF
+        assert await w.submit([event(2)], max_wait=5) == Committed((None,))
+        assert w.available
+
+
+async def test_a_kick_refused_after_the_commit_still_answers_and_is_owed(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The script's reply says the events are in; a kick that fails after it fails nothing.
+    monkeypatch.setattr("relay.intake.kick_commands", lambda queue: [(("NO-SUCH-COMMAND",), {})])
+    with capture_logs() as logs:
+        async with running_writer(redis_url) as w:
+            assert await w.submit([event(1)], max_wait=5) == Committed((None,))
+            await settled(w)  # the owed kick: tried once more, after the answer
+            assert w.available
+            assert await w.submit([event(2)], max_wait=5) == Committed((None,))
+    assert len(due(redis_client)) == 2
+    failures = [entry for entry in logs if entry["event"] == "intake_kick_failed"]
+    assert len(failures) >= 2  # the batch's kick and the owed one
+    assert failures[0]["error_type"] == "ResponseError"
 
 
 async def test_expired_request_is_not_written_later(

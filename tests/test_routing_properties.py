@@ -209,10 +209,11 @@ def test_each_matched_target_gets_exactly_one_due_entry(
     assert stored.targets == targets
     # The receiver's commit of the stored event, on an in-memory Redis.
     conn = fakeredis.FakeRedis()
-    call = commit_arguments([Group((stored,))], 3600, 0.0)
+    queue = make_queue(conn)
+    call = commit_arguments([Group((stored,))], 3600, 0.0, queue.key)
     due_adds = [k for k in call.keys if k.startswith(keys.due_key(""))]
     pipe = conn.pipeline(transaction=True)
-    write_batch(pipe, make_queue(conn), [Group((stored,))], 3600, 0.0)  # type: ignore[list-item]
+    write_batch(pipe, queue, [Group((stored,))], 3600, 0.0)  # type: ignore[list-item]
     pipe.execute()
     expected = sorted(reference_match(specs, source, parsed.type or ""))
     # Exactly one due entry per matched target: no target twice, none left out, no other.

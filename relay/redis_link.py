@@ -1,0 +1,73 @@
+"""The intake's own Redis connection: a group of commands in one write, replies read in order.
+
+redis.asyncio's pipeline wraps a round trip in a connection pool, MULTI/EXEC, a retry wrapper
+and a reply per queued command; for the receiver's commit, one atomic script call per batch,
+that machinery cost more than the call (counted by bench/instructions.py: about 4% of the
+receiver's instructions per request). The link holds one connection outside any pool and does
+what the pool would: connect when needed, replace a connection the server closed (a Redis
+restart while the receiver was idle), and drop the connection on any error, so that no reply
+of a failed round trip can ever be read as the next one's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+
+
+class RedisLink:
+    """One connection made from `client`'s pool settings (URL, timeouts, TLS), used alone."""
+
+    def __init__(self, client: Redis) -> None:
+        self._pool = client.connection_pool
+        self._connection: AbstractConnection | None = None
+
+    async def send(self, commands: Sequence[Sequence[Any]]) -> None:
+        """Write `commands` in one go; read each reply with `read`, in order."""
+        connection = await self._ready()
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+        except BaseException:
+            await self.drop()
+            raise
+
+    async def read(self) -> Any:
+        """The next reply; an error reply is raised (redis.ResponseError), as any other error.
+
+        After any error the connection is dropped: replies still due on it are never read.
+        """
+        connection = self._connection
+        if connection is None:
+            raise redis.ConnectionError("the link was dropped; send again")
+        try:
+            return await connection.read_response()
+        except BaseException:
+            await self.drop()
+            raise
+
+    async def drop(self) -> None:
+        """Close the connection (if any); the next `send` opens a new one."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.disconnect(nowait=True)
+
+    async def _ready(self) -> AbstractConnection:
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        try:
+            if not connection.is_connected:
+                await connection.connect()
+            elif await connection.can_read():
+                # Data nobody asked for, or EOF: the server closed it (a restart). What
+                # redis-py's pool does on checkout: reconnect before sending anything.
+                await connection.disconnect()
+                await connection.connect()
+        except BaseException:
+            await self.drop()
+            raise
+        return connection
