@@ -53,7 +53,7 @@ def event(
 
 async def settled(writer: IntakeWriter) -> None:
     """Wait until the writer has finished what it does after answering (an owed kick)."""
-    await asyncio.wait_for(writer._pending.join(), 5)
+    await asyncio.wait_for(writer.idle(), 5)
 
 
 def kicks(client: redis.Redis) -> int:
