@@ -26,6 +26,8 @@ SOURCE_KINDS: Mapping[str, str] = {
 
 HTTP_METHODS = ("POST", "PUT")
 BODY_FORMATS = ("original", "json")
+#: How many (source, event type) pairs a RouteTable remembers the match of.
+MATCH_MEMO = 4096
 #: Inbound dedupe window when a source does not say.
 DEFAULT_DEDUPE_WINDOW = 24 * 3600.0
 
@@ -122,11 +124,26 @@ class RouteTable:
     routes: tuple[Route, ...]
     #: Variables the file names but the environment lacks (only with require_env=False).
     missing_env: tuple[str, ...] = ()
+    #: (source, event type) -> `match`'s answer, for the first MATCH_MEMO pairs seen: the
+    #: receiver matches every event, and a provider sends few distinct types. Bounded, because
+    #: event types come from outside. (The table is frozen; a reload builds a new one.)
+    _memo: dict[tuple[str, str], tuple[str, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def match(self, source: str, event_type: str | None) -> tuple[str, ...]:
         """Target names an event reaches, in first-mention order, each once."""
         if event_type is None:
             return ()
+        memo = self._memo
+        found = memo.get((source, event_type))
+        if found is None:
+            found = self._match(source, event_type)
+            if len(memo) < MATCH_MEMO:
+                memo[source, event_type] = found
+        return found
+
+    def _match(self, source: str, event_type: str) -> tuple[str, ...]:
         found: dict[str, None] = {}
         for route in self.routes:
             if route.source == source and route.matches(event_type):

@@ -117,6 +117,28 @@ def test_tables_cannot_be_mutated() -> None:
         table.sources["x"] = table.sources["fellow"]  # type: ignore[index]
 
 
+def test_matches_are_remembered_for_a_bounded_number_of_event_types(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("relay.route_table.MATCH_MEMO", 3)
+    table = RouteTable(
+        path="routes.toml",
+        sources={},
+        targets={},
+        routes=(
+            Route(source="s", events=("a.*",), targets=("t1",)),
+            Route(source="s", events=("*",), targets=("t2", "t1")),
+        ),
+    )
+    # Hostile senders may send any number of distinct types: answers stay right past the bound.
+    for n in range(10):
+        assert table.match("s", f"a.{n}") == ("t1", "t2")
+        assert table.match("s", f"b.{n}") == ("t2", "t1")
+        assert table.match("other", f"a.{n}") == ()
+    assert table.match("s", "a.0") == ("t1", "t2")  # remembered
+    assert len(table._memo) == 3
+
+
 def test_route_built_directly_still_matches() -> None:
     route = Route(source="s", events=("a.*",), targets=("t",))
     assert route.matches("a.b")
