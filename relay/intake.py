@@ -95,6 +95,11 @@ def _expire(future: asyncio.Future[Any], max_wait: float) -> None:
         )
 
 
+def _kick_failed(exc: BaseException) -> None:
+    # The events are committed either way; a worker's poll finds them due within half a second.
+    log.warning("intake_kick_failed", error=str(exc), error_type=type(exc).__name__)
+
+
 def _bounded(socket_timeout: float) -> dict[str, Any]:
     """Client options of both intake clients: bounded socket waits, no silent re-execution."""
     return {
@@ -240,7 +245,7 @@ class IntakeWriter:
         self._failed_batches = 0
         self.batches = 0  # committed batches, for tests and the benchmark
         self.events = 0  # committed events
-        self.kicks_waiting = 0  # RQ kicks queued at the last commit (its LLEN reply)
+        self.kicks_waiting = 0  # RQ kicks queued at the last commit (the script's count)
         self._kick_owed = False  # the last commit skipped its kick and found none waiting
         # The asyncio commit's own connection (a sync client commits on a pipeline instead).
         self._link = RedisLink(connection) if isinstance(connection, aioredis.Redis) else None
@@ -391,7 +396,7 @@ class IntakeWriter:
             for _ in range(replies):
                 await link.read()
         except (redis.RedisError, OSError) as exc:
-            log.warning("intake_kick_failed", error=str(exc), error_type=type(exc).__name__)
+            _kick_failed(exc)
             return False
         return True
 
@@ -407,7 +412,7 @@ class IntakeWriter:
             else:
                 await asyncio.to_thread(self._kick_sync)
         except (redis.RedisError, OSError) as exc:
-            log.warning("intake_kick_failed", error=str(exc), error_type=type(exc).__name__)
+            _kick_failed(exc)
             return
         self.kicks_waiting += 1
 
