@@ -48,7 +48,7 @@ from redis.retry import Retry
 from rq import Queue
 
 from relay import constants
-from relay.commit_script import COMMIT_LUA, commit_arguments
+from relay.commit_script import commit_arguments
 from relay.deadlines import Deadlines
 from relay.envelope import Event
 from relay.errors import Unavailable
@@ -171,7 +171,7 @@ def write_batch(
     """
     call = commit_arguments(batch, retention, now, queue.key)
     at = len(pipe.command_stack)
-    pipe.eval(COMMIT_LUA, len(call.keys), *call.keys, *call.args)
+    pipe.execute_command(*call.command())  # the same EVAL the link sends
     kicked = call.routed and kick_workers
     if kicked:
         for args, options in kick_commands(queue):
