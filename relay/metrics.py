@@ -24,6 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from relay import constants, keys
+from relay.pauses import paused
 from relay.queueing import make_queue
 
 log = structlog.get_logger("relay.metrics")
@@ -140,11 +141,22 @@ class WorkerMetrics:
 
 
 class RedisCollector(Collector):
-    """Gauges read from Redis at scrape time: queue depth and dead letters stored."""
+    """Gauges read from Redis at scrape time: queue depth, dead letters, due and paused targets.
 
-    def __init__(self, connection: Callable[[], redis.Redis], queue: str = constants.QUEUE_NAME):
+    `targets` names the configured targets, so that each has a `relay_target_paused` sample (0
+    when running) before it ever had a delivery; without it, the targets Redis knows (those with
+    a due set: every target that ever had a delivery) are reported.
+    """
+
+    def __init__(
+        self,
+        connection: Callable[[], redis.Redis],
+        queue: str = constants.QUEUE_NAME,
+        targets: Callable[[], Iterable[str]] | None = None,
+    ):
         self._connection = connection
         self._queue = queue
+        self._targets = targets
 
     def collect(self) -> Iterable[Metric]:
         depth = GaugeMetricFamily(
@@ -160,6 +172,16 @@ class RedisCollector(Collector):
             "Open deliveries by target: due now (waiting for a worker), or later (waiting for a"
             " retry time, or in flight until their lease ends).",
             labels=["target", "when"],
+        )
+        held = GaugeMetricFamily(
+            "relay_target_paused",
+            "1 when deliveries to the target are held (410 with pause_on_gone, or relay pause).",
+            labels=["target"],
+        )
+        held_since = GaugeMetricFamily(
+            "relay_target_pause_start_time_seconds",
+            "Unix time at which a paused target was paused (paused targets only).",
+            labels=["target"],
         )
         up = GaugeMetricFamily("relay_redis_up", "1 when Redis answered the scrape's queries.")
         try:
@@ -181,6 +203,9 @@ class RedisCollector(Collector):
                 pipe.zcount(keys.due_key(target), "-inf", now)
                 pipe.zcount(keys.due_key(target), f"({now!r}", "+inf")
             counts = pipe.execute()
+            configured = tuple(self._targets()) if self._targets is not None else ()
+            names = sorted(set(configured) | set(targets))
+            pauses = paused(conn, names)
         except (redis.RedisError, OSError) as exc:
             log.warning("metrics_redis_unavailable", error=type(exc).__name__)
             up.add_metric([], 0)
@@ -197,10 +222,17 @@ class RedisCollector(Collector):
         for i, target in enumerate(targets):
             due.add_metric([target, "now"], float(counts[2 * i]))
             due.add_metric([target, "later"], float(counts[2 * i + 1]))
+        for name in names:
+            pause = pauses.get(name)
+            held.add_metric([name], 0.0 if pause is None else 1.0)
+            if pause is not None and pause.since is not None:
+                held_since.add_metric([name], pause.since)
         up.add_metric([], 1)
         yield depth
         yield dead
         yield due
+        yield held
+        yield held_since
         yield up
 
 

@@ -27,6 +27,7 @@ from structlog.testing import capture_logs
 from relay import keys
 from relay.cli import main as relay_main
 from relay.metrics import render
+from relay.pauses import Pause, paused
 from relay.queueing import DELIVER_DUE, make_queue
 from relay.route_table import RouteTable
 from relay.routes import parse_routes
@@ -40,7 +41,7 @@ from worker.cli import operations
 from worker.context import build_context, configure, current, swap_routes
 from worker.exporter import build_registry, process_port, serve_metrics
 from worker.health import Beat, check, judge, max_heartbeat_age
-from worker.pause import Pause, pause_target, paused, resume_target
+from worker.pause import pause_target, resume_target
 from worker.poller import kick_if_due
 from worker.process import busy_ports, relay_worker
 from worker.retention import TRIM_INTERVAL

@@ -18,48 +18,23 @@ from wsgiref.simple_server import WSGIServer
 import redis
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from relay.metrics import RedisCollector, WorkerMetrics
-from worker.pause import paused
 
 log = structlog.get_logger("relay.worker")
-
-
-class PausedCollector(Collector):
-    """`relay_target_paused{target}`: 1 for each configured target that is paused, else 0."""
-
-    def __init__(
-        self, connection: Callable[[], redis.Redis], targets: Callable[[], Iterable[str]]
-    ) -> None:
-        self._connection = connection
-        self._targets = targets
-
-    def collect(self) -> Iterable[Metric]:
-        gauge = GaugeMetricFamily(
-            "relay_target_paused",
-            "1 when deliveries to the target are held (410 with pause_on_gone, or relay pause).",
-            labels=["target"],
-        )
-        names = sorted(self._targets())
-        try:
-            held = paused(self._connection(), names)
-        except (redis.RedisError, OSError):
-            return  # relay_redis_up (RedisCollector) already says Redis is away
-        for name in names:
-            gauge.add_metric([name], 1.0 if name in held else 0.0)
-        yield gauge
 
 
 def build_registry(
     connection: Callable[[], redis.Redis], targets: Callable[[], Iterable[str]]
 ) -> tuple[CollectorRegistry, WorkerMetrics]:
-    """A registry with the worker's counters and the gauges read from Redis at scrape time."""
+    """A registry with the worker's counters and the gauges read from Redis at scrape time.
+
+    The Redis gauges (relay_target_paused among them) are the receiver's own collector, given
+    the configured targets so that each has a sample.
+    """
     registry = CollectorRegistry(auto_describe=True)
     metrics = WorkerMetrics(registry)
-    registry.register(RedisCollector(connection))
-    registry.register(PausedCollector(connection, targets))
+    registry.register(RedisCollector(connection, targets=targets))
     return registry, metrics
 
 

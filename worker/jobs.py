@@ -11,7 +11,7 @@ loops while anything is due or in flight, up to LOOP_BUDGET, so kicks coalesce u
 
 Claims are bounded per target by free in-flight slots: a hanging target holds at most its own
 slots and costs no RQ job per delivery; targets that recently outlived the inline wait are not
-waited for at all. A paused target (worker.pause) is not claimed: its deliveries stay due, with
+waited for at all. A paused target (relay.pauses) is not claimed: its deliveries stay due, with
 their attempt budget untouched, until `relay resume`.
 
 Every state change is checked against the attempt counter (worker.store), so a delivery
@@ -32,13 +32,14 @@ import structlog
 
 from relay import keys
 from relay.envelope import Event
+from relay.pauses import paused
 from relay.queueing import kick
 from relay.route_table import Target
 from worker import outcome
 from worker.context import WorkerContext, current
 from worker.outbound import build_request
 from worker.outcome import AttemptResult, next_step
-from worker.pause import pause_target, paused
+from worker.pause import pause_target
 from worker.runtime import Runtime, get_runtime
 from worker.store import (
     LEASE_MARGIN,

@@ -1,8 +1,8 @@
 """`relay pause [TARGET]` and `relay resume TARGET`: hold and release a target's deliveries.
 
 A paused target's deliveries are held, not attempted, and keep their attempt budget (see
-worker.pause). A 410 from a target with `pause_on_gone = true` pauses it too. `relay pause`
-without a target lists the paused ones.
+worker.pause and relay.pauses). A 410 from a target with `pause_on_gone = true` pauses it too.
+`relay pause` without a target lists the paused ones.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import redis
 
 from relay.errors import ConfigError
 from relay.ops_cli import redact_url
+from relay.pauses import Pause, describe_pause, paused
 from relay.routes import load_routes
 from relay.settings import Settings
-from worker.pause import Pause, pause_target, paused, resume_target
+from worker.pause import pause_target, resume_target
 from worker.poller import POLL_INTERVAL
 
 
@@ -87,11 +88,7 @@ def render_paused(pauses: list[Pause], now: float) -> str:
     """The paused targets as lines of text."""
     if not pauses:
         return "no target is paused"
-    lines = []
-    for p in pauses:
-        since = f"{int(now - p.at)}s ago" if p.at else "unknown time"
-        lines.append(f"{p.target}  paused {since}: {p.reason}")
-    return "\n".join(lines)
+    return "\n".join(f"{p.target}  paused {describe_pause(p, now)}" for p in pauses)
 
 
 def _pause(args: argparse.Namespace, settings: Settings, conn: redis.Redis) -> int:
@@ -99,7 +96,7 @@ def _pause(args: argparse.Namespace, settings: Settings, conn: redis.Redis) -> i
         names = configured_targets(settings.routes_path) or ()
         found = sorted(paused(conn, names).values(), key=lambda p: p.target)
         if args.json:
-            print(orjson.dumps([p.__dict__ for p in found]).decode())
+            print(orjson.dumps([p.to_view() for p in found]).decode())
         else:
             print(render_paused(found, time.time()))
         return 0
