@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -114,6 +115,51 @@ def fill_dev_env(env: MutableMapping[str, str], needs: Sequence[EnvNeed]) -> dic
 
 
 # ---------------------------------------------------------------------------------------------
+# Paths and the env file for a second terminal
+
+ENV_FILE = "env"  # in the data dir: `source .relay-dev/env`
+
+
+def resolve_dev_paths(env: MutableMapping[str, str], data_dir: Path) -> None:
+    """Make every path the children get absolute; put dev's spool under the data dir.
+
+    Children must never resolve a relative path themselves: redis-server changes into `--dir`
+    before it opens `--logfile`, so a relative log path would be looked up in the wrong place.
+    """
+    env["RELAY_ROUTES"] = str(Path(env.get("RELAY_ROUTES", "") or Settings().routes_path).resolve())
+    env["RELAY_SPOOL_DIR"] = str(
+        Path(env.get("RELAY_SPOOL_DIR", "") or data_dir / "spool").resolve()
+    )
+
+
+def render_env_file(values: Mapping[str, str]) -> str:
+    """`export NAME='value'` lines a POSIX shell can source."""
+    lines = [
+        "# Written by `relay dev` on every start: the values it generated and the Redis it uses.",
+        "# `source` this file in another terminal to run relay check, relay status and the rest.",
+    ]
+    lines.extend(f"export {name}={shlex.quote(value)}" for name, value in values.items())
+    return "\n".join(lines) + "\n"
+
+
+def write_env_file(path: Path, values: Mapping[str, str]) -> None:
+    """Write the env file readable by its owner only (it holds throwaway secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        os.fchmod(file.fileno(), 0o600)  # an older file may have had wider rights
+        file.write(render_env_file(values))
+
+
+def shown_path(path: Path) -> str:
+    """A path as a person would type it from here: relative below the working directory."""
+    try:
+        return "./" + str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------------------------
 # The banner
 
 
@@ -141,6 +187,7 @@ class BannerInfo:
     echo_urls: tuple[str, ...] = ()
     processes: tuple[tuple[str, int], ...] = ()  # (name, pid) of each child
     group: int | None = None
+    env_file: Path | None = None
 
 
 def hook_url(base_url: str, routes: RouteTable, source: str) -> str:
@@ -165,7 +212,7 @@ def render_banner(info: BannerInfo) -> str:
     if info.echo_urls:
         lines.append(f"  Echo       {'  '.join(info.echo_urls)}")
         lines.append("             loopback targets that print every delivery they receive")
-    lines.append(f"  Routes     {info.routes.path}")
+    lines.append(f"  Routes     {shown_path(Path(info.routes.path))}")
     if info.generated:
         lines.append("")
         lines.append("  Generated throwaway dev values for variables routes.toml needs (not set):")
@@ -173,6 +220,10 @@ def render_banner(info: BannerInfo) -> str:
         for name, value in info.generated.items():
             lines.append(f"    {name:<{name_width}} = {value}")
         lines.append("  They change on every run; set the variables yourself to keep them.")
+    if info.env_file is not None:
+        lines.append("")
+        lines.append("  In another terminal, for relay check, relay status and the rest:")
+        lines.append(f"    source {shown_path(info.env_file)}")
     if info.processes:
         procs = ", ".join(f"{name} pid {pid}" for name, pid in info.processes)
         group = f" (process group {info.group})" if info.group else ""
@@ -188,22 +239,30 @@ def render_banner(info: BannerInfo) -> str:
 # Child processes
 
 
-def port_is_free(port: int) -> bool:
-    """Whether 127.0.0.1:port can be bound right now."""
-    with socket.socket() as sock:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on host:port right now, binding the way servers do.
+
+    aiohttp (asyncio's create_server), redis-server and the echo targets all set SO_REUSEADDR,
+    so a port held only by TIME-WAIT sockets of an earlier run is free for them; a plain bind
+    would call it taken for a minute after every restart. A listening socket still makes it
+    taken.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def pick_port(preferred: int) -> int:
-    """`preferred` when free on 127.0.0.1, else a port the kernel picks."""
-    if preferred and port_is_free(preferred):
+def pick_port(preferred: int, host: str = "127.0.0.1") -> int:
+    """`preferred` when free on host, else a port the kernel picks."""
+    if preferred and port_is_free(preferred, host):
         return preferred
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -428,6 +487,8 @@ def run(args: argparse.Namespace) -> int:
     """Run `relay dev` until Ctrl-C; 0 on a requested stop, 1 when something failed."""
     env = dict(os.environ)
     own_redis = not env.get("REDIS_URL", "")
+    data_dir = Path(args.data_dir).resolve()
+    resolve_dev_paths(env, data_dir)
     try:
         settings, routes, generated = prepare(env)
     except ConfigError as exc:
@@ -437,11 +498,16 @@ def run(args: argparse.Namespace) -> int:
     if args.embedded and not own_redis:
         print("relay dev: --embedded and REDIS_URL exclude each other; unset one", file=sys.stderr)
         return 2
+    env_file = data_dir / ENV_FILE
     if args.embedded or (own_redis and shutil.which("redis-server") is None):
         from relay.embedded import run_embedded
 
-        return run_embedded(settings, routes, generated, echo_ports=echo_ports(args, routes))
-    return _run_children(args, env, settings, routes, generated, own_redis)
+        # The embedded Redis lives inside this process: no REDIS_URL can reach it.
+        write_env_file(env_file, {**generated, "RELAY_ROUTES": env["RELAY_ROUTES"]})
+        return run_embedded(
+            settings, routes, generated, echo_ports=echo_ports(args, routes), env_file=env_file
+        )
+    return _run_children(args, env, settings, routes, generated, own_redis, data_dir)
 
 
 def local_url(settings: Settings) -> str:
@@ -477,7 +543,9 @@ def _run_children(
     routes: RouteTable,
     generated: dict[str, str],
     own_redis: bool,
+    data_dir: Path,
 ) -> int:
+    env_file = data_dir / ENV_FILE
     supervisor = Supervisor()
     stop = _StopRequested()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -486,25 +554,28 @@ def _run_children(
         if own_redis:
             binary = shutil.which("redis-server")
             assert binary is not None  # run() chose embedded mode otherwise
-            data_dir = Path(args.data_dir) / "redis"
-            data_dir.mkdir(parents=True, exist_ok=True)
-            stale = stale_redis(data_dir)
+            redis_dir = data_dir / "redis"
+            redis_dir.mkdir(parents=True, exist_ok=True)
+            stale = stale_redis(redis_dir)
             if stale is not None:
                 print(
                     f"relay dev: a redis-server (pid {stale}) from an earlier run still uses "
-                    f"{data_dir}; stop it (kill {stale}) and run relay dev again",
+                    f"{redis_dir}; stop it (kill {stale}) and run relay dev again",
                     file=sys.stderr,
                 )
                 return 1
             port = pick_port(args.redis_port)
             redis_url = f"redis://127.0.0.1:{port}/0"
-            supervisor.spawn("redis-server", redis_server_args(binary, port, data_dir), env)
-            kind = f"redis-server started by relay dev, data in {data_dir} (kept across runs)"
+            supervisor.spawn("redis-server", redis_server_args(binary, port, redis_dir), env)
+            kind = (
+                f"redis-server started by relay dev, data and redis.log in "
+                f"{shown_path(redis_dir)} (kept across runs)"
+            )
             failure = wait_until(
                 lambda: redis_answers(redis_url), START_TIMEOUT, supervisor, "Redis", stop
             )
             if failure:
-                return _fail(supervisor, f"{failure}; see {data_dir / 'redis.log'}")
+                return _fail(supervisor, f"{failure}; see {redis_dir / 'redis.log'}")
             if stop.signal is not None:
                 return 0
         else:
@@ -518,10 +589,12 @@ def _run_children(
                     file=sys.stderr,
                 )
                 return 1
-        if not port_is_free(settings.port):
+        if not port_is_free(settings.port, settings.host or "0.0.0.0"):
             return _fail(supervisor, f"port {settings.port} is taken: set PORT to a free one")
         env.update(REDIS_URL=redis_url, PORT=str(settings.port))
-        env.setdefault("RELAY_ROUTES", settings.routes_path)
+        write_env_file(
+            env_file, {**generated, "RELAY_ROUTES": env["RELAY_ROUTES"], "REDIS_URL": redis_url}
+        )
         relay = [sys.executable, "-m", "relay"]
         supervisor.spawn("receiver", [*relay, "serve"], env)
         supervisor.spawn("worker", [*relay, "worker"], env)
@@ -557,6 +630,7 @@ def _run_children(
             echo_urls=tuple(e.url for e in echoes),
             processes=tuple((name, p.pid) for name, p in supervisor.children),
             group=supervisor.group,
+            env_file=env_file,
         )
         print(render_banner(info), flush=True)
         while stop.signal is None:

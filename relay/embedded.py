@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -27,6 +28,7 @@ import structlog
 from aiohttp import web
 from rq.scheduler import RQScheduler
 
+from relay.logs import rq_logging_level
 from relay.queueing import OrjsonSerializer, make_queue
 from relay.route_table import RouteTable
 from relay.settings import Settings
@@ -247,6 +249,7 @@ def run_embedded(
     generated: Mapping[str, str],
     *,
     echo_ports: Sequence[int] = (),
+    env_file: Path | None = None,
 ) -> int:
     """Receiver, worker and an in-memory Redis in this process, until Ctrl-C."""
     from relay.app import create_app
@@ -285,6 +288,7 @@ def run_embedded(
             generated=generated,
             echo_urls=tuple(e.url for e in echoes),
             processes=(("relay dev", os.getpid()),),
+            env_file=env_file,
         )
 
         def ready(worker: Any) -> None:
@@ -328,7 +332,7 @@ def _work(
     )
     worker.retention = settings.retention
     try:
-        worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
+        worker.work(with_scheduler=True, logging_level=rq_logging_level(settings.log_level))
     finally:
         runtime.shutdown_runtime(process.drain_limit(routes))
         context.configure(None)

@@ -143,6 +143,16 @@ def _level_number(level: str) -> int:
 _stderr_logger: LoopBatchedLogger | None = None
 
 
+def rq_logging_level(level: str) -> str:
+    """The level for RQ's own loggers: its per-job INFO lines only when relay logs at debug.
+
+    RQ writes four INFO lines per job (dequeued, started, OK, result kept) and relay's kicks are
+    jobs, so at INFO they drown relay's own lines; relay logs its worker's start, stop and every
+    delivery attempt itself. RQ's warnings and errors always pass.
+    """
+    return "DEBUG" if _level_number(level) <= logging.DEBUG else "WARNING"
+
+
 def _batched_stderr(*args: Any) -> LoopBatchedLogger:
     """The one LoopBatchedLogger on stderr (a logger factory: every bound logger shares it)."""
     global _stderr_logger

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from relay import dev
 from relay.embedded import AppThread, ThreadScheduler, echo_app, thread_scheduler_worker
 from relay.routes import parse_routes
 from relay.settings import Settings
+from tests.support.dev_process import DevProcess
 from tests.support.redis_server import RedisServer, free_port
 
 ROUTES = """
@@ -176,6 +178,120 @@ def test_pick_port_falls_back_to_a_free_port_when_taken() -> None:
         other = dev.pick_port(busy)
         assert other != busy
         assert dev.port_is_free(other)
+
+
+def _time_wait_port() -> int:
+    """A loopback port whose only user is a socket in TIME-WAIT (the server closed first)."""
+    import socket
+
+    listener = socket.socket()
+    # As aiohttp's listener does; Linux lets a new bind reuse the port only when both did.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = int(listener.getsockname()[1])
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the side that closes first keeps the TIME-WAIT
+    client.close()
+    listener.close()
+    return port
+
+
+def test_a_port_held_only_by_time_wait_is_free_for_a_quick_restart() -> None:
+    import socket
+
+    port = _time_wait_port()
+    # The precondition: a plain bind (what port_is_free used to do) is refused...
+    with socket.socket() as plain, pytest.raises(OSError, match="Address already in use"):
+        plain.bind(("127.0.0.1", port))
+    # ...yet aiohttp, which sets SO_REUSEADDR, could listen there, and so relay dev says free.
+    assert dev.port_is_free(port)
+    assert dev.pick_port(port) == port
+
+
+def test_a_listening_port_is_taken_even_with_reuse_address() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert not dev.port_is_free(port)
+        assert not dev.port_is_free(port, "0.0.0.0")  # the wildcard a HOST=0.0.0.0 server binds
+
+
+def test_dev_paths_are_made_absolute_and_the_spool_goes_under_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env: dict[str, str] = {}
+    dev.resolve_dev_paths(env, Path(".relay-dev").resolve())
+    assert env["RELAY_ROUTES"] == str(tmp_path / "routes.toml")
+    assert env["RELAY_SPOOL_DIR"] == str(tmp_path / ".relay-dev" / "spool")
+    given = {"RELAY_ROUTES": "conf/r.toml", "RELAY_SPOOL_DIR": "sp"}
+    dev.resolve_dev_paths(given, tmp_path / "d")
+    assert given == {
+        "RELAY_ROUTES": str(tmp_path / "conf" / "r.toml"),
+        "RELAY_SPOOL_DIR": str(tmp_path / "sp"),
+    }
+
+
+def test_redis_server_gets_absolute_paths_for_a_relative_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # redis-server changes into --dir before opening --logfile: a relative log path fails.
+    monkeypatch.chdir(tmp_path)
+    args = dev.redis_server_args("redis-server", 6380, Path(".relay-dev/redis").resolve())
+    for flag in ("--dir", "--logfile", "--pidfile"):
+        assert Path(args[args.index(flag) + 1]).is_absolute(), flag
+
+
+def test_env_file_is_private_and_a_shell_gets_the_values_back(tmp_path: Path) -> None:
+    values = {
+        "FELLOW_TOKEN": "abc_-123",
+        "CRM_WHSEC": "whsec_ab+/c=",
+        "ODD": 'it\'s $HOME `x` "q"',
+        "REDIS_URL": "redis://127.0.0.1:6380/0",
+    }
+    path = tmp_path / "dev" / "env"
+    path.parent.mkdir()
+    path.write_text("old")
+    path.chmod(0o644)  # an older, wider file is narrowed
+    dev.write_env_file(path, values)
+    assert path.stat().st_mode & 0o777 == 0o600
+    script = ". " + str(path) + " && " + " && ".join(f'printf "%s\\n" "${name}"' for name in values)
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True, env={})
+    assert out.stdout.splitlines() == list(values.values())
+
+
+def test_banner_tells_how_to_use_the_env_file_from_another_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env: dict[str, str] = {}
+    dev.fill_dev_env(env, dev.needed_env_vars(ROUTES))
+    info = dev.BannerInfo(
+        redis_url="redis://127.0.0.1:6380/0",
+        redis_kind="k",
+        base_url="http://127.0.0.1:8000",
+        routes=parse_routes(ROUTES, "routes.toml", env),
+        worker="w",
+        env_file=tmp_path / ".relay-dev" / "env",
+    )
+    assert "source ./.relay-dev/env" in dev.render_banner(info)
+    elsewhere = dataclasses.replace(info, env_file=Path("/elsewhere/env"))
+    assert "source /elsewhere/env" in dev.render_banner(elsewhere)
+
+
+def test_rq_job_lines_are_quiet_unless_relay_logs_at_debug() -> None:
+    from relay.logs import rq_logging_level
+
+    assert rq_logging_level("info") == "WARNING"
+    assert rq_logging_level("warning") == "WARNING"
+    assert rq_logging_level("debug") == "DEBUG"
+    assert rq_logging_level("DEBUG") == "DEBUG"
 
 
 def test_loopback_ports_are_the_local_targets_ports_once_each() -> None:
@@ -449,67 +565,6 @@ class Target:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-class DevProcess:
-    """`relay dev` as a subprocess, with its output read line by line in a thread."""
-
-    def __init__(self, cwd: Path, env: dict[str, str], *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "relay", "dev", *args],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, text: str, timeout: float = 60) -> str:
-        """Wait until the output holds `text`; return the output so far."""
-        deadline = time.monotonic() + timeout
-        while text not in self.output:
-            if self.process.poll() is not None:
-                self.reader.join(5)
-                if text in self.output:
-                    break
-                pytest.fail(f"relay dev exited ({self.process.returncode}):\n{self.output}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"no {text!r} from relay dev within {timeout} s:\n{self.output}")
-            time.sleep(0.05)
-        return self.output
-
-    def interrupt(self, timeout: float = 60) -> int:
-        """Ctrl-C: SIGINT, then the exit code."""
-        self.process.send_signal(signal.SIGINT)
-        return self.wait(timeout)
-
-    def wait(self, timeout: float = 60) -> int:
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            pytest.fail(f"relay dev did not stop within {timeout} s:\n{self.output}")
-        self.reader.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 DEV_ROUTES = """
