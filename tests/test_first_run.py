@@ -30,8 +30,6 @@ from tests.support.redis_server import free_port
 REPO = Path(__file__).resolve().parents[1]
 QUICK_START_BODY = b"event=COURSEMEMBER_CREATED&courseId=1&memberId=2"
 
-pytestmark = pytest.mark.needs_redis_server
-
 
 def fresh_copy(dest: Path) -> Path:
     """The repository as a clone would have it, with the work in progress: what git would keep."""
@@ -113,62 +111,71 @@ def group_alive(group: int) -> bool:
     return True
 
 
+def wait_for_delivery(dev_run: DevProcess, event_id: str) -> None:
+    """The echo target prints the delivery to crm: its request line, then the body as sent."""
+    body = re.escape(QUICK_START_BODY.decode())
+    delivery = re.compile(rf"echo :\d+ POST /crm webhook-id={event_id}\b.*\n\s+{body}")
+    deadline = time.monotonic() + 30
+    while not delivery.search(dev_run.output) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert delivery.search(dev_run.output), dev_run.output
+
+
 @pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc")
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    "redis", [pytest.param("redis-server", marks=pytest.mark.needs_redis_server), "embedded"]
+)
 def test_make_run_from_a_fresh_copy_delivers_the_quick_start_event_and_leaves_nothing(
-    tmp_path: Path,
+    tmp_path: Path, redis: str
 ) -> None:
-    if shutil.which("redis-server") is None:
+    copy = fresh_copy(tmp_path / "relay")
+    env = newcomer_env(copy)
+    if redis == "redis-server" and shutil.which("redis-server") is None:
         if os.environ.get("RELAY_REQUIRE_REDIS_SERVER") == "1":
             pytest.fail("RELAY_REQUIRE_REDIS_SERVER=1 but redis-server is not on PATH")
         pytest.skip("needs redis-server on PATH (the first run with one)")
-    copy = fresh_copy(tmp_path / "relay")
-    env = newcomer_env(copy)
+    if redis == "embedded":  # a machine without redis-server: nothing else on PATH either
+        (tmp_path / "bin").mkdir()
+        env["PATH"] = str(tmp_path / "bin")
+    groups = []
     dev_run = DevProcess(copy, env, "--echo-target", command=relay_command(), new_session=True)
     try:
+        groups.append(dev_run.process.pid)
         banner = dev_run.wait_for("Press Ctrl-C to stop everything.", timeout=90)
         fellow = re.search(r"fellow\s+(http://127\.0\.0\.1:\d+/hooks/fellow/\S+)", banner)
         assert fellow, banner
-        groups = re.search(r"process group (\d+)", banner)
-        assert groups, banner
-        children_group = int(groups.group(1))
-
         status, answer = curl_post(fellow.group(1), QUICK_START_BODY)
         assert status == 202, answer
         event_id = json.loads(answer)["id"]
-        # The echo target prints the delivery to crm: its request line, then the body as sent.
-        body = re.escape(QUICK_START_BODY.decode())
-        delivery = re.compile(rf"echo :\d+ POST /crm webhook-id={event_id}\b.*\n\s+{body}")
-        deadline = time.monotonic() + 30
-        while not delivery.search(dev_run.output) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert delivery.search(dev_run.output), dev_run.output
+        wait_for_delivery(dev_run, event_id)
 
-        # Relative defaults resolved against the copy: Redis's log is where the docs say.
         data = copy / ".relay-dev"
-        assert (data / "redis" / "redis.log").is_file()
         assert not (copy / ".relay-spool").exists()  # dev's spool lives under .relay-dev
-        env_file = data / "env"
-        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE((data / "env").stat().st_mode) == 0o600
         assert "source ./.relay-dev/env" in banner
-
-        # A second terminal: `source .relay-dev/env`, then an operator command finds the event.
-        second = subprocess.run(
-            ["sh", "-c", f". ./.relay-dev/env && {' '.join(relay_command())} events list"],
-            cwd=copy,
-            env={k: v for k, v in env.items() if k != "PORT"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert second.returncode == 0, second.stderr
-        assert event_id in second.stdout
+        if redis == "redis-server":
+            children = re.search(r"process group (\d+)", banner)
+            assert children, banner
+            groups.append(int(children.group(1)))
+            # Relative defaults resolved against the copy: Redis's log is where the docs say.
+            assert (data / "redis" / "redis.log").is_file()
+            # A second terminal: `source .relay-dev/env`, then an operator command finds it.
+            second = subprocess.run(
+                ["sh", "-c", f". ./.relay-dev/env && {' '.join(relay_command())} events list"],
+                cwd=copy,
+                env={k: v for k, v in env.items() if k != "PORT"},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert second.returncode == 0, second.stderr
+            assert event_id in second.stdout
 
         os.killpg(dev_run.process.pid, signal.SIGINT)  # Ctrl-C reaches the foreground group
         assert dev_run.wait(60) == 0, dev_run.output
     finally:
         dev_run.kill()
-    groups = (dev_run.process.pid, children_group)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (any(map(group_alive, groups)) or processes_using(copy)):
         time.sleep(0.1)
