@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from relay import constants
+from relay.decoding import SUPPORTED, Coding
 from relay.secrets import Secret
 
 #: Where each kind of source finds the event type by default, and the body it takes.
@@ -68,6 +69,8 @@ class Source:
     dedupe: Dedupe | None = None
     spool: bool = False  # keep events on local disk while Redis is down (call-once providers)
     call_once: bool = False  # the provider never retries: spool defaults to on
+    # The Content-Encodings taken (relay.decoding); () takes uncompressed bodies only.
+    content_encodings: tuple[Coding, ...] = SUPPORTED
 
 
 @dataclass(frozen=True)

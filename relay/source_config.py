@@ -8,6 +8,7 @@ from typing import Any
 
 from relay import constants
 from relay.config_fields import HEADER_NAME, NAME, Collector, hint, string_list
+from relay.decoding import IDENTITY, SUPPORTED, Coding
 from relay.route_table import DEFAULT_DEDUPE_WINDOW, HTTP_METHODS, SOURCE_KINDS, Dedupe, Source
 from relay.secrets import Secret
 from relay.units import parse_duration, parse_size
@@ -30,7 +31,10 @@ SOURCE_KEYS = (
     "dedupe",
     "spool",
     "call_once",
+    "content_encodings",
 )
+#: Codings a provider may send that relay does not decode: named in the problem, with why.
+_UNDECODED = ("br", "zstd", "compress", "x-compress")
 DEDUPE_KEYS = ("key", "window")
 
 
@@ -117,6 +121,7 @@ def load_source(c: Collector, name: str, data: Mapping[str, Any]) -> Source | No
     # A provider that calls once loses the event on a 503, so its events are spooled to disk
     # while Redis is down unless the operator says otherwise.
     spool = c.flag(table, data, "spool", call_once)
+    content_encodings = _load_encodings(c, table, data.get("content_encodings", list(SUPPORTED)))
     if len(c.problems) != ok:
         return None
     return Source(
@@ -130,7 +135,36 @@ def load_source(c: Collector, name: str, data: Mapping[str, Any]) -> Source | No
         dedupe=dedupe,
         spool=spool,
         call_once=call_once,
+        content_encodings=content_encodings,
     )
+
+
+def _load_encodings(c: Collector, table: str, value: Any) -> tuple[Coding, ...]:
+    """`content_encodings`: a list (empty allowed) of the codings relay decodes."""
+    key = "content_encodings"
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        c.add(table, key, 'must be a list of strings, e.g. ["gzip", "deflate"] or []')
+        return SUPPORTED
+    known = ", ".join(SUPPORTED)
+    taken: dict[Coding, None] = {}
+    for given in value:
+        name = given.strip().lower()
+        if name == IDENTITY:  # no coding at all: always taken, listing it changes nothing
+            continue
+        if name in _UNDECODED:
+            c.add(
+                table,
+                key,
+                f"{given!r} is not supported: relay decodes {known} only (no dependency for "
+                "br or zstd); a request sent with it gets 415",
+            )
+        elif name not in SUPPORTED:
+            c.add(
+                table, key, f"unknown encoding {given!r} (one of: {known}){hint(name, SUPPORTED)}"
+            )
+        else:
+            taken[Coding(name)] = None
+    return tuple(taken)
 
 
 def _load_dedupe(c: Collector, table: str, value: Any, kind: str) -> Dedupe | None:
