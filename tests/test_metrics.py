@@ -16,6 +16,7 @@ from relay.metrics import ReceiverMetrics, RedisCollector, WorkerMetrics, render
 from relay.queueing import KICKS_ENOUGH
 from relay.routes import parse_routes
 from relay.settings import Settings
+from worker.pause import pause_target, resume_target
 
 TOKEN = "chalk-token-0123456789abcdef"
 ROUTES = """
@@ -138,3 +139,43 @@ def test_due_deliveries_are_reported_per_target(redis_client: redis.Redis) -> No
     assert found[(due, (("target", "crm"), ("when", "later")))] == 1
     assert found[(due, (("target", "erp"), ("when", "now")))] == 0
     assert found[(due, (("target", "erp"), ("when", "later")))] == 1
+
+
+async def test_receiver_metrics_report_a_paused_target(
+    client: Any, redis_client: redis.Redis
+) -> None:
+    # Issue 12: relay_target_paused existed only on the worker's endpoint, which `relay dev`
+    # does not start. The receiver's /metrics reads it from Redis at scrape time.
+    hooks = f"/hooks/chalk/{TOKEN}"
+    resp = await client.post(hooks, data=b'{"event": "element_published"}', headers=JSON)
+    assert resp.status == 202  # crm now has a delivery due
+    assert pause_target(redis_client, "crm", "maintenance window", now=1_790_000_000.5)
+    found = samples(await (await client.get("/metrics")).text())
+    assert found[("relay_target_paused", (("target", "crm"),))] == 1
+    assert found[("relay_target_pause_start_time_seconds", (("target", "crm"),))] == (
+        1_790_000_000.5
+    )
+
+    assert resume_target(redis_client, "crm")
+    found = samples(await (await client.get("/metrics")).text())
+    assert found[("relay_target_paused", (("target", "crm"),))] == 0
+    assert ("relay_target_pause_start_time_seconds", (("target", "crm"),)) not in found
+
+
+def test_redis_collector_reports_configured_targets_paused_or_not(
+    redis_client: redis.Redis,
+) -> None:
+    # A configured target is reported before it ever had a delivery; one Redis knows only from
+    # its due set is reported too; a hand-written pause (no time) has no start time.
+    redis_client.sadd(keys.DUE_TARGETS, "erp")
+    redis_client.set(keys.paused_key("bi"), "1")
+    registry = CollectorRegistry()
+    registry.register(RedisCollector(lambda: redis_client, targets=lambda: ("crm", "bi")))
+    found = samples(render(registry).decode())
+    paused = {
+        labels[0][1]: value
+        for (name, labels), value in found.items()
+        if name == "relay_target_paused"
+    }
+    assert paused == {"bi": 1, "crm": 0, "erp": 0}
+    assert not any(name == "relay_target_pause_start_time_seconds" for name, _ in found)

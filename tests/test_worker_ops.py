@@ -32,6 +32,7 @@ from relay.queueing import DELIVER_DUE, make_queue
 from relay.route_table import RouteTable
 from relay.routes import parse_routes
 from relay.settings import Settings
+from relay.times import format_time
 from tests.support.processes import RelayProcess, relay_env, relay_processes, wait_until
 from tests.support.redis_server import free_port
 from tests.support.seed_events import make_event, routes_toml, store_events
@@ -603,10 +604,21 @@ def test_pause_and_resume_commands(
     assert "crm: paused" in capsys.readouterr().out
     assert relay_main(["pause", "crm"]) == 0
     assert "already paused" in capsys.readouterr().out
+    since = paused(redis_client, ["crm"])["crm"].at
     assert paused(redis_client, ["crm"])["crm"].reason == "maintenance window"
+    assert relay_main(["pause"]) == 0
+    assert capsys.readouterr().out == (
+        f"crm  paused since {format_time(since)} (0s ago): maintenance window\n"
+    )
     assert relay_main(["pause", "--json"]) == 0
     [listed] = orjson.loads(capsys.readouterr().out)
-    assert (listed["target"], listed["reason"]) == ("crm", "maintenance window")
+    assert listed == {
+        "target": "crm",
+        "reason": "maintenance window",
+        "since": format_time(since),
+        "at": since,
+        "event_id": None,
+    }
 
     assert relay_main(["pause", "crn"]) == 2
     err = capsys.readouterr().err
