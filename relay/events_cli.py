@@ -13,7 +13,6 @@ import codecs
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,7 +20,7 @@ import orjson
 import redis
 
 from relay import keys
-from relay.cli import positive_int
+from relay.cli_options import add_connection_options, add_list_options, limit_of
 from relay.errors import ConfigError
 from relay.ids import is_event_id
 from relay.inspect import (
@@ -37,7 +36,8 @@ from relay.inspect import (
 )
 from relay.settings import Settings
 from relay.tables import render_fields, render_table
-from relay.units import parse_duration, parse_size
+from relay.times import format_time, parse_since
+from relay.units import parse_size
 
 #: Default size of the body preview of `show` (bytes).
 PREVIEW_BYTES = 1024
@@ -59,28 +59,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Subcommands `list` and `show` of `relay events`."""
     sub = parser.add_subparsers(dest="events_command", metavar="SUBCOMMAND", required=True)
     lister = sub.add_parser("list", help="list events, newest first", description=_LIST_HELP)
-    lister.add_argument("--source", help="only events from this source")
-    lister.add_argument("--type", dest="type_glob", metavar="GLOB", help="event type glob")
-    lister.add_argument("--target", help="only events routed to this target")
+    # The same filters, limit and connection options as `relay dead list` (relay.cli_options).
+    add_list_options(lister, since="received")
     lister.add_argument(
         "--state",
         choices=STATES,
         help="only events with a delivery in this state (on --target when given), or unrouted",
     )
-    lister.add_argument(
-        "--since", metavar="TIME", help="received at or after TIME: ISO-8601 or '30m', '2h', '7d'"
-    )
-    lister.add_argument(
-        "--limit",
-        type=positive_int,
-        default=50,
-        metavar="N",
-        help="most events to show (default 50)",
-    )
-    lister.add_argument("--json", action="store_true", help="print JSON instead of a table")
     shower = sub.add_parser("show", help="one event with every delivery attempt")
     shower.add_argument("event_id", metavar="ID", help="event id (evt_...)")
-    shower.add_argument("--json", action="store_true", help="print JSON")
+    add_connection_options(shower)
     shower.add_argument(
         "--body", action="store_true", help="write the exact body bytes to stdout (nothing else)"
     )
@@ -107,32 +95,6 @@ def _size(text: str) -> int:
 
 
 # -- pure helpers ----------------------------------------------------------------------------
-
-
-def _aware(moment: datetime) -> datetime:
-    # A time without an offset is taken as UTC: the relay's clocks and outputs are all UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def parse_time(text: str, now: float) -> float:
-    """Unix seconds from ISO-8601 ("2026-11-05T10:00Z", UTC when no offset) or a duration ago."""
-    try:
-        return _aware(datetime.fromisoformat(text.strip())).timestamp()
-    except ValueError:
-        pass
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        raise ValueError(
-            f"expected an ISO-8601 time (2026-11-05T10:00:00Z) or a duration ago "
-            f"like '30m', '2h' or '7d', got {text!r}"
-        ) from None
-
-
-def utc_iso(timestamp: float, *, millis: bool = False) -> str:
-    """A Unix time as UTC ISO-8601 with a Z, to the second or the millisecond."""
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.isoformat(timespec="milliseconds" if millis else "seconds").replace("+00:00", "Z")
 
 
 def printable(text: str, *, keep_newlines: bool = False) -> str:
@@ -201,7 +163,7 @@ def summary_json(summary: EventSummary) -> dict[str, Any]:
     """One listed event as JSON."""
     return {
         "id": summary.id,
-        "received": utc_iso(summary.received_at, millis=True),
+        "received": format_time(summary.received_at),
         "received_at": summary.received_at,
         "source": summary.source,
         "type": summary.type,
@@ -217,7 +179,7 @@ def attempt_json(attempt: Attempt) -> dict[str, Any]:
     """One attempt record as JSON (times in ISO and Unix seconds, duration in milliseconds)."""
     return {
         "attempt": attempt.attempt,
-        "at": utc_iso(attempt.at, millis=True),
+        "at": format_time(attempt.at),
         "at_unix": attempt.at,
         "status": attempt.status,
         "error": attempt.error or None,
@@ -255,7 +217,7 @@ def event_json(view: EventView, max_body: int, *, full_body: bool) -> dict[str, 
         "id": event.id,
         "source": event.source,
         "type": event.type,
-        "received": utc_iso(event.received_at, millis=True),
+        "received": format_time(event.received_at),
         "received_at": event.received_at,
         "method": event.method,
         "content_type": event.content_type,
@@ -289,7 +251,7 @@ def render_listing(summaries: Sequence[EventSummary]) -> str:
     rows = [
         (
             s.id,
-            utc_iso(s.received_at),
+            format_time(s.received_at),
             printable(s.source),
             printable(s.type or ""),
             printable(compact_states(s)),
@@ -307,7 +269,7 @@ def _attempt_row(attempt: Attempt) -> tuple[object, ...]:
         snippet = snippet[: SNIPPET_CHARS - 3] + "..."
     return (
         attempt.attempt,
-        utc_iso(attempt.at, millis=True),
+        format_time(attempt.at),
         printable(result or ""),
         _millis(attempt.duration),
         printable(attempt.outcome)
@@ -344,7 +306,7 @@ def render_event(view: EventView, max_body: int) -> str:
             ("id", event.id),
             ("source", printable(event.source)),
             ("type", printable(event.type or "")),
-            ("received", utc_iso(event.received_at, millis=True)),
+            ("received", format_time(event.received_at)),
             ("method", printable(event.method)),
             ("content-type", printable(event.content_type)),
             ("expires in", expires),
@@ -370,9 +332,9 @@ def render_event(view: EventView, max_body: int) -> str:
 # -- commands --------------------------------------------------------------------------------
 
 
-def _connect(settings: Settings) -> redis.Redis:
+def _connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(
-        settings.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+        url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
     )
 
 
@@ -384,13 +346,14 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"relay events: {problem}", file=sys.stderr)
         return 2
-    conn = _connect(settings)
+    url = args.url or settings.redis_url
+    conn = _connect(url)
     try:
         if args.events_command == "list":
             return _run_list(conn, args)
         return _run_show(conn, args)
     except redis.RedisError as exc:
-        print(f"relay events: Redis at {safe_url(settings.redis_url)}: {exc}", file=sys.stderr)
+        print(f"relay events: Redis at {safe_url(url)}: {exc}", file=sys.stderr)
         return 1
     finally:
         conn.close()
@@ -400,12 +363,14 @@ def _run_list(conn: redis.Redis, args: argparse.Namespace) -> int:
     since = None
     if args.since:
         try:
-            since = parse_time(args.since, time.time())
+            since = parse_since(args.since, time.time())
         except ValueError as exc:
             print(f"relay events list: --since: {exc}", file=sys.stderr)
             return 2
-    query = EventQuery(args.source, args.type_glob, args.target, args.state, since)
-    listing = list_events(conn, query, limit=args.limit, max_scan=SCAN_LIMIT)
+    query = EventQuery(args.source, args.event_type, args.target, args.state, since)
+    # --limit 0 is "all", which the scan bound still caps (MAX_SCAN index entries).
+    limit = limit_of(args) or SCAN_LIMIT
+    listing = list_events(conn, query, limit=limit, max_scan=SCAN_LIMIT)
     if args.json:
         _dump(
             {

@@ -12,7 +12,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
@@ -29,8 +28,8 @@ from rq.worker import Worker
 
 from relay import constants, keys
 from relay.envelope import Event
+from relay.pauses import Pause, paused
 from relay.queueing import kick, make_queue
-from relay.units import parse_duration
 
 #: Dead letters a delivery can be replayed from.
 REPLAYABLE_STATES = frozenset({keys.DEAD_STATE, keys.GONE})
@@ -162,10 +161,11 @@ class TargetStatus:
     attempts: int = 0
     failures: int = 0
     replayed: int = 0
+    paused: Pause | None = None  # deliveries are held (relay pause, or a 410 with pause_on_gone)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping."""
-        return asdict(self)
+        """A JSON-ready mapping; `paused` is null or {reason, since (ISO), at, event_id}."""
+        return asdict(self) | {"paused": None if self.paused is None else self.paused.to_view()}
 
 
 @dataclass(frozen=True)
@@ -209,8 +209,8 @@ class Status:
     sources: tuple[SourceStatus, ...]
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping."""
-        return asdict(self)
+        """A JSON-ready mapping (each target's as TargetStatus.to_json has it)."""
+        return asdict(self) | {"targets": [t.to_json() for t in self.targets]}
 
 
 @dataclass(frozen=True)
@@ -248,24 +248,6 @@ class DeadFilter:
 
 # ---------------------------------------------------------------------------------------------
 # Small pure helpers
-
-
-def parse_since(value: str, now: float | None = None) -> float:
-    """Unix seconds from ISO-8601 (naive means UTC) or a duration ago ("2h", "30m", "7d")."""
-    now = time.time() if now is None else now
-    try:
-        return now - parse_duration(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(
-            f"expected a time like '2h', '30m', '7d' or '2026-11-20T14:00:00Z', got {value!r}"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _text(value: object) -> str:
@@ -508,6 +490,7 @@ def collect_status(
     configured = list(dict.fromkeys(configured_targets))
     seen = set(target_counters) | set(pending) | set(waiting) | set(dead_now)
     names = configured + sorted(seen - set(configured))
+    pauses = paused(conn, names)
     targets = tuple(
         TargetStatus(
             name=name,
@@ -519,6 +502,7 @@ def collect_status(
                 k: target_counters.get(name, {}).get(k, 0)
                 for k in ("delivered", "dead", "gone", "attempts", "failures", REPLAYED_STAT)
             },
+            paused=pauses.get(name),
         )
         for name in names
     )
@@ -639,6 +623,15 @@ def _refusal(
             message=f"delivery of {event_id} to {target} is {state or 'unknown'}, not dead",
         )
     return None
+
+
+def delivery_states(conn: Redis, event_id: str) -> dict[str, str]:
+    """Each target of an event with its delivery state, in route order; {} when unknown."""
+    data: Mapping[bytes, bytes] = conn.hgetall(keys.event_key(event_id))  # type: ignore[assignment]
+    return {
+        t: _text(data.get(keys.state_field(t).encode())) or keys.PENDING
+        for t in _targets_of(data.get(b"targets"))
+    }
 
 
 def dead_targets_of(conn: Redis, event_id: str) -> list[str]:

@@ -13,7 +13,6 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,10 +21,18 @@ import redis
 import structlog
 
 from relay import keys, ops
+from relay.cli_options import (
+    add_connection_options,
+    add_filter_options,
+    add_list_options,
+    limit_of,
+)
 from relay.errors import ConfigError
 from relay.logs import configure_logging
+from relay.pauses import describe_pause
 from relay.settings import Settings
 from relay.tables import render_fields, render_table
+from relay.times import format_age, format_time, parse_since
 
 #: How much of a body `relay dead show` prints: enough to recognise an event, not to flood.
 BODY_PREVIEW = 512
@@ -36,8 +43,6 @@ CELL_MAX = 60
 #: Header values `dead show` never prints: they may carry credentials of the provider.
 SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-hook-secret"})
 
-DEFAULT_LIST_LIMIT = 50
-
 
 # ---------------------------------------------------------------------------------------------
 # Shared plumbing
@@ -45,13 +50,6 @@ DEFAULT_LIST_LIMIT = 50
 
 class UsageError(Exception):
     """An operator's argument that cannot be used (exit code 2, like argparse)."""
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url", "-u", help="Redis URL (default: REDIS_URL, else redis://localhost:6379/0)"
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
 def _settings() -> Settings:
@@ -100,25 +98,6 @@ def _print_json(value: Any, stream: TextIO | None = None) -> None:
     (stream or sys.stdout).write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def format_time(ts: float | None) -> str:
-    """Unix seconds as a UTC time to the second, like 2026-11-20 14:03:11Z."""
-    if ts is None:
-        return ""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def format_age(seconds: float) -> str:
-    """A compact age: 42s, 5m, 3h12m, 2d4h."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
-
-
 def _cut(text: str, limit: int = CELL_MAX) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -126,7 +105,7 @@ def _cut(text: str, limit: int = CELL_MAX) -> str:
 
 def _since(value: str | None) -> float | None:
     try:
-        return None if value is None else ops.parse_since(value)
+        return None if value is None else parse_since(value)
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
 
@@ -137,7 +116,7 @@ def _since(value: str | None) -> float | None:
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `relay status`."""
-    _add_common(parser)
+    add_connection_options(parser)
     parser.add_argument(
         "--routes",
         help="routes.toml whose targets are listed even when idle (default: RELAY_ROUTES)",
@@ -164,7 +143,7 @@ def configured_targets(path: str) -> tuple[str, ...]:
 
 
 def render_status(status: ops.Status) -> str:
-    """The status as tables for people."""
+    """The status as tables for people; paused targets are marked and listed with why."""
     q = status.queue
     lines = [
         f"queue {q.name}: {q.queued} queued, {q.started} started, {q.scheduled} scheduled, "
@@ -175,6 +154,7 @@ def render_status(status: ops.Status) -> str:
         rows = [
             (
                 t.name if t.configured else f"{t.name} *",
+                "paused" if t.paused else "active",
                 t.pending,
                 t.scheduled,
                 t.dead_letters,
@@ -188,12 +168,20 @@ def render_status(status: ops.Status) -> str:
             for t in status.targets
         ]
         headers = (
-            "TARGET", "PENDING", "RETRIES", "DEAD NOW", "DELIVERED", "DEAD", "GONE",
+            "TARGET", "STATE", "PENDING", "RETRIES", "DEAD NOW", "DELIVERED", "DEAD", "GONE",
             "ATTEMPTS", "FAILURES", "REPLAYED",
         )  # fmt: skip
         lines.append(render_table(headers, rows))
         if not all(t.configured for t in status.targets):
             lines.append("* not in routes.toml (seen in Redis)")
+        held = [t for t in status.targets if t.paused]
+        if held:
+            lines += ["", "Paused (deliveries held until `relay resume TARGET`):"]
+            lines += [
+                f"  {t.name}  paused {describe_pause(t.paused, status.at)}"
+                for t in held
+                if t.paused is not None
+            ]
     else:
         lines.append("No targets yet.")
     if status.sources:
@@ -257,32 +245,15 @@ def run_status(args: argparse.Namespace) -> int:
 # relay dead list | show
 
 
-def _add_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", "-t", help="only this target")
-    parser.add_argument("--source", "-s", help="only events of this source")
-    parser.add_argument("--event-type", "-e", metavar="GLOB", help="only event types matching")
-    parser.add_argument(
-        "--since", metavar="TIME", help="went dead since TIME: 2h, 30m, 7d or ISO-8601 (UTC)"
-    )
-
-
 def add_dead_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `relay dead list` and `relay dead show`."""
     sub = parser.add_subparsers(dest="dead_command", metavar="{list,show}", required=True)
     listing = sub.add_parser("list", help="dead letters, newest first")
-    _add_filters(listing)
-    listing.add_argument(
-        "--limit",
-        "-n",
-        type=int,
-        default=DEFAULT_LIST_LIMIT,
-        help=f"at most N, newest first (default {DEFAULT_LIST_LIMIT}; 0 for all)",
-    )
-    _add_common(listing)
+    add_list_options(listing, since="went dead")
     show = sub.add_parser("show", help="one event: its request, deliveries and attempts")
     show.add_argument("event_id", metavar="EVENT_ID")
     show.add_argument("--target", "-t", help="only this target's delivery and attempts")
-    _add_common(show)
+    add_connection_options(show)
 
 
 def render_dead_list(letters: Sequence[ops.DeadLetter], now: float) -> str:
@@ -316,7 +287,7 @@ def _filter_from(args: argparse.Namespace, limit: int | None = None) -> ops.Dead
 
 
 def _dead_list(args: argparse.Namespace, conn: redis.Redis) -> int:
-    limit = args.limit if args.limit and args.limit > 0 else None
+    limit = limit_of(args)
     letters = ops.list_dead(conn, _filter_from(args, limit))
     if args.json:
         _print_json([d.to_json() for d in letters])
@@ -394,7 +365,7 @@ def render_event_detail(detail: ops.EventDetail, now: float) -> str:
                 d.attempts,
                 d.replayed_after or None,
                 format_time(d.dead_at),
-                _cut(d.reason),
+                d.reason,  # whole: this is the one place to read it (lists cut it)
             )
             for d in detail.deliveries
         ]
@@ -409,12 +380,12 @@ def render_event_detail(detail: ops.EventDetail, now: float) -> str:
                 None if a.duration is None else f"{a.duration * 1000:.0f}ms",
                 a.status,
                 a.outcome,
-                _cut(a.error, 40),
                 _cut(a.response, 40),
+                a.error,  # whole, and last so that a long one wraps no other column
             )
             for a in detail.attempts
         ]
-        attempt_headers = ("TARGET", "#", "AT", "TOOK", "STATUS", "OUTCOME", "ERROR", "RESPONSE")
+        attempt_headers = ("TARGET", "#", "AT", "TOOK", "STATUS", "OUTCOME", "RESPONSE", "ERROR")
         lines += ["", render_table(attempt_headers, attempt_rows)]
     else:
         lines += ["", "No attempts recorded."]
@@ -458,11 +429,11 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="EVENT_ID",
         help="replay the dead deliveries of these events (all targets unless --target)",
     )
-    _add_filters(parser)
+    add_filter_options(parser, since="went dead")
     parser.add_argument("--all", "-a", action="store_true", help="replay every dead letter")
     parser.add_argument("--dry-run", action="store_true", help="show what would be replayed")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    _add_common(parser)
+    add_connection_options(parser)
 
 
 class ProgressBar:
@@ -501,8 +472,12 @@ def _selection(
             targets = [args.target] if args.target else ops.dead_targets_of(conn, event_id)
             if targets:
                 pairs += [(event_id, t) for t in targets]
+            elif states := ops.delivery_states(conn, event_id):
+                listed = ", ".join(f"{t}: {state}" for t, state in states.items())
+                message = f"event {event_id} has no dead delivery to replay ({listed})"
+                nothing.append(ops.ReplayResult(event_id, "", "not_dead", "", message=message))
             elif conn.exists(keys.event_key(event_id)):
-                message = f"event {event_id} has no dead deliveries"
+                message = f"event {event_id} has no deliveries to replay (no route matched it)"
                 nothing.append(ops.ReplayResult(event_id, "", "not_dead", "", message=message))
             else:
                 message = f"no event {event_id} (unknown, or expired and no longer kept)"
@@ -554,28 +529,34 @@ def _run_replay(args: argparse.Namespace, settings: Settings) -> int:
             log.debug("replayed", event_id=event_id, target=target, attempt=result.attempt)
         bar.update(done)
     bar.finish()
-    replayed = sum(r.ok for r in results)
+    ok = sum(r.ok for r in results)
+    # A dry run changed nothing: it says what it would do, never that it replayed.
     log.info(
-        "replay finished",
+        "replay dry run finished" if args.dry_run else "replay finished",
         selected=len(pairs),
-        replayed=replayed,
-        failed=len(results) - replayed,
+        **{_done_key(args.dry_run): ok},
+        failed=len(results) - ok,
         dry_run=args.dry_run,
     )
     if args.json:
         _print_json(_replay_json(args.dry_run, len(pairs), results))
     else:
         print(render_replay(results, args.dry_run))
-    return 0 if replayed == len(results) else 1
+    return 0 if ok == len(results) else 1
+
+
+def _done_key(dry_run: bool) -> str:
+    """What the count of good results is called: `would_replay` in a dry run, else `replayed`."""
+    return "would_replay" if dry_run else "replayed"
 
 
 def _replay_json(dry_run: bool, selected: int, results: Sequence[ops.ReplayResult]) -> Any:
-    replayed = sum(r.ok for r in results)
+    ok = sum(r.ok for r in results)
     return {
         "dry_run": dry_run,
         "selected": selected,
-        "replayed": replayed,
-        "failed": len(results) - replayed,
+        _done_key(dry_run): ok,
+        "failed": len(results) - ok,
         "results": [r.to_json() for r in results],
     }
 
@@ -595,8 +576,12 @@ def render_replay(results: Sequence[ops.ReplayResult], dry_run: bool) -> str:
     elif done:
         lines.append(f"Replayed {len(done)} dead letter(s).")
     if failed:
-        lines.append(f"Could not replay {len(failed)}:")
-        lines += [f"  {r.event_id} {r.target or '-'}: {r.message}" for r in failed]
+        lines.append(f"{'Cannot' if dry_run else 'Could not'} replay {len(failed)}:")
+        # A result without a target is about a whole event; its message names the event.
+        lines += [
+            f"  {r.event_id} {r.target}: {r.message}" if r.target else f"  {r.message}"
+            for r in failed
+        ]
     return "\n".join(lines)
 
 

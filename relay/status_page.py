@@ -25,7 +25,8 @@ import structlog
 from aiohttp import web
 
 from relay import keys, ops
-from relay.ops_cli import format_age, format_time
+from relay.pauses import Pause, describe_pause
+from relay.times import format_age, format_time
 
 log = structlog.get_logger("relay.status")
 
@@ -52,6 +53,8 @@ CACHE_SECONDS = 2.0
 COLLECT_TIMEOUT = 10.0
 
 OK, DEGRADED, FAILING, IDLE = "ok", "degraded", "failing", "idle"
+#: A paused target's deliveries are held whatever its recent attempts say: that comes first.
+PAUSED = "paused"
 
 #: Column groups of the targets table: what is true now, and counters since the start.
 TARGET_GROUPS = (("", 2), ("now", 3), ("since the start", 6), ("last hour", 1))
@@ -95,7 +98,7 @@ class TargetRow:
     """One target's figures from `relay status` plus its health from recent attempts."""
 
     figures: ops.TargetStatus
-    health: str  # ok | degraded | failing | idle
+    health: str  # paused | ok | degraded | failing | idle
     recent_attempts: int  # attempts that decided the health
     recent_failures: int
 
@@ -232,7 +235,8 @@ def summarize(
     dead_letters: Sequence[ops.DeadLetter],
     now: float,
 ) -> StatusPage:
-    """The page's values: each target's health from its newest attempts, newest failures."""
+    """The page's values: each target's health (paused, else from its newest attempts), and
+    the newest failures."""
     ordered = _newest_first(recent)
     rows = []
     for figures in status.targets:
@@ -246,7 +250,7 @@ def summarize(
         rows.append(
             TargetRow(
                 figures=figures,
-                health=health_of(sample),
+                health=PAUSED if figures.paused is not None else health_of(sample),
                 recent_attempts=len(sample),
                 recent_failures=sum(a.failed for a in sample),
             )
@@ -317,11 +321,27 @@ def _table(
     return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _paused_note(pause: Pause, now: float) -> str:
+    """The pause under a paused target's name: since when (a <time>) and why."""
+    since = pause.since
+    when = "since an unknown time"
+    if since is not None:
+        moment = _e(format_time(since))
+        when = (
+            f'since <time datetime="{moment}" title="{moment}">{moment}</time> '
+            f"({_e(format_age(now - since))} ago)"
+        )
+    reason = _e(pause.reason or "no reason given")
+    return f'<span class="note pause">paused {when}: {reason}</span>'
+
+
 def _target_rows(page: StatusPage) -> list[str]:
     rows = []
     for row in page.targets:
         t = row.figures
         name = _e(t.name) + ("" if t.configured else ' <span class="note">not in routes</span>')
+        if t.paused is not None:
+            name += " " + _paused_note(t.paused, page.status.at)
         rows.append(
             f'<tr data-target="{_e(t.name)}"><td data-field="name" class="name">{name}</td>'
             f'<td data-field="health"><span class="pill {row.health}">{row.health}</span></td>'
@@ -409,6 +429,8 @@ td.start,th.group+th.group{border-left:1px solid #d0d7de}
 .pill{display:inline-block;padding:1px 9px;border-radius:10px;font-size:13px;font-weight:600}
 .ok{background:#dafbe1;color:#1a7f37}.degraded{background:#fff8c5;color:#9a6700}
 .failing{background:#ffebe9;color:#cf222e}.idle{background:#eaeef2;color:#57606a}
+.paused{background:#ddf4ff;color:#0969da}
+.note.pause{display:block;white-space:normal;min-width:16em;max-width:28em}
 .note{font-size:12px;color:#57606a}.empty{color:#57606a;font-style:italic}
 .banner{background:#ffebe9;border:1px solid #cf222e;border-radius:6px;padding:8px 14px;
  margin-top:16px}
@@ -439,8 +461,16 @@ def render_html(page: StatusPage, token: str | None = None) -> str:
     waiting = any(t.pending or t.scheduled for t in s.targets)
     if s.workers == 0 and (q.queued or q.scheduled or waiting):
         banners.append("No worker is running: queued deliveries are waiting.")
+    banners += [
+        f"{t.name} is paused {describe_pause(t.paused, s.at)}. Its deliveries are held "
+        f"until `relay resume {t.name}`."
+        for t in s.targets
+        if t.paused is not None
+    ]
+    paused_count = sum(r.health == PAUSED for r in page.targets)
     figures = "".join(
         (
+            _figure("targets.paused", "targets paused", paused_count, alert=True),
             _figure("targets.failing", "targets failing", failing, alert=True),
             _figure("targets.degraded", "targets degraded", degraded, alert=True),
             _figure("dead_letters.total", "dead letters", page.dead_letters_total, alert=True),
@@ -500,7 +530,8 @@ def render_html(page: StatusPage, token: str | None = None) -> str:
             "No events received yet.",
             ' id="sources"',
         ),
-        "</main><footer>Health: the newest "
+        "</main><footer>Health: paused while a target's deliveries are held (relay pause, or a "
+        "410 with pause_on_gone); else the newest "
         f"{HEALTH_SAMPLE} attempts of each target in the last {int(HEALTH_WINDOW // 60)} "
         "minutes; ok when all delivered, failing when none did, degraded in between, idle "
         "without attempts. Counters are since the start; pending, retrying and dead letters "

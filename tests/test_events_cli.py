@@ -25,10 +25,8 @@ from relay.events_cli import (
     body_text,
     compact_states,
     human_duration,
-    parse_time,
     printable,
     safe_url,
-    utc_iso,
 )
 from relay.inspect import EventSummary, TargetState
 from relay.routes import parse_routes
@@ -99,11 +97,11 @@ def test_list_table(
     assert code == 0
     assert err == ""
     assert out == (
-        "ID                              RECEIVED              SOURCE  TYPE                "
+        "ID                              RECEIVED                  SOURCE  TYPE                "
         "DELIVERIES\n"
-        f"{ID_A}  2026-11-05T10:00:00Z  fellow  COURSEMEMBER_ADDED  "
+        f"{ID_A}  2026-11-05T10:00:00.000Z  fellow  COURSEMEMBER_ADDED  "
         "crm:delivered analytics:retrying(3)\n"
-        f"{ID_B}  2026-11-05T09:59:00Z  chalk   -                   unrouted\n"
+        f"{ID_B}  2026-11-05T09:59:00.000Z  chalk   -                   unrouted\n"
     )
 
 
@@ -191,15 +189,15 @@ def test_list_bad_since_is_a_usage_error(env: str, capsys: pytest.CaptureFixture
     code, out, err = run_cli(capsys, "list", "--since", "yesterday")
     assert code == 2
     assert out == ""
-    assert "--since: expected an ISO-8601 time" in err
+    assert "--since: expected a time like '2h', '30m', '7d' or ISO-8601" in err
     assert "'yesterday'" in err
 
 
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["list", "--limit", "0"], "--limit: must be a positive number, got '0'"),
-        (["list", "--limit", "ten"], "--limit: expected a whole number, got 'ten'"),
+        (["list", "--limit", "-1"], "--limit/-n: must be 0 or more, got '-1'"),
+        (["list", "-n", "ten"], "--limit/-n: expected a whole number, got 'ten'"),
         (["show", "x", "--max-body", "big"], "--max-body: expected a size in bytes"),
     ],
 )
@@ -488,30 +486,7 @@ def test_compact_states() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2026-11-05T10:00:00Z", NOW),
-        ("2026-11-05T11:00:00+01:00", NOW),
-        ("2026-11-05T10:00:00", NOW),
-        ("2026-11-05", NOW - 10 * 3600),
-        ("30m", NOW + 3600 - 1800),
-        ("2h", NOW + 3600 - 7200),
-        ("7d", NOW + 3600 - 7 * 86400),
-    ],
-)
-def test_parse_time(text: str, expected: float) -> None:
-    assert parse_time(text, NOW + 3600) == expected
-
-
-def test_parse_time_rejects_nonsense() -> None:
-    with pytest.raises(ValueError, match="ISO-8601"):
-        parse_time("last tuesday", NOW)
-
-
 def test_text_helpers() -> None:
-    assert utc_iso(NOW) == "2026-11-05T10:00:00Z"
-    assert utc_iso(NOW + 0.25, millis=True) == "2026-11-05T10:00:00.250Z"
     assert printable("a\x1b[2Jb\x7f\u200bc\n") == "a\\x1b[2Jb\\x7f\\u200bc\\n"
     assert printable("a\nb\tc\r", keep_newlines=True) == "a\nb\tc\\r"
     assert body_text(b"ab\xffc", 10) == "ab\\xffc"

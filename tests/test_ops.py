@@ -175,33 +175,6 @@ def test_render_fields_aligns_values() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# parse_since
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2h", NOW - 7200),
-        ("30m", NOW - 1800),
-        ("7d", NOW - 7 * 86400),
-        ("90", NOW - 90),
-        ("2026-09-21T00:00:00Z", 1_789_948_800.0),
-        ("2026-09-21T00:00:00", 1_789_948_800.0),  # naive means UTC
-        ("2026-09-21T02:00:00+02:00", 1_789_948_800.0),
-        ("2026-09-21", 1_789_948_800.0),
-    ],
-)
-def test_parse_since(text: str, expected: float) -> None:
-    assert ops.parse_since(text, now=NOW) == expected
-
-
-@pytest.mark.parametrize("text", ["yesterday", "2h ago", "", "-5m"])
-def test_parse_since_rejects_other_text(text: str) -> None:
-    with pytest.raises(ValueError, match="expected a time like"):
-        ops.parse_since(text, now=NOW)
-
-
-# ---------------------------------------------------------------------------------------------
 # Attempt records
 
 

@@ -19,12 +19,21 @@ import structlog
 
 from relay import keys, ops, ops_cli
 from relay.cli import main
+from relay.pauses import paused
 from relay.queueing import DELIVER_DUE, make_queue
+from relay.times import format_time
 from tests.support.processes import post, relay_env, relay_processes, wait_until
 from tests.support.redis_server import free_port
 from tests.support.seed_events import routes_toml
 from tests.support.targets import TargetServer
-from tests.test_ops import attempt_record, due_entries, queued_jobs, seed_dead, seed_event
+from tests.test_ops import (
+    NOW,
+    attempt_record,
+    due_entries,
+    queued_jobs,
+    seed_dead,
+    seed_event,
+)
 
 ROUTES = """
 [targets.crm]
@@ -122,12 +131,13 @@ def test_status_table(
     )
     table = rows("\n".join(lines[3:]))
     assert table[0] == [
-        "TARGET", "PENDING", "RETRIES", "DEAD", "NOW", "DELIVERED", "DEAD", "GONE",
+        "TARGET", "STATE", "PENDING", "RETRIES", "DEAD", "NOW", "DELIVERED", "DEAD", "GONE",
         "ATTEMPTS", "FAILURES", "REPLAYED",
     ]  # fmt: skip
-    assert table[1] == ["crm", "1", "1", "1", "12", "1", "0", "20", "0", "0"]
-    assert table[2] == ["idle", "0", "0", "0", "0", "0", "0", "0", "0", "0"]
-    assert table[3] == ["legacy", "*", "0", "0", "1", "0", "0", "0", "0", "0", "0"]
+    assert table[1] == ["crm", "active", "1", "1", "1", "12", "1", "0", "20", "0", "0"]
+    assert table[2] == ["idle", "active", "0", "0", "0", "0", "0", "0", "0", "0", "0"]
+    assert table[3] == ["legacy", "*", "active", "0", "0", "1", "0", "0", "0", "0", "0", "0"]
+    assert "Paused" not in out
     assert "* not in routes.toml (seen in Redis)" in out
     assert ["fellow", "14", "1", "0"] in table
 
@@ -164,7 +174,41 @@ def test_status_json(
         "attempts": 0,
         "failures": 0,
         "replayed": 1,
+        "paused": None,
     }
+
+
+def test_status_shows_a_paused_target_with_why_and_since_when(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 12: after `relay pause crm`, status showed crm with PENDING 1 and no pause marker.
+    now = time.time()
+    seed_event(redis_client, deliveries={"crm": ("pending", 0, "")}, due={"crm": now - 1})
+    assert main(["pause", "crm", "--reason", "maintenance window"]) == 0
+    since = paused(redis_client, ["crm"])["crm"].at
+    capsys.readouterr()
+
+    code, out, _ = run(capsys, "status")
+    assert code == 0
+    table = rows(out.split("\n\n")[1])
+    assert table[1][:3] == ["crm", "paused", "1"]
+    assert table[2][:2] == ["idle", "active"]
+    assert out.rstrip().endswith(
+        "Paused (deliveries held until `relay resume TARGET`):\n"
+        f"  crm  paused since {format_time(since)} (0s ago): maintenance window"
+    )
+
+    _, out, _ = run(capsys, "status", "--json")
+    crm, idle = orjson.loads(out)["targets"]
+    assert crm["pending"] == 1
+    assert crm["paused"] == {
+        "target": "crm",
+        "reason": "maintenance window",
+        "since": format_time(since),
+        "at": since,
+        "event_id": None,
+    }
+    assert idle["paused"] is None
 
 
 def test_status_routes_option_and_missing_routes(
@@ -235,25 +279,6 @@ def test_redact_url() -> None:
     assert ops_cli.redact_url("rediss://u:pw@h:1/2") == "rediss://u:***@h:1/2"
 
 
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [
-        (-3, "0s"),
-        (42, "42s"),
-        (300, "5m"),
-        (3600 * 3 + 720, "3h12m"),
-        (86400 * 2 + 4 * 3600, "2d4h"),
-    ],
-)
-def test_format_age(seconds: float, text: str) -> None:
-    assert ops_cli.format_age(seconds) == text
-
-
-def test_format_time() -> None:
-    assert ops_cli.format_time(1_790_000_000) == "2026-09-21 14:13:20Z"
-    assert ops_cli.format_time(None) == ""
-
-
 # ---------------------------------------------------------------------------------------------
 # relay dead list | show
 
@@ -282,7 +307,8 @@ def test_dead_list_table(
     assert table[1][:6] == [new, "idle", "strigo", "course.completed", "gone", "1"]
     assert table[1][-2:] == ["HTTP", "410"]
     assert table[2][:6] == [old, "crm", "fellow", "COURSEMEMBER_ADDED", "dead", "10"]
-    assert table[2][8] in ("2h00m", "1h59m")
+    assert table[2][6] == format_time(now - 7200)  # one format in every command
+    assert table[2][7] in ("2h00m", "1h59m")
     assert table[-1] == ["2", "dead", "letter(s)"]
 
 
@@ -310,6 +336,38 @@ def test_dead_list_filters_and_limit(
     assert listed("--limit", "0") == [a, c, b]
     _code, out, _ = run(capsys, "dead", "list", "--limit", "1")
     assert out.rstrip().endswith("1 dead letter(s) (the newest; --limit 0 for all)")
+
+
+@pytest.mark.parametrize("command", [("dead", "list"), ("events", "list")])
+def test_every_list_command_takes_the_same_options(
+    env: str,
+    redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    command: tuple[str, str],
+) -> None:
+    # Issue 12: `relay events list -n 2` was refused while `relay dead list -n 2` worked.
+    now = time.time()
+    newest = [
+        seed_dead(redis_client, "crm", at=now - i, received=now - i, event_type=f"A_{i}")
+        for i in range(3)
+    ]
+    seed_dead(redis_client, "idle", at=now - 9, received=now - 9, source="strigo")
+
+    def listed(*args: str) -> list[str]:
+        code, out, err = run(capsys, *command, "--json", *args)
+        assert code == 0, err
+        doc = orjson.loads(out)
+        found = doc["events"] if isinstance(doc, dict) else doc
+        return [d.get("event_id", d.get("id")) for d in found]
+
+    assert listed("-n", "2") == newest[:2]
+    assert listed("--limit", "2") == newest[:2]
+    assert listed("--limit", "0")[:3] == newest
+    assert listed("-t", "crm", "-n", "0") == newest
+    assert listed("--target", "crm", "-s", "fellow", "-e", "A_1") == [newest[1]]
+    assert listed("--source", "fellow", "--event-type", "A_*", "--since", "1h") == newest
+    assert listed("--type", "A_2") == [newest[2]]  # the older name of --event-type
+    assert listed("-u", env, "-n", "1") == newest[:1]
 
 
 def test_dead_list_json_shape(
@@ -360,11 +418,29 @@ def test_dead_show_text(
     assert "Authorization: [redacted]" in out
     assert "s3cret" not in out
     assert 'body:\n  {"event": "COURSEMEMBER_ADDED", "id": 7}\n' in out
-    table = rows(out.split("RESPONSE\n", 1)[1])
+    table = rows(out.split("RESPONSE  ERROR\n", 1)[1])
     assert table[0][:2] == ["crm", "1"]
-    # TARGET # AT(date time) TOOK STATUS OUTCOME ERROR RESPONSE
-    assert table[0][4:9] == ["12ms", "502", "retry", "-", "oops"]
-    assert table[1][4:9] == ["12ms", "-", "retry", "connection", "refused"]
+    # TARGET # AT TOOK STATUS OUTCOME RESPONSE ERROR
+    assert table[0] == ["crm", "1", format_time(NOW - 999), "12ms", "502", "retry", "oops", "-"]
+    assert table[1][3:] == ["12ms", "-", "retry", "-", "connection", "refused"]
+
+
+def test_dead_show_prints_the_whole_error_and_reason_where_lists_cut_them(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error = "Cannot connect to host crm.example.com:443 ssl:default [" + "x" * 150 + "] END"
+    reason = "attempts exhausted: " + "y" * 100 + " LAST"
+    attempts = [attempt_record("crm", 1, None, error=error)]
+    event_id = seed_dead(redis_client, "crm", made=1, reason=reason, attempts=attempts)
+
+    _, out, _ = run(capsys, "dead", "show", event_id)
+    assert error in out
+    assert reason in out
+    assert "…" not in out
+
+    _, out, _ = run(capsys, "dead", "list")
+    assert reason not in out  # a list view may shorten, and says so with an ellipsis
+    assert rows(out)[1][-1].endswith("…")
 
 
 def test_dead_show_json_and_target_filter(
@@ -451,7 +527,10 @@ def test_replay_event_with_several_dead_targets(
     assert due_entries(redis_client, "x") == {}
     code, out, _ = run(capsys, "replay", event_id)
     assert code == 1
-    assert out == f"Could not replay 1:\n  {event_id} -: event {event_id} has no dead deliveries\n"
+    assert out == (
+        f"Could not replay 1:\n  event {event_id} has no dead delivery to replay "
+        "(crm: pending, idle: pending, x: delivered)\n"
+    )
 
 
 def test_replay_bulk_by_target_prints_a_count_without_asking(
@@ -503,6 +582,40 @@ def test_replay_dry_run(
     assert redis_client.zcard(keys.DEAD) == 1
     assert make_queue(redis_client).count == 0
     assert due_entries(redis_client, "crm") == {}
+
+
+def test_replay_dry_run_never_says_it_replayed(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_dead(redis_client, "crm")
+    code, out, err = run(capsys, "replay", "--all", "--dry-run", "--json")
+    assert code == 0
+    [line] = logged(err)
+    assert line["event"] == "replay dry run finished"
+    assert (line["would_replay"], line["failed"], line["dry_run"]) == (1, 0, True)
+    assert "replayed" not in line
+    doc = orjson.loads(out)
+    assert (doc["would_replay"], doc["selected"]) == (1, 1)
+    assert "replayed" not in doc
+    assert redis_client.zcard(keys.DEAD) == 1  # and it did not
+
+    code, out, err = run(capsys, "replay", "--all", "--json")
+    [line] = logged(err)
+    assert (line["event"], line["replayed"]) == ("replay finished", 1)
+    assert "would_replay" not in line
+    assert orjson.loads(out)["replayed"] == 1
+
+
+def test_replay_of_an_unrouted_event_says_why_in_one_line(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event_id = seed_event(redis_client, deliveries={})
+    code, out, _ = run(capsys, "replay", event_id)
+    assert code == 1
+    assert out == (
+        f"Could not replay 1:\n  event {event_id} has no deliveries to replay "
+        "(no route matched it)\n"
+    )
 
 
 def test_replay_of_expired_events_fails_clearly(

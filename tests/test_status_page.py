@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 
 from relay import cli, keys, ops, status_page
 from relay.app import create_app
-from relay.ops_cli import format_time
+from relay.pauses import Pause
 from relay.queueing import kick, make_queue
 from relay.routes import parse_routes
 from relay.settings import Settings
@@ -32,6 +32,7 @@ from relay.status_page import (
     FAILING,
     IDLE,
     OK,
+    PAUSED,
     Failure,
     RecentAttempt,
     StatusPage,
@@ -40,8 +41,10 @@ from relay.status_page import (
     render_html,
     summarize,
 )
+from relay.times import format_time
 from tests.support.redis_server import free_port
 from tests.test_ops import seed_event
+from worker.pause import pause_target
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 TOKEN = "status-token-0123456789abcdef"
@@ -276,6 +279,7 @@ def assert_page_matches_json(html: str, doc: Mapping[str, Any]) -> None:
     healths = [t["health"] for t in doc["targets"]]
     queue = doc["queue"]
     assert page.figures == {
+        "targets.paused": str(healths.count(PAUSED)),
         "targets.failing": str(healths.count(FAILING)),
         "targets.degraded": str(healths.count(DEGRADED)),
         "dead_letters.total": str(doc["dead_letters"]["total"]),
@@ -290,6 +294,13 @@ def assert_page_matches_json(html: str, doc: Mapping[str, Any]) -> None:
         row = targets[t["name"]]
         assert row["name"].split(" ")[0] == t["name"]
         assert ("not in routes" in row["name"]) is (not t["configured"])
+        assert (t["health"] == PAUSED) is (t["paused"] is not None)
+        if t["paused"] is not None:
+            assert f"paused since {t['paused']['since']}" in row["name"]
+            assert row["name"].endswith(f": {' '.join(t['paused']['reason'].split())}")
+            assert row["@name"] == t["paused"]["since"] == format_time(t["paused"]["at"])
+        else:
+            assert "paused" not in row["name"]
         assert row["health"] == t["health"]
         assert row["recent"] == f"{t['recent_failures']}/{t['recent_attempts']}"
         for field in (
@@ -606,6 +617,53 @@ async def test_status_page_shows_the_json_figures(
     assert_page_matches_json(html, doc)
     assert "<script" not in html  # the provider's event type and the target's response
     assert parse_page(html).refresh == str(status_page.REFRESH_SECONDS)
+
+
+async def test_a_paused_target_is_paused_with_why_and_since_when(
+    make_client: MakeClient, redis_client: redis.Redis
+) -> None:
+    # The operator's view of issue 12: crm paused with a delivery due, and analytics healthy.
+    now = time.time()
+    seed_scene(redis_client, now)
+    seed_event(redis_client, deliveries={"crm": (keys.PENDING, 0, "")}, due={"crm": now - 1})
+    assert pause_target(redis_client, "crm", "maintenance window", now=now - 300)
+    client = await make_client()
+
+    doc = await (await client.get("/status.json")).json()
+    targets = {t["name"]: t for t in doc["targets"]}
+    crm = targets["crm"]
+    assert crm["health"] == PAUSED  # not ok, failing or idle: its deliveries are held
+    assert crm["pending"] == 1
+    assert crm["paused"] == {
+        "target": "crm",
+        "reason": "maintenance window",
+        "since": format_time(now - 300),
+        "at": now - 300,
+        "event_id": None,
+    }
+    assert targets["analytics"]["health"] == OK
+    assert targets["analytics"]["paused"] is None
+
+    html = await (await client.get("/status")).text()
+    assert_page_matches_json(html, doc)
+    row = parse_page(html).keyed("targets")["crm"]
+    assert row["health"] == PAUSED
+    assert row["name"] == f"crm paused since {format_time(now - 300)} (5m ago): maintenance window"
+    assert parse_page(html).figures["targets.paused"] == "1"
+    assert "crm is paused since" in html
+    assert "until `relay resume crm`" in html
+
+
+def test_a_paused_target_beats_its_recent_attempts_and_is_escaped() -> None:
+    now = 1_790_000_000.0
+    figures = ops.TargetStatus("crm", True, 0, 0, 0, paused=Pause("crm", now - 60, EVIL, "evt_410"))
+    page = summarize(bare_status(now, [figures]), [attempt("crm", now - 5)], [], now)
+    assert page.targets[0].health == PAUSED  # its newest attempt failed: still paused first
+    html = render_html(page)
+    assert "<script" not in html
+    assert parse_page(html).keyed("targets")["crm"]["name"].endswith(" ".join(EVIL.split()))
+    assert page.to_json()["targets"][0]["paused"]["event_id"] == "evt_410"
+    assert_page_matches_json(html, page.to_json())
 
 
 async def test_status_page_of_an_empty_redis(make_client: MakeClient) -> None:
