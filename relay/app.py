@@ -15,18 +15,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 import redis
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 from structlog.typing import FilteringBoundLogger
 
 from relay import keys
+from relay.decoding import BodyDecoder, Coding, accepted_coding, codings_named
 from relay.envelope import Event
 from relay.errors import (
     BadRequest,
@@ -36,6 +38,7 @@ from relay.errors import (
     RequestTimeout,
     Unauthorized,
     Unavailable,
+    UnsupportedMediaType,
 )
 from relay.extract import kept_headers, parse_request
 from relay.ids import derived_event_id, new_event_id
@@ -64,6 +67,15 @@ MAX_ECHO = 256
 MAX_HOOK_SECRET = 1024
 #: How long /readyz waits for PING before calling Redis unreachable.
 READY_TIMEOUT = 1.0
+
+#: How every server of this app must be built (`relay serve`, its `--processes` children,
+#: `relay dev`'s embedded receiver, the tests): aiohttp's `auto_decompress` inflates a body in
+#: the protocol before any handler runs, refused requests included, so relay decodes instead
+#: (relay.decoding, bounded by the source's max_body); and with no lingering, the unread body
+#: of a refused request is not drained for up to 10 s after the answer: the connection closes.
+SERVER_OPTIONS: Mapping[str, Any] = MappingProxyType(
+    {"auto_decompress": False, "lingering_time": 0.0}
+)
 
 
 @dataclass
@@ -139,12 +151,8 @@ def canonical_middleware(metrics: ReceiverMetrics, request_log: FilteringBoundLo
         except Exception:
             log.exception("request_failed", source=facts.get("source"), method=request.method)
             response = error_response(500, "internal error; it has been logged")
-        if response.status >= 400 and request.body_exists and not request.content.at_eof():
-            # Refused before its body was read: aiohttp drains the rest after answering, and
-            # drops the connection if the rest cannot be read (say a broken gzip body). Say so
-            # up front (Connection: close) so that no client sends its next request into a
-            # closing socket.
-            response.force_close()
+        if response.status >= 400:
+            _refused(request, response, facts, metrics)
         elapsed = time.perf_counter() - started
         if "source" in request.match_info:  # a /hooks request: counted by source and status
             metrics.observe_request(facts.get("source", UNKNOWN_SOURCE), response.status, elapsed)
@@ -158,6 +166,36 @@ def canonical_middleware(metrics: ReceiverMetrics, request_log: FilteringBoundLo
         return response
 
     return canonical
+
+
+def _refused(
+    request: web.Request,
+    response: web.StreamResponse,
+    facts: dict[str, Any],
+    metrics: ReceiverMetrics,
+) -> None:
+    """After a refusal: close if the body was not read; count a refused compressed body."""
+    unread = request.body_exists and not request.content.at_eof()
+    if unread:
+        # Refused before its body was read: the server does not drain it (SERVER_OPTIONS) but
+        # closes the connection after this answer. Say so up front (Connection: close) so that
+        # no client sends its next request into a closing socket.
+        response.force_close()
+    reason = facts.get("refused_body")
+    if reason is None and unread:
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING)
+        if encoding is not None and codings_named(encoding):
+            reason = "refused_early"  # 401/404/405...: a bomb costs nothing, not even a read
+    if reason is not None:
+        source = facts.get("source", UNKNOWN_SOURCE)
+        metrics.refuse_body(source, reason)
+        log.info(
+            "compressed_body_refused",
+            source=source,
+            reason=reason,
+            status=response.status,
+            encoding=request.headers.get(hdrs.CONTENT_ENCODING, "")[:40],
+        )
 
 
 def utf8_headers(headers: CIMultiDictProxy[str]) -> CIMultiDictProxy[str]:
@@ -260,28 +298,40 @@ async def _intake(request: web.Request, source: Source) -> web.Response:
     facts = request[_FACTS]
     app = request.app  # a property that walks the match info: read once
     settings = app[SETTINGS]
-    if request.content.is_eof():
+    if source.secret is not None and "ms-signature" not in request.headers:
+        # Known without the body: refused (400) before reading it.
+        verify_ms_signature(source.secret.reveal(), b"", None)
+    coding = None
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING)
+    if encoding is not None:
+        coding = _accepted_coding(facts, source, encoding)  # 415 before the body is read
+    if coding is not None:
+        sent, body = await _read_decoded(request, source, coding, settings.read_timeout)
+    elif request.content.is_eof():
         # The whole body has arrived (the usual case): no read can wait, so no timer is needed
         # (arming one cost ~5% of the receiver's time).
-        body = await read_body(request, source.max_body)
+        sent = body = await read_body(request, source.max_body)
     else:
         try:
             # A client trickling its body must not hold this handler (and its memory) for ever.
             async with asyncio.timeout(settings.read_timeout):
-                body = await read_body(request, source.max_body)
+                sent = body = await read_body(request, source.max_body)
         except TimeoutError:
             message = f"the body did not arrive within {settings.read_timeout:g} s"
             raise RequestTimeout(message) from None
     facts["bytes"] = len(body)
     headers = utf8_headers(request.headers)
     if source.kind == "aspnet" and source.secret is not None:
-        verify_ms_signature(source.secret.reveal(), body, headers.get("ms-signature"))
+        # The provider signed the bytes it sent: the encoded ones when it sent a coding.
+        verify_ms_signature(source.secret.reveal(), sent, headers.get("ms-signature"))
     content_type = headers.get("Content-Type", "")
     parsed = parse_request(source, content_type, headers, body)
     table = app[ROUTES].table
     parent = new_event_id()
     now = time.time()
     stored = kept_headers(headers)
+    if coding is not None:  # ms-signature is over the encoded bytes: it cannot verify downstream
+        stored = tuple(h for h in stored if h[0] != "ms-signature")
     events = []
     for index, part in enumerate(parsed):
         event_headers = stored
@@ -340,6 +390,46 @@ async def _intake(request: web.Request, source: Source) -> web.Response:
     if spooled:
         reply["spooled"] = True
     return web.Response(status=202, body=orjson.dumps(reply), content_type="application/json")
+
+
+def _accepted_coding(facts: dict[str, Any], source: Source, encoding: str) -> Coding | None:
+    """The coding to decode (None: the body is sent as is); 415 for one the source refuses."""
+    try:
+        return accepted_coding(encoding, source.content_encodings)
+    except UnsupportedMediaType:
+        facts["refused_body"] = "encoding"
+        raise
+
+
+async def _read_decoded(
+    request: web.Request, source: Source, coding: Coding, read_timeout: float
+) -> tuple[bytes, bytes]:
+    """(The body as sent, decoded), refused as soon as either passes the source's max_body.
+
+    Fed to the decoder chunk by chunk as the socket gives them; the bytes as sent are kept only
+    where a signature needs them (ms-signature).
+    """
+    limit = source.max_body
+    decoder = BodyDecoder(coding, limit)
+    kept: list[bytes] | None = [] if source.secret is not None else None
+    try:
+        length = request.content_length
+        if length is not None and length > decoder.encoded_limit:
+            raise PayloadTooLarge(f"the compressed body is {length} bytes; the most is {limit}")
+        async with asyncio.timeout(read_timeout):
+            while chunk := await request.content.readany():
+                if kept is not None:
+                    kept.append(chunk)
+                decoder.feed(chunk)
+        body = decoder.finish()
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {read_timeout:g} s") from None
+    except HTTPError as exc:
+        reason = "too_large" if isinstance(exc, PayloadTooLarge) else "corrupt"
+        request[_FACTS]["refused_body"] = reason
+        raise
+    request[_FACTS]["encoded_bytes"] = decoder.encoded_size
+    return (b"".join(kept) if kept is not None else b""), body
 
 
 async def _route_reloading(app: web.Application) -> AsyncIterator[None]:

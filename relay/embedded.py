@@ -46,9 +46,15 @@ class AppThread:
     """An aiohttp application served from its own event loop in a daemon thread."""
 
     def __init__(
-        self, name: str, make_app: Callable[[], web.Application], host: str, port: int
+        self,
+        name: str,
+        make_app: Callable[[], web.Application],
+        host: str,
+        port: int,
+        server_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self._server_options = dict(server_options or {})
         self.host = host
         self.port = port
         self._make_app = make_app
@@ -109,7 +115,11 @@ class AppThread:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         runner = web.AppRunner(
-            self._make_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0
+            self._make_app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=2.0,
+            **self._server_options,
         )
         await runner.setup()
         try:
@@ -252,7 +262,7 @@ def run_embedded(
     env_file: Path | None = None,
 ) -> int:
     """Receiver, worker and an in-memory Redis in this process, until Ctrl-C."""
-    from relay.app import create_app
+    from relay.app import SERVER_OPTIONS, create_app
     from relay.dev import BannerInfo, local_url, render_banner
 
     server = fakeredis.FakeServer()
@@ -265,6 +275,7 @@ def run_embedded(
         lambda: create_app(settings, routes, connection=client()),
         settings.host,
         settings.port,
+        SERVER_OPTIONS,  # as `relay serve` builds it: relay decodes bodies itself
     )
     # If the receiver dies, stop the worker in the main thread the way Ctrl-C would.
     receiver.on_unexpected_exit = lambda: os.kill(os.getpid(), signal.SIGTERM)

@@ -69,10 +69,22 @@ class ReceiverMetrics:
             ["source"],
             registry=registry,
         )
+        self.refused_bodies = Counter(
+            "relay_refused_bodies",
+            "Compressed request bodies refused, by source and reason: encoding (a coding the "
+            "source does not take), too_large (over max_body, compressed or decoded), corrupt "
+            "(does not decode, or cut short), refused_early (refused before it was read).",
+            ["source", "reason"],
+            registry=registry,
+        )
         # The labelled children by (source, status): `labels()` takes a lock and builds a key
         # each time, and this runs for every request. Bounded: sources are configured ones (or
         # UNKNOWN_SOURCE) and statuses are relay's own.
         self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def refuse_body(self, source: str, reason: str) -> None:
+        """Count one compressed body refused (rare: `labels()` each time is fine)."""
+        self.refused_bodies.labels(source, reason).inc()
 
     def observe_request(self, source: str, status: int, seconds: float) -> None:
         """Count one /hooks request and its acknowledgement latency."""

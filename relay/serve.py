@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from relay.app import create_app
+from relay.app import SERVER_OPTIONS, create_app
 from relay.cli import positive_int
 from relay.errors import ConfigError
 from relay.logs import configure_logging
@@ -158,6 +158,7 @@ def serve(
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
         max_headers=MAX_HEADERS,
+        **SERVER_OPTIONS,  # relay decodes bodies itself, and never drains a refused one
     )
     log.info("receiver_stopped")
     return 0

@@ -29,6 +29,7 @@ from relay.queueing import DELIVER_DUE, KICKS_ENOUGH, make_queue
 from relay.routes import parse_routes
 from relay.settings import Settings
 from relay.signatures import ms_signature
+from tests.support.receiver import receiver_server
 from tests.support.redis_server import free_port
 
 FELLOW_TOKEN = "fellow-token-0123456789abcdef"
@@ -118,7 +119,7 @@ def make_client(aiohttp_client: Any, redis_url: str) -> MakeClient:
     async def make(url: str = redis_url, intake_timeout: float = 3.0) -> Any:
         routes = parse_routes(ROUTES_TOML, "routes.toml", ENV)
         settings = Settings(redis_url=url, intake_timeout=intake_timeout)
-        return await aiohttp_client(create_app(settings, routes))
+        return await aiohttp_client(await receiver_server(create_app(settings, routes)))
 
     return make
 
