@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay import constants
-from relay.route_table import RetryPolicy
+from relay.config.model import RetryPolicy
+from relay.core import constants
 from worker.backoff import (
     FACTOR,
     backoff_cap,

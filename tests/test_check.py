@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from relay import check, cli
-from relay.routes import load_routes
-from relay.signatures import ms_signature
+from relay.cli import check
+from relay.cli import main as cli
+from relay.config.loading import load_routes
+from relay.core.signatures import ms_signature
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "routes.toml"

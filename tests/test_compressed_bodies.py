@@ -1,6 +1,6 @@
 """Compressed request bodies at the receiver: decoded by relay, bounded, refused early.
 
-The receiver's server runs with aiohttp's own decoding off (relay.app.SERVER_OPTIONS), as every
+The receiver's server runs with aiohttp's own decoding off (relay.receiver.app.SERVER_OPTIONS), as every
 builder of it does: `relay serve`, `relay dev`'s embedded receiver, these tests. Bodies are sent
 over raw loopback sockets where what matters is what the server does before reading them.
 """
@@ -20,14 +20,14 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from relay import keys
-from relay.app import METRICS, SERVER_OPTIONS, create_app
-from relay.embedded import AppThread
-from relay.envelope import Event
-from relay.metrics import UNKNOWN_SOURCE
-from relay.routes import parse_routes
-from relay.settings import Settings
-from relay.signatures import ms_signature
+from relay.cli.dev.embedded import AppThread
+from relay.config.loading import parse_routes
+from relay.config.settings import Settings
+from relay.core.metrics import UNKNOWN_SOURCE
+from relay.core.signatures import ms_signature
+from relay.receiver.app import METRICS, SERVER_OPTIONS, create_app
+from relay.store import keys
+from relay.store.event import Event
 from tests.support.receiver import receiver_server
 from tests.support.redis_server import free_port
 from tests.test_decoding import raw_deflate, zeros_gzip

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from relay.deadlines import Deadlines
+from relay.receiver.deadlines import Deadlines
 
 
 def recorder() -> tuple[list[tuple[Any, float]], Any]:

@@ -1,4 +1,4 @@
-"""relay.decoding: bounded, chunk-by-chunk decoding of gzip and deflate request bodies."""
+"""relay.receiver.decoding: bounded, chunk-by-chunk decoding of gzip and deflate request bodies."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.decoding import (
+from relay.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from relay.receiver.decoding import (
     DECODE_STEP,
     SUPPORTED,
     BodyDecoder,
@@ -18,7 +19,6 @@ from relay.decoding import (
     codings_named,
     decode_body,
 )
-from relay.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 
 def raw_deflate(data: bytes) -> bytes:
@@ -122,7 +122,9 @@ def test_a_gzip_bomb_is_refused_within_limit_plus_one_step(
     limit = 1024 * 1024
     calls: list[tuple[int, int]] = []
     real = zlib.decompressobj
-    monkeypatch.setattr("relay.decoding.zlib.decompressobj", lambda *a: Spy(real(*a), calls))
+    monkeypatch.setattr(
+        "relay.receiver.decoding.zlib.decompressobj", lambda *a: Spy(real(*a), calls)
+    )
     decoder = BodyDecoder(Coding.GZIP, limit)
     chunks = [bomb[at : at + 16 * 1024] for at in range(0, len(bomb), 16 * 1024)]
     # Refused in the first chunk: 1 MiB of zeros is ~1 KB of gzip.

@@ -24,10 +24,10 @@ import fakeredis
 import pytest
 from rq import Queue
 
-from relay import dev
-from relay.embedded import AppThread, ThreadScheduler, echo_app, thread_scheduler_worker
-from relay.routes import parse_routes
-from relay.settings import Settings
+from relay.cli.dev import command as dev
+from relay.cli.dev.embedded import AppThread, ThreadScheduler, echo_app, thread_scheduler_worker
+from relay.config.loading import parse_routes
+from relay.config.settings import Settings
 from tests.support.dev_process import DevProcess
 from tests.support.redis_server import RedisServer, free_port
 
@@ -286,7 +286,7 @@ def test_banner_tells_how_to_use_the_env_file_from_another_terminal(
 
 
 def test_rq_job_lines_are_quiet_unless_relay_logs_at_debug() -> None:
-    from relay.logs import rq_logging_level
+    from relay.core.logs import rq_logging_level
 
     assert rq_logging_level("info") == "WARNING"
     assert rq_logging_level("warning") == "WARNING"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.cli import build_parser
+from relay.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -1,7 +1,7 @@
 """Elucidat signing (known answers, properties) and `relay subscribe` against a loopback Elucidat.
 
 The fake Elucidat below verifies requests with its own re-implementation of PROVIDERS.md's
-scheme (its own percent-encoder, base string and HMAC), never with relay.elucidat, so a test
+scheme (its own percent-encoder, base string and HMAC), never with relay.ops.elucidat, so a test
 passing means the client and an independent reading of the spec agree.
 """
 
@@ -33,8 +33,10 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay import cli, elucidat, subscribe_cli
-from relay.secrets import Secret
+from relay.cli import main as cli
+from relay.cli import subscribe as subscribe_cli
+from relay.core.secrets import Secret
+from relay.ops import elucidat
 from tests.support.redis_server import free_port
 
 PUBLIC = "pub-0123456789abcdef"
@@ -613,7 +615,7 @@ def test_redact_masks_hook_tokens_only() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# `relay subscribe` in-process, through relay.cli.main
+# `relay subscribe` in-process, through relay.cli.main.main
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -1,4 +1,4 @@
-"""`relay events list|show` in-process through relay.cli.main, and once as a real subprocess."""
+"""`relay events list|show` in-process through relay.cli.main.main, and once as a real subprocess."""
 
 from __future__ import annotations
 
@@ -18,19 +18,20 @@ import orjson
 import pytest
 import redis
 
-from relay import events_cli, keys
-from relay.app import create_app
-from relay.cli import main
-from relay.events_cli import (
+from relay.cli import events as events_cli
+from relay.cli.events import (
     body_text,
     compact_states,
     human_duration,
     printable,
     safe_url,
 )
-from relay.inspect import EventSummary, TargetState
-from relay.routes import parse_routes
-from relay.settings import Settings
+from relay.cli.main import main
+from relay.config.loading import parse_routes
+from relay.config.settings import Settings
+from relay.ops.events import EventSummary, TargetState
+from relay.receiver.app import create_app
+from relay.store import keys
 from tests.test_inspect import NOW, record, seed_event
 
 ID_A = "evt_01M6NJDA80R7NEJH84DKCVZMW9"

@@ -1,4 +1,4 @@
-"""relay.extract: pure request parsing, per kind of source, with Hypothesis for its invariants."""
+"""relay.receiver.extract: pure request parsing, per kind of source, with Hypothesis for its invariants."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from relay.errors import BadRequest, UnsupportedMediaType
-from relay.extract import (
+from relay.config.model import Dedupe, Source
+from relay.core.errors import BadRequest, UnsupportedMediaType
+from relay.receiver.extract import (
     MAX_EVENT_TYPE,
     MAX_HEADER_VALUE,
     MAX_KEPT_HEADERS,
@@ -29,7 +30,6 @@ from relay.extract import (
     parse_request,
     split_array_text,
 )
-from relay.route_table import Dedupe, Source
 
 JSON_CT = "application/json; charset=utf-8"
 FORM_CT = "application/x-www-form-urlencoded"

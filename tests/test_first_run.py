@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from relay.dev import needed_env_vars
+from relay.cli.dev.command import needed_env_vars
 from tests.support.dev_process import DevProcess
 from tests.support.redis_server import free_port
 

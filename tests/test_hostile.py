@@ -828,9 +828,9 @@ def attack(relay: Relay, examples: int, per_example: int, canary_every: int) -> 
 def check_aftermath(relay: Relay, state: Attack, at_least: int) -> None:
     """Alive, bounded memory, no error logged, every canary delivered exactly once."""
     assert state.sent >= at_least, state.sent
-    assert relay.serve.alive(), relay.serve.output()[-3000:]
+    assert relay.cli.serve.alive(), relay.cli.serve.output()[-3000:]
     assert exchange(relay.port, http_request("GET", "/healthz")).status == 200
-    rss = rss_kib(relay.serve.pid)
+    rss = rss_kib(relay.cli.serve.pid)
     assert rss < RSS_LIMIT_KIB, f"relay serve RSS {rss} KiB after {state.sent} requests"
     assert state.answered, "no request got an answer"
     assert 202 in state.answered, state.answered
@@ -850,7 +850,7 @@ def check_aftermath(relay: Relay, state: Attack, at_least: int) -> None:
     for delivery in deliveries:
         assert delivery.body == relay.canaries[delivery.headers["x-relay-event"]]
     # No error logged: every failure was an input problem answered as such.
-    log = relay.serve.output()
+    log = relay.cli.serve.output()
     for line in log.splitlines():
         assert '"level":"error"' not in line, line
         assert "request_failed" not in line, line

@@ -8,7 +8,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.ids import derived_event_id, is_event_id, new_event_id
+from relay.core.ids import derived_event_id, is_event_id, new_event_id
 
 
 def test_ids_have_the_documented_shape_and_are_unique() -> None:

@@ -1,4 +1,4 @@
-"""relay.inspect on a real redis-server, with events seeded as receiver and worker write them."""
+"""relay.ops.events on a real redis-server, with events seeded as receiver and worker write them."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import orjson
 import pytest
 import redis
 
-from relay import keys
-from relay.envelope import Event
-from relay.ids import new_event_id
-from relay.inspect import (
+from relay.core.ids import new_event_id
+from relay.ops.events import (
     MAX_ATTEMPT_RECORDS,
     Attempt,
     EventQuery,
@@ -21,6 +19,8 @@ from relay.inspect import (
     list_events,
     trim_indexes,
 )
+from relay.store import keys
+from relay.store.event import Event
 
 #: A fixed "now" (2026-11-05T10:00:00Z) so received times and outputs are exact.
 NOW = 1_793_872_800.0
@@ -45,7 +45,7 @@ def seed_event(
     retention: float = RETENTION,
     event_id: str | None = None,
 ) -> str:
-    """Write one event the way relay.keys says: hash + attempt list with TTLs, and the indexes.
+    """Write one event the way relay.store.keys says: hash + attempt list with TTLs, and the indexes.
 
     Each delivery still open (pending or retrying) is in its target's due set, due since the
     event was received, as the receiver writes it.

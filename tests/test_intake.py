@@ -16,11 +16,8 @@ from hypothesis import strategies as st
 from redis.asyncio import connection as aioredis_connection
 from structlog.testing import capture_logs
 
-from relay import keys
-from relay.commit_script import ITEMS_LUA, pack_record, unpack_record
-from relay.envelope import Event
-from relay.errors import Unavailable
-from relay.intake import (
+from relay.core.errors import Unavailable
+from relay.receiver.intake import (
     BatchReplies,
     Committed,
     IntakeWriter,
@@ -31,7 +28,10 @@ from relay.intake import (
     sync_client,
     write_batch,
 )
-from relay.queueing import DELIVER_DUE, KICKS_ENOUGH, make_queue
+from relay.store import keys
+from relay.store.commit import ITEMS_LUA, pack_record, unpack_record
+from relay.store.event import Event
+from relay.store.queue import DELIVER_DUE, KICKS_ENOUGH, make_queue
 
 
 def event(
@@ -191,8 +191,8 @@ async def test_an_owed_kick_that_fails_leaves_the_events_committed(
     def broken(queue: Any) -> Any:
         raise redis.ConnectionError("gone between the commit and the kick")
 
-    monkeypatch.setattr("relay.intake.kick_commands", broken)
-    monkeypatch.setattr("relay.intake.kick", lambda queue, pipeline=None: broken(queue))
+    monkeypatch.setattr("relay.receiver.intake.kick_commands", broken)
+    monkeypatch.setattr("relay.receiver.intake.kick", lambda queue, pipeline=None: broken(queue))
     assert await writer.submit([event(2)], max_wait=5) == Committed((None,))
     await settled(writer)
     assert len(due(redis_client)) == 3
@@ -304,7 +304,9 @@ async def test_a_kick_refused_after_the_commit_still_answers_and_is_owed(
     redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The script's reply says the events are in; a kick that fails after it fails nothing.
-    monkeypatch.setattr("relay.intake.kick_commands", lambda queue: [(("NO-SUCH-COMMAND",), {})])
+    monkeypatch.setattr(
+        "relay.receiver.intake.kick_commands", lambda queue: [(("NO-SUCH-COMMAND",), {})]
+    )
     with capture_logs() as logs:
         async with running_writer(redis_url) as w:
             assert await w.submit([event(1)], max_wait=5) == Committed((None,))

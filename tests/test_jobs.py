@@ -1,6 +1,6 @@
 """The delivery kick runs in-process against a real redis-server and loopback targets.
 
-Deliveries wait in per-target due sets (relay.keys.due_key); these tests observe them there:
+Deliveries wait in per-target due sets (relay.store.keys.due_key); these tests observe them there:
 due now, due at a retry time, due at the end of a lease while an attempt is in flight, or gone
 when the delivery is over. No delivery ever becomes an RQ job of its own.
 """
@@ -20,12 +20,14 @@ import structlog
 from standardwebhooks.webhooks import Webhook
 from structlog.testing import capture_logs
 
-from relay import constants, keys
-from relay.ops import replay_delivery
-from relay.queueing import DELIVER_DUE, make_queue
-from relay.route_table import RouteTable
-from relay.routes import parse_routes
-from relay.settings import Settings
+from relay.config.loading import parse_routes
+from relay.config.model import RouteTable
+from relay.config.settings import Settings
+from relay.core import constants
+from relay.ops.deliveries import replay_delivery
+from relay.store import keys
+from relay.store.deliveries import LEASE_MARGIN, Record, Store, attempt_records
+from relay.store.queue import DELIVER_DUE, make_queue
 from tests.support.seed_events import make_event, routes_toml, store_events
 from tests.support.targets import TargetServer, refused_url
 from worker import jobs
@@ -33,7 +35,6 @@ from worker import runtime as runtime_module
 from worker.context import build_context, configure, current
 from worker.outcome import AttemptResult, next_step
 from worker.runtime import get_runtime, shutdown_runtime
-from worker.store import LEASE_MARGIN, Record, Store, attempt_records
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -1,11 +1,11 @@
-"""relay.logs.LoopBatchedLogger: one write per event-loop turn, at once off a loop."""
+"""relay.core.logs.LoopBatchedLogger: one write per event-loop turn, at once off a loop."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 
-from relay.logs import LoopBatchedLogger
+from relay.core.logs import LoopBatchedLogger
 
 
 class CountingFile(io.BytesIO):

@@ -31,10 +31,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from relay import keys
-from relay.logs import UtcStamp, configure_logging
-from relay.routes import parse_routes
-from relay.settings import Settings
+from relay.config.loading import parse_routes
+from relay.config.settings import Settings
+from relay.core.logs import UtcStamp, configure_logging
+from relay.store import keys
 from tests.support.processes import (
     Leak,
     RelayProcess,

@@ -10,12 +10,12 @@ import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay import keys
-from relay.app import WRITER, create_app
-from relay.metrics import ReceiverMetrics, RedisCollector, WorkerMetrics, render
-from relay.queueing import KICKS_ENOUGH
-from relay.routes import parse_routes
-from relay.settings import Settings
+from relay.config.loading import parse_routes
+from relay.config.settings import Settings
+from relay.core.metrics import ReceiverMetrics, RedisCollector, WorkerMetrics, render
+from relay.receiver.app import WRITER, create_app
+from relay.store import keys
+from relay.store.queue import KICKS_ENOUGH
 from worker.pause import pause_target, resume_target
 
 TOKEN = "chalk-token-0123456789abcdef"

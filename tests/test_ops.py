@@ -1,4 +1,4 @@
-"""relay.ops and relay.tables against a real redis-server: dead letters, status and replay."""
+"""relay.ops.deliveries and relay.cli.tables against a real redis-server: dead letters, status and replay."""
 
 from __future__ import annotations
 
@@ -14,19 +14,20 @@ from hypothesis import strategies as st
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
-from relay import keys, ops
-from relay.envelope import Event
-from relay.ids import new_event_id
-from relay.queueing import DELIVER_DUE, kick, make_queue
-from relay.tables import cell_text, render_fields, render_table
+from relay.cli.tables import cell_text, render_fields, render_table
+from relay.core.ids import new_event_id
+from relay.ops import deliveries as ops
+from relay.store import keys
+from relay.store.deliveries import Record, Store
+from relay.store.event import Event
+from relay.store.queue import DELIVER_DUE, kick, make_queue
 from tests.support.seed_events import make_event, store_events
-from worker.store import Record, Store
 
 NOW = 1_790_000_000.0  # a fixed "now" (2026-09-21) so times in assertions are exact
 
 
 # ---------------------------------------------------------------------------------------------
-# Seeding helper: writes events exactly as relay.keys describes them (receiver + worker).
+# Seeding helper: writes events exactly as relay.store.keys describes them (receiver + worker).
 
 
 def seed_event(
@@ -47,7 +48,7 @@ def seed_event(
 ) -> str:
     """Store one event with per-target (state, attempts, reason), dead letters and attempts.
 
-    `due` maps a target to the score of the event in that target's due set (relay.keys): when
+    `due` maps a target to the score of the event in that target's due set (relay.store.keys): when
     it is due, or when the lease of an attempt in flight ends.
     """
     deliveries = deliveries if deliveries is not None else {"crm": (keys.PENDING, 0, "")}

@@ -17,11 +17,13 @@ import pytest
 import redis
 import structlog
 
-from relay import keys, ops, ops_cli
-from relay.cli import main
-from relay.pauses import paused
-from relay.queueing import DELIVER_DUE, make_queue
-from relay.times import format_time
+from relay.cli import deliveries as ops_cli
+from relay.cli.main import main
+from relay.core.times import format_time
+from relay.ops import deliveries as ops
+from relay.store import keys
+from relay.store.pauses import paused
+from relay.store.queue import DELIVER_DUE, make_queue
 from tests.support.processes import post, relay_env, relay_processes, wait_until
 from tests.support.redis_server import free_port
 from tests.support.seed_events import routes_toml

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
-from relay.envelope import Event
-from relay.route_table import Target
-from relay.secrets import Secret
-from relay.signatures import verify_standard
+from relay.config.model import Target
+from relay.core.secrets import Secret
+from relay.core.signatures import verify_standard
+from relay.store.event import Event
 from worker.outbound import USER_AGENT, build_request, form_to_json, is_forwarded, is_protected
 
 SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

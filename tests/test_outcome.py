@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay import constants, keys
-from relay.route_table import RetryPolicy
+from relay.config.model import RetryPolicy
+from relay.core import constants
+from relay.store import keys
 from worker import outcome
 from worker.backoff import backoff_cap, now_http_date
 from worker.outcome import AttemptResult, next_step

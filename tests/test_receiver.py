@@ -22,13 +22,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
-from relay import keys
-from relay.app import ROUTES, WRITER, create_app
-from relay.envelope import Event
-from relay.queueing import DELIVER_DUE, KICKS_ENOUGH, make_queue
-from relay.routes import parse_routes
-from relay.settings import Settings
-from relay.signatures import ms_signature
+from relay.config.loading import parse_routes
+from relay.config.settings import Settings
+from relay.core.signatures import ms_signature
+from relay.receiver.app import ROUTES, WRITER, create_app
+from relay.store import keys
+from relay.store.event import Event
+from relay.store.queue import DELIVER_DUE, KICKS_ENOUGH, make_queue
 from tests.support.receiver import receiver_server
 from tests.support.redis_server import free_port
 

@@ -9,8 +9,8 @@ import pytest
 import redis
 from redis import asyncio as aioredis
 
-from relay.intake import intake_client
-from relay.redis_link import RedisLink
+from relay.receiver.intake import intake_client
+from relay.receiver.link import RedisLink
 
 
 @pytest.fixture

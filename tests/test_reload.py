@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 from structlog.testing import capture_logs
 
-from relay.reload import RouteReloader
-from relay.route_table import RouteTable
+from relay.config.model import RouteTable
+from relay.config.reload import RouteReloader
 from tests.support.processes import post, relay_env, relay_processes, wait_until
 
 BASE = """

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from relay import constants
-from relay.config_fields import sort_problems
-from relay.errors import ConfigError, Problem
-from relay.route_table import Dedupe, Route, RouteTable
-from relay.routes import load_routes, parse_routes
-from relay.target_config import url_problem
+from relay.config.fields import sort_problems
+from relay.config.loading import load_routes, parse_routes
+from relay.config.model import Dedupe, Route, RouteTable
+from relay.config.targets import url_problem
+from relay.core import constants
+from relay.core.errors import ConfigError, Problem
 
 TOKEN = "tok-0123456789abcdefXYZ"
 LEARN_SECRET = "123456789012345678901234567890123456789012345678"
@@ -120,7 +120,7 @@ def test_tables_cannot_be_mutated() -> None:
 def test_matches_are_remembered_for_a_bounded_number_of_event_types(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("relay.route_table.MATCH_MEMO", 3)
+    monkeypatch.setattr("relay.config.model.MATCH_MEMO", 3)
     table = RouteTable(
         path="routes.toml",
         sources={},

@@ -19,15 +19,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import keys
-from relay.commit_script import commit_arguments
-from relay.envelope import Event
-from relay.extract import parse_request
-from relay.intake import write_batch
-from relay.queueing import make_queue
-from relay.route_table import Route, RouteTable
-from relay.routes import parse_routes
-from relay.units import format_duration, format_size, parse_duration, parse_size
+from relay.config.loading import parse_routes
+from relay.config.model import Route, RouteTable
+from relay.core.units import format_duration, format_size, parse_duration, parse_size
+from relay.receiver.extract import parse_request
+from relay.receiver.intake import write_batch
+from relay.store import keys
+from relay.store.commit import commit_arguments
+from relay.store.event import Event
+from relay.store.queue import make_queue
 
 SOURCES = ("alpha", "beta", "gamma")
 TARGETS = ("t1", "t2", "t3", "t4", "t5")

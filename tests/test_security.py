@@ -24,15 +24,15 @@ import pytest
 import redis
 from aiohttp.test_utils import make_mocked_request
 
-from relay import keys
-from relay.secrets import Secret
-from relay.signatures import ms_signature, verify_ms_signature, verify_standard
-from relay.status_page import check_token
+from relay.core.secrets import Secret
+from relay.core.signatures import ms_signature, verify_ms_signature, verify_standard
+from relay.ops.status_page import check_token
+from relay.store import keys
+from relay.store.deliveries import attempt_records
 from tests.support.processes import relay_env, relay_processes, wait_until
 from tests.support.redis_server import free_port
 from tests.support.targets import TargetServer
 from tests.test_hostile import exchange, http_request
-from worker.store import attempt_records
 
 TOKEN = "path-token-" + "5e" * 16
 ASP_SECRET = "aspnet-secret-" + "7a" * 20

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis
 
-from relay import keys
+from relay.store import keys
 from tests.support.processes import RelayProcess, post, relay_env, wait_until
 from tests.support.redis_server import free_port
 from tests.support.seed_events import routes_toml

@@ -9,7 +9,7 @@ in flight, waiting for its intake commit, when SIGTERM lands. Then:
 - the requests in flight at the signal get their answers: 202 when Redis takes the writes again
   within the intake timeout, a clean 503 when it does not (a second run holds the pause longer);
 - the process exits 0 within aiohttp's bound (twice the shutdown timeout, which is the intake
-  timeout plus relay.serve.SHUTDOWN_GRACE), after its clean-up ran (`receiver_stopped`) and
+  timeout plus relay.cli.serve.SHUTDOWN_GRACE), after its clean-up ran (`receiver_stopped`) and
   with none of its Redis connections left open;
 - exact reconciliation: every 202 is an event in Redis holding that request's body; an event
   committed without a 202 is counted and allowed (at-least-once: the provider retries), a 202
@@ -38,8 +38,8 @@ import orjson
 import pytest
 import redis
 
-from relay import keys
-from relay.serve import SHUTDOWN_GRACE
+from relay.cli.serve import SHUTDOWN_GRACE
+from relay.store import keys
 from tests.support.processes import relay_env, relay_processes
 
 TOKEN = "shutdown-token-" + "4b" * 12

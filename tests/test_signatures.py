@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from relay.errors import BadRequest, Unauthorized
-from relay.secrets import Secret
-from relay.signatures import (
+from relay.core.errors import BadRequest, Unauthorized
+from relay.core.secrets import Secret
+from relay.core.signatures import (
     ms_signature,
     sign_standard,
     standard_signature,

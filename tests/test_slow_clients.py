@@ -1,6 +1,6 @@
 """Slow clients against a real `relay serve`: cut off by timeouts, never blocking others.
 
-- A body trickled byte by byte gets 408 once RELAY_READ_TIMEOUT has passed (relay.app).
+- A body trickled byte by byte gets 408 once RELAY_READ_TIMEOUT has passed (relay.receiver.app).
 - A connection that sends nothing, or never finishes its headers, or idles after a request, is
   closed after RELAY_KEEPALIVE_TIMEOUT (aiohttp's keep-alive timer, set by relay serve).
 - While 20 such clients are held open, other requests are served.
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from relay.errors import ConfigError
-from relay.settings import Settings
+from relay.config.settings import Settings
+from relay.core.errors import ConfigError
 from tests.support.processes import relay_env, relay_processes
 from tests.test_hostile import RawConnection, RawResponse, exchange, http_request
 

@@ -1,4 +1,4 @@
-"""The Redis-outage spool (relay.spool) and its drain into Redis (relay.spool_drain)."""
+"""The Redis-outage spool (relay.receiver.spool.spool) and its drain into Redis (relay.receiver.spool.drain)."""
 
 from __future__ import annotations
 
@@ -21,14 +21,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay import keys
-from relay.envelope import Event
-from relay.errors import Unavailable
-from relay.ids import new_event_id
-from relay.queueing import DELIVER_DUE, make_queue
-from relay.settings import Settings
-from relay.spool import Spool
-from relay.spool_dir import (
+from relay.config.settings import Settings
+from relay.core.errors import Unavailable
+from relay.core.ids import new_event_id
+from relay.receiver.spool.directory import (
     CURSOR_NAME,
     LOCK_NAME,
     Position,
@@ -37,8 +33,12 @@ from relay.spool_dir import (
     SpoolFull,
     adopt_dir,
 )
-from relay.spool_drain import Commit, SpoolDrainer, commit_spooled, redis_commit
-from relay.spool_records import MAGIC, SpooledEvent, decode_payload, encode_record
+from relay.receiver.spool.drain import Commit, SpoolDrainer, commit_spooled, redis_commit
+from relay.receiver.spool.records import MAGIC, SpooledEvent, decode_payload, encode_record
+from relay.receiver.spool.spool import Spool
+from relay.store import keys
+from relay.store.event import Event
+from relay.store.queue import DELIVER_DUE, make_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 _NOW = float(int(time.time()))
@@ -442,9 +442,9 @@ def test_stale_half_made_directory_is_removed(tmp_path: Path) -> None:
 
 CHILD = """
 import os, signal, sys
-from relay.envelope import Event
-from relay.logs import configure_logging
-from relay.spool import Spool
+from relay.store.event import Event
+from relay.core.logs import configure_logging
+from relay.receiver.spool.spool import Spool
 configure_logging("warning", "json")  # log lines to stderr: stdout is the test's channel
 root, count, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 spool = Spool(root)
@@ -843,13 +843,13 @@ def only_dir_pending(root: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# End to end over HTTP: real `relay serve` processes (active once relay.app wires the spool)
+# End to end over HTTP: real `relay serve` processes (active once relay.receiver.app wires the spool)
 
 
 def _spool_wired() -> bool:
-    import relay.app
+    import relay.receiver.app
 
-    return hasattr(relay.app, "SPOOL")
+    return hasattr(relay.receiver.app, "SPOOL")
 
 
 ROUTES_TOML = """
@@ -902,7 +902,7 @@ def _start_receiver(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     return child
 
 
-@pytest.mark.skipif(not _spool_wired(), reason="relay.app does not wire the spool yet")
+@pytest.mark.skipif(not _spool_wired(), reason="relay.receiver.app does not wire the spool yet")
 def test_http_receiver_restart_while_redis_is_down_loses_nothing(
     tmp_path: Path, make_redis: Any
 ) -> None:

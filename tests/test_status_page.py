@@ -21,13 +21,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from structlog.testing import capture_logs
 
-from relay import cli, keys, ops, status_page
-from relay.app import create_app
-from relay.pauses import Pause
-from relay.queueing import kick, make_queue
-from relay.routes import parse_routes
-from relay.settings import Settings
-from relay.status_page import (
+from relay.cli import main as cli
+from relay.config.loading import parse_routes
+from relay.config.settings import Settings
+from relay.core.times import format_time
+from relay.ops import deliveries as ops
+from relay.ops import status_page
+from relay.ops.status_page import (
     DEGRADED,
     FAILING,
     IDLE,
@@ -41,7 +41,10 @@ from relay.status_page import (
     render_html,
     summarize,
 )
-from relay.times import format_time
+from relay.receiver.app import create_app
+from relay.store import keys
+from relay.store.pauses import Pause
+from relay.store.queue import kick, make_queue
 from tests.support.redis_server import free_port
 from tests.test_ops import seed_event
 from worker.pause import pause_target

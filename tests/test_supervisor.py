@@ -1,4 +1,4 @@
-"""relay.supervisor: forked children, signal forwarding, restarts."""
+"""relay.core.supervisor: forked children, signal forwarding, restarts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import cast
 
-from relay.route_table import RouteTable
-from relay.supervisor import supervise
+from relay.config.model import RouteTable
+from relay.core.supervisor import supervise
 
 NO_ROUTES = cast(RouteTable, None)  # passed through to the children only
 

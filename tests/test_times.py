@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.times import format_age, format_time, parse_since
+from relay.core.times import format_age, format_time, parse_since
 
 NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z
 

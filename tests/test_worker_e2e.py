@@ -13,12 +13,12 @@ import pytest
 import redis
 from standardwebhooks.webhooks import Webhook
 
-from relay import keys
+from relay.store import keys
+from relay.store.deliveries import attempt_records
 from tests.support.processes import Processes, post, relay_env, relay_processes, wait_until
 from tests.support.redis_server import free_port
 from tests.support.seed_events import routes_toml
 from tests.support.targets import TargetServer, refused_url
-from worker.store import attempt_records
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 FAST = {"attempts": 4, "first": "500ms", "max": "1s"}

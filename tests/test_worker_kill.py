@@ -14,12 +14,12 @@ import orjson
 import pytest
 import redis
 
-from relay import keys
+from relay.store import keys
+from relay.store.deliveries import LEASE_MARGIN, attempt_records
 from tests.support.processes import post, relay_env, relay_processes, wait_until
 from tests.support.seed_events import routes_toml
 from tests.support.targets import TargetServer
 from worker import jobs
-from worker.store import LEASE_MARGIN, attempt_records
 
 pytestmark = pytest.mark.slow
 

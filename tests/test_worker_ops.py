@@ -24,21 +24,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Worker
 from structlog.testing import capture_logs
 
-from relay import keys
-from relay.cli import main as relay_main
-from relay.metrics import render
-from relay.pauses import Pause, paused
-from relay.queueing import DELIVER_DUE, make_queue
-from relay.route_table import RouteTable
-from relay.routes import parse_routes
-from relay.settings import Settings
-from relay.times import format_time
+from relay.cli.main import main as relay_main
+from relay.cli.worker import operations
+from relay.config.loading import parse_routes
+from relay.config.model import RouteTable
+from relay.config.settings import Settings
+from relay.core.metrics import render
+from relay.core.times import format_time
+from relay.store import keys
+from relay.store.pauses import Pause, paused
+from relay.store.queue import DELIVER_DUE, make_queue
 from tests.support.processes import RelayProcess, relay_env, relay_processes, wait_until
 from tests.support.redis_server import free_port
 from tests.support.seed_events import make_event, routes_toml, store_events
 from tests.support.targets import TargetServer
 from worker import jobs
-from worker.cli import operations
 from worker.context import build_context, configure, current, swap_routes
 from worker.exporter import build_registry, process_port, serve_metrics
 from worker.health import Beat, check, judge, max_heartbeat_age

@@ -16,7 +16,7 @@ import redis
 from rq.exceptions import StopRequested
 from rq.utils import now
 
-from relay.queueing import make_queue
+from relay.store.queue import make_queue
 from tests.support.processes import RelayProcess, relay_env, relay_processes, wait_until
 from tests.support.seed_events import routes_toml
 from worker.process import RelayWorker, relay_worker

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from relay import constants
-from relay.route_table import RetryPolicy
+from relay.config.model import RetryPolicy
+from relay.core import constants
 
 FACTOR = 4.0
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass, replace
 from redis import Redis
 from rq import Queue, get_current_job
 
-from relay.metrics import WorkerMetrics
-from relay.queueing import make_queue
-from relay.route_table import RouteTable
-from relay.routes import load_routes
-from relay.settings import Settings
-from worker.store import Store
+from relay.config.loading import load_routes
+from relay.config.model import RouteTable
+from relay.config.settings import Settings
+from relay.core.metrics import WorkerMetrics
+from relay.store.deliveries import Store
+from relay.store.queue import make_queue
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The worker's Prometheus endpoint: its own registry, served on a port of its own.
 
-Each worker process counts its own deliveries (relay.metrics.WorkerMetrics) and serves them with
+Each worker process counts its own deliveries (relay.core.metrics.WorkerMetrics) and serves them with
 prometheus-client's threaded HTTP server, bound to 127.0.0.1 unless told otherwise. With
 `--processes N`, process i serves on port + i: Prometheus scrapes each and `sum()` adds them up
 (multiprocess mode, with its shared files directory, is far heavier than N scrape targets).
@@ -19,7 +19,7 @@ import redis
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
 
-from relay.metrics import RedisCollector, WorkerMetrics
+from relay.core.metrics import RedisCollector, WorkerMetrics
 
 log = structlog.get_logger("relay.worker")
 

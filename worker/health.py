@@ -18,10 +18,10 @@ from redis.exceptions import RedisError
 from rq import Worker
 from rq.scheduler import RQScheduler
 
-from relay.errors import ConfigError
-from relay.queueing import make_queue
-from relay.routes import load_routes
-from relay.settings import Settings
+from relay.config.loading import load_routes
+from relay.config.settings import Settings
+from relay.core.errors import ConfigError
+from relay.store.queue import make_queue
 
 #: Seconds a heartbeat may be late beyond the maintenance interval and the longest job.
 SLACK = 5

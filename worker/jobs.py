@@ -1,8 +1,8 @@
 """The RQ job: `deliver_due()`, a kick that takes every delivery due now and delivers it.
 
-Deliveries wait in per-target due sets (relay.keys.due_key): a fresh event is due at once, a
+Deliveries wait in per-target due sets (relay.store.keys.due_key): a fresh event is due at once, a
 failed attempt is due again at its retry time, a replay is due at once. A kick claims what is
-due (worker.store: each claimed delivery's score moves to the end of its lease, so no other
+due (relay.store.deliveries: each claimed delivery's score moves to the end of its lease, so no other
 worker takes it, and it becomes due again if this one dies) and starts all of it at once on
 the background loop (worker.runtime). Every CLAIM_TICK it records what finished and claims
 again, so what becomes due goes out without waiting for the slowest attempt under way; an
@@ -11,10 +11,10 @@ loops while anything is due or in flight, up to LOOP_BUDGET, so kicks coalesce u
 
 Claims are bounded per target by free in-flight slots: a hanging target holds at most its own
 slots and costs no RQ job per delivery; targets that recently outlived the inline wait are not
-waited for at all. A paused target (relay.pauses) is not claimed: its deliveries stay due, with
+waited for at all. A paused target (relay.store.pauses) is not claimed: its deliveries stay due, with
 their attempt budget untouched, until `relay resume`.
 
-Every state change is checked against the attempt counter (worker.store), so a delivery
+Every state change is checked against the attempt counter (relay.store.deliveries), so a delivery
 attempted twice (a lease that ended while a slow attempt was still running) is harmless:
 at-least-once.
 """
@@ -30,18 +30,9 @@ from typing import Any
 
 import structlog
 
-from relay import keys
-from relay.envelope import Event
-from relay.pauses import paused
-from relay.queueing import kick
-from relay.route_table import Target
-from worker import outcome
-from worker.context import WorkerContext, current
-from worker.outbound import build_request
-from worker.outcome import AttemptResult, next_step
-from worker.pause import pause_target
-from worker.runtime import Runtime, get_runtime
-from worker.store import (
+from relay.config.model import Target
+from relay.store import keys
+from relay.store.deliveries import (
     LEASE_MARGIN,
     Record,
     drop_due,
@@ -50,6 +41,15 @@ from worker.store import (
     load_events,
     mark_duplicate,
 )
+from relay.store.event import Event
+from relay.store.pauses import paused
+from relay.store.queue import kick
+from worker import outcome
+from worker.context import WorkerContext, current
+from worker.outbound import build_request
+from worker.outcome import AttemptResult, next_step
+from worker.pause import pause_target
+from worker.runtime import Runtime, get_runtime
 
 log = structlog.get_logger("relay.worker")
 

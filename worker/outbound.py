@@ -14,10 +14,10 @@ from urllib.parse import parse_qs
 import orjson
 
 from relay import __version__
-from relay.envelope import Event
-from relay.extract import is_form
-from relay.route_table import Target
-from relay.signatures import sign_standard
+from relay.config.model import Target
+from relay.core.signatures import sign_standard
+from relay.receiver.extract import is_form
+from relay.store.event import Event
 
 USER_AGENT = f"relay/{__version__}"
 

@@ -15,8 +15,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from relay import keys
-from relay.route_table import RetryPolicy
+from relay.config.model import RetryPolicy
+from relay.store import keys
 from worker.backoff import backoff_delay, parse_retry_after
 
 #: Statuses that ask the sender to slow down: their Retry-After is honoured.

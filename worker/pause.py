@@ -1,6 +1,6 @@
 """Pausing and resuming a target: a 410 from a `pause_on_gone` target, or an operator.
 
-The record itself (`relay.pauses.Pause`, under `relay:paused:{target}`) and its reading live in
+The record itself (`relay.store.pauses.Pause`, under `relay:paused:{target}`) and its reading live in
 relay/, where the operator views read it too. A paused target's deliveries are held, not
 attempted: kicks do not claim from its due set, so they keep their due times and their attempt
 budget, and the state stays pending or retrying. Resuming deletes the key; the workers' pollers
@@ -13,8 +13,8 @@ import time
 
 from redis import Redis
 
-from relay import keys
-from relay.pauses import Pause
+from relay.store import keys
+from relay.store.pauses import Pause
 
 
 def pause_target(

@@ -14,7 +14,7 @@ import threading
 import structlog
 from redis.exceptions import RedisError
 
-from relay.queueing import kick
+from relay.store.queue import kick
 from worker import jobs
 from worker.context import current
 from worker.runtime import get_runtime

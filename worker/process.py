@@ -42,12 +42,12 @@ from rq import SimpleWorker
 from rq import scheduler as rq_scheduler
 from rq.worker import WorkerStatus
 
-from relay import constants
-from relay.logs import rq_logging_level
-from relay.queueing import OrjsonSerializer, make_queue
-from relay.route_table import RouteTable
-from relay.settings import Settings
-from relay.supervisor import supervise
+from relay.config.model import RouteTable
+from relay.config.settings import Settings
+from relay.core import constants
+from relay.core.logs import rq_logging_level
+from relay.core.supervisor import supervise
+from relay.store.queue import OrjsonSerializer, make_queue
 from worker import jobs
 from worker.context import build_context, configure, current, swap_routes
 from worker.exporter import (

@@ -1,6 +1,6 @@
 """Live route reloads in a worker process: SIGHUP and a file watch, in one small thread.
 
-The thread polls routes.toml every POLL_INTERVAL (relay.reload.RouteReloader: only a valid file
+The thread polls routes.toml every POLL_INTERVAL (relay.config.reload.RouteReloader: only a valid file
 is applied, an invalid edit is logged and changes nothing) and reloads at once when SIGHUP
 arrives. The signal handler only sets an Event, so it is safe whatever the main thread (RQ's
 work loop, blocked on Redis) was doing. Applying new routes swaps the jobs' context
@@ -18,8 +18,8 @@ from typing import Any
 
 import structlog
 
-from relay.reload import POLL_INTERVAL, RouteReloader
-from relay.route_table import RouteTable
+from relay.config.model import RouteTable
+from relay.config.reload import POLL_INTERVAL, RouteReloader
 
 log = structlog.get_logger("relay.worker")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import redis
 import structlog
 
-from relay import keys
-from relay.inspect import Trimmed, trim_indexes
+from relay.ops.events import Trimmed, trim_indexes
+from relay.store import keys
 
 log = structlog.get_logger("relay.worker")
 

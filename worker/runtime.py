@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import aiohttp
 import structlog
 
-from relay import constants
+from relay.core import constants
 from worker.outbound import OutboundRequest
 from worker.outcome import AttemptResult
 

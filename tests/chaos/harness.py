@@ -39,8 +39,8 @@ import orjson
 import redis
 from aiohttp import web
 
-from relay import keys
-from relay.routes import load_routes
+from relay.config.loading import load_routes
+from relay.store import keys
 from tests.support.processes import RelayProcess, relay_env
 from tests.support.redis_server import RedisServer, free_port
 

@@ -26,8 +26,8 @@ import pytest
 import redis
 from standardwebhooks.webhooks import Webhook
 
-from relay import keys
-from relay.envelope import Event
+from relay.store import keys
+from relay.store.event import Event
 from tests.support.processes import Processes, relay_env, wait_until
 from tests.support.redis_server import RedisServer, redis_server_binary
 from tests.support.targets import Received, TargetServer

@@ -26,8 +26,8 @@ import orjson
 import redis
 from rq import Worker
 
-from relay.routes import load_routes
-from relay.secrets import Secret
+from relay.config.loading import load_routes
+from relay.core.secrets import Secret
 from tests.support.redis_server import free_port
 
 # ---------------------------------------------------------------------------------------------

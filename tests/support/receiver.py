@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from relay.app import SERVER_OPTIONS
+from relay.receiver.app import SERVER_OPTIONS
 
 
 async def receiver_server(app: web.Application) -> TestServer:

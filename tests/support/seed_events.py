@@ -1,4 +1,4 @@
-"""Write events into Redis the way the receiver does (relay.intake.write_batch), for job tests."""
+"""Write events into Redis the way the receiver does (relay.receiver.intake.write_batch), for job tests."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import redis
 
-from relay import keys
-from relay.envelope import Event
-from relay.ids import new_event_id
-from relay.queueing import kick, make_queue
+from relay.core.ids import new_event_id
+from relay.store import keys
+from relay.store.event import Event
+from relay.store.queue import kick, make_queue
 
 
 def make_event(

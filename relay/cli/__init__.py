@@ -1,0 +1,1 @@
+"""The `relay` console script: one module per command group."""

@@ -1,0 +1,1 @@
+"""`relay dev`: everything in one command for a first run."""

@@ -1,0 +1,1 @@
+"""The operator's configuration: settings from the environment, routes.toml, reloads."""

@@ -1,0 +1,123 @@
+"""routes.toml: the operator's file, loaded into frozen values (relay.config.model) and validated.
+
+Every mistake is collected (not just the first) as a `Problem` naming file, table and key, so
+`relay check` can list them all at once, sorted. Each table kind is read by a module of its own
+(relay.config.sources, relay.config.targets); the routes and the whole file are read here.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from relay.config.fields import Collector, hint, repeated, sort_problems, string_list, table_of
+from relay.config.model import Route, RouteTable, compile_route
+from relay.config.sources import load_source
+from relay.config.targets import load_target
+from relay.core.errors import ConfigError, Problem
+
+ROUTE_KEYS = ("source", "events", "targets")
+TOP_KEYS = ("sources", "targets", "routes")
+
+
+def load_route(
+    c: Collector, index: int, data: Any, sources: Mapping[str, Any], targets: Mapping[str, Any]
+) -> Route | None:
+    table = f"routes[{index}]"
+    if not isinstance(data, Mapping):
+        c.add(table, "", "each [[routes]] entry must be a table")
+        return None
+    ok = len(c.problems)
+    c.unknown_keys(table, data, ROUTE_KEYS)
+    source = data.get("source")
+    if source is None:
+        c.add(table, "source", "missing; the source this route takes events from")
+    elif not isinstance(source, str):
+        c.add(table, "source", "must be the name of a source, as a string")
+    elif source not in sources:
+        c.add(table, "source", f"no source named '{source}' in [sources]{hint(source, sources)}")
+    events = string_list(c, table, "events", data.get("events", ["*"]))
+    for pattern in events or ():
+        if not pattern.strip():
+            c.add(table, "events", 'an empty pattern matches nothing; "*" matches every event')
+        elif pattern != pattern.strip():
+            c.add(table, "events", f"{pattern!r}: event types never start or end with spaces")
+    for pattern in repeated(events or ()):
+        c.add(table, "events", f"'{pattern}' is listed more than once")
+    if "targets" not in data:
+        c.add(table, "targets", "missing; the targets these events go to")
+        names = None
+    else:
+        names = string_list(c, table, "targets", data["targets"])
+    for name in names or ():
+        if name not in targets:
+            c.add(table, "targets", f"no target named '{name}' in [targets]{hint(name, targets)}")
+    for name in repeated(names or ()):
+        c.add(table, "targets", f"'{name}' is listed more than once")
+    if len(c.problems) != ok or events is None or names is None or not isinstance(source, str):
+        return None
+    return compile_route(source, events, names)
+
+
+def parse_routes(
+    text: str, path: str, env: Mapping[str, str], *, require_env: bool = True
+) -> RouteTable:
+    """Validate the text of a routes.toml; raise ConfigError listing every problem, sorted.
+
+    With `require_env=False` a variable missing from `env` is not a problem: the secret it would
+    give is left out and the variable is listed in `RouteTable.missing_env`.
+    """
+    c = Collector(path, env, require_env)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(path, "", "", f"not valid TOML: {exc}")]) from exc
+    c.unknown_keys("", doc, TOP_KEYS)
+    raw_sources = table_of(c, "", "sources", doc.get("sources", {})) or {}
+    raw_targets = table_of(c, "", "targets", doc.get("targets", {})) or {}
+    raw_routes = doc.get("routes", [])
+    if not isinstance(raw_routes, list):
+        c.add("", "routes", "must be an array of tables: write [[routes]]")
+        raw_routes = []
+
+    def each(
+        kind: str, raw: Mapping[str, Any], load: Callable[[Collector, str, Mapping[str, Any]], Any]
+    ) -> dict[str, Any]:
+        loaded = {}
+        for name, data in raw.items():
+            table = table_of(c, kind, name, data)
+            if table is not None:
+                value = load(c, name, table)
+                if value is not None:
+                    loaded[name] = value
+        return loaded
+
+    sources = each("sources", raw_sources, load_source)
+    targets = each("targets", raw_targets, load_target)
+    routes = [load_route(c, i, r, raw_sources, raw_targets) for i, r in enumerate(raw_routes)]
+    if c.problems:
+        raise ConfigError(sort_problems(c.problems))
+    return RouteTable(
+        path=path,
+        sources=MappingProxyType(sources),
+        targets=MappingProxyType(targets),
+        routes=tuple(r for r in routes if r is not None),
+        missing_env=tuple(sorted(c.missing_env)),
+    )
+
+
+def load_routes(
+    path: str | Path, env: Mapping[str, str], *, require_env: bool = True
+) -> RouteTable:
+    """Read and validate routes.toml at `path`; raise ConfigError listing every problem."""
+    shown = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError([Problem(shown, "", "", "file not found")]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(shown, "", "", f"cannot be read: {exc}")]) from exc
+    return parse_routes(text, shown, env, require_env=require_env)

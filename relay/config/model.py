@@ -1,0 +1,185 @@
+"""The routes in force: frozen values for sources, targets and routes, and the matching.
+
+`relay.config.loading` builds a RouteTable from routes.toml (validated, every problem collected); the
+receiver and the workers only ever read these values.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from relay.core import constants
+from relay.core.secrets import Secret
+from relay.receiver.decoding import SUPPORTED, Coding
+
+#: Where each kind of source finds the event type by default, and the body it takes.
+SOURCE_KINDS: Mapping[str, str] = {
+    "json": "event",  # a field of a JSON body (dotted path for nested fields)
+    "form": "event",  # a field of an application/x-www-form-urlencoded body
+    "json_or_form": "event",  # either body (Elucidat's own sample receiver reads a form)
+    "header": "x-event-type",  # a request header, any body
+    "resthooks": "x-event-type",  # REST Hooks (Strigo): header, plus the X-Hook-Secret handshake
+    "aspnet": "Notifications[].Action",  # ASP.NET WebHooks (Learn365): one event per notification
+}
+
+HTTP_METHODS = ("POST", "PUT")
+BODY_FORMATS = ("original", "json")
+#: How many (source, event type) pairs a RouteTable remembers the match of.
+MATCH_MEMO = 4096
+#: Inbound dedupe window when a source does not say.
+DEFAULT_DEDUPE_WINDOW = 24 * 3600.0
+
+#: Headers relay sets itself on every re-delivery: a target cannot override them.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Dedupe:
+    """Inbound deduplication: which part of a request identifies it, and for how long."""
+
+    key: tuple[str, ...]  # JSON paths / form fields ("body:Id") or headers ("header:x-id")
+    window: float  # seconds
+
+
+@dataclass(frozen=True)
+class Source:
+    """A provider that posts to `/hooks/{name}`."""
+
+    name: str
+    kind: str
+    event: str  # where the event type is: field path, or lower-cased header name, per kind
+    methods: tuple[str, ...] = HTTP_METHODS
+    token: Secret | None = None  # path token: /hooks/{name}/{token}
+    secret: Secret | None = None  # signing secret (aspnet: ms-signature)
+    max_body: int = constants.DEFAULT_BODY_LIMIT
+    dedupe: Dedupe | None = None
+    spool: bool = False  # keep events on local disk while Redis is down (call-once providers)
+    call_once: bool = False  # the provider never retries: spool defaults to on
+    # The Content-Encodings taken (relay.receiver.decoding); () takes uncompressed bodies only.
+    content_encodings: tuple[Coding, ...] = SUPPORTED
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a target is retried."""
+
+    attempts: int = constants.DEFAULT_ATTEMPTS
+    first: float = constants.DEFAULT_FIRST_DELAY
+    max: float = constants.DEFAULT_MAX_DELAY
+
+
+@dataclass(frozen=True)
+class Target:
+    """A downstream app that receives re-delivered events."""
+
+    name: str
+    url: str
+    timeout: float = constants.DEFAULT_TIMEOUT
+    signing_secrets: tuple[Secret, ...] = ()  # whsec_ secrets; several while rotating keys
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    headers: tuple[tuple[str, Secret], ...] = ()  # extra headers; values may come from the env
+    body: str = "original"  # "json": form bodies delivered as a JSON object
+    pause_on_gone: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    """Events of `source` whose type matches one of `events` go to `targets`."""
+
+    source: str
+    events: tuple[str, ...]
+    targets: tuple[str, ...]
+    _patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # A Route built directly (not by compile_route) must still match: compile here.
+        if len(self._patterns) != len(self.events):
+            patterns = tuple(re.compile(fnmatch.translate(e)) for e in self.events)
+            object.__setattr__(self, "_patterns", patterns)
+
+    def matches(self, event_type: str) -> bool:
+        """Whether an event type matches one of this route's glob patterns (case-sensitive)."""
+        # translate() anchors the pattern at both ends, so match() is fnmatchcase's fullmatch.
+        return any(p.match(event_type) for p in self._patterns)
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """Everything routes.toml says, validated."""
+
+    path: str
+    sources: Mapping[str, Source]
+    targets: Mapping[str, Target]
+    routes: tuple[Route, ...]
+    #: Variables the file names but the environment lacks (only with require_env=False).
+    missing_env: tuple[str, ...] = ()
+    #: (source, event type) -> `match`'s answer, for the first MATCH_MEMO pairs seen: the
+    #: receiver matches every event, and a provider sends few distinct types. Bounded, because
+    #: event types come from outside. (The table is frozen; a reload builds a new one.)
+    _memo: dict[tuple[str, str], tuple[str, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def match(self, source: str, event_type: str | None) -> tuple[str, ...]:
+        """Target names an event reaches, in first-mention order, each once."""
+        if event_type is None:
+            return ()
+        memo = self._memo
+        found = memo.get((source, event_type))
+        if found is None:
+            found = self._match(source, event_type)
+            if len(memo) < MATCH_MEMO:
+                memo[source, event_type] = found
+        return found
+
+    def _match(self, source: str, event_type: str) -> tuple[str, ...]:
+        found: dict[str, None] = {}
+        for route in self.routes:
+            if route.source == source and route.matches(event_type):
+                for target in route.targets:
+                    found[target] = None
+        return tuple(found)
+
+    def routes_of(self, source: str) -> tuple[Route, ...]:
+        """The routes that take events from one source, in file order."""
+        return tuple(r for r in self.routes if r.source == source)
+
+    def reachable(self, source: str) -> tuple[str, ...]:
+        """Every target some event of `source` could reach, in first-mention order."""
+        found: dict[str, None] = {}
+        for route in self.routes_of(source):
+            found.update(dict.fromkeys(route.targets))
+        return tuple(found)
+
+
+def compile_route(source: str, events: tuple[str, ...], targets: tuple[str, ...]) -> Route:
+    """A Route with its glob patterns compiled once."""
+    patterns = tuple(re.compile(fnmatch.translate(e)) for e in events)
+    return Route(source=source, events=events, targets=targets, _patterns=patterns)
+
+
+def event_location(source: Source) -> str:
+    """Where a source finds the event type, in words (for `relay check`)."""
+    if source.kind in ("header", "resthooks"):
+        return f"header {source.event}"
+    if source.kind == "aspnet":
+        return "Notifications[].Action (one event per notification)"
+    if source.kind == "form":
+        return f"form field {source.event!r}"
+    if source.kind == "json":
+        return f"JSON field {source.event!r}"
+    return f"JSON or form field {source.event!r}"

@@ -1,0 +1,1 @@
+"""The shared kernel: errors, units, times, ids, secrets, logging, signing, metrics."""

@@ -1,0 +1,1 @@
+"""The receiver: the decision core, the aiohttp adapter, intake and the spool."""

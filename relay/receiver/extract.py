@@ -1,0 +1,308 @@
+"""From a request's raw parts to events: content type rules, event type, dedupe values.
+
+Pure functions, no I/O: the aiohttp handler and `relay check` both call `parse_request`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from relay.config.model import Source
+from relay.core.errors import BadRequest, UnsupportedMediaType
+
+#: Longest event type kept; anything longer is not a real event name.
+MAX_EVENT_TYPE = 256
+
+#: Request headers never stored nor forwarded: hop-by-hop, transport, and credentials.
+DROPPED_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-hook-secret",
+        "host",
+        "content-length",
+        "content-type",  # stored separately
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "accept-encoding",
+        # aiohttp decompresses request bodies: the stored body is no longer encoded.
+        "content-encoding",
+        "proxy-connection",
+    }
+)
+MAX_KEPT_HEADERS = 64
+MAX_HEADER_VALUE = 2048
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    """One event found in a request."""
+
+    type: str | None  # None: the request names no event type (acknowledged, unrouted)
+    body: bytes  # the bytes to deliver downstream
+    dedupe_value: str | None  # None: no dedupe for this event
+    # Whether `body` is the provider's own bytes: provider signatures are forwarded only then.
+    original_body: bool = True
+
+
+def media_type(content_type: str) -> str:
+    """`application/json` from `application/json; charset=utf-8`, lower-cased."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: str) -> bool:
+    """Whether a media type is JSON (`application/json`, `text/json` or `*/*+json`)."""
+    mt = media_type(content_type)
+    return mt in ("application/json", "text/json") or mt.endswith("+json")
+
+
+def is_form(content_type: str) -> bool:
+    """Whether a media type is an URL-encoded form."""
+    return media_type(content_type) == "application/x-www-form-urlencoded"
+
+
+def kept_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Provider headers worth keeping, lower-cased, bounded in number and size."""
+    kept: list[tuple[str, str]] = []
+    for name, value in headers.items():
+        lname = name.lower()
+        if lname in DROPPED_HEADERS or lname.startswith("x-relay-"):
+            continue
+        kept.append((lname, value[:MAX_HEADER_VALUE]))
+        if len(kept) >= MAX_KEPT_HEADERS:
+            break
+    return tuple(kept)
+
+
+def lookup_path(document: Any, path: str) -> Any:
+    """The value at a dotted path (`course.id`, `items.0.type`), or None when absent."""
+    node = document
+    for part in path.split("."):
+        if isinstance(node, Mapping):
+            if part not in node:
+                return None
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def event_name(value: Any) -> str | None:
+    """An event type from a field value: strings and numbers; anything else is no type."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        value = str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text and len(text) <= MAX_EVENT_TYPE:
+            return text
+    return None
+
+
+#: A UTF-8 byte order mark: .NET's encoders write one when asked to; RFC 8259 lets a parser
+#: ignore it. It is skipped for parsing only: the body forwarded keeps its bytes.
+_BOM = b"\xef\xbb\xbf"
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON document, or 400 with the reason."""
+    if body.startswith(_BOM):
+        body = body[len(_BOM) :]
+    if not body.strip():
+        raise BadRequest("the body is empty; this source takes JSON")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """The fields of an URL-encoded form, or 400. A repeated field keeps its first value."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("the form body is not valid UTF-8") from exc
+    try:
+        fields = parse_qs(text, keep_blank_values=True, max_num_fields=1000)
+    except ValueError as exc:
+        raise BadRequest(f"the form body cannot be parsed: {exc}") from exc
+    return {name: values[0] for name, values in fields.items()}
+
+
+def _field_lookup(document: Any, path: str, form: bool) -> Any:
+    """A field of a form (its literal name) or of a JSON document (a dotted path)."""
+    if form:
+        return document.get(path) if isinstance(document, dict) else None
+    return lookup_path(document, path)
+
+
+def dedupe_value(
+    source: Source,
+    document: Any,
+    headers: Mapping[str, str],
+    suffix: str = "",
+    form: bool = False,
+) -> str | None:
+    """The inbound dedupe value of a request, or None when the source has none or a part lacks."""
+    if source.dedupe is None:
+        return None
+    parts = []
+    for key in source.dedupe.key:
+        scope, _, name = key.partition(":")
+        value: Any
+        if scope == "header":
+            value = headers.get(name)
+        else:
+            value = _field_lookup(document, name, form) if document is not None else None
+        if value is None or isinstance(value, dict | list) or value == "":
+            return None
+        parts.append(str(value))
+    return "\x1f".join(parts) + suffix
+
+
+def parse_request(
+    source: Source, content_type: str, headers: Mapping[str, str], body: bytes
+) -> list[ParsedEvent]:
+    """The events in one request to `source`; raise 415 or 400 for input it cannot take.
+
+    `headers` must be case-insensitive (aiohttp's CIMultiDict) or lower-cased.
+    """
+    kind = source.kind
+    if kind in ("header", "resthooks"):
+        document: Any = None
+        if is_json(content_type) and body.strip():
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                document = None  # a header source forwards any body as it is
+        etype = event_name(headers.get(source.event))
+        return [ParsedEvent(etype, body, dedupe_value(source, document, headers))]
+    if kind == "aspnet":
+        return _parse_aspnet(source, content_type, headers, body)
+    form = False
+    if kind == "json" or (kind == "json_or_form" and is_json(content_type)):
+        if not is_json(content_type):
+            raise UnsupportedMediaType(
+                f"source '{source.name}' takes application/json, not {media_type(content_type)!r}"
+            )
+        document = parse_json(body)
+    elif kind == "form" or (kind == "json_or_form" and is_form(content_type)):
+        if not is_form(content_type):
+            raise UnsupportedMediaType(
+                f"source '{source.name}' takes application/x-www-form-urlencoded, "
+                f"not {media_type(content_type)!r}"
+            )
+        document = parse_form(body)
+        form = True
+    else:
+        raise UnsupportedMediaType(
+            f"source '{source.name}' takes application/json or "
+            f"application/x-www-form-urlencoded, not {media_type(content_type)!r}"
+        )
+    etype = event_name(_field_lookup(document, source.event, form))
+    return [ParsedEvent(etype, body, dedupe_value(source, document, headers, form=form))]
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = " \t\n\r"
+
+
+def _skip(text: str, at: int) -> int:
+    while at < len(text) and text[at] in _SPACE:
+        at += 1
+    return at
+
+
+def split_array_text(text: str, key: str) -> tuple[str, list[str], str]:
+    """Cut a JSON object's text around the array under `key`: (before, elements, after).
+
+    `before + "[" + ", ".join(elements) + "]" + after` is the text again, each element being
+    its exact original text. The text must already have parsed as a JSON object with that key
+    holding an array; with duplicate keys the last one counts, as in the parser.
+    """
+    found: tuple[int, int] | None = None
+    at = _skip(text, 0) + 1  # past "{"
+    while True:
+        at = _skip(text, at)
+        if text[at] == "}":
+            break
+        name, at = _DECODER.raw_decode(text, at)
+        at = _skip(text, at) + 1  # past ":"
+        start = _skip(text, at)
+        _, at = _DECODER.raw_decode(text, start)
+        if name == key:
+            found = (start, at)
+        at = _skip(text, at)
+        if text[at] == ",":
+            at += 1
+    if found is None:
+        raise ValueError(f"no {key!r} array")
+    start, end = found
+    elements = []
+    at = _skip(text, start + 1)  # past "["
+    while text[at] != "]":
+        _, stop = _DECODER.raw_decode(text, at)
+        elements.append(text[at:stop])
+        at = _skip(text, stop)
+        if text[at] == ",":
+            at = _skip(text, at + 1)
+    return text[:start], elements, text[end:]
+
+
+def _parse_aspnet(
+    source: Source, content_type: str, headers: Mapping[str, str], body: bytes
+) -> list[ParsedEvent]:
+    """ASP.NET WebHooks: one event per entry of `Notifications`, typed by its `Action`.
+
+    A request with one notification is forwarded byte for byte. A request with several is split:
+    each event's body is the provider's own text with the `Notifications` array cut down to that
+    one notification (its own text, verbatim), so each target gets only what is routed to it and
+    no number, key order or line end is rewritten.
+    """
+    if not is_json(content_type):
+        raise UnsupportedMediaType(
+            f"source '{source.name}' (ASP.NET WebHooks) takes application/json, "
+            f"not {media_type(content_type)!r}"
+        )
+    document = parse_json(body)
+    if not isinstance(document, dict):
+        raise BadRequest("an ASP.NET WebHooks body must be a JSON object")
+    notifications = document.get("Notifications")
+    if not isinstance(notifications, list) or not notifications:
+        raise BadRequest("an ASP.NET WebHooks body needs a non-empty 'Notifications' array")
+    if len(notifications) == 1:
+        n = notifications[0]
+        etype = event_name(n.get("Action")) if isinstance(n, dict) else None
+        return [ParsedEvent(etype, body, dedupe_value(source, document, headers))]
+    events = []
+    try:
+        head, parts, tail = split_array_text(body.decode("utf-8"), "Notifications")
+    except (ValueError, RecursionError) as exc:  # parsed above, so only absurd nesting gets here
+        raise BadRequest("the notifications cannot be split out of this body") from exc
+    for index, n in enumerate(notifications):
+        etype = event_name(n.get("Action")) if isinstance(n, dict) else None
+        part = (head + "[" + parts[index] + "]" + tail).encode("utf-8")
+        events.append(
+            ParsedEvent(
+                etype,
+                part,
+                dedupe_value(source, document, headers, suffix=f"#{index}"),
+                original_body=False,
+            )
+        )
+    return events
