@@ -14,17 +14,19 @@ from multidict import CIMultiDict
 
 from relay.config.model import Dedupe, Source
 from relay.core.errors import BadRequest, UnsupportedMediaType
-from relay.receiver.extract import (
-    MAX_EVENT_TYPE,
+from relay.core.headers import (
     MAX_HEADER_VALUE,
     MAX_KEPT_HEADERS,
-    ParsedEvent,
-    event_name,
     is_form,
     is_json,
     kept_headers,
-    lookup_path,
     media_type,
+)
+from relay.receiver.extract import (
+    MAX_EVENT_TYPE,
+    ParsedEvent,
+    event_name,
+    lookup_path,
     parse_form,
     parse_json,
     parse_request,

@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from relay.config.model import Target
+from relay.core.errors import ConfigError
+from relay.core.headers import is_forwarded, is_reserved
 from relay.core.secrets import Secret
 from relay.core.signatures import verify_standard
 from relay.store.event import Event
-from worker.outbound import USER_AGENT, build_request, form_to_json, is_forwarded, is_protected
+from worker.outbound import USER_AGENT, build_request, form_to_json
 
 SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SECRET_B = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"  # base64 of 24 ASCII letters
@@ -169,11 +171,28 @@ def test_is_forwarded(name: str, forwarded: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "protected"),
-    [("webhook-signature", True), ("Content-Type", True), ("x-relay-source", True), ("x-a", False)],
+    ("name", "reserved"),
+    [
+        ("webhook-signature", True),
+        ("webhook-foo", True),
+        ("Content-Type", True),
+        ("connection", True),
+        ("x-relay-source", True),
+        ("x-a", False),
+    ],
 )
-def test_is_protected(name: str, protected: bool) -> None:
-    assert is_protected(name) is protected
+def test_is_reserved(name: str, reserved: bool) -> None:
+    assert is_reserved(name) is reserved
+
+
+def test_config_refuses_exactly_what_delivery_would_strip() -> None:
+    # One policy: a header routes.toml accepts in a target's `headers` reaches the target.
+    from relay.config.loading import parse_routes
+
+    for name in ("connection", "webhook-foo", "x-relay-x", "host"):
+        text = f'[targets.t]\nurl = "http://127.0.0.1:1/"\nheaders = {{ "{name}" = "v" }}\n'
+        with pytest.raises(ConfigError, match="set by relay itself"):
+            parse_routes(text, "routes.toml", {})
 
 
 def test_form_to_json_rejects_non_utf8() -> None:

@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from structlog.testing import capture_logs
 
 from relay.cli import main as cli
+from relay.cli.serve import receiver_app
 from relay.config.loading import parse_routes
 from relay.config.settings import Settings
 from relay.core.times import format_time
@@ -41,7 +42,6 @@ from relay.ops.status_page import (
     render_html,
     summarize,
 )
-from relay.receiver.app import create_app
 from relay.store import keys
 from relay.store.pauses import Pause
 from relay.store.queue import kick, make_queue
@@ -537,7 +537,7 @@ def make_client(aiohttp_client: Any, redis_url: str) -> MakeClient:
     async def make(token: str = "", url: str = redis_url) -> AppClient:
         routes = parse_routes(ROUTES_TOML, "routes.toml", {})
         client: AppClient = await aiohttp_client(
-            create_app(Settings(redis_url=url, status_token=token), routes)
+            receiver_app(Settings(redis_url=url, status_token=token), routes)
         )
         return client
 
@@ -870,7 +870,7 @@ async def test_chromium_renders_the_figures_the_api_reports(
     binary = chromium_binary()
     seed_scene(redis_client, time.time())
     routes = parse_routes(ROUTES_TOML, "routes.toml", {})
-    app = create_app(Settings(redis_url=redis_url, status_token=TOKEN), routes)
+    app = receiver_app(Settings(redis_url=redis_url, status_token=TOKEN), routes)
     async with TestServer(app, host="127.0.0.1") as server, TestClient(server) as client:
         url = str(server.make_url(f"/status?token={TOKEN}"))
         dom = await run_chromium(binary, tmp_path / "profile-dom", "--dump-dom", url)

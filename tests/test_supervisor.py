@@ -32,7 +32,7 @@ def test_a_restarted_child_starts_with_default_signal_handlers(tmp_path: Path) -
     # The parent's handler before supervise, whatever earlier tests left in this process.
     before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        stopped = supervise(child, 1, NO_ROUTES, name="test", reload_routes=False)
+        stopped = supervise(child, 1, NO_ROUTES, name="test")
     finally:
         signal.signal(signal.SIGTERM, before)
     assert seen.read_text() == "default"
@@ -47,7 +47,7 @@ def test_children_that_finish_are_not_restarted_without_restart(tmp_path: Path) 
         (tmp_path / str(index)).touch()
         return 0 if index == 0 else 3
 
-    stopped = supervise(child, 2, NO_ROUTES, name="test", restart=False, reload_routes=False)
+    stopped = supervise(child, 2, NO_ROUTES, name="test", restart=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1"]
     assert stopped.codes == [0, 3]
     assert not stopped.stopping

@@ -15,22 +15,11 @@ import orjson
 
 from relay import __version__
 from relay.config.model import Target
+from relay.core.headers import FORWARDED_PROVIDER_HEADERS, is_form, is_forwarded, is_reserved
 from relay.core.signatures import sign_standard
-from relay.receiver.extract import is_form
 from relay.store.event import Event
 
 USER_AGENT = f"relay/{__version__}"
-
-#: Provider headers that are forwarded even though they are not x-*.
-FORWARDED_PROVIDER_HEADERS = frozenset({"ms-signature"})
-
-#: x-* headers that describe the hop to the relay, not the event: never forwarded.
-NOT_FORWARDED_PREFIXES = ("x-forwarded-", "x-relay-")
-NOT_FORWARDED = frozenset({"x-real-ip", "x-hook-secret"})
-
-#: Headers a target's `headers` table cannot override: they carry the contract.
-PROTECTED = frozenset({"content-type", "content-length", "host", "transfer-encoding"})
-PROTECTED_PREFIXES = ("webhook-", "x-relay-")
 
 
 @dataclass(frozen=True)
@@ -45,22 +34,6 @@ class OutboundRequest:
         """The value of a header (case-insensitive), or None."""
         lname = name.lower()
         return next((v for k, v in self.headers if k == lname), None)
-
-
-def is_forwarded(name: str) -> bool:
-    """Whether a provider header kept at intake is forwarded to targets."""
-    lname = name.lower()
-    if lname in FORWARDED_PROVIDER_HEADERS:
-        return True
-    if not lname.startswith("x-") or lname in NOT_FORWARDED:
-        return False
-    return not lname.startswith(NOT_FORWARDED_PREFIXES)
-
-
-def is_protected(name: str) -> bool:
-    """Whether a target's extra header would override part of the delivery contract."""
-    lname = name.lower()
-    return lname in PROTECTED or lname.startswith(PROTECTED_PREFIXES)
 
 
 def form_to_json(body: bytes) -> bytes | None:
@@ -92,7 +65,7 @@ def build_request(event: Event, target: Target, attempt: int, now: int) -> Outbo
             headers[name.lower()] = value
     headers["user-agent"] = USER_AGENT
     for name, secret in target.headers:
-        if not is_protected(name):
+        if not is_reserved(name):
             headers[name.lower()] = secret.reveal()
     if content_type:
         headers["content-type"] = content_type

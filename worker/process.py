@@ -43,6 +43,7 @@ from rq import scheduler as rq_scheduler
 from rq.worker import WorkerStatus
 
 from relay.config.model import RouteTable
+from relay.config.reload import route_updates
 from relay.config.settings import Settings
 from relay.core import constants
 from relay.core.logs import rq_logging_level
@@ -383,7 +384,7 @@ def run_processes(
         routes,
         name="worker",
         restart=not burst,
-        reload_routes=ops.reload_routes,
+        updates=route_updates(routes.path) if ops.reload_routes else None,
         started={"metrics_ports": ports},
     )
     return 0 if stopped.clean else 1

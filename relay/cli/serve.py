@@ -13,6 +13,7 @@ import socket
 import sys
 import tempfile
 
+import redis
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -20,12 +21,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 from relay.cli.main import positive_int
 from relay.config.loading import load_routes
 from relay.config.model import RouteTable
+from relay.config.reload import route_updates
 from relay.config.settings import Settings
 from relay.core.errors import ConfigError
 from relay.core.logs import configure_logging
 from relay.core.metrics import use_multiprocess_values
 from relay.core.supervisor import supervise
-from relay.receiver.app import SERVER_OPTIONS, create_app
+from relay.ops.status_page import add_status_routes
+from relay.receiver.app import REDIS, ROUTES, SERVER_OPTIONS, create_app
 
 #: Seconds beyond the intake timeout that SIGTERM leaves in-flight requests to get their answer
 #: (aiohttp stops accepting at once, then waits for handlers; then the writer commits the rest).
@@ -147,7 +150,7 @@ def serve(
         uvloop=_use_uvloop_if_installed(),
     )
     web.run_app(
-        create_app(settings, routes, reload_routes=True, metrics_dir=metrics_dir),
+        receiver_app(settings, routes, reload_routes=True, metrics_dir=metrics_dir),
         host=host,
         port=port,
         reuse_port=reuse_port,
@@ -162,6 +165,28 @@ def serve(
     )
     log.info("receiver_stopped")
     return 0
+
+
+def receiver_app(
+    settings: Settings,
+    routes: RouteTable,
+    *,
+    connection: redis.Redis | None = None,
+    reload_routes: bool = False,
+    metrics_dir: str | None = None,
+) -> web.Application:
+    """The receiver with the status page on it: what `relay serve` and `relay dev` run."""
+    app = create_app(
+        settings,
+        routes,
+        connection=connection,
+        reload_routes=reload_routes,
+        metrics_dir=metrics_dir,
+    )
+    add_status_routes(  # GET /status (HTML) and /status.json, behind RELAY_STATUS_TOKEN
+        app, settings.status_token, lambda: app[REDIS], lambda: tuple(app[ROUTES].table.targets)
+    )
+    return app
 
 
 def serve_processes(
@@ -187,7 +212,14 @@ def serve_processes(
             return serve(settings, latest, host, port, reuse_port=True, metrics_dir=metrics_dir)
 
         started = {"host": host, "port": port, "metrics_dir": metrics_dir}
-        stopped = supervise(child, processes, routes, name="receiver", started=started)
+        stopped = supervise(
+            child,
+            processes,
+            routes,
+            name="receiver",
+            updates=route_updates(routes.path),
+            started=started,
+        )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0 if stopped.clean else 1

@@ -32,20 +32,6 @@ MATCH_MEMO = 4096
 #: Inbound dedupe window when a source does not say.
 DEFAULT_DEDUPE_WINDOW = 24 * 3600.0
 
-#: Headers relay sets itself on every re-delivery: a target cannot override them.
-RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "content-type",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
-
 
 @dataclass(frozen=True)
 class Dedupe:

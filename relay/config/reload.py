@@ -87,3 +87,15 @@ class RouteReloader:
             routes=len(table.routes),
         )
         return True
+
+
+def route_updates(path: str | Path) -> Callable[[], RouteTable | None]:
+    """A poll function for a process supervisor: the routes newly reloaded, else None."""
+    latest: list[RouteTable] = []
+    reloader = RouteReloader(path, latest.append)
+
+    def poll() -> RouteTable | None:
+        reloader.poll()
+        return latest.pop() if latest else None
+
+    return poll

@@ -7,8 +7,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from relay.config.fields import ENV_REF, HEADER_NAME, NAME, Collector, table_of
-from relay.config.model import BODY_FORMATS, RESERVED_HEADERS, RetryPolicy, Target
+from relay.config.model import BODY_FORMATS, RetryPolicy, Target
 from relay.core import constants
+from relay.core.headers import is_reserved
 from relay.core.secrets import Secret
 from relay.core.units import parse_duration
 
@@ -113,7 +114,7 @@ def _load_headers(c: Collector, table: str, value: Any) -> tuple[tuple[str, Secr
         lname = hname.lower()
         if not HEADER_NAME.match(hname):
             c.add(where, hname, "is not a valid header name")
-        elif lname in RESERVED_HEADERS or lname.startswith("x-relay-"):
+        elif is_reserved(lname):
             c.add(where, hname, "is set by relay itself on every delivery")
         elif not isinstance(hvalue, str):
             c.add(where, hname, "must be a string")

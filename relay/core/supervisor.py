@@ -2,9 +2,10 @@
 
 The parent forks each child (before it has threads or an event loop, so fork is safe), forwards
 SIGTERM, SIGINT and SIGHUP to them, restarts a child that dies (unless `restart` is off, or it
-is stopping), and returns their exit codes once all have stopped. It follows routes.toml too
-(polled in its own loop, no thread), so that a restarted child starts on the routes its siblings
-reloaded, not on those the parent started with.
+is stopping), and returns their exit codes once all have stopped. It follows the state its
+children start from too (routes.toml, polled by the caller's `updates` in the parent's loop, no
+thread), so that a restarted child starts on the routes its siblings reloaded, not on those the
+parent started with. It knows nothing of what that state is.
 """
 
 from __future__ import annotations
@@ -16,17 +17,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
-from relay.config.model import RouteTable
-from relay.config.reload import POLL_INTERVAL, RouteReloader
-
 log = structlog.get_logger("relay.supervisor")
 
-#: What a child runs: (its index, the current routes) -> exit code.
-Child = Callable[[int, RouteTable], int]
+State = TypeVar("State")
+#: How often the parent asks `updates` for a newer state.
+POLL_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -49,35 +48,33 @@ _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def _run(
-    child: Child, index: int, routes: RouteTable, handlers: Mapping[int, Any]
+    child: Callable[[int, State], int], index: int, state: State, handlers: Mapping[int, Any]
 ) -> None:  # pragma: no cover - runs in the child
     # A child restarted after the parent installed `forward` inherits it: a SIGTERM during its
     # start-up would run the parent's forwarding in the child (and exit 1). Put back the
     # handlers the parent had before.
     for signum, handler in handlers.items():
         signal.signal(signum, handler)
-    os._exit(child(index, routes))
+    os._exit(child(index, state))
 
 
 def supervise(
-    child: Child,
+    child: Callable[[int, State], int],
     count: int,
-    routes: RouteTable,
+    state: State,
     *,
     name: str,
     restart: bool = True,
-    reload_routes: bool = True,
+    updates: Callable[[], State | None] | None = None,
     started: Mapping[str, Any] | None = None,
 ) -> Stopped:
-    """Run `count` children of `child` until all have stopped; see the module docstring."""
+    """Run `count` children of `child(index, state)` until all have stopped.
+
+    `updates`, polled every POLL_INTERVAL, returns a newer state for children started later,
+    or None when nothing changed.
+    """
     ctx = multiprocessing.get_context("fork")
-    latest = routes
-
-    def keep(table: RouteTable) -> None:
-        nonlocal latest
-        latest = table
-
-    reloader = RouteReloader(routes.path, keep) if reload_routes else None
+    latest = state
     original = {signum: signal.getsignal(signum) for signum in _FORWARDED}
 
     def spawn(index: int) -> multiprocessing.process.BaseProcess:
@@ -130,8 +127,8 @@ def supervise(
                 )
                 restarts += 1
                 children[i] = spawn(i)
-            if reloader is not None and time.monotonic() >= next_poll:
-                reloader.poll()
+            if updates is not None and time.monotonic() >= next_poll:
+                latest = updates() or latest
                 next_poll = time.monotonic() + POLL_INTERVAL
             time.sleep(0.2)
     finally:

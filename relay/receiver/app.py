@@ -40,6 +40,7 @@ from relay.core.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from relay.core.headers import kept_headers
 from relay.core.ids import derived_event_id, new_event_id
 from relay.core.metrics import (
     CONTENT_TYPE,
@@ -50,9 +51,8 @@ from relay.core.metrics import (
     render,
 )
 from relay.core.signatures import verify_ms_signature
-from relay.ops.status_page import add_status_routes
 from relay.receiver.decoding import BodyDecoder, Coding, accepted_coding, codings_named
-from relay.receiver.extract import kept_headers, parse_request
+from relay.receiver.extract import parse_request
 from relay.receiver.intake import Committed, IntakeWriter, intake_client, sync_client
 from relay.receiver.spool.drain import SpoolDrainer, redis_commit
 from relay.receiver.spool.spool import Spool
@@ -555,7 +555,4 @@ def create_app(
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
-    add_status_routes(  # GET /status (HTML) and /status.json, behind RELAY_STATUS_TOKEN
-        app, settings.status_token, lambda: app[REDIS], lambda: tuple(app[ROUTES].table.targets)
-    )
     return app

@@ -15,35 +15,10 @@ import orjson
 
 from relay.config.model import Source
 from relay.core.errors import BadRequest, UnsupportedMediaType
+from relay.core.headers import is_form, is_json, media_type
 
 #: Longest event type kept; anything longer is not a real event name.
 MAX_EVENT_TYPE = 256
-
-#: Request headers never stored nor forwarded: hop-by-hop, transport, and credentials.
-DROPPED_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "x-hook-secret",
-        "host",
-        "content-length",
-        "content-type",  # stored separately
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "upgrade",
-        "expect",
-        "accept-encoding",
-        # aiohttp decompresses request bodies: the stored body is no longer encoded.
-        "content-encoding",
-        "proxy-connection",
-    }
-)
-MAX_KEPT_HEADERS = 64
-MAX_HEADER_VALUE = 2048
 
 
 @dataclass(frozen=True)
@@ -55,35 +30,6 @@ class ParsedEvent:
     dedupe_value: str | None  # None: no dedupe for this event
     # Whether `body` is the provider's own bytes: provider signatures are forwarded only then.
     original_body: bool = True
-
-
-def media_type(content_type: str) -> str:
-    """`application/json` from `application/json; charset=utf-8`, lower-cased."""
-    return content_type.split(";", 1)[0].strip().lower()
-
-
-def is_json(content_type: str) -> bool:
-    """Whether a media type is JSON (`application/json`, `text/json` or `*/*+json`)."""
-    mt = media_type(content_type)
-    return mt in ("application/json", "text/json") or mt.endswith("+json")
-
-
-def is_form(content_type: str) -> bool:
-    """Whether a media type is an URL-encoded form."""
-    return media_type(content_type) == "application/x-www-form-urlencoded"
-
-
-def kept_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """Provider headers worth keeping, lower-cased, bounded in number and size."""
-    kept: list[tuple[str, str]] = []
-    for name, value in headers.items():
-        lname = name.lower()
-        if lname in DROPPED_HEADERS or lname.startswith("x-relay-"):
-            continue
-        kept.append((lname, value[:MAX_HEADER_VALUE]))
-        if len(kept) >= MAX_KEPT_HEADERS:
-            break
-    return tuple(kept)
 
 
 def lookup_path(document: Any, path: str) -> Any:

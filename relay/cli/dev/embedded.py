@@ -263,7 +263,8 @@ def run_embedded(
 ) -> int:
     """Receiver, worker and an in-memory Redis in this process, until Ctrl-C."""
     from relay.cli.dev.command import BannerInfo, local_url, render_banner
-    from relay.receiver.app import SERVER_OPTIONS, create_app
+    from relay.cli.serve import receiver_app
+    from relay.receiver.app import SERVER_OPTIONS
 
     server = fakeredis.FakeServer()
 
@@ -272,7 +273,7 @@ def run_embedded(
 
     receiver = AppThread(
         "receiver",
-        lambda: create_app(settings, routes, connection=client()),
+        lambda: receiver_app(settings, routes, connection=client()),
         settings.host,
         settings.port,
         SERVER_OPTIONS,  # as `relay serve` builds it: relay decodes bodies itself
