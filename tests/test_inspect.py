@@ -17,10 +17,10 @@ from relay.ops.events import (
     TargetState,
     get_event,
     list_events,
-    trim_indexes,
 )
 from relay.store import keys
 from relay.store.event import Event
+from relay.store.retention import trim_indexes
 
 #: A fixed "now" (2026-11-05T10:00:00Z) so received times and outputs are exact.
 NOW = 1_793_872_800.0

@@ -19,7 +19,8 @@ import redis
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
 
-from relay.core.metrics import RedisCollector, WorkerMetrics
+from relay.core.metrics import WorkerMetrics
+from relay.store.metrics import RedisCollector
 
 log = structlog.get_logger("relay.worker")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import redis
 import structlog
 
-from relay.ops.events import Trimmed, trim_indexes
 from relay.store import keys
+from relay.store.retention import Trimmed, trim_indexes
 
 log = structlog.get_logger("relay.worker")
 

@@ -12,21 +12,12 @@ stored) are read at scrape time by `RedisCollector`, so every process reports th
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
-import redis
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-
-from relay.core import constants
-from relay.store import keys
-from relay.store.pauses import paused
-from relay.store.queue import make_queue
 
 log = structlog.get_logger("relay.metrics")
 
@@ -151,102 +142,6 @@ class WorkerMetrics:
             self.dead_letters.labels(target, outcome).inc()
         if since_receipt is not None:
             self.end_to_end_seconds.labels(target).observe(max(0.0, since_receipt))
-
-
-class RedisCollector(Collector):
-    """Gauges read from Redis at scrape time: queue depth, dead letters, due and paused targets.
-
-    `targets` names the configured targets, so that each has a `relay_target_paused` sample (0
-    when running) before it ever had a delivery; without it, the targets Redis knows (those with
-    a due set: every target that ever had a delivery) are reported.
-    """
-
-    def __init__(
-        self,
-        connection: Callable[[], redis.Redis],
-        queue: str = constants.QUEUE_NAME,
-        targets: Callable[[], Iterable[str]] | None = None,
-    ):
-        self._connection = connection
-        self._queue = queue
-        self._targets = targets
-
-    def collect(self) -> Iterable[Metric]:
-        depth = GaugeMetricFamily(
-            "relay_queue_jobs",
-            "RQ jobs of the relay queue by state (queued, scheduled, started, failed).",
-            labels=["state"],
-        )
-        dead = GaugeMetricFamily(
-            "relay_dead_letters_stored", "Deliveries currently in the dead-letter store."
-        )
-        due = GaugeMetricFamily(
-            "relay_deliveries_due",
-            "Open deliveries by target: due now (waiting for a worker), or later (waiting for a"
-            " retry time, or in flight until their lease ends).",
-            labels=["target", "when"],
-        )
-        held = GaugeMetricFamily(
-            "relay_target_paused",
-            "1 when deliveries to the target are held (410 with pause_on_gone, or relay pause).",
-            labels=["target"],
-        )
-        held_since = GaugeMetricFamily(
-            "relay_target_pause_start_time_seconds",
-            "Unix time at which a paused target was paused (paused targets only).",
-            labels=["target"],
-        )
-        up = GaugeMetricFamily("relay_redis_up", "1 when Redis answered the scrape's queries.")
-        try:
-            conn = self._connection()
-            # Key names from RQ's own objects, not spelled out here: they are RQ's business.
-            queue = make_queue(conn, self._queue)
-            pipe = conn.pipeline(transaction=False)
-            pipe.llen(queue.key)
-            pipe.zcard(queue.scheduled_job_registry.key)
-            pipe.zcard(queue.started_job_registry.key)
-            pipe.zcard(queue.failed_job_registry.key)
-            pipe.zcard(keys.DEAD)
-            pipe.smembers(keys.DUE_TARGETS)
-            queued, scheduled, started, failed, stored, names = pipe.execute()
-            targets = sorted(n.decode() for n in names)
-            now = time.time()
-            pipe = conn.pipeline(transaction=False)
-            for target in targets:
-                pipe.zcount(keys.due_key(target), "-inf", now)
-                pipe.zcount(keys.due_key(target), f"({now!r}", "+inf")
-            counts = pipe.execute()
-            configured = tuple(self._targets()) if self._targets is not None else ()
-            names = sorted(set(configured) | set(targets))
-            pauses = paused(conn, names)
-        except (redis.RedisError, OSError) as exc:
-            log.warning("metrics_redis_unavailable", error=type(exc).__name__)
-            up.add_metric([], 0)
-            yield up
-            return
-        for state, value in (
-            ("queued", queued),
-            ("scheduled", scheduled),
-            ("started", started),
-            ("failed", failed),
-        ):
-            depth.add_metric([state], float(value))
-        dead.add_metric([], float(stored))
-        for i, target in enumerate(targets):
-            due.add_metric([target, "now"], float(counts[2 * i]))
-            due.add_metric([target, "later"], float(counts[2 * i + 1]))
-        for name in names:
-            pause = pauses.get(name)
-            held.add_metric([name], 0.0 if pause is None else 1.0)
-            if pause is not None and pause.since is not None:
-                held_since.add_metric([name], pause.since)
-        up.add_metric([], 1)
-        yield depth
-        yield dead
-        yield due
-        yield held
-        yield held_since
-        yield up
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -175,15 +175,6 @@ class EventListing:
     expired: int  # index entries whose event had expired (removed from the index)
 
 
-@dataclass(frozen=True)
-class Trimmed:
-    """How many index entries trim_indexes removed, per index."""
-
-    events: int
-    unrouted: int
-    dead: int
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -384,14 +375,3 @@ def list_events(
         partial=not exhausted and len(found) < limit,
         expired=len(expired),
     )
-
-
-def trim_indexes(conn: redis.Redis, retention: float, now: float) -> Trimmed:
-    """Drop index entries older than the retention period (ZSET members carry no TTL)."""
-    cutoff = now - retention
-    pipe = conn.pipeline(transaction=False)
-    pipe.zremrangebyscore(keys.EVENTS_INDEX, "-inf", f"({cutoff!r}")
-    pipe.zremrangebyscore(keys.UNROUTED, "-inf", f"({cutoff!r}")
-    pipe.zremrangebyscore(keys.DEAD, "-inf", f"({cutoff!r}")
-    events, unrouted, dead = pipe.execute()
-    return Trimmed(events=int(events), unrouted=int(unrouted), dead=int(dead))

@@ -46,7 +46,6 @@ from relay.core.metrics import (
     CONTENT_TYPE,
     UNKNOWN_SOURCE,
     ReceiverMetrics,
-    RedisCollector,
     multiprocess_registry,
     render,
 )
@@ -58,6 +57,7 @@ from relay.receiver.spool.drain import SpoolDrainer, redis_commit
 from relay.receiver.spool.spool import Spool
 from relay.store import keys
 from relay.store.event import Event
+from relay.store.metrics import RedisCollector
 
 log = structlog.get_logger("relay.receiver")
 
