@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest docs docs-build bench clean
+.PHONY: run test lint layers typecheck pytest docs docs-build bench clean
 
 # Where `make docs-build` writes the site (ignored by git); mkdocs' own banner is silenced.
 SITE_DIR ?= .site
@@ -27,11 +27,15 @@ $(BIN)/mkdocs: pyproject.toml $(BIN)/relay
 run: $(BIN)/relay
 	$(BIN)/relay dev --echo-target
 
-test: $(BIN)/relay lint typecheck pytest docs-build
+test: $(BIN)/relay lint layers typecheck pytest docs-build
 
 lint: $(BIN)/relay
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The import-linter contracts of pyproject.toml: which package may import which.
+layers: $(BIN)/relay
+	$(BIN)/lint-imports
 
 typecheck: $(BIN)/relay
 	$(BIN)/mypy
