@@ -10,11 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from relay.core.headers import SUPPORTED, Coding
 from relay.receiver.decoding import (
     DECODE_STEP,
-    SUPPORTED,
     BodyDecoder,
-    Coding,
     accepted_coding,
     codings_named,
     decode_body,

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from relay.core import constants
+from relay.core.headers import SUPPORTED, Coding
 from relay.core.secrets import Secret
-from relay.receiver.decoding import SUPPORTED, Coding
 
 #: Where each kind of source finds the event type by default, and the body it takes.
 SOURCE_KINDS: Mapping[str, str] = {

@@ -9,9 +9,9 @@ from typing import Any
 from relay.config.fields import HEADER_NAME, NAME, Collector, hint, string_list
 from relay.config.model import DEFAULT_DEDUPE_WINDOW, HTTP_METHODS, SOURCE_KINDS, Dedupe, Source
 from relay.core import constants
+from relay.core.headers import IDENTITY, SUPPORTED, Coding
 from relay.core.secrets import Secret
 from relay.core.units import parse_duration, parse_size
-from relay.receiver.decoding import IDENTITY, SUPPORTED, Coding
 
 #: Shortest token or source secret accepted: anything shorter is a placeholder or guessable.
 #: (ASP.NET WebHooks secrets are 32 to 64 characters; `openssl rand -hex 16` gives 32.)

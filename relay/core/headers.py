@@ -8,6 +8,7 @@ Also the media types relay recognises, shared by the receiver (parsing) and the 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 
 #: Request headers never stored nor forwarded: hop-by-hop, transport, and credentials.
 DROPPED_HEADERS = frozenset(
@@ -92,3 +93,15 @@ def is_reserved(name: str) -> bool:
     """Whether a header belongs to relay's delivery contract (refused in a target's `headers`)."""
     lname = name.lower()
     return lname in RESERVED_HEADERS or lname.startswith(RESERVED_PREFIXES)
+
+
+class Coding(StrEnum):
+    """A content coding relay can decode."""
+
+    GZIP = "gzip"
+    DEFLATE = "deflate"
+
+
+#: What routes.toml's `content_encodings` may list, and its default (every supported coding).
+SUPPORTED: tuple[Coding, ...] = tuple(Coding)
+IDENTITY = "identity"

@@ -40,7 +40,7 @@ from relay.core.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from relay.core.headers import kept_headers
+from relay.core.headers import Coding, kept_headers
 from relay.core.ids import derived_event_id, new_event_id
 from relay.core.metrics import (
     CONTENT_TYPE,
@@ -50,7 +50,7 @@ from relay.core.metrics import (
     render,
 )
 from relay.core.signatures import verify_ms_signature
-from relay.receiver.decoding import BodyDecoder, Coding, accepted_coding, codings_named
+from relay.receiver.decoding import BodyDecoder, accepted_coding, codings_named
 from relay.receiver.extract import parse_request
 from relay.receiver.intake import Committed, IntakeWriter, intake_client, sync_client
 from relay.receiver.spool.drain import SpoolDrainer, redis_commit

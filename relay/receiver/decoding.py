@@ -22,21 +22,10 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
-from enum import StrEnum
 
 from relay.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from relay.core.headers import IDENTITY, Coding
 
-
-class Coding(StrEnum):
-    """A content coding relay can decode."""
-
-    GZIP = "gzip"
-    DEFLATE = "deflate"
-
-
-#: What routes.toml's `content_encodings` may list, and its default (every supported coding).
-SUPPORTED: tuple[Coding, ...] = tuple(Coding)
-IDENTITY = "identity"
 #: RFC 9110 §8.4.1.3: a recipient SHOULD treat x-gzip as gzip.
 _ALIASES = {"x-gzip": Coding.GZIP}
 #: Most decoded bytes one zlib call may produce: what is in memory beyond the body kept.
