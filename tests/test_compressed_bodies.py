@@ -1,8 +1,8 @@
 """Compressed request bodies at the receiver: decoded by relay, bounded, refused early.
 
-The receiver's server runs with aiohttp's own decoding off (relay.receiver.app.SERVER_OPTIONS), as every
-builder of it does: `relay serve`, `relay dev`'s embedded receiver, these tests. Bodies are sent
-over raw loopback sockets where what matters is what the server does before reading them.
+The receiver's server runs with aiohttp's own decoding off (relay.receiver.app.SERVER_OPTIONS), as
+every builder of it does: `relay serve`, `relay dev`'s embedded receiver, these tests. Bodies are
+sent over raw loopback sockets where what matters is what the server does before reading them.
 """
 
 from __future__ import annotations

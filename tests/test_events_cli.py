@@ -1,4 +1,5 @@
-"""`relay events list|show` in-process through relay.cli.main.main, and once as a real subprocess."""
+"""`relay events list|show` in-process through relay.cli.main.main, and once as a real
+subprocess."""
 
 from __future__ import annotations
 

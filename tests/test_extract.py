@@ -1,4 +1,5 @@
-"""relay.receiver.extract: pure request parsing, per kind of source, with Hypothesis for its invariants."""
+"""relay.receiver.extract: pure request parsing, per kind of source, with Hypothesis for its
+invariants."""
 
 from __future__ import annotations
 

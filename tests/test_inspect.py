@@ -45,7 +45,8 @@ def seed_event(
     retention: float = RETENTION,
     event_id: str | None = None,
 ) -> str:
-    """Write one event the way relay.store.keys says: hash + attempt list with TTLs, and the indexes.
+    """Write one event the way relay.store.keys says: hash + attempt list with TTLs, and the
+    indexes.
 
     Each delivery still open (pending or retrying) is in its target's due set, due since the
     event was received, as the receiver writes it.

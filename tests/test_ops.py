@@ -1,4 +1,5 @@
-"""relay.ops.deliveries and relay.cli.tables against a real redis-server: dead letters, status and replay."""
+"""relay.ops.deliveries and relay.cli.tables against a real redis-server: dead letters, status and
+replay."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The Redis-outage spool (relay.receiver.spool.spool) and its drain into Redis (relay.receiver.spool.drain)."""
+"""The Redis-outage spool (relay.receiver.spool.spool) and its drain into Redis
+(relay.receiver.spool.drain)."""
 
 from __future__ import annotations
 
@@ -843,7 +844,8 @@ def only_dir_pending(root: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# End to end over HTTP: real `relay serve` processes (active once relay.receiver.app wires the spool)
+# End to end over HTTP: real `relay serve` processes (active once relay.receiver.app wires the
+# spool)
 
 
 def _spool_wired() -> bool:

@@ -1,10 +1,10 @@
 """The worker's Prometheus endpoint: its own registry, served on a port of its own.
 
-Each worker process counts its own deliveries (relay.core.metrics.WorkerMetrics) and serves them with
-prometheus-client's threaded HTTP server, bound to 127.0.0.1 unless told otherwise. With
+Each worker process counts its own deliveries (relay.core.metrics.WorkerMetrics) and serves them
+with prometheus-client's threaded HTTP server, bound to 127.0.0.1 unless told otherwise. With
 `--processes N`, process i serves on port + i: Prometheus scrapes each and `sum()` adds them up
-(multiprocess mode, with its shared files directory, is far heavier than N scrape targets).
-Figures that live in Redis are read at scrape time, so every process reports the same values.
+(multiprocess mode, with its shared files directory, is far heavier than N scrape targets). Figures
+that live in Redis are read at scrape time, so every process reports the same values.
 """
 
 from __future__ import annotations

@@ -2,17 +2,17 @@
 
 Deliveries wait in per-target due sets (relay.store.keys.due_key): a fresh event is due at once, a
 failed attempt is due again at its retry time, a replay is due at once. A kick claims what is
-due (relay.store.deliveries: each claimed delivery's score moves to the end of its lease, so no other
-worker takes it, and it becomes due again if this one dies) and starts all of it at once on
-the background loop (worker.runtime). Every CLAIM_TICK it records what finished and claims
-again, so what becomes due goes out without waiting for the slowest attempt under way; an
-attempt that outlives INLINE_BUDGET is left to record its own outcome when it ends. The job
-loops while anything is due or in flight, up to LOOP_BUDGET, so kicks coalesce under load.
+due (relay.store.deliveries: each claimed delivery's score moves to the end of its lease, so no
+other worker takes it, and it becomes due again if this one dies) and starts all of it at once on
+the background loop (worker.runtime). Every CLAIM_TICK it records what finished and claims again, so
+what becomes due goes out without waiting for the slowest attempt under way; an attempt that
+outlives INLINE_BUDGET is left to record its own outcome when it ends. The job loops while anything
+is due or in flight, up to LOOP_BUDGET, so kicks coalesce under load.
 
 Claims are bounded per target by free in-flight slots: a hanging target holds at most its own
 slots and costs no RQ job per delivery; targets that recently outlived the inline wait are not
-waited for at all. A paused target (relay.store.pauses) is not claimed: its deliveries stay due, with
-their attempt budget untouched, until `relay resume`.
+waited for at all. A paused target (relay.store.pauses) is not claimed: its deliveries stay due,
+with their attempt budget untouched, until `relay resume`.
 
 Every state change is checked against the attempt counter (relay.store.deliveries), so a delivery
 attempted twice (a lease that ended while a slow attempt was still running) is harmless:

@@ -1,10 +1,10 @@
 """Pausing and resuming a target: a 410 from a `pause_on_gone` target, or an operator.
 
-The record itself (`relay.store.pauses.Pause`, under `relay:paused:{target}`) and its reading live in
-relay/, where the operator views read it too. A paused target's deliveries are held, not
+The record itself (`relay.store.pauses.Pause`, under `relay:paused:{target}`) and its reading live
+in relay/, where the operator views read it too. A paused target's deliveries are held, not
 attempted: kicks do not claim from its due set, so they keep their due times and their attempt
-budget, and the state stays pending or retrying. Resuming deletes the key; the workers' pollers
-then find the held deliveries due and kick within a poll interval.
+budget, and the state stays pending or retrying. Resuming deletes the key; the workers' pollers then
+find the held deliveries due and kick within a poll interval.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Live route reloads in a worker process: SIGHUP and a file watch, in one small thread.
 
-The thread polls routes.toml every POLL_INTERVAL (relay.config.reload.RouteReloader: only a valid file
-is applied, an invalid edit is logged and changes nothing) and reloads at once when SIGHUP
-arrives. The signal handler only sets an Event, so it is safe whatever the main thread (RQ's
-work loop, blocked on Redis) was doing. Applying new routes swaps the jobs' context
+The thread polls routes.toml every POLL_INTERVAL (relay.config.reload.RouteReloader: only a valid
+file is applied, an invalid edit is logged and changes nothing) and reloads at once when SIGHUP
+arrives. The signal handler only sets an Event, so it is safe whatever the main thread (RQ's work
+loop, blocked on Redis) was doing. Applying new routes swaps the jobs' context
 (worker.context.swap_routes): deliveries already started keep the Target they started with.
 """
 

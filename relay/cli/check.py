@@ -4,9 +4,10 @@
     relay check PATH --source S --body FILE [--header K:V ...] [--content-type T] [--method M]
 
 Validation prints every problem as `file: [table.key] message` and exits 1, or a summary and
-exits 0; warnings never fail. The dry run feeds the sample to `relay.receiver.extract.parse_request`, the
-same pure function the receiver runs, and prints each event's type and the targets it reaches.
-Secret values are never printed: only the names of the variables that hold them.
+exits 0; warnings never fail. The dry run feeds the sample to
+`relay.receiver.extract.parse_request`, the same pure function the receiver runs, and prints each
+event's type and the targets it reaches. Secret values are never printed: only the names of the
+variables that hold them.
 """
 
 from __future__ import annotations

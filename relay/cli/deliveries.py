@@ -3,7 +3,8 @@
 They follow `rq`'s CLI habits: `--url/-u` for Redis (default `REDIS_URL`), `--interval/-i` to
 refresh `status` like `rq info`, `--all/-a` to select everything, "Nothing to do" when there is
 nothing, a count before a bulk change and a progress bar on a terminal. Tables are for people;
-`--json` prints one JSON document on stdout for scripts. Data access lives in `relay.ops.deliveries`.
+`--json` prints one JSON document on stdout for scripts. Data access lives in
+`relay.ops.deliveries`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The routes in force: frozen values for sources, targets and routes, and the matching.
 
-`relay.config.loading` builds a RouteTable from routes.toml (validated, every problem collected); the
-receiver and the workers only ever read these values.
+`relay.config.loading` builds a RouteTable from routes.toml (validated, every problem collected);
+the receiver and the workers only ever read these values.
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ MAX_RETRY_AFTER = 6 * 3600.0
 #: How much of a target's response body an attempt record keeps.
 RESPONSE_SNIPPET = 2048
 
-#: The Redis-outage spool (relay.receiver.spool.spool) refuses new events (503) beyond this many bytes on disk:
-#: about 250,000 typical 1 KiB events, hours of an outage for a busy source.
+#: The Redis-outage spool (relay.receiver.spool.spool) refuses new events (503) beyond this many
+#: bytes on disk: about 250,000 typical 1 KiB events, hours of an outage for a busy source.
 DEFAULT_SPOOL_MAX = 256 * 1024 * 1024
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"

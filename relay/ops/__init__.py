@@ -1,1 +1,1 @@
-"""Operator views and actions on the store: status, events, dead letters, replay, the status page."""
+"""Operator views and actions on the store: status, events, dead letters, replay, status page."""

@@ -1,8 +1,8 @@
 """What the operator commands read and change in Redis: status, dead letters, replay.
 
-Functions take a sync `redis.Redis` and return frozen values; `relay.cli.deliveries` renders them. The
-keys and states are those of `relay.store.keys`. Reading is side-effect free (RQ registries are read
-without their cleanup); only `replay_delivery` writes, in one MULTI/EXEC guarded by WATCH.
+Functions take a sync `redis.Redis` and return frozen values; `relay.cli.deliveries` renders them.
+The keys and states are those of `relay.store.keys`. Reading is side-effect free (RQ registries are
+read without their cleanup); only `replay_delivery` writes, in one MULTI/EXEC guarded by WATCH.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Read-only views of stored events for operators: one event with its attempts, or a filtered list.
 
-Everything here reads the Redis contract of `relay.store.keys` through a sync client and returns frozen
-values; rendering is `relay.cli.events`'s job. A listing walks the `relay:events` index newest
-first in pages, reads only the small fields of each hash (never the body), and stops after a
+Everything here reads the Redis contract of `relay.store.keys` through a sync client and returns
+frozen values; rendering is `relay.cli.events`'s job. A listing walks the `relay:events` index
+newest first in pages, reads only the small fields of each hash (never the body), and stops after a
 bounded number of ids so one command can never scan all of a busy Redis.
 """
 
@@ -30,8 +30,8 @@ PAGE_SIZE = 200
 #: `show` reads at most the newest this many attempt records (a list grows with every replay).
 MAX_ATTEMPT_RECORDS = 1000
 
-#: States a listing can filter on: the delivery states of relay.store.keys, plus "unrouted" for events
-#: no route matched and "duplicate" for deliveries the worker skipped as inbound duplicates.
+#: States a listing can filter on: the delivery states of relay.store.keys, plus "unrouted" for
+#: events no route matched and "duplicate" for deliveries the worker skipped as inbound duplicates.
 UNROUTED = "unrouted"
 STATES = (
     keys.PENDING,

@@ -1,10 +1,11 @@
 """The status page: `GET /status` (HTML for people) and `GET /status.json` (the same figures).
 
-The figures are `relay.ops.deliveries`' (`collect_status`, `list_dead`); only the recent failures and the
-health of each target are read here, from the attempt logs (relay:att:{id}) of the newest events
-and of the newest dead letters, a bounded read. `collect_page` does the Redis reads (sync, run in
-a thread), `summarize` and `render_html` are pure, `status_handlers` is the thin aiohttp part.
-The page is plain HTML with inline CSS, no script and no external resource, and reloads itself.
+The figures are `relay.ops.deliveries`' (`collect_status`, `list_dead`); only the recent failures
+and the health of each target are read here, from the attempt logs (relay:att:{id}) of the newest
+events and of the newest dead letters, a bounded read. `collect_page` does the Redis reads (sync,
+run in a thread), `summarize` and `render_html` are pure, `status_handlers` is the thin aiohttp
+part. The page is plain HTML with inline CSS, no script and no external resource, and reloads
+itself.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The handler stays thin: the pure parts live in `relay.receiver.extract` (request -> events),
 `relay.core.signatures` (ms-signature) and `relay.config.loading` (matching); durability is
-`relay.receiver.intake.IntakeWriter` (group commit). Statuses are DESIGN.md's: 202 only after the commit,
-400/401/404/405/413/415 for input problems, 503 when Redis cannot take the event, never 410.
+`relay.receiver.intake.IntakeWriter` (group commit). Statuses are DESIGN.md's: 202 only after the
+commit, 400/401/404/405/413/415 for input problems, 503 when Redis cannot take the event, never 410.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ READY_TIMEOUT = 1.0
 #: How every server of this app must be built (`relay serve`, its `--processes` children,
 #: `relay dev`'s embedded receiver, the tests): aiohttp's `auto_decompress` inflates a body in
 #: the protocol before any handler runs, refused requests included, so relay decodes instead
-#: (relay.receiver.decoding, bounded by the source's max_body); and with no lingering, the unread body
-#: of a refused request is not drained for up to 10 s after the answer: the connection closes.
+#: (relay.receiver.decoding, bounded by the source's max_body); and with no lingering, the unread
+#: body of a refused request is not drained for up to 10 s after the answer: the connection closes.
 SERVER_OPTIONS: Mapping[str, Any] = MappingProxyType(
     {"auto_decompress": False, "lingering_time": 0.0}
 )

@@ -3,8 +3,8 @@
 aiohttp's own decoding (`auto_decompress`) inflates a body in the protocol, before any handler
 runs, and drains it again after refusing the request: 16 gzip bombs to a wrong token stalled
 every other request for seconds. So the receiver's server runs with it off
-(`relay.receiver.app.SERVER_OPTIONS`) and the hook handler decodes here, one chunk at a time, counting
-the decoded size against the source's `max_body` as it goes: a 1 MB gzip of 1 GiB of zeros
+(`relay.receiver.app.SERVER_OPTIONS`) and the hook handler decodes here, one chunk at a time,
+counting the decoded size against the source's `max_body` as it goes: a 1 MB gzip of 1 GiB of zeros
 costs at most `max_body` plus one step of output, and is refused (413) as soon as it passes.
 
 Codings (RFC 9110 §8.4.1, https://www.rfc-editor.org/rfc/rfc9110#section-8.4.1):

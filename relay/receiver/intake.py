@@ -292,9 +292,9 @@ class IntakeWriter:
         size = sum(len(event.body) for event in events)
         self._waiting.append(_Pending(events, int(dedupe_window), future, size))
         self._wake()
-        # A deadline, not wait_for + shield (or a timer per request): relay.receiver.deadlines. On expiry
-        # the request is answered 503: not yet taken, it is skipped; already taken, its commit
-        # may still land, and the provider's retry then makes a duplicate that dedupe (where
+        # A deadline, not wait_for + shield (or a timer per request): relay.receiver.deadlines. On
+        # expiry the request is answered 503: not yet taken, it is skipped; already taken, its
+        # commit may still land, and the provider's retry then makes a duplicate that dedupe (where
         # configured) recognises.
         self._deadlines.add(loop, future, max_wait)
         return future

@@ -1,4 +1,5 @@
-"""Write events into Redis the way the receiver does (relay.receiver.intake.write_batch), for job tests."""
+"""Write events into Redis the way the receiver does (relay.receiver.intake.write_batch), for job
+tests."""
 
 from __future__ import annotations
 

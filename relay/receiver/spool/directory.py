@@ -8,8 +8,8 @@ One directory per receiver process, so concurrent receivers never share a file:
         cursor             "segment offset": where draining resumes (replaced atomically)
         seg-00000001.log   records, appended; a new segment starts past `segment_bytes`
 
-Each segment is a sequence of records (relay.receiver.spool.records: length, CRC32, the event and its
-dedupe window); a torn or damaged record is skipped on reading, never raised on.
+Each segment is a sequence of records (relay.receiver.spool.records: length, CRC32, the event and
+its dedupe window); a torn or damaged record is skipped on reading, never raised on.
 
 Ownership: a receiver holds the flock of its own directory for its whole life and the kernel
 drops it when the process dies, however it dies. A directory whose flock can be taken is an
