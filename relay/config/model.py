@@ -10,19 +10,40 @@ import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from relay.core import constants
 from relay.core.headers import SUPPORTED, Coding
 from relay.core.secrets import Secret
 
-#: Where each kind of source finds the event type by default, and the body it takes.
-SOURCE_KINDS: Mapping[str, str] = {
-    "json": "event",  # a field of a JSON body (dotted path for nested fields)
-    "form": "event",  # a field of an application/x-www-form-urlencoded body
-    "json_or_form": "event",  # either body (Elucidat's own sample receiver reads a form)
-    "header": "x-event-type",  # a request header, any body
-    "resthooks": "x-event-type",  # REST Hooks (Strigo): header, plus the X-Hook-Secret handshake
-    "aspnet": "Notifications[].Action",  # ASP.NET WebHooks (Learn365): one event per notification
+
+class SourceKind(StrEnum):
+    """How a provider posts: the body it sends and where the event type is.
+
+    A StrEnum, so the value is the word written in routes.toml and compares equal to it.
+    """
+
+    JSON = "json"  # a field of a JSON body (dotted path for nested fields)
+    FORM = "form"  # a field of an application/x-www-form-urlencoded body
+    JSON_OR_FORM = "json_or_form"  # either body (Elucidat's own sample receiver reads a form)
+    HEADER = "header"  # a request header, any body
+    RESTHOOKS = "resthooks"  # REST Hooks (Strigo): header, plus the X-Hook-Secret handshake
+    ASPNET = "aspnet"  # ASP.NET WebHooks (Learn365): ms-signature, one event per notification
+
+    @property
+    def reads_header(self) -> bool:
+        """Whether the event type is a request header (case-insensitive name)."""
+        return self in (SourceKind.HEADER, SourceKind.RESTHOOKS)
+
+
+#: Where each kind of source finds the event type by default.
+SOURCE_KINDS: Mapping[SourceKind, str] = {
+    SourceKind.JSON: "event",
+    SourceKind.FORM: "event",
+    SourceKind.JSON_OR_FORM: "event",
+    SourceKind.HEADER: "x-event-type",
+    SourceKind.RESTHOOKS: "x-event-type",
+    SourceKind.ASPNET: "Notifications[].Action",
 }
 
 HTTP_METHODS = ("POST", "PUT")
@@ -46,7 +67,7 @@ class Source:
     """A provider that posts to `/hooks/{name}`."""
 
     name: str
-    kind: str
+    kind: SourceKind
     event: str  # where the event type is: field path, or lower-cased header name, per kind
     methods: tuple[str, ...] = HTTP_METHODS
     token: Secret | None = None  # path token: /hooks/{name}/{token}
@@ -57,6 +78,11 @@ class Source:
     call_once: bool = False  # the provider never retries: spool defaults to on
     # The Content-Encodings taken (relay.receiver.decoding); () takes uncompressed bodies only.
     content_encodings: tuple[Coding, ...] = SUPPORTED
+
+    def __post_init__(self) -> None:
+        # A Source built by hand with kind="json" still carries the enum member.
+        if not isinstance(self.kind, SourceKind):
+            object.__setattr__(self, "kind", SourceKind(self.kind))
 
 
 @dataclass(frozen=True)
@@ -160,12 +186,12 @@ def compile_route(source: str, events: tuple[str, ...], targets: tuple[str, ...]
 
 def event_location(source: Source) -> str:
     """Where a source finds the event type, in words (for `relay check`)."""
-    if source.kind in ("header", "resthooks"):
+    if source.kind.reads_header:
         return f"header {source.event}"
-    if source.kind == "aspnet":
+    if source.kind is SourceKind.ASPNET:
         return "Notifications[].Action (one event per notification)"
-    if source.kind == "form":
+    if source.kind is SourceKind.FORM:
         return f"form field {source.event!r}"
-    if source.kind == "json":
+    if source.kind is SourceKind.JSON:
         return f"JSON field {source.event!r}"
     return f"JSON or form field {source.event!r}"

@@ -7,7 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from relay.config.fields import HEADER_NAME, NAME, Collector, hint, string_list
-from relay.config.model import DEFAULT_DEDUPE_WINDOW, HTTP_METHODS, SOURCE_KINDS, Dedupe, Source
+from relay.config.model import (
+    DEFAULT_DEDUPE_WINDOW,
+    HTTP_METHODS,
+    SOURCE_KINDS,
+    Dedupe,
+    Source,
+    SourceKind,
+)
 from relay.core import constants
 from relay.core.headers import IDENTITY, SUPPORTED, Coding
 from relay.core.secrets import Secret
@@ -74,22 +81,14 @@ def load_source(c: Collector, name: str, data: Mapping[str, Any]) -> Source | No
     if not NAME.match(name):
         c.add(table, "", "source names may hold letters, digits, '_', '-' and '.'")
     c.unknown_keys(table, data, SOURCE_KEYS)
-    kinds = ", ".join(SOURCE_KINDS)
-    kind = data.get("kind")
-    if kind is None:
-        c.add(table, "kind", f"missing; one of: {kinds}")
-        kind = "json"
-    elif not isinstance(kind, str) or kind not in SOURCE_KINDS:
-        close = hint(kind, SOURCE_KINDS) if isinstance(kind, str) else ""
-        c.add(table, "kind", f"unknown kind {kind!r} (one of: {kinds}){close}")
-        kind = "json"
+    kind = _load_kind(c, table, data.get("kind"))
     event = data.get("event", SOURCE_KINDS[kind])
-    if kind == "aspnet" and "event" in data:
+    if kind is SourceKind.ASPNET and "event" in data:
         c.add(table, "event", "aspnet sources always take the type from Notifications[].Action")
     elif not isinstance(event, str) or not event.strip():
         c.add(table, "event", "must be a non-empty string (a field path or a header name)")
         event = SOURCE_KINDS[kind]
-    elif kind in ("header", "resthooks"):
+    elif kind.reads_header:
         if not HEADER_NAME.match(event):
             c.add(table, "event", f"{event!r} is not a valid header name")
         event = event.lower()  # header lookups are case-insensitive; store the canonical form
@@ -105,9 +104,9 @@ def load_source(c: Collector, name: str, data: Mapping[str, Any]) -> Source | No
     token = _one_secret(c, table, c.secret(table, data, "token", "the path token"), token=True)
     secret_found = c.secret(table, data, "secret", "the signing secret")
     secret = _one_secret(c, table, secret_found, token=False)
-    if kind == "aspnet" and "secret" not in data and "secret_env" not in data:
+    if kind is SourceKind.ASPNET and "secret" not in data and "secret_env" not in data:
         c.add(table, "secret_env", "aspnet sources need the signing secret (ms-signature)")
-    elif kind != "aspnet" and ("secret" in data or "secret_env" in data):
+    elif kind is not SourceKind.ASPNET and ("secret" in data or "secret_env" in data):
         key = "secret" if "secret" in data else "secret_env"
         c.add(table, key, f"only aspnet sources verify a signature; use token_env for {kind}")
     max_body = constants.DEFAULT_BODY_LIMIT
@@ -139,6 +138,19 @@ def load_source(c: Collector, name: str, data: Mapping[str, Any]) -> Source | No
     )
 
 
+def _load_kind(c: Collector, table: str, value: Any) -> SourceKind:
+    """`kind`: one of SourceKind; JSON stands in after a problem so the rest is still checked."""
+    kinds = ", ".join(SOURCE_KINDS)
+    if value is None:
+        c.add(table, "kind", f"missing; one of: {kinds}")
+        return SourceKind.JSON
+    if not isinstance(value, str) or value not in SOURCE_KINDS:
+        close = hint(value, SOURCE_KINDS) if isinstance(value, str) else ""
+        c.add(table, "kind", f"unknown kind {value!r} (one of: {kinds}){close}")
+        return SourceKind.JSON
+    return SourceKind(value)
+
+
 def _load_encodings(c: Collector, table: str, value: Any) -> tuple[Coding, ...]:
     """`content_encodings`: a list (empty allowed) of the codings relay decodes."""
     key = "content_encodings"
@@ -167,10 +179,12 @@ def _load_encodings(c: Collector, table: str, value: Any) -> tuple[Coding, ...]:
     return tuple(taken)
 
 
-def _load_dedupe(c: Collector, table: str, value: Any, kind: str) -> Dedupe | None:
+def _load_dedupe(c: Collector, table: str, value: Any, kind: SourceKind) -> Dedupe | None:
     if value is None:
         # ASP.NET senders reuse the body's Id on every retry: dedupe on it unless told otherwise.
-        return Dedupe(key=("body:Id",), window=DEFAULT_DEDUPE_WINDOW) if kind == "aspnet" else None
+        if kind is SourceKind.ASPNET:
+            return Dedupe(key=("body:Id",), window=DEFAULT_DEDUPE_WINDOW)
+        return None
     if value is False:
         return None
     where = f"{table}.dedupe"
