@@ -1,0 +1,275 @@
+"""The status page as HTML (pure): the templates `page.html` and `status.html`, filled with rows.
+
+The page is plain HTML with inline CSS, no script and no external resource, and reloads itself.
+Every value put into it is escaped here; the templates hold only fixed markup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from html import escape
+from importlib import resources
+from string import Template
+from urllib.parse import quote
+
+from relay.core.times import format_age, format_time
+from relay.ops.status_page.model import (
+    DEGRADED,
+    FAILING,
+    HEALTH_SAMPLE,
+    HEALTH_WINDOW,
+    PAUSED,
+    REFRESH_SECONDS,
+    StatusPage,
+    cut,
+)
+from relay.store.pauses import Pause, describe_pause
+
+#: Column groups of the targets table: what is true now, and counters since the start.
+TARGET_GROUPS = (("", 2), ("now", 3), ("since the start", 6), ("last hour", 1))
+TARGET_HEADERS = (
+    "Target", "Health", "Pending", "Retrying", "Dead letters", "Delivered", "Attempts",
+    "Failures", "Dead", "Gone", "Replayed", "Failed / tried",
+)  # fmt: skip
+FAILURE_HEADERS = ("When", "Event", "Target", "Attempt", "Status", "Error", "Outcome", "Response")
+DEAD_HEADERS = ("Dead since", "Event", "Target", "Source", "Type", "State", "Attempts", "Reason")
+SOURCE_HEADERS = ("Source", "Received", "Duplicates", "Unrouted")
+
+
+def _template(name: str) -> Template:
+    """A template of this package; a line break and the indentation after it are dropped, so
+    the file reads as an indented document and the page is sent compact."""
+    text = resources.files("relay.ops.status_page").joinpath(name).read_text(encoding="utf-8")
+    return Template(re.sub(r"\n\s*", "", text))
+
+
+#: The document around a body: head, refresh, the inline CSS.
+PAGE = _template("page.html")
+#: The status page's body: header, figures, the four tables, the footer.
+STATUS = _template("status.html")
+
+
+def _e(value: object) -> str:
+    """Text for HTML: escaped, quotes included (it may land in an attribute)."""
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _cell(field: str, value: object, cls: str = "") -> str:
+    text = "-" if value is None or value == "" else _e(value)
+    klass = f' class="{cls}"' if cls else ""
+    return f'<td data-field="{_e(field)}"{klass}>{text}</td>'
+
+
+def _num(field: str, value: int, alert: bool = False, cls: str = "") -> str:
+    return _cell(
+        field, value, " ".join(filter(None, ("num", cls, "alert" if alert and value else "")))
+    )
+
+
+def _when(field: str, at: float | None, now: float) -> str:
+    if at is None:
+        return _cell(field, None)
+    moment = _e(format_time(at))
+    return (
+        f'<td data-field="{_e(field)}"><time datetime="{moment}" title="{moment}">'
+        f"{_e(format_age(now - at))} ago</time></td>"
+    )
+
+
+def _table(
+    headers: Sequence[str],
+    rows: Sequence[str],
+    empty: str,
+    attr: str = "",
+    groups: Sequence[tuple[str, int]] = (),
+) -> str:
+    if not rows:
+        return f'<p class="empty"{attr}>{_e(empty)}</p>'
+    over = "".join(f'<th colspan="{span}" class="group">{_e(g)}</th>' for g, span in groups)
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    if groups:
+        head = f"{over}</tr><tr>{head}"
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _paused_note(pause: Pause, now: float) -> str:
+    """The pause under a paused target's name: since when (a <time>) and why."""
+    since = pause.since
+    when = "since an unknown time"
+    if since is not None:
+        moment = _e(format_time(since))
+        when = (
+            f'since <time datetime="{moment}" title="{moment}">{moment}</time> '
+            f"({_e(format_age(now - since))} ago)"
+        )
+    reason = _e(pause.reason or "no reason given")
+    return f'<span class="note pause">paused {when}: {reason}</span>'
+
+
+def _target_rows(page: StatusPage) -> list[str]:
+    rows = []
+    for row in page.targets:
+        t = row.figures
+        name = _e(t.name) + ("" if t.configured else ' <span class="note">not in routes</span>')
+        if t.paused is not None:
+            name += " " + _paused_note(t.paused, page.status.at)
+        rows.append(
+            f'<tr data-target="{_e(t.name)}"><td data-field="name" class="name">{name}</td>'
+            f'<td data-field="health"><span class="pill {row.health}">{row.health}</span></td>'
+            + _num("pending", t.pending)
+            + _num("scheduled", t.scheduled)
+            + _num("dead_letters", t.dead_letters, alert=True)
+            + _num("delivered", t.delivered, cls="start")
+            + _num("attempts", t.attempts)
+            + _num("failures", t.failures)
+            + _num("dead", t.dead)
+            + _num("gone", t.gone, alert=True)
+            + _num("replayed", t.replayed)
+            + _cell("recent", f"{row.recent_failures}/{row.recent_attempts}", "num start")
+            + "</tr>"
+        )
+    return rows
+
+
+def _failure_rows(page: StatusPage) -> list[str]:
+    now = page.status.at
+    rows = []
+    for f in page.failures:
+        status = f"HTTP {f.status}" if f.status is not None else ""
+        rows.append(
+            "<tr>"
+            + _when("at", f.at, now)
+            + _cell("event_id", f.event_id, "mono id")
+            + _cell("target", f.target)
+            + _num("attempt", f.attempt)
+            + _cell("status", status)
+            + _cell("error", f.error)
+            + _cell("outcome", f.outcome)
+            + _cell("response", f.response, "mono")
+            + "</tr>"
+        )
+    return rows
+
+
+def _dead_rows(page: StatusPage) -> list[str]:
+    now = page.status.at
+    return [
+        "<tr>"
+        + _when("dead_at", d.dead_at, now)
+        + _cell("event_id", d.event_id, "mono id")
+        + _cell("target", d.target)
+        + _cell("source", d.source)
+        + _cell("type", d.type)
+        + _cell("state", "expired" if d.expired else d.state)
+        + _num("attempts", d.attempts)
+        + _cell("reason", cut(d.reason))
+        + "</tr>"
+        for d in page.dead_letters
+    ]
+
+
+def _source_rows(page: StatusPage) -> list[str]:
+    return [
+        f'<tr data-source="{_e(src.name)}">{_cell("name", src.name)}'
+        + _num("received", src.received)
+        + _num("duplicates", src.duplicates)
+        + _num("unrouted", src.unrouted)
+        + "</tr>"
+        for src in page.status.sources
+    ]
+
+
+def _figure(field: str, label: str, value: int, alert: bool = False) -> str:
+    klass = "figure alert" if alert and value else "figure"
+    return (
+        f'<div class="{klass}"><span class="value" data-field="{_e(field)}">{value}</span>'
+        f'<span class="label">{_e(label)}</span></div>'
+    )
+
+
+def _figures(page: StatusPage) -> str:
+    s, q = page.status, page.status.queue
+    return "".join(
+        (
+            _figure("targets.paused", "targets paused", _count(page, PAUSED), alert=True),
+            _figure("targets.failing", "targets failing", _count(page, FAILING), alert=True),
+            _figure("targets.degraded", "targets degraded", _count(page, DEGRADED), alert=True),
+            _figure("dead_letters.total", "dead letters", page.dead_letters_total, alert=True),
+            _figure("targets.pending", "deliveries due now", sum(t.pending for t in s.targets)),
+            _figure(
+                "targets.scheduled", "retrying or in flight", sum(t.scheduled for t in s.targets)
+            ),
+            # RQ jobs are kicks (worker.jobs.deliver_due): a few at most, whatever the load.
+            _figure("queue.queued", "kicks queued", q.queued),
+            _figure("queue.started", "kicks running", q.started),
+            _figure("queue.failed", "failed kicks", q.failed, alert=True),
+            _figure("workers", "workers", s.workers),
+        )
+    )
+
+
+def _count(page: StatusPage, health: str) -> int:
+    return sum(r.health == health for r in page.targets)
+
+
+def _banners(page: StatusPage) -> str:
+    s, q = page.status, page.status.queue
+    banners = []
+    # Deliveries wait in the targets' due sets (pending: due now; scheduled: retries, leases),
+    # not in RQ's registries: kicks are the only jobs.
+    waiting = any(t.pending or t.scheduled for t in s.targets)
+    if s.workers == 0 and (q.queued or q.scheduled or waiting):
+        banners.append("No worker is running: queued deliveries are waiting.")
+    banners += [
+        f"{t.name} is paused {describe_pause(t.paused, s.at)}. Its deliveries are held "
+        f"until `relay resume {t.name}`."
+        for t in s.targets
+        if t.paused is not None
+    ]
+    return "".join(f'<div class="banner">{_e(b)}</div>' for b in banners)
+
+
+def _document(title: str, token: str | None, body: str) -> str:
+    """The page around `body`; a token given by query is kept in the refresh link."""
+    target = f"; url=status?token={quote(token, safe='')}" if token else ""
+    return PAGE.substitute(refresh=f"{REFRESH_SECONDS}{_e(target)}", title=_e(title), body=body)
+
+
+def render_html(page: StatusPage, token: str | None = None) -> str:
+    """The whole page; `token` (given by query) is kept in the refresh and JSON links."""
+    failing = _count(page, FAILING)
+    generated = _e(format_time(page.status.at))
+    body = STATUS.substitute(
+        generated=generated,
+        refresh_seconds=REFRESH_SECONDS,
+        queue=_e(page.status.queue.name),
+        suffix=_e(f"?token={quote(token, safe='')}" if token else ""),
+        banners=_banners(page),
+        figures=_figures(page),
+        targets=_table(
+            TARGET_HEADERS, _target_rows(page), "No targets yet.", ' id="targets"', TARGET_GROUPS
+        ),
+        failures=_table(
+            FAILURE_HEADERS,
+            _failure_rows(page),
+            "No failed attempts among the newest events.",
+            ' id="failures"',
+        ),
+        dead_total=page.dead_letters_total,
+        dead_letters=_table(
+            DEAD_HEADERS, _dead_rows(page), "The dead-letter store is empty.", ' id="dead"'
+        ),
+        sources=_table(
+            SOURCE_HEADERS, _source_rows(page), "No events received yet.", ' id="sources"'
+        ),
+        health_sample=HEALTH_SAMPLE,
+        health_minutes=int(HEALTH_WINDOW // 60),
+    )
+    return _document("relay status" + (f" · {failing} failing" if failing else ""), token, body)
+
+
+def render_unavailable(message: str, token: str | None = None) -> str:
+    """The page while Redis does not answer: one banner, and it still reloads itself."""
+    body = f'<main><div class="banner">{_e(message)}</div></main>'
+    return _document("relay status · unavailable", token, body)
