@@ -21,6 +21,7 @@ from relay.config.loading import load_routes
 from relay.config.model import RouteTable
 from relay.config.settings import Settings
 from relay.core.metrics import WorkerMetrics
+from relay.store.clients import WORKER, sync_client
 from relay.store.deliveries import Store
 from relay.store.queue import make_queue
 
@@ -85,6 +86,6 @@ def current() -> WorkerContext:
             job = get_current_job()
             connection = job.connection if job is not None else None
             if connection is None:
-                connection = Redis.from_url(settings.redis_url)
+                connection = sync_client(settings.redis_url, WORKER)
             _context = build_context(settings, routes, connection)
         return _context

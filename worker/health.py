@@ -21,6 +21,7 @@ from rq.scheduler import RQScheduler
 from relay.config.loading import load_routes
 from relay.config.settings import Settings
 from relay.core.errors import ConfigError
+from relay.store.clients import OPERATOR, sync_client
 from relay.store.queue import make_queue
 
 #: Seconds a heartbeat may be late beyond the maintenance interval and the longest job.
@@ -84,8 +85,6 @@ def check(
     settings: Settings,
     env: Mapping[str, str],
     max_age: float,
-    *,
-    connect_timeout: float = 5.0,
 ) -> Health:
     """Routes, Redis, then workers; stop at the first failure (later ones would only echo it)."""
     try:
@@ -95,11 +94,7 @@ def check(
         return Health(False, (f"{settings.routes_path} does not validate:", *problems))
     lines = [f"routes: {len(routes.targets)} target(s), {len(routes.routes)} route(s)"]
     try:
-        with Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=connect_timeout,
-        ) as conn:
+        with sync_client(settings.redis_url, OPERATOR) as conn:
             conn.ping()
             lines.append("Redis answers PING")
             verdict = judge(heartbeats(conn, time.time()), max_age)

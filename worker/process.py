@@ -22,13 +22,10 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import multiprocessing
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -47,7 +44,9 @@ from relay.config.reload import route_updates
 from relay.config.settings import Settings
 from relay.core import constants
 from relay.core.logs import rq_logging_level
+from relay.core.processes import die_with_parent
 from relay.core.supervisor import supervise
+from relay.store.clients import WORKER, sync_client
 from relay.store.queue import OrjsonSerializer, make_queue
 from worker import jobs
 from worker.context import build_context, configure, current, swap_routes
@@ -85,21 +84,8 @@ return 0
 """
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int) -> None:
-    """Make the calling process receive SIGKILL when its parent dies (Linux; no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _run_scheduler(scheduler: Any, parent: int) -> None:  # pragma: no cover - forked child
-    die_with_parent(parent)
+    die_with_parent(signal.SIGKILL, parent)
     close_inherited_servers()  # the metrics port must be free again as soon as the worker exits
     rq_scheduler.run(scheduler)  # type: ignore[no-untyped-call]
 
@@ -161,6 +147,10 @@ class RelayWorker(SimpleWorker):
         """RQ's warm shutdown, remembering where the signal landed (see worker.stopping)."""
         self._stop_frame = frame
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def stop_before_next_job(self) -> None:
+        """A warm stop asked for without a signal: RQ checks for it before every dequeue."""
+        self._stop_requested = True
 
     def _shutdown(self) -> None:
         """Stop at once only where raising is safe; otherwise before the next blocking dequeue.
@@ -280,7 +270,7 @@ def run_worker(
 ) -> int:
     """Run one RQ worker with the scheduler in this process until stopped (or drained: burst)."""
     ops = ops if ops is not None else Operations()
-    conn = connection if connection is not None else Redis.from_url(settings.redis_url)
+    conn = connection if connection is not None else sync_client(settings.redis_url, WORKER)
     server: MetricsServer | None = None
     metrics = None
     if ops.metrics_port is not None:

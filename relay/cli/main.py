@@ -1,76 +1,144 @@
 """The `relay` console script: a thin dispatcher to one module per command.
 
-Each command module has `add_arguments(parser)` and `run(args) -> int`. Modules are loaded by
-name only when their command runs, so `relay check` does not pay for aiohttp or RQ, and the
-receiver package never imports the worker package (`relay worker` is loaded by dotted path).
+`COMMANDS` is the registry, in the order of `relay --help`. Each entry's loader imports its
+command module with an ordinary, type-checked import, and `main` loads only the command it runs:
+`relay check` does not pay for aiohttp or RQ.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from relay import __version__
 
-#: command -> (module, one-line help). Order is the order of `relay --help`.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("relay.cli.serve", "run the receiver (HTTP, PORT default 8000)"),
-    "worker": ("relay.cli.worker", "run RQ delivery workers with the scheduler"),
-    "dev": ("relay.cli.dev.command", "run everything for a first try: Redis, receiver and worker"),
-    "check": ("relay.cli.check", "validate routes.toml, or dry-run a sample request through it"),
-    "status": ("relay.cli.deliveries", "per-target delivery figures and queue depth"),
-    "dead": ("relay.cli.deliveries", "list and show dead letters"),
-    "replay": ("relay.cli.deliveries", "replay dead letters"),
-    "pause": ("relay.cli.pause", "hold a target's deliveries (no target: list paused ones)"),
-    "resume": ("relay.cli.pause", "release a paused target's held deliveries"),
-    "events": ("relay.cli.events", "list and inspect events with their attempts"),
-    "subscribe": ("relay.cli.subscribe", "manage provider subscriptions (Elucidat)"),
-}
+#: Adds a command's arguments to its subparser.
+AddArguments = Callable[[argparse.ArgumentParser], None]
+#: Runs a command with its parsed arguments; returns the exit code.
+Run = Callable[[argparse.Namespace], int]
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1, with a message naming the bad value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
+@dataclass(frozen=True)
+class Command:
+    """One `relay` command: its name, its one-line help and where its code is."""
+
+    name: str
+    help: str
+    load: Callable[[], tuple[AddArguments, Run]]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, loading each command module to add its arguments."""
+def _serve() -> tuple[AddArguments, Run]:
+    from relay.cli import serve
+
+    return serve.add_arguments, serve.run
+
+
+def _worker() -> tuple[AddArguments, Run]:
+    from relay.cli import worker
+
+    return worker.add_arguments, worker.run
+
+
+def _dev() -> tuple[AddArguments, Run]:
+    from relay.cli.dev import command
+
+    return command.add_arguments, command.run
+
+
+def _check() -> tuple[AddArguments, Run]:
+    from relay.cli import check
+
+    return check.add_arguments, check.run
+
+
+def _status() -> tuple[AddArguments, Run]:
+    from relay.cli import status
+
+    return status.add_arguments, status.run
+
+
+def _dead() -> tuple[AddArguments, Run]:
+    from relay.cli import dead
+
+    return dead.add_arguments, dead.run
+
+
+def _replay() -> tuple[AddArguments, Run]:
+    from relay.cli import replay
+
+    return replay.add_arguments, replay.run
+
+
+def _pause() -> tuple[AddArguments, Run]:
+    from relay.cli import pause
+
+    return pause.add_pause_arguments, pause.run_pause
+
+
+def _resume() -> tuple[AddArguments, Run]:
+    from relay.cli import pause
+
+    return pause.add_resume_arguments, pause.run_resume
+
+
+def _events() -> tuple[AddArguments, Run]:
+    from relay.cli import events
+
+    return events.add_arguments, events.run
+
+
+def _subscribe() -> tuple[AddArguments, Run]:
+    from relay.cli import subscribe
+
+    return subscribe.add_arguments, subscribe.run
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("serve", "run the receiver (HTTP, PORT default 8000)", _serve),
+    Command("worker", "run RQ delivery workers with the scheduler", _worker),
+    Command("dev", "run everything for a first try: Redis, receiver and worker", _dev),
+    Command("check", "validate routes.toml, or dry-run a sample request through it", _check),
+    Command("status", "per-target delivery figures and queue depth", _status),
+    Command("dead", "list and show dead letters", _dead),
+    Command("replay", "replay dead letters", _replay),
+    Command("pause", "hold a target's deliveries (no target: list paused ones)", _pause),
+    Command("resume", "release a paused target's held deliveries", _resume),
+    Command("events", "list and inspect events with their attempts", _events),
+    Command("subscribe", "manage provider subscriptions (Elucidat)", _subscribe),
+)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every command, with the arguments of all or of `only` alone.
+
+    A command left out is named in `relay --help` but its module is not imported.
+    """
     parser = argparse.ArgumentParser(prog="relay", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # command not built yet in this version
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        # run_<cmd> counts only beside add_<cmd>_arguments: relay.cli.worker imports a `run_worker`
-        # that is not its command function.
-        if hasattr(module, f"add_{name}_arguments"):
-            add, run = getattr(module, f"add_{name}_arguments"), getattr(module, f"run_{name}")
-        else:
-            add, run = module.add_arguments, module.run
-        add(command)
-        command.set_defaults(_run=run)
+    for command in COMMANDS:
+        subparser = sub.add_parser(command.name, help=command.help, description=command.help)
+        if only is None or command.name == only:
+            add_arguments, run = command.load()
+            add_arguments(subparser)
+            subparser.set_defaults(_run=run)
     return parser
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The command named on a command line: its first word that is not an option."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(only=chosen_command(words)).parse_args(words)
+    run: Run = args._run
     try:
-        return int(args._run(args))
+        return int(run(args))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -18,7 +18,7 @@ import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from relay.cli.main import positive_int
+from relay.cli.common import config_error, positive_int
 from relay.config.loading import load_routes
 from relay.config.model import RouteTable
 from relay.config.reload import route_updates
@@ -95,17 +95,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"relay serve: {problem}", file=sys.stderr)
-        return 2
+        return config_error("relay serve", exc)
     configure_logging(settings.log_level, settings.log_format)
     routes_path = args.routes or settings.routes_path
     try:
         routes = load_routes(routes_path, os.environ)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"relay serve: {problem}", file=sys.stderr)
-        return 2
+        return config_error("relay serve", exc)
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     processes = args.processes or _web_concurrency()

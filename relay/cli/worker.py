@@ -10,10 +10,9 @@ import argparse
 import os
 import sys
 
-from redis import Redis
 from redis.exceptions import RedisError
 
-from relay.cli.main import positive_int
+from relay.cli.common import EXIT_CONFIG, EXIT_FAILED, config_error, connect, positive_int
 from relay.config.loading import load_routes
 from relay.config.settings import Settings
 from relay.core.errors import ConfigError
@@ -100,8 +99,7 @@ def run_check(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        print(f"relay worker --check: bad environment:\n{exc}", file=sys.stderr)
-        return 1
+        return config_error("relay worker --check", exc, code=EXIT_FAILED)
     max_age = max_heartbeat_age(args.maintenance_interval, HEARTBEAT_TTL)
     health = check(settings, os.environ, max_age)
     stream = sys.stdout if health.ok else sys.stderr
@@ -120,25 +118,21 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
         ops = operations(args, dict(os.environ))
     except ConfigError as exc:
-        print(f"relay worker: bad environment:\n{exc}", file=sys.stderr)
-        return 2
+        return config_error("relay worker", exc)
     except ValueError as exc:
         print(f"relay worker: bad environment: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     configure_logging(settings.log_level, settings.log_format)
     try:
         routes = load_routes(settings.routes_path, os.environ)
     except ConfigError as exc:
-        print(f"relay worker: {settings.routes_path} cannot be used:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
+        return config_error("relay worker", exc)
     try:
-        with Redis.from_url(settings.redis_url, socket_connect_timeout=5) as probe:
+        with connect(settings.redis_url) as probe:
             probe.ping()
     except RedisError as exc:
         print(f"relay worker: cannot reach Redis at REDIS_URL: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     if args.processes > 1:
         return run_processes(
             settings,

@@ -41,16 +41,14 @@ import redis
 import structlog
 from redis import asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
-from redis.retry import Retry
 from rq import Queue
 
 from relay.core import constants
 from relay.core.errors import Unavailable
 from relay.receiver.deadlines import Deadlines
 from relay.receiver.link import RedisLink
+from relay.store import clients
 from relay.store.commit import commit_arguments
 from relay.store.event import Event
 from relay.store.queue import KICKS_ENOUGH, kick, kick_commands, make_queue
@@ -60,11 +58,6 @@ log = structlog.get_logger("relay.intake")
 #: A batch also stops growing at this many body bytes, so one MULTI stays a few MiB at most
 #: even when every request is near the 1 MiB limit (a single larger request still goes alone).
 MAX_BATCH_BYTES = 8 * 1024 * 1024
-
-#: Connecting to a local or same-network Redis takes well under a second; a dead host should
-#: fail the batch quickly rather than hold every waiting request until the intake timeout.
-CONNECT_TIMEOUT = 1.0
-
 
 @dataclass(frozen=True)
 class Committed:
@@ -100,26 +93,14 @@ def _kick_failed(exc: BaseException) -> None:
     log.warning("intake_kick_failed", error=str(exc), error_type=type(exc).__name__)
 
 
-def _bounded(socket_timeout: float) -> dict[str, Any]:
-    """Client options of both intake clients: bounded socket waits, no silent re-execution."""
-    return {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": min(CONNECT_TIMEOUT, socket_timeout),
-        "socket_keepalive": True,
-        "health_check_interval": 30,
-    }
-
-
 def sync_client(url: str, socket_timeout: float) -> redis.Redis:
     """A sync client with the intake's bounds, for what runs in threads (and RQ's queue)."""
-    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **_bounded(socket_timeout))
+    return clients.sync_client(url, clients.intake(socket_timeout))
 
 
 def intake_client(url: str, socket_timeout: float) -> aioredis.Redis:
     """The writer's redis.asyncio client, with the same bounds and hiredis's command packer."""
-    client = aioredis.Redis.from_url(
-        url, retry=AsyncRetry(NoBackoff(), 0), **_bounded(socket_timeout)
-    )
+    client = clients.async_client(url, clients.intake(socket_timeout))
     pool = client.connection_pool
     # The URL chose the class (TCP, TLS or Unix socket); no connection exists yet.
     pool.connection_class = c_packing(pool.connection_class)

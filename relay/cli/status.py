@@ -1,0 +1,138 @@
+"""`relay status`: per-target delivery figures, queue depth and workers, like `rq info`.
+
+`--interval/-i` refreshes until Ctrl-C; `--json` prints one document (one per line with
+`--interval`). Paused targets are marked and listed with why. Data access lives in
+`relay.ops.deliveries`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+
+import orjson
+import redis
+
+from relay.cli.common import EXIT_FAILED, configured_targets, with_redis
+from relay.cli.options import add_connection_options
+from relay.cli.tables import render_table
+from relay.config.settings import Settings
+from relay.core.times import format_time
+from relay.ops import deliveries as ops
+from relay.store.pauses import describe_pause
+
+#: What the status table shows per target, in order.
+HEADERS = (
+    "TARGET", "STATE", "PENDING", "RETRIES", "DEAD NOW", "DELIVERED", "DEAD", "GONE",
+    "ATTEMPTS", "FAILURES", "REPLAYED",
+)  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `relay status`."""
+    add_connection_options(parser)
+    parser.add_argument(
+        "--routes",
+        help="routes.toml whose targets are listed even when idle (default: RELAY_ROUTES)",
+    )
+    parser.add_argument(
+        "--interval", "-i", type=float, help="refresh every N seconds until Ctrl-C (like rq info)"
+    )
+
+
+def _target_row(t: ops.TargetStatus) -> tuple[object, ...]:
+    return (
+        t.name if t.configured else f"{t.name} *",
+        "paused" if t.paused else "active",
+        t.pending,
+        t.scheduled,
+        t.dead_letters,
+        t.delivered,
+        t.dead,
+        t.gone,
+        t.attempts,
+        t.failures,
+        t.replayed,
+    )
+
+
+def _render_targets(status: ops.Status) -> list[str]:
+    if not status.targets:
+        return ["No targets yet."]
+    lines = [render_table(HEADERS, [_target_row(t) for t in status.targets])]
+    if not all(t.configured for t in status.targets):
+        lines.append("* not in routes.toml (seen in Redis)")
+    held = [t for t in status.targets if t.paused is not None]
+    if held:
+        lines += ["", "Paused (deliveries held until `relay resume TARGET`):"]
+        lines += [
+            f"  {t.name}  paused {describe_pause(t.paused, status.at)}"
+            for t in held
+            if t.paused is not None
+        ]
+    return lines
+
+
+def render_status(status: ops.Status) -> str:
+    """The status as tables for people; paused targets are marked and listed with why."""
+    q = status.queue
+    lines = [
+        f"queue {q.name}: {q.queued} queued, {q.started} started, {q.scheduled} scheduled, "
+        f"{q.failed} failed, {q.deferred} deferred; {status.workers} worker(s)",
+        "",
+        *_render_targets(status),
+    ]
+    if status.sources:
+        rows = [(s.name, s.received, s.duplicates, s.unrouted) for s in status.sources]
+        lines += ["", render_table(("SOURCE", "RECEIVED", "DUPLICATES", "UNROUTED"), rows)]
+    return "\n".join(lines)
+
+
+def status_loop(
+    show: Callable[[], None],
+    interval: float | None,
+    *,
+    clear: bool,
+    sleep: Callable[[float], None] | None = None,
+    rounds: int | None = None,
+) -> None:
+    """Show once, or every `interval` seconds (clearing a terminal first) until interrupted."""
+    sleep = sleep or time.sleep
+    done = 0
+    while True:
+        if clear and interval:
+            sys.stdout.write("\x1b[2J\x1b[H")
+        show()
+        sys.stdout.flush()
+        done += 1
+        if not interval or (rounds is not None and done >= rounds):
+            return
+        sleep(interval)
+
+
+def _status(args: argparse.Namespace, settings: Settings, conn: redis.Redis) -> int:
+    names = configured_targets(args.routes or settings.routes_path) or ()
+
+    def show() -> None:
+        status = ops.collect_status(conn, names)
+        if args.json:
+            # One document per refresh, one per line with --interval (JSON Lines).
+            line = orjson.dumps(
+                status.to_json(), option=0 if args.interval else orjson.OPT_INDENT_2
+            )
+            sys.stdout.write(line.decode() + "\n")
+        else:
+            print(f"{format_time(status.at)}\n{render_status(status)}")
+
+    try:
+        status_loop(show, args.interval, clear=sys.stdout.isatty() and not args.json)
+    except KeyboardInterrupt:
+        if not args.json:
+            print()  # leave the shell prompt on a line of its own, as rq info does
+    return 0
+
+
+#: `relay status`: per-target figures, queue depth and workers.
+run = with_redis("relay", _status, bad_environment=EXIT_FAILED)
