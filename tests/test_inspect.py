@@ -71,7 +71,7 @@ def seed_event(
     for target, reason in (reasons or {}).items():
         fields[keys.reason_field(target)] = reason
     for target, before in (replayed or {}).items():
-        fields[keys.base_field(target)] = before
+        fields[keys.before_replay_field(target)] = before
     ttl = max(1, int(retention))
     pipe = conn.pipeline(transaction=True)
     pipe.hset(keys.event_key(event_id), mapping=fields)
@@ -200,8 +200,8 @@ def test_get_event_reads_only_the_newest_attempt_records(redis_client: redis.Red
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (b"not json", Attempt("", 0, 0.0, None, None, "unreadable attempt record", "", "")),
-        (b"[1, 2]", Attempt("", 0, 0.0, None, None, "unreadable attempt record", "", "")),
+        (b"not json", Attempt.unreadable("unreadable attempt record: b'not json'")),
+        (b"[1, 2]", Attempt.unreadable("unreadable attempt record: b'[1, 2]'")),
         (
             b'{"target": "crm", "attempt": "3", "at": "2026-11-05T10:00:00Z", "duration_ms": 250,'
             b' "status": 500, "outcome": "retry"}',

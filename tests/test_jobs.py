@@ -28,6 +28,7 @@ from relay.ops.deliveries import replay_delivery
 from relay.store import keys
 from relay.store.deliveries import LEASE_MARGIN, Record, Store, attempt_records
 from relay.store.queue import DELIVER_DUE, make_queue
+from relay.store.records import AttemptRecord, Outcome, TargetStat
 from tests.support.seed_events import make_event, routes_toml, store_events
 from tests.support.targets import TargetServer, refused_url
 from worker import jobs
@@ -461,8 +462,8 @@ def test_a_record_sets_the_next_due_time_with_the_state_and_stale_ones_change_no
     assert store.claim([("a", 10, now + 20)], 10, now) == {"a": [event.id]}
 
     def record(attempt: int, state: str, due_at: float | None) -> int:
-        counter = state if state in keys.FINAL_STATES else ""
-        entry = {"target": "a", "attempt": attempt, "outcome": state}
+        counter = TargetStat(state) if state in keys.FINAL_STATES else None
+        entry = AttemptRecord("a", attempt, now, 0.01, None, "", Outcome.NONE, "")
         rec = Record(event.id, "a", attempt, state, "why", entry, counter, True, True, due_at)
         return store.record(rec, now)
 

@@ -22,6 +22,7 @@ from relay.store import keys
 from relay.store.deliveries import Record, Store
 from relay.store.event import Event
 from relay.store.queue import DELIVER_DUE, kick, make_queue
+from relay.store.records import AttemptRecord, TargetStat
 from tests.support.seed_events import make_event, store_events
 
 NOW = 1_790_000_000.0  # a fixed "now" (2026-09-21) so times in assertions are exact
@@ -71,7 +72,7 @@ def seed_event(
         fields[keys.attempts_field(target)] = made
         fields[keys.reason_field(target)] = reason
     for target, base in (replay_base or {}).items():
-        fields[keys.base_field(target)] = base
+        fields[keys.before_replay_field(target)] = base
     conn.hset(keys.event_key(event_id), mapping=fields)
     conn.expire(keys.event_key(event_id), ttl)
     conn.zadd(keys.EVENTS_INDEX, {event_id: received})
@@ -196,10 +197,12 @@ def test_attempt_from_json_reads_worker_records() -> None:
 
 def test_attempt_from_json_tolerates_junk() -> None:
     broken = ops.Attempt.from_json(b"not json")
-    assert broken.error.startswith("unreadable record")
-    assert ops.Attempt.from_json(b"[1, 2]") == ops.Attempt("", 0, None, None, None, "", "", "")
+    assert broken.error == "unreadable attempt record: b'not json'"
+    assert ops.Attempt.from_json(b"[1, 2]") == ops.Attempt.unreadable(
+        "unreadable attempt record: b'[1, 2]'"
+    )
     odd = ops.Attempt.from_json(b'{"attempt": "3", "status": true, "duration": 0.5}')
-    assert (odd.attempt, odd.status, odd.duration) == (0, None, 0.5)
+    assert (odd.attempt, odd.status, odd.duration) == (3, None, 0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,8 +308,8 @@ def test_show_event_returns_request_deliveries_and_attempts(redis_client: redis.
     assert detail.event.source == "fellow"
     assert detail.event.body == b'{"event": "COURSEMEMBER_ADDED", "id": 7}'
     assert detail.deliveries == (
-        ops.Delivery("crm", "dead", 3, "HTTP 500", replayed_after=1, dead_at=NOW - 10),
-        ops.Delivery("analytics", "delivered", 1, "", replayed_after=0, dead_at=None),
+        ops.Delivery("crm", "dead", 3, "HTTP 500", before_replay=1, dead_at=NOW - 10),
+        ops.Delivery("analytics", "delivered", 1, "", before_replay=0, dead_at=None),
     )
     assert [(a.target, a.attempt, a.status) for a in detail.attempts] == [
         ("crm", 1, 500),
@@ -349,8 +352,10 @@ def worker_record(
         attempt=attempt,
         state=state,
         reason="",
-        entry=attempt_record("crm", attempt, 200 if delivered else 500),
-        counter="delivered" if delivered else "",
+        entry=AttemptRecord.from_redis(
+            orjson.dumps(attempt_record("crm", attempt, 200 if delivered else 500))
+        ),
+        counter=TargetStat.DELIVERED if delivered else None,
         failed=not delivered,
         counts=True,
         due_at=due_at,

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from relay.config.model import RetryPolicy
 from relay.core import constants
 from relay.store import keys
-from worker import outcome
+from relay.store.records import Outcome
 from worker.backoff import backoff_cap, now_http_date
 from worker.outcome import AttemptResult, next_step
 
@@ -26,7 +26,7 @@ def result(status: int | None = None, error: str | None = None, retry_after: str
 @pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
 def test_2xx_is_delivered(status: int) -> None:
     step = next_step(result(status), POLICY, 1, NOW)
-    assert (step.state, step.outcome, step.delay) == (keys.DELIVERED, outcome.DELIVERED, None)
+    assert (step.state, step.outcome, step.delay) == (keys.DELIVERED, Outcome.DELIVERED, None)
 
 
 def test_2xx_on_the_last_attempt_is_still_delivered() -> None:
@@ -35,14 +35,14 @@ def test_2xx_on_the_last_attempt_is_still_delivered() -> None:
 
 def test_410_stops_at_once_even_with_attempts_left() -> None:
     step = next_step(result(410), POLICY, 1, NOW)
-    assert (step.state, step.outcome, step.delay) == (keys.GONE, outcome.GONE, None)
+    assert (step.state, step.outcome, step.delay) == (keys.GONE, Outcome.GONE, None)
     assert "410" in step.reason
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308, 400, 401, 404, 409, 422, 500, 501, 418])
 def test_other_statuses_retry_with_backoff(status: int) -> None:
     step = next_step(result(status), POLICY, 1, NOW, lambda lo, hi: hi)
-    assert (step.state, step.outcome) == (keys.RETRYING, outcome.RETRY)
+    assert (step.state, step.outcome) == (keys.RETRYING, Outcome.RETRY)
     assert step.delay == backoff_cap(POLICY, 1)
     assert f"HTTP {status}" in step.reason
 
@@ -57,7 +57,7 @@ def test_errors_retry(error: str) -> None:
 
 def test_out_of_attempts_is_dead_with_the_last_error() -> None:
     step = next_step(result(500), POLICY, 3, NOW)
-    assert (step.state, step.outcome, step.delay) == (keys.DEAD_STATE, outcome.DEAD, None)
+    assert (step.state, step.outcome, step.delay) == (keys.DEAD_STATE, Outcome.DEAD, None)
     assert "out of attempts (3)" in step.reason
     assert "HTTP 500" in step.reason
 

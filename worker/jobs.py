@@ -31,7 +31,6 @@ from typing import Any
 import structlog
 
 from relay.config.model import Target
-from relay.store import keys
 from relay.store.deliveries import (
     LEASE_MARGIN,
     Record,
@@ -41,13 +40,12 @@ from relay.store.deliveries import (
     load_events,
     mark_duplicate,
 )
-from relay.store.event import Event
 from relay.store.pauses import paused
 from relay.store.queue import kick
-from worker import outcome
+from relay.store.records import AttemptRecord, DeliveryState, Event, Outcome, TargetStat
 from worker.context import WorkerContext, current
 from worker.outbound import build_request
-from worker.outcome import AttemptResult, next_step
+from worker.outcome import AttemptResult, Step, next_step
 from worker.pause import pause_target
 from worker.runtime import Runtime, get_runtime
 
@@ -304,18 +302,17 @@ def finalize(ctx: WorkerContext, plan: Planned, target: Target, result: AttemptR
     """Decide what follows an attempt, record it with its next due time, log one line."""
     now = time.time()
     step = next_step(result, target.retry, plan.round_attempt, now)
-    entry: dict[str, Any] = {
-        "target": plan.target,
-        "attempt": plan.attempt,
-        "at": result.started_at,
-        "duration_ms": round(result.duration * 1000, 1),
-        "status": result.status,
-        "error": result.error,
-        "outcome": step.outcome,
-        "response": result.response,
-    }
-    if step.delay is not None:
-        entry["retry_in_s"] = round(step.delay, 3)
+    entry = AttemptRecord(
+        target=plan.target,
+        attempt=plan.attempt,
+        at=result.started_at,
+        duration=result.duration,
+        status=result.status,
+        error=result.error or "",
+        outcome=step.outcome,
+        response=result.response,
+        retry_in=step.delay,
+    )
     record = Record(
         event_id=plan.event.id,
         target=plan.target,
@@ -323,47 +320,55 @@ def finalize(ctx: WorkerContext, plan: Planned, target: Target, result: AttemptR
         state=step.state,
         reason=step.reason,
         entry=entry,
-        counter=step.outcome if step.outcome != outcome.RETRY else "",
-        failed=step.outcome != outcome.DELIVERED,
+        counter=None if step.outcome is Outcome.RETRY else TargetStat(step.outcome),
+        failed=step.outcome is not Outcome.DELIVERED,
         counts=True,
         due_at=None if step.delay is None else now + step.delay,
     )
-    applied = ctx.store.record(record, now)
-    if applied == 1:
+    applied = ctx.store.record(record, now) == 1
+    if applied:
         _observe(ctx, plan, result, step.outcome, now)
-        if step.outcome == outcome.GONE and target.pause_on_gone:
+        if step.outcome is Outcome.GONE and target.pause_on_gone:
             _pause_on_gone(ctx, plan)
-    fields = {
+    _log_attempt(plan, result, step, entry, applied)
+
+
+def _log_attempt(
+    plan: Planned, result: AttemptResult, step: Step, entry: AttemptRecord, applied: bool
+) -> None:
+    """The one log line of a delivery attempt."""
+    stored = entry.to_dict()
+    fields: dict[str, Any] = {
         "event_id": plan.event.id,
         "source": plan.event.source,
         "type": plan.event.type,
         "target": plan.target,
         "attempt": plan.attempt,
         "status": result.status,
-        "outcome": step.outcome if applied == 1 else "stale",
-        "duration_ms": entry["duration_ms"],
+        "outcome": str(step.outcome) if applied else "stale",
+        "duration_ms": stored["duration_ms"],
     }
     if result.error:
         fields["error"] = result.error
     if step.delay is not None:
-        fields["retry_in_s"] = entry["retry_in_s"]
-    if applied != 1:
+        fields["retry_in_s"] = stored["retry_in_s"]
+    if not applied:
         log.info("delivery attempt (outcome already recorded)", **fields)
-    elif step.outcome == outcome.GONE:
+    elif step.outcome is Outcome.GONE:
         log.error("target answered 410 Gone", **fields, reason=step.reason)
-    elif step.outcome == outcome.DEAD:
+    elif step.outcome is Outcome.DEAD:
         log.warning("delivery dead-lettered", **fields, reason=step.reason)
     else:
         log.info("delivery attempt", **fields)
 
 
 def _observe(
-    ctx: WorkerContext, plan: Planned, result: AttemptResult, what: str, now: float
+    ctx: WorkerContext, plan: Planned, result: AttemptResult, what: Outcome, now: float
 ) -> None:
     """Count one recorded attempt in this process's metrics (stale duplicates are not counted)."""
     if ctx.metrics is None:
         return
-    since_receipt = now - plan.event.received_at if what == outcome.DELIVERED else None
+    since_receipt = now - plan.event.received_at if what is Outcome.DELIVERED else None
     ctx.metrics.observe_attempt(plan.target, what, result.duration, since_receipt)
 
 
@@ -386,13 +391,13 @@ def _finish_missing_target(ctx: WorkerContext, plan: Planned) -> None:
         event_id=plan.event.id,
         target=plan.target,
         attempt=plan.attempt,
-        state=keys.DEAD_STATE,
+        state=DeliveryState.DEAD,
         reason=reason,
         entry=None,
-        counter="dead",
+        counter=TargetStat.DEAD,
         failed=False,
         counts=False,
     )
     if ctx.store.record(record, time.time()) == 1 and ctx.metrics is not None:
-        ctx.metrics.dead_letters.labels(plan.target, "dead").inc()
+        ctx.metrics.dead_letters.labels(plan.target, Outcome.DEAD).inc()
     log.warning("delivery dead-lettered", event_id=plan.event.id, target=plan.target, reason=reason)

@@ -2,7 +2,7 @@
 
 Rules (Standard Webhooks conventions, https://www.standardwebhooks.com/):
 - 2xx: delivered.
-- 410 Gone: stop this delivery at once (state "gone", dead-lettered, logged at error level).
+- 410 Gone: stop this delivery at once (state GONE, dead-lettered, logged at error level).
 - 429, 503 (and 502, 504): slow down; a `Retry-After` (seconds or HTTP date, capped) replaces
   the backoff delay for the next attempt.
 - 3xx (redirects are not followed), any other status, timeouts, connection errors: retry with
@@ -16,16 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from relay.config.model import RetryPolicy
-from relay.store import keys
+from relay.store.records import DeliveryState, Outcome
 from worker.backoff import backoff_delay, parse_retry_after
 
 #: Statuses that ask the sender to slow down: their Retry-After is honoured.
 SLOW_DOWN = frozenset({429, 502, 503, 504})
-
-DELIVERED = "delivered"
-RETRY = "retry"
-DEAD = "dead"
-GONE = "gone"
 
 
 @dataclass(frozen=True)
@@ -44,8 +39,8 @@ class AttemptResult:
 class Step:
     """The decision after an attempt: the new state, the outcome, and the retry delay."""
 
-    state: str  # keys.DELIVERED, keys.RETRYING, keys.DEAD_STATE or keys.GONE
-    outcome: str  # DELIVERED, RETRY, DEAD or GONE
+    state: DeliveryState  # DELIVERED, RETRYING, DEAD or GONE
+    outcome: Outcome  # DELIVERED, RETRY, DEAD or GONE
     delay: float | None  # seconds until the next attempt, when retrying
     reason: str
 
@@ -72,16 +67,20 @@ def next_step(
     """Classify an attempt (number `round_attempt` of the current round) and decide what follows."""
     status = result.status
     if is_success(status):
-        return Step(keys.DELIVERED, DELIVERED, None, f"delivered: HTTP {status}")
+        return Step(DeliveryState.DELIVERED, Outcome.DELIVERED, None, f"delivered: HTTP {status}")
     if status == 410:
-        return Step(keys.GONE, GONE, None, "target answered 410 Gone: delivery stopped")
+        return Step(
+            DeliveryState.GONE, Outcome.GONE, None, "target answered 410 Gone: delivery stopped"
+        )
     what = describe(result)
     if round_attempt >= policy.attempts:
         reason = f"out of attempts ({policy.attempts}); last: {what}"
-        return Step(keys.DEAD_STATE, DEAD, None, reason)
+        return Step(DeliveryState.DEAD, Outcome.DEAD, None, reason)
     delay: float | None = None
     if status in SLOW_DOWN:
         delay = parse_retry_after(result.retry_after, now)
     if delay is None:
         delay = backoff_delay(policy, round_attempt, uniform)
-    return Step(keys.RETRYING, RETRY, delay, f"{what}; retry {round_attempt + 1} scheduled")
+    return Step(
+        DeliveryState.RETRYING, Outcome.RETRY, delay, f"{what}; retry {round_attempt + 1} scheduled"
+    )

@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from relay.core.states import Outcome
+
 log = structlog.get_logger("relay.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -136,9 +138,9 @@ class WorkerMetrics:
         """Count one attempt; `since_receipt` is set for a successful delivery."""
         self.deliveries.labels(target, outcome).inc()
         self.attempt_seconds.labels(target).observe(seconds)
-        if outcome == "retry":
+        if outcome == Outcome.RETRY:
             self.retries_scheduled.labels(target).inc()
-        elif outcome in ("dead", "gone"):
+        elif outcome in (Outcome.DEAD, Outcome.GONE):
             self.dead_letters.labels(target, outcome).inc()
         if since_receipt is not None:
             self.end_to_end_seconds.labels(target).observe(max(0.0, since_receipt))

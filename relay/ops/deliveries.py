@@ -14,7 +14,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-import orjson
 from redis import Redis
 from redis.exceptions import WatchError
 from rq import Queue
@@ -27,17 +26,24 @@ from rq.registry import (
 from rq.worker import Worker
 
 from relay.core import constants
+from relay.core.states import DEAD_LETTER_STATES
 from relay.store import keys
-from relay.store.event import Event
 from relay.store.pauses import Pause, paused
 from relay.store.queue import kick, make_queue
-
-#: Dead letters a delivery can be replayed from.
-REPLAYABLE_STATES = frozenset({keys.DEAD_STATE, keys.GONE})
-
-
-#: Counter of replays in relay:stats:target:{name}, beside delivered, dead, gone, ...
-REPLAYED_STAT = "replayed"
+from relay.store.records import (
+    AttemptRecord,
+    DeliveryRecord,
+    DeliveryState,
+    Event,
+    SourceStat,
+    TargetStat,
+    attempts_field,
+    before_replay_field,
+    read_state,
+    reason_field,
+    state_field,
+    targets_of,
+)
 
 #: Redis round trips stay few: ids are read and events inspected this many at a time.
 _CHUNK = 500
@@ -70,55 +76,8 @@ class DeadLetter:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """One delivery attempt as the worker recorded it in relay:att:{id}."""
-
-    target: str
-    attempt: int
-    at: float | None
-    duration: float | None
-    status: int | None  # HTTP status; None when no response came
-    error: str
-    outcome: str
-    response: str
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Attempt:
-        """Parse one record, tolerating missing fields (older or newer workers)."""
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            data = {"error": f"unreadable record: {raw[:80]!r}"}
-        if not isinstance(data, dict):
-            data = {}
-
-        def number(name: str) -> float | None:
-            value = data.get(name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                return None
-            return float(value)
-
-        duration = number("duration")
-        if duration is None and (millis := number("duration_ms")) is not None:
-            duration = millis / 1000  # the worker records milliseconds
-
-        status = data.get("status")
-        attempt = data.get("attempt")
-        return cls(
-            target=str(data.get("target") or ""),
-            attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0,
-            at=number("at"),
-            duration=duration,
-            status=status if isinstance(status, int) and not isinstance(status, bool) else None,
-            error=str(data.get("error") or ""),
-            outcome=str(data.get("outcome") or ""),
-            response=str(data.get("response") or ""),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping."""
-        return asdict(self)
+#: One delivery attempt as the worker recorded it (the store's codec reads it).
+Attempt = AttemptRecord
 
 
 @dataclass(frozen=True)
@@ -126,15 +85,22 @@ class Delivery:
     """Where one event stands with one target."""
 
     target: str
-    state: str
+    state: str  # a DeliveryState, "" once the event has expired
     attempts: int
     reason: str
-    replayed_after: int  # attempts made before the latest replay (0: never replayed)
+    before_replay: int  # attempts made before the latest replay (0: never replayed)
     dead_at: float | None  # when it entered the dead-letter store, if it is there
 
+    @property
+    def replayed_after(self) -> int:
+        """`before_replay` under the name the operator's JSON output gives it."""
+        return self.before_replay
+
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping."""
-        return asdict(self)
+        """A JSON-ready mapping (`before_replay` keeps its output name, `replayed_after`)."""
+        data = asdict(self)
+        data["replayed_after"] = data.pop("before_replay")
+        return data
 
 
 @dataclass(frozen=True)
@@ -266,17 +232,6 @@ def _int(value: object) -> int:
         return 0
 
 
-def _targets_of(raw: object) -> tuple[str, ...]:
-    """The `targets` field of an event hash."""
-    if not isinstance(raw, bytes | str) or not raw:
-        return ()
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return ()
-    return tuple(str(t) for t in value) if isinstance(value, list) else ()
-
-
 # ---------------------------------------------------------------------------------------------
 # Dead letters
 
@@ -307,9 +262,9 @@ def _dead_letters(conn: Redis, entries: Sequence[tuple[str, str, float]]) -> lis
                     "source",
                     "type",
                     "received",
-                    keys.state_field(target),
-                    keys.attempts_field(target),
-                    keys.reason_field(target),
+                    state_field(target),
+                    attempts_field(target),
+                    reason_field(target),
                 ],
             )
         rows = pipe.execute()
@@ -383,6 +338,19 @@ def dead_count_by_target(conn: Redis) -> Counter[str]:
     return counts
 
 
+def _delivery(target: str, data: Mapping[bytes, bytes], dead_at: float | None) -> Delivery:
+    """One target's delivery from the event hash ({} once the event has expired)."""
+    stored = DeliveryRecord.from_redis(target, data)
+    return Delivery(
+        target=target,
+        state=str(stored.state) if data else "",
+        attempts=stored.attempts,
+        reason=stored.reason,
+        before_replay=stored.before_replay,
+        dead_at=dead_at,
+    )
+
+
 def show_event(conn: Redis, event_id: str, target: str | None = None) -> EventDetail | None:
     """An event with its deliveries and attempts (of one target if given); None if unknown."""
     with conn.pipeline(transaction=False) as pipe:
@@ -404,20 +372,10 @@ def show_event(conn: Redis, event_id: str, target: str | None = None) -> EventDe
     names += [t for t in sorted(dead_at) if t not in names]
     if target is not None:
         names = [t for t in names if t == target]
-    deliveries = tuple(
-        Delivery(
-            target=name,
-            state=_text(data.get(keys.state_field(name).encode())),
-            attempts=_int(data.get(keys.attempts_field(name).encode())),
-            reason=_text(data.get(keys.reason_field(name).encode())),
-            replayed_after=_int(data.get(keys.base_field(name).encode())),
-            dead_at=dead_at.get(name),
-        )
-        for name in names
-    )
+    deliveries = tuple(_delivery(name, data, dead_at.get(name)) for name in names)
     attempts = tuple(
         a
-        for a in (Attempt.from_json(raw) for raw in raw_attempts)
+        for a in (AttemptRecord.from_redis(raw) for raw in raw_attempts)
         if target is None or a.target == target
     )
     return EventDetail(event_id=event_id, event=event, deliveries=deliveries, attempts=attempts)
@@ -499,10 +457,7 @@ def collect_status(
             pending=pending[name],
             scheduled=waiting[name],
             dead_letters=dead_now[name],
-            **{
-                k: target_counters.get(name, {}).get(k, 0)
-                for k in ("delivered", "dead", "gone", "attempts", "failures", REPLAYED_STAT)
-            },
+            **{k: target_counters.get(name, {}).get(k, 0) for k in TargetStat},
             paused=pauses.get(name),
         )
         for name in names
@@ -510,7 +465,7 @@ def collect_status(
     sources = tuple(
         SourceStatus(
             name=name,
-            **{k: counters.get(k, 0) for k in ("received", "duplicates", "unrouted")},
+            **{k: counters.get(k, 0) for k in SourceStat},
         )
         for name, counters in source_counters.items()
     )
@@ -539,13 +494,15 @@ def replay_delivery(
     """Put one dead delivery back on the queue at attempt n+1, atomically; same webhook-id."""
     queue = queue if queue is not None else make_queue(conn)
     key = keys.event_key(event_id)
-    fields = ["targets", keys.state_field(target), keys.attempts_field(target)]
+    fields = ["targets", state_field(target), attempts_field(target)]
     with conn.pipeline() as pipe:
         for _ in range(_WATCH_RETRIES):
             try:
                 pipe.watch(key)  # type: ignore[no-untyped-call]
                 has_body = bool(pipe.hexists(key, "body"))
-                raw_targets, raw_state, raw_attempts = pipe.hmget(key, fields)
+                raw_targets, raw_state, raw_attempts = cast(
+                    list[bytes | None], pipe.hmget(key, fields)
+                )
                 state = _text(raw_state)
                 refused = _refusal(event_id, target, has_body, raw_targets, state, retention)
                 if refused is not None:
@@ -561,13 +518,13 @@ def replay_delivery(
                 pipe.hset(
                     key,
                     mapping={
-                        keys.base_field(target): attempts,
-                        keys.state_field(target): keys.PENDING,
-                        keys.reason_field(target): "",
+                        before_replay_field(target): attempts,
+                        state_field(target): str(DeliveryState.PENDING),
+                        reason_field(target): "",
                     },
                 )
                 pipe.zrem(keys.DEAD, keys.dead_member(event_id, target))
-                pipe.hincrby(keys.target_stats_key(target), REPLAYED_STAT, 1)
+                pipe.hincrby(keys.target_stats_key(target), TargetStat.REPLAYED, 1)
                 # A replay near the end of retention must not lose its body mid-retry: the
                 # event and its log live a full retention period from the replay (GT: only
                 # ever lengthened, and never on a key without expiry).
@@ -590,7 +547,7 @@ def _refusal(
     event_id: str,
     target: str,
     has_body: bool,
-    raw_targets: object,
+    raw_targets: bytes | None,
     state: str,
     retention: float,
 ) -> ReplayResult | None:
@@ -607,7 +564,7 @@ def _refusal(
                 f"{days:g} days), so it cannot be replayed"
             ),
         )
-    if target not in _targets_of(raw_targets):
+    if target not in targets_of(raw_targets):
         return ReplayResult(
             event_id,
             target,
@@ -615,7 +572,7 @@ def _refusal(
             state,
             message=f"event {event_id} was never routed to target {target!r}",
         )
-    if state not in REPLAYABLE_STATES:
+    if state not in DEAD_LETTER_STATES:
         return ReplayResult(
             event_id,
             target,
@@ -630,8 +587,8 @@ def delivery_states(conn: Redis, event_id: str) -> dict[str, str]:
     """Each target of an event with its delivery state, in route order; {} when unknown."""
     data: Mapping[bytes, bytes] = conn.hgetall(keys.event_key(event_id))  # type: ignore[assignment]
     return {
-        t: _text(data.get(keys.state_field(t).encode())) or keys.PENDING
-        for t in _targets_of(data.get(b"targets"))
+        t: str(read_state(data.get(state_field(t).encode())))
+        for t in targets_of(data.get(b"targets"))
     }
 
 
@@ -641,8 +598,8 @@ def dead_targets_of(conn: Redis, event_id: str) -> list[str]:
     if data:
         return [
             t
-            for t in _targets_of(data.get(b"targets"))
-            if _text(data.get(keys.state_field(t).encode())) in REPLAYABLE_STATES
+            for t in targets_of(data.get(b"targets"))
+            if read_state(data.get(state_field(t).encode())).dead_letter
         ]
     # Expired: the store may still name its deliveries, which replay then reports as expired.
     return sorted(

@@ -11,14 +11,22 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
-import orjson
 import redis
 
 from relay.store import keys
-from relay.store.event import Event
+from relay.store.records import (
+    STATE_PREFIX,
+    AttemptRecord,
+    DeliveryRecord,
+    DeliveryState,
+    Event,
+    attempts_field,
+    read_state,
+    state_field,
+    targets_of,
+)
 
 #: A listing reads at most this many index entries, so a filter that matches nothing costs a
 #: bounded number of round trips (50 pages) instead of a walk over days of events.
@@ -33,57 +41,13 @@ MAX_ATTEMPT_RECORDS = 1000
 #: States a listing can filter on: the delivery states of relay.store.keys, plus "unrouted" for
 #: events no route matched and "duplicate" for deliveries the worker skipped as inbound duplicates.
 UNROUTED = "unrouted"
-STATES = (
-    keys.PENDING,
-    keys.RETRYING,
-    keys.DELIVERED,
-    keys.DEAD_STATE,
-    keys.GONE,
-    keys.DUPLICATE,
-    UNROUTED,
-)
+STATES = (*(s for s in DeliveryState if s is not DeliveryState.UNKNOWN), UNROUTED)
 
 _LIST_FIELDS = ("source", "type", "received", "targets")
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """One delivery attempt as the worker recorded it in relay:att:{id}."""
-
-    target: str
-    attempt: int
-    at: float  # Unix seconds when the attempt started
-    duration: float | None  # seconds
-    status: int | None  # HTTP status, None when no response came back
-    error: str  # why no response (timeout, connection refused), "" when there was one
-    outcome: str  # what the worker decided: delivered, retry, gone, dead...
-    response: str  # the first bytes of the target's answer, as text
-    retry_in: float | None = None  # seconds until the retry this attempt scheduled, if any
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Attempt:
-        """Parse one record; tolerant, since the log is written by another process version."""
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            return cls("", 0, 0.0, None, None, "unreadable attempt record", "", "")
-        duration = _number(data.get("duration"))
-        if duration is None and _number(data.get("duration_ms")) is not None:
-            duration = float(data["duration_ms"]) / 1000
-        status = _number(data.get("status"))
-        return cls(
-            target=str(data.get("target") or ""),
-            attempt=int(_number(data.get("attempt")) or 0),
-            at=_timestamp(data.get("at")),
-            duration=duration,
-            status=int(status) if status is not None else None,
-            error=str(data.get("error") or ""),
-            outcome=str(data.get("outcome") or ""),
-            response=str(data.get("response") or ""),
-            retry_in=_number(data.get("retry_in_s")),
-        )
+#: One delivery attempt as the worker recorded it (the store's codec reads it).
+Attempt = AttemptRecord
 
 
 @dataclass(frozen=True)
@@ -91,10 +55,10 @@ class DeliveryView:
     """One target of an event: its state and every attempt made to it."""
 
     target: str
-    state: str
+    state: DeliveryState
     attempts_made: int
     reason: str
-    before_replay: int  # attempts made before the latest replay (b:{target}), 0 if never replayed
+    before_replay: int  # attempts made before the latest replay, 0 if never replayed
     attempts: tuple[Attempt, ...]
 
 
@@ -118,7 +82,7 @@ class TargetState:
     """The compact per-target state a listing shows."""
 
     target: str
-    state: str
+    state: DeliveryState
     attempts_made: int
 
 
@@ -175,37 +139,6 @@ class EventListing:
     expired: int  # index entries whose event had expired (removed from the index)
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _timestamp(value: Any) -> float:
-    """Unix seconds from a number or an ISO-8601 string (0.0 when neither)."""
-    number = _number(value)
-    if number is not None:
-        return number
-    if isinstance(value, str):
-        try:
-            return _aware(datetime.fromisoformat(value)).timestamp()
-        except ValueError:
-            return 0.0
-    return 0.0
-
-
-def _aware(moment: datetime) -> datetime:
-    # A time without an offset is taken as UTC: the relay's clocks and outputs are all UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _text(value: bytes | None) -> str:
     return value.decode("utf-8", "replace") if value is not None else ""
 
@@ -220,9 +153,10 @@ def _int(value: bytes | None) -> int:
 def _target_names(data: Mapping[bytes, bytes], targets: Iterable[str]) -> list[str]:
     """The event's targets in route order, then any other target the hash has a state for."""
     names = list(dict.fromkeys(targets))
+    prefix = STATE_PREFIX.encode()
     for name in data:
-        if name.startswith(b"s:"):
-            target = name[2:].decode("utf-8", "replace")
+        if name.startswith(prefix):
+            target = name[len(prefix) :].decode("utf-8", "replace")
             if target not in names:
                 names.append(target)
     return names
@@ -240,16 +174,17 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
     if not data:
         return None
     event = Event.from_redis(event_id, data)
-    attempts = [Attempt.from_json(raw) for raw in records]
+    attempts = [AttemptRecord.from_redis(raw) for raw in records]
     deliveries = []
     for target in _target_names(data, event.targets):
+        stored = DeliveryRecord.from_redis(target, data)
         deliveries.append(
             DeliveryView(
                 target=target,
-                state=_text(data.get(keys.state_field(target).encode())) or keys.PENDING,
-                attempts_made=_int(data.get(keys.attempts_field(target).encode())),
-                reason=_text(data.get(keys.reason_field(target).encode())),
-                before_replay=_int(data.get(keys.base_field(target).encode())),
+                state=stored.state,
+                attempts_made=stored.attempts,
+                reason=stored.reason,
+                before_replay=stored.before_replay,
                 attempts=tuple(a for a in attempts if a.target == target),
             )
         )
@@ -257,7 +192,7 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
     named = {d.target for d in deliveries}
     for target in dict.fromkeys(a.target for a in attempts if a.target not in named):
         mine = tuple(a for a in attempts if a.target == target)
-        deliveries.append(DeliveryView(target, "unknown", len(mine), "", 0, mine))
+        deliveries.append(DeliveryView(target, DeliveryState.UNKNOWN, len(mine), "", 0, mine))
     return EventView(
         event=event,
         deliveries=tuple(deliveries),
@@ -296,7 +231,7 @@ def _summaries(
             expired.append(event_id)
             continue
         source_text, type_text = _text(source), _text(type_)
-        targets = [str(t) for t in orjson.loads(targets_raw or b"[]")]
+        targets = list(targets_of(targets_raw))
         if query.source is not None and source_text != query.source:
             continue
         if query.type_glob is not None and not fnmatch.fnmatchcase(type_text, query.type_glob):
@@ -306,7 +241,7 @@ def _summaries(
         candidates.append((event_id, source_text, type_text, float(_text(received) or 0), targets))
     pipe = conn.pipeline(transaction=False)
     for event_id, *_, targets in candidates:
-        fields = [f(t) for t in targets for f in (keys.state_field, keys.attempts_field)]
+        fields = [f(t) for t in targets for f in (state_field, attempts_field)]
         pipe.hmget(keys.event_key(event_id), fields or ["source"])
     states_rows = pipe.execute() if candidates else []
     found = []
@@ -314,7 +249,7 @@ def _summaries(
         candidates, states_rows, strict=True
     ):
         states = tuple(
-            TargetState(t, _text(values[2 * i]) or keys.PENDING, _int(values[2 * i + 1]))
+            TargetState(t, read_state(values[2 * i]), _int(values[2 * i + 1]))
             for i, t in enumerate(targets)
         )
         if query.wants_states(states):

@@ -1,19 +1,13 @@
 """Names of relay's Redis keys: the storage contract between the receiver and the workers.
 
-    relay:ev:{id}        HASH  the event: source, type, received, ctype, method, headers (JSON),
-                               body (raw bytes), targets (JSON list), dedupe (key or ""), and per
-                               target t: s:{target} state, n:{target} attempts made,
-                               r:{target} reason of the final state,
-                               b:{target} attempts made before the latest replay (default 0):
-                               the current round may make attempts while n - b < policy.attempts
-    relay:att:{id}       LIST  one JSON record per delivery attempt, oldest first
+    relay:ev:{id}        HASH  the event and each target's delivery state (relay.store.records)
+    relay:att:{id}       LIST  one JSON record per delivery attempt, oldest first (records)
     relay:events         ZSET  event id -> received time (for listing; trimmed to retention)
     relay:unrouted       ZSET  event id -> received time, events no route matched
     relay:dead           ZSET  "{id}:{target}" -> time it went dead (dead-letter store)
     relay:dd:{source}:{digest}  STRING  inbound dedupe value -> first event id (expires)
-    relay:stats:target:{name}   HASH    counters: delivered, dead, gone, attempts, failures,
-                                        replayed (relay replay)
-    relay:stats:source:{name}   HASH    counters: received, duplicates, unrouted
+    relay:stats:target:{name}   HASH    counters: records.TargetStat
+    relay:stats:source:{name}   HASH    counters: records.SourceStat
     relay:due:{target}          ZSET    event id -> when its delivery to the target is due: now
                                         for a fresh event, the retry time after a failure, or the
                                         end of the lease while an attempt is in flight (a crashed
@@ -32,20 +26,48 @@ from __future__ import annotations
 import hashlib
 
 from relay.core.constants import KEY_PREFIX
+from relay.core.states import FINAL_STATES, DeliveryState
+from relay.store.records import attempts_field, before_replay_field, reason_field, state_field
+
+__all__ = [
+    "DEAD",
+    "DEAD_STATE",
+    "DELIVERED",
+    "DUE_TARGETS",
+    "DUPLICATE",
+    "EVENTS_INDEX",
+    "FINAL_STATES",
+    "GONE",
+    "PENDING",
+    "RETRYING",
+    "TRIM_LOCK",
+    "UNROUTED",
+    "attempts_field",
+    "attempts_key",
+    "before_replay_field",
+    "dead_member",
+    "dedupe_key",
+    "due_key",
+    "event_key",
+    "paused_key",
+    "reason_field",
+    "source_stats_key",
+    "split_dead_member",
+    "state_field",
+    "target_stats_key",
+]
 
 EVENTS_INDEX = f"{KEY_PREFIX}:events"
 UNROUTED = f"{KEY_PREFIX}:unrouted"
 DEAD = f"{KEY_PREFIX}:dead"
 
-#: Delivery states kept in the event hash under s:{target}.
-PENDING = "pending"  # not yet attempted, or an attempt is in flight
-RETRYING = "retrying"  # failed at least once; a retry is scheduled
-DELIVERED = "delivered"
-DEAD_STATE = "dead"  # out of attempts: in the dead-letter store
-GONE = "gone"  # the target answered 410: stopped, in the dead-letter store
-FINAL_STATES = frozenset({DELIVERED, DEAD_STATE, GONE})
-#: An inbound duplicate (its dedupe key names another event): never delivered.
-DUPLICATE = "duplicate"
+# The delivery states under the names their importers know; DeliveryState is their definition.
+PENDING = DeliveryState.PENDING
+RETRYING = DeliveryState.RETRYING
+DELIVERED = DeliveryState.DELIVERED
+DEAD_STATE = DeliveryState.DEAD
+GONE = DeliveryState.GONE
+DUPLICATE = DeliveryState.DUPLICATE
 
 
 def event_key(event_id: str) -> str:
@@ -83,26 +105,6 @@ def split_dead_member(member: str) -> tuple[str, str]:
     """(event id, target) from a dead-letter member."""
     event_id, _, target = member.partition(":")
     return event_id, target
-
-
-def state_field(target: str) -> str:
-    """Field of the event hash with a target's delivery state."""
-    return f"s:{target}"
-
-
-def attempts_field(target: str) -> str:
-    """Field of the event hash with the number of attempts made to a target."""
-    return f"n:{target}"
-
-
-def reason_field(target: str) -> str:
-    """Field of the event hash with why a delivery ended as it did."""
-    return f"r:{target}"
-
-
-def base_field(target: str) -> str:
-    """Field of the event hash with the attempts made before the latest replay of a target."""
-    return f"b:{target}"
 
 
 #: Held by the one worker process that trims the indexes to the retention period this interval.

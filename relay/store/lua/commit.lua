@@ -1,0 +1,81 @@
+-- The intake commit: every event of a batch in one call (relay.store.commit documents KEYS and
+-- ARGV). items.lua and the preamble of relay.store.scripts (RECEIVED_FIELD, the event hash's
+-- field scoring the indexes; RECEIVED, UNROUTED, DUPLICATES, the source counters) come first.
+local ttl, trim = ARGV[1], ARGV[2]
+local names = items(ARGV[3])
+local state_prefix, attempts_prefix, pending = ARGV[4], ARGV[5], ARGV[6]
+local nnames, at_received = #names, 0
+for f = 1, nnames do
+  if names[f] == RECEIVED_FIELD then at_received = f end
+end
+local k = 5
+local found, indexed, unrouted, counts, due_targets = {}, {}, {}, {}, {}
+for a = 7, #ARGV do
+  local it = items(ARGV[a])
+  local id, window, received = it[1], it[2], it[2 + at_received]
+  local fields = {}
+  for f = 1, nnames do
+    fields[2 * f - 1] = names[f]
+    fields[2 * f] = it[2 + f]
+  end
+  local first_target = 3 + nnames
+  for t = first_target, #it do
+    fields[#fields + 1] = state_prefix .. it[t]
+    fields[#fields + 1] = pending
+    fields[#fields + 1] = attempts_prefix .. it[t]
+    fields[#fields + 1] = '0'
+  end
+  local hash, stats = KEYS[k], KEYS[k + 1]
+  k = k + 2
+  redis.call('HSET', hash, unpack(fields))
+  redis.call('EXPIRE', hash, ttl)
+  local count = counts[stats]
+  if not count then
+    count = {[RECEIVED] = 0, [UNROUTED] = 0, [DUPLICATES] = 0}
+    counts[stats] = count
+  end
+  count[RECEIVED] = count[RECEIVED] + 1
+  if window ~= '0' then
+    local first = redis.call('SET', KEYS[k], id, 'NX', 'GET', 'EX', window)
+    if first and first ~= id then
+      count[DUPLICATES] = count[DUPLICATES] + 1
+    end
+    found[#found + 1] = first or ''
+    k = k + 1
+  end
+  indexed[#indexed + 1] = received
+  indexed[#indexed + 1] = id
+  if first_target > #it then
+    unrouted[#unrouted + 1] = received
+    unrouted[#unrouted + 1] = id
+    count[UNROUTED] = count[UNROUTED] + 1
+  end
+  for t = first_target, #it do
+    redis.call('ZADD', KEYS[k], received, id)
+    due_targets[it[t]] = true
+    k = k + 1
+  end
+end
+-- Once per batch, not per event: the indexes, the counters, the due-targets set.
+redis.call('ZADD', KEYS[1], unpack(indexed))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', trim)
+if #unrouted > 0 then
+  redis.call('ZADD', KEYS[2], unpack(unrouted))
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', trim)
+end
+for stats, count in pairs(counts) do
+  for field, n in pairs(count) do
+    if n > 0 then
+      redis.call('HINCRBY', stats, field, n)
+    end
+  end
+end
+local targets = {}
+for name in pairs(due_targets) do
+  targets[#targets + 1] = name
+end
+if #targets > 0 then
+  redis.call('SADD', KEYS[3], unpack(targets))
+end
+table.insert(found, 1, redis.call('LLEN', KEYS[4]))
+return found

@@ -1,0 +1,79 @@
+"""The Lua scripts of relay.store, read once from the .lua files beside this module.
+
+The codec's names (field prefixes, state words, counters) reach a script either as arguments
+(the commit script, whose caller packs them) or through a preamble of Lua `local`s rendered here
+from relay.store.records, so no name is spelled both in Python and in Lua.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from importlib.resources import files
+
+from relay.core.states import DEAD_LETTER_STATES, DONE_STATES
+from relay.store.records import (
+    ATTEMPTS_PREFIX,
+    REASON_PREFIX,
+    RECEIVED_FIELD,
+    STATE_PREFIX,
+    DeliveryState,
+    SourceStat,
+    TargetStat,
+)
+
+#: What a name rendered into Lua may hold: quoting is then never needed.
+_SAFE = re.compile(r"^[A-Za-z0-9_:.-]*$")
+
+
+def read(name: str) -> str:
+    """The text of relay/store/lua/{name}.lua."""
+    return files("relay.store").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _string(value: str) -> str:
+    if not _SAFE.match(value):
+        raise ValueError(f"{value!r} cannot be rendered into a Lua script as it is")
+    return f"'{value}'"
+
+
+def _set(values: Iterable[DeliveryState]) -> str:
+    return "{" + ", ".join(f"[{_string(v)}] = true" for v in sorted(values)) + "}"
+
+
+def _locals(names: dict[str, str]) -> str:
+    return "".join(f"local {name} = {value}\n" for name, value in names.items())
+
+
+def commit_preamble() -> str:
+    """Lua locals holding the codec's names that the intake commit writes."""
+    return _locals(
+        {
+            "RECEIVED_FIELD": _string(RECEIVED_FIELD),
+            "RECEIVED": _string(SourceStat.RECEIVED),
+            "UNROUTED": _string(SourceStat.UNROUTED),
+            "DUPLICATES": _string(SourceStat.DUPLICATES),
+        }
+    )
+
+
+def record_preamble() -> str:
+    """Lua locals holding the codec's names that recording a delivery's state writes."""
+    return _locals(
+        {
+            "STATE": _string(STATE_PREFIX),
+            "ATTEMPTS": _string(ATTEMPTS_PREFIX),
+            "REASON": _string(REASON_PREFIX),
+            "DONE": _set(DONE_STATES),
+            "DEAD_LETTER": _set(DEAD_LETTER_STATES),
+            "ATTEMPTS_STAT": _string(TargetStat.ATTEMPTS),
+            "FAILURES_STAT": _string(TargetStat.FAILURES),
+        }
+    )
+
+
+CLAIM = read("claim")
+PROBE = read("probe")
+RECORD = record_preamble() + read("record")
+ITEMS = read("items")
+COMMIT = ITEMS + commit_preamble() + read("commit")
