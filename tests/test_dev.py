@@ -24,8 +24,11 @@ import fakeredis
 import pytest
 from rq import Queue
 
-from relay.cli.dev import command as dev
-from relay.cli.dev.embedded import AppThread, ThreadScheduler, echo_app, thread_scheduler_worker
+from relay.cli import common
+from relay.cli.dev import banner, children, echo, own_redis, values
+from relay.cli.dev.app_thread import AppThread
+from relay.cli.dev.echo import echo_app
+from relay.cli.dev.embedded import ThreadScheduler, thread_scheduler_worker
 from relay.config.loading import parse_routes
 from relay.config.settings import Settings
 from tests.support.dev_process import DevProcess
@@ -69,7 +72,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
 
 
 def test_needed_env_vars_finds_env_keys_and_references_in_order() -> None:
-    needs = dev.needed_env_vars(ROUTES)
+    needs = values.needed_env_vars(ROUTES)
     assert [(n.name, n.key) for n in needs] == [
         ("DEVTEST_FELLOW_TOKEN", "sources.fellow.token_env"),
         ("DEVTEST_LEARN365_SECRET", "sources.learn365.secret"),
@@ -90,28 +93,28 @@ def test_needed_env_vars_names_each_variable_once_and_walks_arrays() -> None:
     source = "a"
     targets = ["${IN_ARRAY}"]
     """
-    assert [n.name for n in dev.needed_env_vars(text)] == ["SHARED", "IN_ARRAY"]
-    assert dev.needed_env_vars(text)[1].key == "routes[0].targets[0]"
+    assert [n.name for n in values.needed_env_vars(text)] == ["SHARED", "IN_ARRAY"]
+    assert values.needed_env_vars(text)[1].key == "routes[0].targets[0]"
 
 
 def test_needed_env_vars_ignores_literal_values() -> None:
-    assert dev.needed_env_vars('[targets.t]\nurl = "http://x/$HOME/{a}"\n') == ()
+    assert values.needed_env_vars('[targets.t]\nurl = "http://x/$HOME/{a}"\n') == ()
 
 
 def test_dev_values_fit_what_routes_toml_accepts() -> None:
-    whsec = dev.dev_value("targets.crm.signing_secret_env")
+    whsec = values.dev_value("targets.crm.signing_secret_env")
     assert whsec.startswith("whsec_")
     assert len(base64.b64decode(whsec.removeprefix("whsec_"), validate=True)) == 24
-    secret = dev.dev_value("sources.learn365.secret")
+    secret = values.dev_value("sources.learn365.secret")
     assert 32 <= len(secret) <= 64
-    token = dev.dev_value("sources.fellow.token_env")
+    token = values.dev_value("sources.fellow.token_env")
     assert re.fullmatch(r"[A-Za-z0-9_-]{20,}", token)
-    assert dev.dev_value("sources.fellow.token_env") != token  # fresh every time
+    assert values.dev_value("sources.fellow.token_env") != token  # fresh every time
 
 
 def test_fill_dev_env_sets_only_missing_variables_and_reports_them() -> None:
     env = {"DEVTEST_FELLOW_TOKEN": "mine", "DEVTEST_CRM_KEY": "  "}
-    generated = dev.fill_dev_env(env, dev.needed_env_vars(ROUTES))
+    generated = values.fill_dev_env(env, values.needed_env_vars(ROUTES))
     assert env["DEVTEST_FELLOW_TOKEN"] == "mine"
     assert set(generated) == {"DEVTEST_LEARN365_SECRET", "DEVTEST_CRM_WHSEC", "DEVTEST_CRM_KEY"}
     assert all(env[name] == value for name, value in generated.items())
@@ -119,7 +122,7 @@ def test_fill_dev_env_sets_only_missing_variables_and_reports_them() -> None:
 
 def test_filled_environment_makes_the_routes_file_valid() -> None:
     env: dict[str, str] = {}
-    dev.fill_dev_env(env, dev.needed_env_vars(ROUTES))
+    values.fill_dev_env(env, values.needed_env_vars(ROUTES))
     table = parse_routes(ROUTES, "routes.toml", env)
     assert table.sources["learn365"].secret is not None
     assert table.targets["crm"].signing_secrets[0].key_bytes()
@@ -130,17 +133,17 @@ def test_filled_environment_makes_the_routes_file_valid() -> None:
 
 
 def test_redact_url_hides_only_the_password() -> None:
-    assert dev.redact_url("redis://u:pw@h:6379/0") == "redis://u:****@h:6379/0"
-    assert dev.redact_url("rediss://:pw@h/1") == "rediss://:****@h/1"
-    assert dev.redact_url("redis://127.0.0.1:6380/0") == "redis://127.0.0.1:6380/0"
+    assert common.redact_url("redis://u:pw@h:6379/0") == "redis://u:****@h:6379/0"
+    assert common.redact_url("rediss://:pw@h/1") == "rediss://:****@h/1"
+    assert common.redact_url("redis://127.0.0.1:6380/0") == "redis://127.0.0.1:6380/0"
 
 
 def test_banner_lists_urls_tokens_generated_values_and_how_to_stop() -> None:
     env: dict[str, str] = {}
-    generated = dev.fill_dev_env(env, dev.needed_env_vars(ROUTES))
+    generated = values.fill_dev_env(env, values.needed_env_vars(ROUTES))
     table = parse_routes(ROUTES, "routes.toml", env)
-    text = dev.render_banner(
-        dev.BannerInfo(
+    text = banner.render_banner(
+        banner.BannerInfo(
             redis_url="redis://:topsecret@127.0.0.1:6380/0",
             redis_kind="redis-server started by relay dev",
             base_url="http://127.0.0.1:8000",
@@ -175,9 +178,9 @@ def test_pick_port_falls_back_to_a_free_port_when_taken() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        other = dev.pick_port(busy)
+        other = children.pick_port(busy)
         assert other != busy
-        assert dev.port_is_free(other)
+        assert children.port_is_free(other)
 
 
 def _time_wait_port() -> int:
@@ -206,8 +209,8 @@ def test_a_port_held_only_by_time_wait_is_free_for_a_quick_restart() -> None:
     with socket.socket() as plain, pytest.raises(OSError, match="Address already in use"):
         plain.bind(("127.0.0.1", port))
     # ...yet aiohttp, which sets SO_REUSEADDR, could listen there, and so relay dev says free.
-    assert dev.port_is_free(port)
-    assert dev.pick_port(port) == port
+    assert children.port_is_free(port)
+    assert children.pick_port(port) == port
 
 
 def test_a_listening_port_is_taken_even_with_reuse_address() -> None:
@@ -218,8 +221,9 @@ def test_a_listening_port_is_taken_even_with_reuse_address() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert not dev.port_is_free(port)
-        assert not dev.port_is_free(port, "0.0.0.0")  # the wildcard a HOST=0.0.0.0 server binds
+        assert not children.port_is_free(port)
+        # The wildcard a HOST=0.0.0.0 server binds:
+        assert not children.port_is_free(port, "0.0.0.0")
 
 
 def test_dev_paths_are_made_absolute_and_the_spool_goes_under_the_data_dir(
@@ -227,11 +231,11 @@ def test_dev_paths_are_made_absolute_and_the_spool_goes_under_the_data_dir(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     env: dict[str, str] = {}
-    dev.resolve_dev_paths(env, Path(".relay-dev").resolve())
+    values.resolve_dev_paths(env, Path(".relay-dev").resolve())
     assert env["RELAY_ROUTES"] == str(tmp_path / "routes.toml")
     assert env["RELAY_SPOOL_DIR"] == str(tmp_path / ".relay-dev" / "spool")
     given = {"RELAY_ROUTES": "conf/r.toml", "RELAY_SPOOL_DIR": "sp"}
-    dev.resolve_dev_paths(given, tmp_path / "d")
+    values.resolve_dev_paths(given, tmp_path / "d")
     assert given == {
         "RELAY_ROUTES": str(tmp_path / "conf" / "r.toml"),
         "RELAY_SPOOL_DIR": str(tmp_path / "sp"),
@@ -243,13 +247,13 @@ def test_redis_server_gets_absolute_paths_for_a_relative_data_dir(
 ) -> None:
     # redis-server changes into --dir before opening --logfile: a relative log path fails.
     monkeypatch.chdir(tmp_path)
-    args = dev.redis_server_args("redis-server", 6380, Path(".relay-dev/redis").resolve())
+    args = own_redis.redis_server_args("redis-server", 6380, Path(".relay-dev/redis").resolve())
     for flag in ("--dir", "--logfile", "--pidfile"):
         assert Path(args[args.index(flag) + 1]).is_absolute(), flag
 
 
 def test_env_file_is_private_and_a_shell_gets_the_values_back(tmp_path: Path) -> None:
-    values = {
+    wanted = {
         "FELLOW_TOKEN": "abc_-123",
         "CRM_WHSEC": "whsec_ab+/c=",
         "ODD": 'it\'s $HOME `x` "q"',
@@ -259,11 +263,11 @@ def test_env_file_is_private_and_a_shell_gets_the_values_back(tmp_path: Path) ->
     path.parent.mkdir()
     path.write_text("old")
     path.chmod(0o644)  # an older, wider file is narrowed
-    dev.write_env_file(path, values)
+    values.write_env_file(path, wanted)
     assert path.stat().st_mode & 0o777 == 0o600
-    script = ". " + str(path) + " && " + " && ".join(f'printf "%s\\n" "${name}"' for name in values)
+    script = ". " + str(path) + " && " + " && ".join(f'printf "%s\\n" "${name}"' for name in wanted)
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True, env={})
-    assert out.stdout.splitlines() == list(values.values())
+    assert out.stdout.splitlines() == list(wanted.values())
 
 
 def test_banner_tells_how_to_use_the_env_file_from_another_terminal(
@@ -271,8 +275,8 @@ def test_banner_tells_how_to_use_the_env_file_from_another_terminal(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     env: dict[str, str] = {}
-    dev.fill_dev_env(env, dev.needed_env_vars(ROUTES))
-    info = dev.BannerInfo(
+    values.fill_dev_env(env, values.needed_env_vars(ROUTES))
+    info = banner.BannerInfo(
         redis_url="redis://127.0.0.1:6380/0",
         redis_kind="k",
         base_url="http://127.0.0.1:8000",
@@ -280,9 +284,9 @@ def test_banner_tells_how_to_use_the_env_file_from_another_terminal(
         worker="w",
         env_file=tmp_path / ".relay-dev" / "env",
     )
-    assert "source ./.relay-dev/env" in dev.render_banner(info)
+    assert "source ./.relay-dev/env" in banner.render_banner(info)
     elsewhere = dataclasses.replace(info, env_file=Path("/elsewhere/env"))
-    assert "source /elsewhere/env" in dev.render_banner(elsewhere)
+    assert "source /elsewhere/env" in banner.render_banner(elsewhere)
 
 
 def test_rq_job_lines_are_quiet_unless_relay_logs_at_debug() -> None:
@@ -307,18 +311,18 @@ def test_loopback_ports_are_the_local_targets_ports_once_each() -> None:
     [targets.e]
     url = "http://127.0.0.1:9002/e?x=1"
     """
-    assert dev.loopback_ports(parse_routes(text, "routes.toml", {})) == (80, 9001, 9002)
+    assert echo.loopback_ports(parse_routes(text, "routes.toml", {})) == (80, 9001, 9002)
 
 
 def test_local_url_replaces_a_wildcard_host_with_loopback() -> None:
-    assert dev.local_url(Settings(host="0.0.0.0", port=8001)) == "http://127.0.0.1:8001"
-    assert dev.local_url(Settings(host="::", port=8001)) == "http://127.0.0.1:8001"
-    assert dev.local_url(Settings(host="127.0.0.2", port=80)) == "http://127.0.0.2:80"
-    assert dev.local_url(Settings(host="::1", port=80)) == "http://[::1]:80"
+    assert banner.local_url(Settings(host="0.0.0.0", port=8001)) == "http://127.0.0.1:8001"
+    assert banner.local_url(Settings(host="::", port=8001)) == "http://127.0.0.1:8001"
+    assert banner.local_url(Settings(host="127.0.0.2", port=80)) == "http://127.0.0.2:80"
+    assert banner.local_url(Settings(host="::1", port=80)) == "http://[::1]:80"
 
 
 def test_redis_server_args_keep_data_and_never_evict(tmp_path: Path) -> None:
-    args = dev.redis_server_args("redis-server", 6390, tmp_path)
+    args = own_redis.redis_server_args("redis-server", 6390, tmp_path)
     pairs = dict(zip(args[1::2], args[2::2], strict=True))
     assert pairs["--bind"] == "127.0.0.1"
     assert pairs["--port"] == "6390"
@@ -331,14 +335,14 @@ def test_redis_server_args_keep_data_and_never_evict(tmp_path: Path) -> None:
 def test_stale_redis_is_found_by_its_pidfile_only_when_it_is_redis(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    assert dev.stale_redis(tmp_path) is None  # no pidfile
+    assert own_redis.stale_redis(tmp_path) is None  # no pidfile
     assert redis_server.process is not None
     (tmp_path / "redis.pid").write_text(f"{redis_server.process.pid}\n")
-    assert dev.stale_redis(tmp_path) == redis_server.process.pid
+    assert own_redis.stale_redis(tmp_path) == redis_server.process.pid
     (tmp_path / "redis.pid").write_text(f"{os.getpid()}\n")  # alive, but not a redis-server
-    assert dev.stale_redis(tmp_path) is None
+    assert own_redis.stale_redis(tmp_path) is None
     (tmp_path / "redis.pid").write_text("not a pid")
-    assert dev.stale_redis(tmp_path) is None
+    assert own_redis.stale_redis(tmp_path) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,26 +355,28 @@ IGNORES_SIGTERM = (
 
 
 def test_wait_until_gives_up_at_once_when_a_stop_is_requested() -> None:
-    stop = dev._StopRequested()
+    stop = children.StopRequested()
     stop(signal.SIGINT, None)
     calls: list[int] = []
-    failure = dev.wait_until(lambda: bool(calls.append(1)), 30, dev.Supervisor(), "x", stop)
+    group = children.ChildGroup()
+    failure = children.wait_until(lambda: bool(calls.append(1)), 30, group, "x", stop)
     assert failure is None
     assert calls == []
 
 
 def test_wait_until_reports_a_timeout() -> None:
-    failure = dev.wait_until(
-        lambda: False, 0.2, dev.Supervisor(), "the thing", dev._StopRequested()
+    failure = children.wait_until(
+        lambda: False, 0.2, children.ChildGroup(), "the thing", children.StopRequested()
     )
     assert failure == "waited 0.2 s for the thing in vain"
 
 
 def test_wait_until_reports_a_child_that_exits() -> None:
-    supervisor = dev.Supervisor()
+    supervisor = children.ChildGroup()
     supervisor.spawn("quitter", [sys.executable, "-c", "raise SystemExit(3)"], os.environ)
     try:
-        failure = dev.wait_until(lambda: False, 30, supervisor, "Godot", dev._StopRequested())
+        stop = children.StopRequested()
+        failure = children.wait_until(lambda: False, 30, supervisor, "Godot", stop)
     finally:
         supervisor.stop_all([], timeout=5)
     assert failure == "the quitter exited with code 3 while waiting for Godot"
@@ -379,7 +385,7 @@ def test_wait_until_reports_a_child_that_exits() -> None:
 def test_supervisor_puts_children_in_one_group_and_kills_what_ignores_sigterm(
     tmp_path: Path,
 ) -> None:
-    supervisor = dev.Supervisor()
+    supervisor = children.ChildGroup()
     marks = [tmp_path / "a", tmp_path / "b"]
     first = supervisor.spawn(
         "a", [sys.executable, "-c", IGNORES_SIGTERM, str(marks[0])], os.environ

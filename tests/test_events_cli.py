@@ -20,12 +20,12 @@ import pytest
 import redis
 
 from relay.cli import events as events_cli
-from relay.cli.events import (
+from relay.cli.common import redact_url
+from relay.cli.events_output import (
     body_text,
     compact_states,
     human_duration,
     printable,
-    safe_url,
 )
 from relay.cli.main import main
 from relay.config.loading import parse_routes
@@ -438,7 +438,7 @@ def test_unreachable_redis_is_a_clear_error(
     monkeypatch.setenv("REDIS_URL", url)
     code, out, err = run_cli(capsys, "list")
     assert (code, out) == (1, "")
-    assert err.startswith("relay events: Redis at redis://:***@127.0.0.1:")
+    assert err.startswith("relay events: cannot reach Redis at redis://:****@127.0.0.1:")
     assert "hunter2" not in err
 
 
@@ -497,8 +497,8 @@ def test_text_helpers() -> None:
     assert human_duration(6 * 86400 + 23 * 3600 + 59 * 60) == "6d 23h"
     assert human_duration(125) == "2m 5s"
     assert human_duration(0) == "0s"
-    assert safe_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
-    assert safe_url("redis://user:pw@host:6380/1") == "redis://user:***@host:6380/1"
+    assert redact_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
+    assert redact_url("redis://user:pw@host:6380/1") == "redis://user:****@host:6380/1"
 
 
 # -- end to end: receiver, worker, then the commands ---------------------------------------------

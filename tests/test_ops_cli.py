@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import io
-import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import redis
-import structlog
 
 from relay.cli import common, dead, replay, status
 from relay.cli.main import main
@@ -45,19 +42,8 @@ url = "http://127.0.0.1:9/crm"
 url = "http://127.0.0.1:9/idle"
 """
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """Put the test process's logging back after each test."""
-    # `relay status|dead|replay` configure logging onto this test's captured stderr, which is
-    # closed after it: left in place, later tests of the same run log into a closed file.
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
+#: `relay status|dead|replay` configure logging; the test process's is put back after each test.
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 @pytest.fixture

@@ -75,6 +75,8 @@ def redact_url(url: str) -> str:
     match = _HOOK_PATH.match(parts.path)
     if match:
         parts = parts._replace(path=f"{match.group(1)}{MASK}{match.group(3)}")
+    elif parts.password is None:
+        return url  # nothing to hide: as given, byte for byte
     return urlunsplit(parts)
 
 

@@ -20,10 +20,11 @@ import re
 import sys
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import structlog
 
+from relay.cli.common import UsageError, redact_url
 from relay.core.logs import configure_logging
 from relay.core.secrets import Secret
 from relay.ops import elucidat
@@ -37,13 +38,9 @@ API_ROOT_ENV = "ELUCIDAT_API_ROOT"
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
-#: The relay's own hook paths: /hooks/<source>/<token>; the token is what must not be shown.
-_HOOK_PATH = re.compile(r"^(/hooks/[^/]+/)([^/]+)(.*)$")
+#: A relay hook path with its token: /hooks/<source>/<token>.
+_HOOK_PATH = re.compile(r"^/hooks/[^/]+/[^/]+")
 _URL_IN_TEXT = re.compile(r"https?://[^\s\"'<>]+")
-
-
-class UsageError(Exception):
-    """A mistake in the command line or the environment: nothing was sent."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -153,20 +150,8 @@ def callback_warnings(url: str) -> list[str]:
     return []
 
 
-def redact_url(url: str) -> str:
-    """The URL with the token of a `/hooks/<source>/<token>` path masked."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    match = _HOOK_PATH.match(parts.path)
-    if not match:
-        return url
-    return urlunsplit(parts._replace(path=f"{match.group(1)}****{match.group(3)}"))
-
-
 def redact(value: Any) -> Any:
-    """A JSON value with every relay hook URL inside its strings masked."""
+    """A JSON value with every URL inside its strings redacted (hook tokens, passwords)."""
     if isinstance(value, str):
         return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), value)
     if isinstance(value, list):

@@ -12,9 +12,6 @@ Everything lives in memory: stopping `relay dev` loses every queued event and re
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import importlib
 import os
 import signal
 import sys
@@ -24,156 +21,29 @@ from pathlib import Path
 from typing import Any
 
 import fakeredis
-import structlog
-from aiohttp import web
 from rq.scheduler import RQScheduler
 
+from relay.cli.dev.app_thread import THREAD_TIMEOUT, AppThread
+from relay.cli.dev.banner import BannerInfo, local_url, render_banner
+from relay.cli.dev.echo import EchoTarget, start_echo_targets
+from relay.cli.serve import receiver_app
 from relay.config.model import RouteTable
 from relay.config.settings import Settings
 from relay.core.logs import rq_logging_level
+from relay.receiver.app import SERVER_OPTIONS
 from relay.store.queue import OrjsonSerializer, make_queue
+from worker.context import build_context, configure
+from worker.process import (
+    DEFAULT_MAINTENANCE_INTERVAL,
+    RelayWorker,
+    drain_limit,
+    worker_ttl,
+)
+from worker.runtime import shutdown_runtime
 
-log = structlog.get_logger("relay.embedded")
+__all__ = ["AppThread", "ThreadScheduler", "run_embedded", "thread_scheduler_worker"]
 
-#: Bounds start-up and shutdown of an in-process server; both take milliseconds normally.
-THREAD_TIMEOUT = 10.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-#: How much of a delivered body the echo target prints.
-ECHO_BODY_CHARS = 500
-
-
-class AppThread:
-    """An aiohttp application served from its own event loop in a daemon thread."""
-
-    def __init__(
-        self,
-        name: str,
-        make_app: Callable[[], web.Application],
-        host: str,
-        port: int,
-        server_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.name = name
-        self._server_options = dict(server_options or {})
-        self.host = host
-        self.port = port
-        self._make_app = make_app
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._requested = False
-        #: Set when the server stopped without being asked to.
-        self.failed = False
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-        #: Called when the server stops without being asked (the embedded worker then stops too).
-        self.on_unexpected_exit: Callable[[], None] | None = None
-
-    @property
-    def url(self) -> str:
-        """Base URL of the server."""
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> None:
-        """Start serving; raise what start-up raised (e.g. the port is taken)."""
-        self._thread.start()
-        if not self._ready.wait(THREAD_TIMEOUT):
-            raise RuntimeError(f"the {self.name} did not start within {THREAD_TIMEOUT:g} s")
-        if self._error is not None:
-            raise self._error
-
-    def stop(self) -> None:
-        """Stop serving and wait (bounded) for the app's cleanup to finish."""
-        self._requested = True
-        loop, stopping = self._loop, self._stopping
-        if loop is not None and stopping is not None and not loop.is_closed():
-            # The loop may close between the check and the call.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stopping.set)
-        self._thread.join(THREAD_TIMEOUT)
-
-    @property
-    def alive(self) -> bool:
-        """Whether the server thread is still running."""
-        return self._thread.is_alive()
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # reported to start() or logged; the thread must not die mute
-            if not self._ready.is_set():
-                self._error = exc
-            else:
-                log.error("dev_server_failed", server=self.name, error=repr(exc))
-        finally:
-            self.failed = not self._requested and self._error is None  # start() reports errors
-            self._ready.set()
-            if self.failed and self.on_unexpected_exit is not None:
-                self.on_unexpected_exit()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        runner = web.AppRunner(
-            self._make_app(),
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=2.0,
-            **self._server_options,
-        )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-            self._ready.set()
-            await self._stopping.wait()
-        finally:
-            await runner.cleanup()
-
-
-def echo_app(out: Callable[[str], None] = print) -> web.Application:
-    """A loopback target that prints each request it receives and answers 200."""
-
-    async def echo(request: web.Request) -> web.Response:
-        body = await request.read()
-        headers = {
-            k.lower(): v
-            for k, v in request.headers.items()
-            if k.lower().startswith(("x-relay-", "webhook-id", "webhook-timestamp"))
-        }
-        text = body[:ECHO_BODY_CHARS].decode("utf-8", "replace")
-        more = f" ... ({len(body)} bytes)" if len(body) > ECHO_BODY_CHARS else ""
-        shown = " ".join(f"{k}={v}" for k, v in sorted(headers.items()))
-        out(f"{request.method} {request.path_qs} {shown}\n      {text}{more}")
-        return web.json_response({"echoed": len(body)})
-
-    app = web.Application(client_max_size=16 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", echo)
-    return app
-
-
-class EchoTarget(AppThread):
-    """The `--echo-target` of `relay dev`: prints what the relay delivers to it."""
-
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        def out(text: str) -> None:
-            print(f"echo :{port} {text}", flush=True)
-
-        super().__init__("echo target", lambda: echo_app(out), host, port)
-
-
-def start_echo_targets(ports: Sequence[int]) -> list[EchoTarget]:
-    """Start one echo target per port; if one cannot start, stop the others and raise."""
-    started: list[EchoTarget] = []
-    try:
-        for port in ports:
-            echo = EchoTarget(port)
-            echo.start()
-            started.append(echo)
-    except BaseException:
-        for echo in started:
-            echo.stop()
-        raise
-    return started
 
 
 #: RQ ships type hints but leaves these methods unannotated; subclass through Any.
@@ -253,6 +123,26 @@ def thread_scheduler_worker(
     return EmbeddedWorker
 
 
+def _banner_info(
+    settings: Settings,
+    routes: RouteTable,
+    generated: Mapping[str, str],
+    echoes: Sequence[EchoTarget],
+    env_file: Path | None,
+) -> BannerInfo:
+    return BannerInfo(
+        redis_url="embedded (fakeredis, in this process)",
+        redis_kind="in memory: everything queued is LOST when relay dev stops",
+        base_url=local_url(settings),
+        routes=routes,
+        worker="RQ SimpleWorker in this process (scheduler in a thread)",
+        generated=generated,
+        echo_urls=tuple(e.url for e in echoes),
+        processes=(("relay dev", os.getpid()),),
+        env_file=env_file,
+    )
+
+
 def run_embedded(
     settings: Settings,
     routes: RouteTable,
@@ -262,10 +152,6 @@ def run_embedded(
     env_file: Path | None = None,
 ) -> int:
     """Receiver, worker and an in-memory Redis in this process, until Ctrl-C."""
-    from relay.cli.dev.command import BannerInfo, local_url, render_banner
-    from relay.cli.serve import receiver_app
-    from relay.receiver.app import SERVER_OPTIONS
-
     server = fakeredis.FakeServer()
 
     def client() -> fakeredis.FakeRedis:
@@ -291,21 +177,11 @@ def run_embedded(
         except (OSError, RuntimeError) as exc:
             print(f"relay dev: cannot start: {exc}", file=sys.stderr)
             return 1
-        info = BannerInfo(
-            redis_url="embedded (fakeredis, in this process)",
-            redis_kind="in memory: everything queued is LOST when relay dev stops",
-            base_url=local_url(settings),
-            routes=routes,
-            worker="RQ SimpleWorker in this process (scheduler in a thread)",
-            generated=generated,
-            echo_urls=tuple(e.url for e in echoes),
-            processes=(("relay dev", os.getpid()),),
-            env_file=env_file,
-        )
+        info = _banner_info(settings, routes, generated, echoes, env_file)
 
-        def ready(worker: Any) -> None:
+        def ready(worker: RelayWorker) -> None:
             if pending:
-                worker._stop_requested = True  # RQ checks it before its first dequeue
+                worker.stop_before_next_job()
             else:
                 print(render_banner(info), flush=True)
 
@@ -325,26 +201,27 @@ def run_embedded(
 
 
 def _work(
-    settings: Settings, routes: RouteTable, connection: Any, ready: Callable[[Any], None]
+    settings: Settings,
+    routes: RouteTable,
+    connection: Any,
+    ready: Callable[[RelayWorker], None],
 ) -> None:
-    """Run relay's delivery worker in this thread until SIGINT/SIGTERM (warm shutdown)."""
-    # worker.process.run_worker without its forking scheduler; relay/ never imports worker/
-    # statically, so the worker package is loaded by name like the `relay worker` command.
-    process: Any = importlib.import_module("worker.process")
-    context: Any = importlib.import_module("worker.context")
-    runtime: Any = importlib.import_module("worker.runtime")
-    context.configure(context.build_context(settings, routes, connection))
-    worker = thread_scheduler_worker(process.RelayWorker, ready)(
+    """Run relay's delivery worker in this thread until SIGINT/SIGTERM (warm shutdown).
+
+    As `relay worker` runs it (worker.process.run_worker), but with the scheduler in a thread.
+    """
+    configure(build_context(settings, routes, connection))
+    worker = thread_scheduler_worker(RelayWorker, ready)(
         [make_queue(connection)],
         connection=connection,
         serializer=OrjsonSerializer,
-        maintenance_interval=process.DEFAULT_MAINTENANCE_INTERVAL,
+        maintenance_interval=DEFAULT_MAINTENANCE_INTERVAL,
         # As `relay worker` does: RQ's default (420 s) would stretch each maintenance interval.
-        worker_ttl=process.worker_ttl(process.DEFAULT_MAINTENANCE_INTERVAL),
+        worker_ttl=worker_ttl(DEFAULT_MAINTENANCE_INTERVAL),
     )
     worker.retention = settings.retention
     try:
         worker.work(with_scheduler=True, logging_level=rq_logging_level(settings.log_level))
     finally:
-        runtime.shutdown_runtime(process.drain_limit(routes))
-        context.configure(None)
+        shutdown_runtime(drain_limit(routes))
+        configure(None)
