@@ -1,0 +1,149 @@
+"""relay.store.records: what the writers store reads back equal, in every reader, byte for byte."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relay.ops import deliveries as ops
+from relay.ops.events import get_event
+from relay.store import keys, scripts
+from relay.store.deliveries import Record, Store, parse_stored, read_attempts
+from relay.store.records import (
+    AttemptRecord,
+    DeliveryRecord,
+    DeliveryState,
+    Event,
+    Outcome,
+    TargetStat,
+)
+
+#: A record as worker.jobs writes it, and its stored bytes: a change to either is a format change.
+KNOWN = AttemptRecord(
+    target="crm",
+    attempt=3,
+    at=1764671100.25,
+    duration=0.0123,
+    status=503,
+    error="",
+    outcome=Outcome.RETRY,
+    response="busy",
+    retry_in=30.0,
+)
+KNOWN_BYTES = (
+    b'{"target":"crm","attempt":3,"at":1764671100.25,"duration_ms":12.3,"status":503,'
+    b'"error":null,"outcome":"retry","response":"busy","retry_in_s":30.0}'
+)
+
+
+def test_a_known_attempt_record_is_stored_as_known_bytes() -> None:
+    assert KNOWN.to_redis() == KNOWN_BYTES
+    assert AttemptRecord.from_redis(KNOWN_BYTES) == KNOWN
+
+
+def test_a_known_delivery_state_is_stored_as_known_fields() -> None:
+    record = DeliveryRecord(DeliveryState.DEAD, 7, "out of attempts", before_replay=4)
+    assert record.to_redis("crm") == {
+        "s:crm": "dead",
+        "n:crm": "7",
+        "r:crm": "out of attempts",
+        "b:crm": "4",
+    }
+    stored = {k.encode(): v.encode() for k, v in record.to_redis("crm").items()}
+    assert DeliveryRecord.from_redis("crm", stored) == record
+    assert record.round_attempts == 3
+    assert record.done
+
+
+def test_the_enums_are_the_stored_words() -> None:
+    assert [str(s) for s in DeliveryState] == [
+        "pending", "retrying", "delivered", "dead", "gone", "duplicate", "unknown",
+    ]  # fmt: skip
+    assert [str(o) for o in Outcome] == ["delivered", "retry", "dead", "gone", ""]
+    assert keys.DEAD_STATE is DeliveryState.DEAD
+    assert keys.DEAD_STATE == "dead"
+    assert {TargetStat.DELIVERED, TargetStat.DEAD, TargetStat.GONE} == {"delivered", "dead", "gone"}
+
+
+def test_unknown_words_read_as_not_known() -> None:
+    assert DeliveryRecord.from_redis("a", {b"s:a": b"paused"}).state is DeliveryState.UNKNOWN
+    assert DeliveryRecord.from_redis("a", {}).state is DeliveryState.PENDING
+    odd = AttemptRecord.from_redis(b'{"outcome": "maybe", "status": "200"}')
+    assert (odd.outcome, odd.status, odd.at) == (Outcome.NONE, None, None)
+
+
+def test_the_lua_preamble_carries_the_codec_names() -> None:
+    assert "local STATE = 's:'" in scripts.RECORD
+    assert "['duplicate'] = true" in scripts.RECORD
+    assert "'s:'" not in scripts.read("record")
+    assert "'delivered'" not in scripts.read("record")
+
+
+texts = st.text(max_size=40)
+seconds = st.floats(min_value=0, max_value=4e9, allow_nan=False)
+attempt_records = st.builds(
+    AttemptRecord,
+    target=st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=20),
+    attempt=st.integers(min_value=1, max_value=10_000),
+    at=seconds,
+    duration=st.one_of(st.none(), st.floats(min_value=0, max_value=3600, allow_nan=False)),
+    status=st.one_of(st.none(), st.integers(min_value=100, max_value=599)),
+    error=texts,
+    outcome=st.sampled_from([o for o in Outcome if o is not Outcome.NONE]),
+    response=texts,
+    retry_in=st.one_of(st.none(), st.floats(min_value=0, max_value=86400, allow_nan=False)),
+)
+
+
+@given(attempt_records)
+def test_an_attempt_record_round_trips(record: AttemptRecord) -> None:
+    stored = record.to_redis()
+    assert AttemptRecord.from_redis(stored) == record
+    assert AttemptRecord.from_redis(stored).to_redis() == stored
+
+
+@given(
+    st.sampled_from([s for s in DeliveryState if s is not DeliveryState.UNKNOWN]),
+    st.integers(min_value=0, max_value=10_000),
+    texts,
+    st.integers(min_value=0, max_value=10_000),
+)
+def test_a_delivery_state_round_trips(
+    state: DeliveryState, attempts: int, reason: str, before: int
+) -> None:
+    record = DeliveryRecord(state, attempts, reason, before)
+    stored = {k.encode(): v.encode() for k, v in record.to_redis("t").items()}
+    assert DeliveryRecord.from_redis("t", stored) == record
+
+
+def test_what_the_worker_writes_every_reader_reads_back_equal(redis_client: redis.Redis) -> None:
+    now = time.time()
+    event = Event("evt_1", "fellow", "X", now, "application/json", "POST", (), b"{}", ("crm",))
+    fields = {**event.to_redis(), **DeliveryRecord(DeliveryState.PENDING, 2).to_redis("crm")}
+    redis_client.hset(keys.event_key(event.id), mapping=fields)  # type: ignore[arg-type]
+    attempt = AttemptRecord("crm", 3, now, 0.5, 500, "", Outcome.DEAD, "no", None)
+    record = Record(
+        event.id, "crm", 3, DeliveryState.DEAD, "out", attempt, TargetStat.DEAD, True, True
+    )
+    assert Store(redis_client, 3600).record(record, now) == 1
+
+    raw = redis_client.lrange(keys.attempts_key(event.id), 0, -1)
+    assert raw == [attempt.to_redis()]
+    assert read_attempts(redis_client, event.id) == [attempt]
+    detail = ops.show_event(redis_client, event.id)
+    assert detail is not None
+    assert detail.attempts == (attempt,)
+    view = get_event(redis_client, event.id)
+    assert view is not None
+    assert view.deliveries[0].attempts == (attempt,)
+    written = DeliveryRecord(DeliveryState.DEAD, 3, "out", 0)
+    stored = parse_stored(event.id, redis_client.hgetall(keys.event_key(event.id)))  # type: ignore[arg-type]
+    assert stored is not None
+    assert stored.deliveries == {"crm": written}
+    assert stored.event == event
+    assert detail.deliveries[0].state == view.deliveries[0].state == DeliveryState.DEAD
+    assert orjson.loads(raw[0])["outcome"] == "dead"
