@@ -1,0 +1,72 @@
+"""relay.store.clients: every Redis client relay builds, with bounds named by purpose."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from relay.store import clients
+from tests.support.redis_server import free_port
+
+
+def kwargs(client: redis.Redis | redis.asyncio.Redis) -> dict[str, object]:
+    return dict(client.connection_pool.connection_kwargs)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "connect", "read"),
+    [(clients.OPERATOR, 5.0, 10.0), (clients.PROBE, 1.0, 1.0), (clients.WORKER, None, None)],
+)
+def test_sync_client_carries_its_bounds(
+    bounds: clients.Bounds, connect: float | None, read: float | None
+) -> None:
+    options = kwargs(clients.sync_client("redis://127.0.0.1:6379/3", bounds))
+    assert options["socket_connect_timeout"] == connect
+    assert options["socket_timeout"] == read
+    assert options["db"] == 3  # the URL still chooses everything it names
+
+
+def test_worker_bounds_leave_the_read_timeout_to_rq() -> None:
+    # RQ sets a socket timeout just above its blocking dequeue wait; a shorter one of ours would
+    # break every idle wait on the queue.
+    assert clients.WORKER.read is None
+
+
+def test_intake_bounds_follow_the_intake_timeout_and_never_resend() -> None:
+    short, long = clients.intake(0.5), clients.intake(3.0)
+    assert (short.connect, short.read) == (0.5, 0.5)  # never connect longer than the deadline
+    assert (long.connect, long.read) == (clients.INTAKE_CONNECT, 3.0)
+    assert not long.retries
+    sync = clients.sync_client("redis://127.0.0.1:6379/0", long)
+    assert sync.get_retry() is not None
+    assert sync.get_retry().get_retries() == 0  # type: ignore[union-attr]
+    options = kwargs(sync)
+    assert options["socket_keepalive"] is True
+    assert options["health_check_interval"] == clients.INTAKE_HEALTH_CHECK
+
+
+async def test_async_client_carries_the_same_bounds() -> None:
+    client = clients.async_client("redis://127.0.0.1:6379/0", clients.intake(2.0))
+    try:
+        options = kwargs(client)
+        assert options["socket_timeout"] == 2.0
+        assert options["socket_connect_timeout"] == clients.INTAKE_CONNECT
+        assert client.get_retry() is not None
+        assert client.get_retry().get_retries() == 0  # type: ignore[union-attr]
+    finally:
+        await client.aclose()
+
+
+def test_operator_client_talks_to_a_real_redis(redis_url: str) -> None:
+    with clients.sync_client(redis_url, clients.OPERATOR) as client:
+        assert client.ping() is True
+
+
+def test_probe_fails_fast_when_nothing_listens() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    with clients.sync_client(url, clients.PROBE) as client, pytest.raises(redis.ConnectionError):
+        client.ping()
+    assert time.monotonic() - started < 5  # refused at once; bounded by PROBE in any case
