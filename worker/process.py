@@ -1,11 +1,12 @@
 """The RQ worker class relay runs, one worker per process, and `--processes N` supervision.
 
-- `RelayWorker` is a SimpleWorker (no fork per job: forking costs ~4x throughput and throws away
-  keep-alive connections). Its jobs are kicks (worker.jobs.deliver_due) that hold it a few
-  seconds at most. Beside RQ's loop it runs the due-work poller (worker.poller), which kicks
-  when a retry's time has come or a dead worker's lease has ended. A SIGKILLed worker loses
-  nothing: the deliveries it held are due again when their leases end, whatever RQ makes of its
-  abandoned job (kicks carry no retries: a lost kick costs one poll interval).
+- `RelayWorker` is a SimpleWorker (no fork per job: a fork per job costs most of the
+  throughput and throws away keep-alive connections). Its jobs are kicks
+  (worker.jobs.deliver_due) that hold it a few seconds at most. Beside RQ's loop it runs the
+  due-work poller (worker.poller), which kicks when a retry's time has come or a dead worker's
+  lease has ended. A SIGKILLed worker loses nothing: the deliveries it held are due again when
+  their leases end, whatever RQ makes of its abandoned job (kicks carry no retries: a lost kick
+  costs one poll interval).
 - It listens to exactly one queue, so RQ uses its crash-safe LMOVE hand-off.
 - On SIGTERM RQ finishes the job in hand (warm shutdown); then the background loop is drained.
   An idle worker is stopped only where no Redis reply can be left unread (worker.stopping).

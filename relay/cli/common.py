@@ -34,6 +34,7 @@ __all__ = [
     "config_error",
     "configured_targets",
     "connect",
+    "non_negative_int",
     "positive_int",
     "print_json",
     "redact_url",
@@ -87,14 +88,26 @@ def config_error(prog: str, exc: ConfigError, *, code: int = EXIT_CONFIG) -> int
     return code
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1, with a message naming the bad value."""
+def _whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1, with a message naming the bad value."""
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number of 0 or more, with a message naming the bad value."""
+    value = _whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
     return value
 
 

@@ -9,19 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from relay.cli.common import non_negative_int
+
 #: Rows a listing shows unless told otherwise (newest first).
 DEFAULT_LIMIT = 50
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number of 0 or more, with a message naming the bad value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
