@@ -26,12 +26,11 @@ from relay.config.settings import Settings
 from relay.core.metrics import UNKNOWN_SOURCE
 from relay.core.signatures import ms_signature
 from relay.receiver.app import METRICS, SERVER_OPTIONS, create_app
-from relay.store import keys
-from relay.store.event import Event
+from tests.support.compressed import raw_deflate, zeros_gzip
+from tests.support.raw_http import RawConnection, RawResponse, check_response
 from tests.support.receiver import receiver_server
 from tests.support.redis_server import free_port
-from tests.test_decoding import raw_deflate, zeros_gzip
-from tests.test_hostile import RawConnection, RawResponse, check_response
+from tests.support.stored import stored_event
 
 FELLOW_TOKEN = "fellow-token-0123456789abcdef"
 LEARN_SECRET = "123456789012345678901234567890123456789012345678"
@@ -100,12 +99,6 @@ def make_client(aiohttp_client: Any, redis_url: str) -> MakeClient:
     return make
 
 
-def stored(client: redis.Redis, event_id: str) -> Event:
-    data = client.hgetall(keys.event_key(event_id))
-    assert data, f"event {event_id} is not in Redis"
-    return Event.from_redis(event_id, data)
-
-
 def refused(client: Client, source: str, reason: str) -> float:
     """relay_refused_bodies_total{source, reason} of the app under test."""
     registry: CollectorRegistry = client.app[METRICS].registry  # type: ignore[index]
@@ -164,7 +157,7 @@ async def test_a_compressed_body_is_stored_decoded(
     headers = FORM | {"Content-Encoding": encoding}
     response = await client.post(FELLOW, data=encode(FORM_BODY), headers=headers)
     assert response.status == 202, await response.text()
-    event = stored(redis_client, (await response.json())["id"])
+    event = stored_event(redis_client, (await response.json())["id"])
     # Targets get the body as the provider wrote it before encoding it, and no
     # Content-Encoding: relay's re-delivery is never compressed.
     assert event.body == FORM_BODY
@@ -184,7 +177,7 @@ async def test_ms_signature_is_over_the_bytes_as_sent(
     over_sent = headers | {"ms-signature": ms_signature(LEARN_SECRET, packed)}
     response = await client.post("/hooks/learn365", data=packed, headers=over_sent)
     assert response.status == 202, await response.text()
-    event = stored(redis_client, (await response.json())["id"])
+    event = stored_event(redis_client, (await response.json())["id"])
     assert event.body == ASPNET_BODY
     # Its signature is over bytes that are not forwarded: it would not verify downstream.
     assert "ms-signature" not in dict(event.headers)

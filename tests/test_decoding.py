@@ -18,20 +18,7 @@ from relay.receiver.decoding import (
     codings_named,
     decode_body,
 )
-
-
-def raw_deflate(data: bytes) -> bytes:
-    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-    return packer.compress(data) + packer.flush()
-
-
-def zeros_gzip(size: int) -> bytes:
-    """A gzip of `size` zero bytes, compressed a MiB at a time (never `size` bytes in memory)."""
-    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    block = bytes(1024 * 1024)
-    parts = [packer.compress(block) for _ in range(size // len(block))]
-    return b"".join(parts) + packer.flush()
-
+from tests.support.compressed import raw_deflate, zeros_gzip
 
 ENCODERS = {
     "gzip": (Coding.GZIP, gzip.compress),

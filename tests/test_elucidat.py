@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import os
 import re
 import secrets
@@ -28,7 +27,6 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import pytest
-import structlog
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
@@ -231,16 +229,8 @@ def cli_env(api: FakeElucidat, monkeypatch: pytest.MonkeyPatch) -> FakeElucidat:
     return api
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """`relay subscribe` configures logging for its process; put the test process's back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
+#: `relay subscribe` configures logging for its process; the test process's is put back.
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 # ---------------------------------------------------------------------------------------------

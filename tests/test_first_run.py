@@ -25,6 +25,7 @@ import pytest
 
 from relay.cli.dev.command import needed_env_vars
 from tests.support.dev_process import DevProcess
+from tests.support.processes import group_alive
 from tests.support.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,14 +102,6 @@ def processes_using(path: Path) -> list[str]:
             command = cmdline.replace(b"\0", b" ").decode(errors="replace")
             found.append(f"{entry.name}: {command}")
     return found
-
-
-def group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def wait_for_delivery(dev_run: DevProcess, event_id: str) -> None:

@@ -31,7 +31,8 @@ from relay.receiver.intake import (
 from relay.store import keys
 from relay.store.commit import ITEMS_LUA, pack_record, unpack_record
 from relay.store.event import Event
-from relay.store.queue import DELIVER_DUE, KICKS_ENOUGH, make_queue
+from relay.store.queue import KICKS_ENOUGH, make_queue
+from tests.support.stored import due, kicks
 
 
 def event(
@@ -54,20 +55,6 @@ def event(
 async def settled(writer: IntakeWriter) -> None:
     """Wait until the writer has finished what it does after answering (an owed kick)."""
     await asyncio.wait_for(writer.idle(), 5)
-
-
-def kicks(client: redis.Redis) -> int:
-    """Kicks waiting in the queue; every queued job must be a kick (no event ids ride on jobs)."""
-    jobs = make_queue(client).jobs
-    for job in jobs:
-        assert job.func_name == DELIVER_DUE
-        assert (job.args, job.kwargs) == ([], {})
-    return len(jobs)
-
-
-def due(client: redis.Redis, target: str = "crm") -> dict[str, float]:
-    """A target's due set: event id -> when its delivery is due."""
-    return {m.decode(): s for m, s in client.zrange(keys.due_key(target), 0, -1, withscores=True)}
 
 
 def due_targets(client: redis.Redis) -> set[str]:

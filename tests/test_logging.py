@@ -19,7 +19,7 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,9 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from relay.config.loading import parse_routes
-from relay.config.settings import Settings
 from relay.core.logs import UtcStamp, configure_logging
 from relay.store import keys
+from tests.support.fixtures import UseRoutes
 from tests.support.processes import (
     Leak,
     RelayProcess,
@@ -50,8 +50,6 @@ from tests.support.seed_events import make_event, routes_toml, store_events
 from tests.support.targets import TargetServer
 from worker import jobs
 from worker import runtime as runtime_module
-from worker.context import build_context, configure
-from worker.runtime import shutdown_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -214,12 +212,6 @@ def test_a_clean_log_passes_the_session(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # One pipeline: real processes
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def targets() -> Iterator[TargetServer]:
-    with TargetServer() as server:
-        yield server
 
 
 def write_routes(tmp_path: Path, targets: TargetServer) -> Path:
@@ -402,32 +394,20 @@ def test_console_renderer_colours_only_a_terminal(
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def use_routes(redis_client: redis.Redis, redis_url: str) -> Iterator[Callable[[str], None]]:
-    def install(toml: str) -> None:
-        routes = parse_routes(toml, "routes.toml", {})
-        configure(build_context(Settings(redis_url=redis_url), routes, redis_client))
-
-    yield install
-    configure(None)
-    shutdown_runtime(2.0)
-
-
 def test_every_line_of_an_attempt_carries_its_event_id(
     redis_client: redis.Redis,
     targets: TargetServer,
-    use_routes: Callable[[str], None],
+    use_routes: UseRoutes,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    use_routes(
-        routes_toml(
-            {
-                "ok": {"url": targets.url("/ok/ok")},
-                "gone": {"url": targets.url("/gone/gone"), "pause_on_gone": True},
-                "broken": {"url": targets.url("/ok/broken")},
-            }
-        )
+    toml = routes_toml(
+        {
+            "ok": {"url": targets.url("/ok/ok")},
+            "gone": {"url": targets.url("/gone/gone"), "pause_on_gone": True},
+            "broken": {"url": targets.url("/ok/broken")},
+        }
     )
+    use_routes(parse_routes(toml, "routes.toml", {}))
     real_post = runtime_module.Runtime.post
 
     async def post_or_crash(self: Any, request: Any, limit: float) -> Any:

@@ -17,6 +17,7 @@ from relay.receiver.app import WRITER, create_app
 from relay.store import keys
 from relay.store.metrics import RedisCollector
 from relay.store.queue import KICKS_ENOUGH
+from tests.support.metrics import samples
 from worker.pause import pause_target, resume_target
 
 TOKEN = "chalk-token-0123456789abcdef"
@@ -37,15 +38,6 @@ events = ["element_*"]
 targets = ["crm"]
 """
 JSON = {"Content-Type": "application/json"}
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of an exposition as {(name, sorted labels): value}."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
 
 
 @pytest.fixture

@@ -27,10 +27,10 @@ from relay.config.settings import Settings
 from relay.core.signatures import ms_signature
 from relay.receiver.app import ROUTES, WRITER, create_app
 from relay.store import keys
-from relay.store.event import Event
-from relay.store.queue import DELIVER_DUE, KICKS_ENOUGH, make_queue
+from relay.store.queue import KICKS_ENOUGH
 from tests.support.receiver import receiver_server
 from tests.support.redis_server import free_port
+from tests.support.stored import due, kicks, stored_event
 
 FELLOW_TOKEN = "fellow-token-0123456789abcdef"
 LEARN_SECRET = "123456789012345678901234567890123456789012345678"
@@ -122,26 +122,6 @@ def make_client(aiohttp_client: Any, redis_url: str) -> MakeClient:
         return await aiohttp_client(await receiver_server(create_app(settings, routes)))
 
     return make
-
-
-def stored_event(client: redis.Redis, event_id: str) -> Event:
-    data = client.hgetall(keys.event_key(event_id))
-    assert data, f"event {event_id} is not in Redis"
-    return Event.from_redis(event_id, data)
-
-
-def kicks(client: redis.Redis) -> int:
-    """Kicks waiting in the queue; every queued job must be a kick (no event ids ride on jobs)."""
-    jobs = make_queue(client).jobs
-    for job in jobs:
-        assert job.func_name == DELIVER_DUE
-        assert (job.args, job.kwargs) == ([], {})
-    return len(jobs)
-
-
-def due(client: redis.Redis, target: str) -> dict[str, float]:
-    """A target's due set: event id -> when its delivery is due."""
-    return {m.decode(): s for m, s in client.zrange(keys.due_key(target), 0, -1, withscores=True)}
 
 
 # --- 202: durable intake --------------------------------------------------------------------

@@ -30,9 +30,9 @@ from relay.ops.status_page import check_token
 from relay.store import keys
 from relay.store.deliveries import attempt_records
 from tests.support.processes import relay_env, relay_processes, wait_until
+from tests.support.raw_http import exchange, http_request
 from tests.support.redis_server import free_port
 from tests.support.targets import TargetServer
-from tests.test_hostile import exchange, http_request
 
 TOKEN = "path-token-" + "5e" * 16
 ASP_SECRET = "aspnet-secret-" + "7a" * 20

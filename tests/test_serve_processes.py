@@ -14,10 +14,10 @@ import pytest
 import redis
 
 from relay.store import keys
+from tests.support.metrics import scrape, value
 from tests.support.processes import RelayProcess, post, relay_env, wait_until
 from tests.support.redis_server import free_port
 from tests.support.seed_events import routes_toml
-from tests.test_worker_ops import scrape, value
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

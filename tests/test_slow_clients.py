@@ -22,7 +22,7 @@ import redis
 from relay.config.settings import Settings
 from relay.core.errors import ConfigError
 from tests.support.processes import relay_env, relay_processes
-from tests.test_hostile import RawConnection, RawResponse, exchange, http_request
+from tests.support.raw_http import RawConnection, RawResponse, exchange, http_request
 
 ROUTES = """
 [sources.shop]

@@ -39,7 +39,8 @@ from relay.receiver.spool.records import MAGIC, SpooledEvent, decode_payload, en
 from relay.receiver.spool.spool import Spool
 from relay.store import keys
 from relay.store.event import Event
-from relay.store.queue import DELIVER_DUE, make_queue
+from relay.store.queue import make_queue
+from tests.support.stored import kicks
 
 ROOT = Path(__file__).resolve().parent.parent
 _NOW = float(int(time.time()))
@@ -516,15 +517,6 @@ def due_ids(connection: redis.Redis, target: str = "crm") -> list[str]:
 def received(connection: redis.Redis) -> int:
     """Events the drain wrote for the source: a record written twice would count twice."""
     return int(connection.hget(keys.source_stats_key("fellow"), "received") or 0)
-
-
-def kicks(connection: redis.Redis) -> int:
-    """Kicks waiting in the queue; every queued job must be a kick (no event ids ride on jobs)."""
-    jobs = make_queue(connection).jobs
-    for job in jobs:
-        assert job.func_name == DELIVER_DUE
-        assert (job.args, job.kwargs) == ([], {})
-    return len(jobs)
 
 
 class CommitLog:

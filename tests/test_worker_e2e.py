@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import redis
 from standardwebhooks.webhooks import Webhook
 
 from relay.store import keys
 from relay.store.deliveries import attempt_records
-from tests.support.processes import Processes, post, relay_env, relay_processes, wait_until
+from tests.support.processes import (
+    Processes,
+    group_alive,
+    post,
+    relay_env,
+    relay_processes,
+    wait_until,
+)
 from tests.support.redis_server import free_port
 from tests.support.seed_events import routes_toml
+from tests.support.stored import states
 from tests.support.targets import TargetServer, refused_url
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 FAST = {"attempts": 4, "first": "500ms", "max": "1s"}
-
-
-@pytest.fixture
-def targets() -> Iterator[TargetServer]:
-    with TargetServer() as server:
-        yield server
 
 
 def setup(tmp_path: Path, redis_url: str, spec: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -44,11 +43,6 @@ def send(base: str, body: bytes, event_type: str = "order.paid") -> str:
     )
     assert status == 202, answer
     return str(orjson.loads(answer)["id"])
-
-
-def states(conn: redis.Redis, event_id: str) -> dict[str, str]:
-    raw = conn.hgetall(keys.event_key(event_id))
-    return {k.decode()[2:]: v.decode() for k, v in raw.items() if k.startswith(b"s:")}
 
 
 def test_every_event_reaches_every_healthy_target_and_failures_end_as_promised(
@@ -188,14 +182,6 @@ def test_sigterm_to_the_parent_stops_every_worker_process(
         parent.process.send_signal(signal.SIGTERM)
         assert parent.process.wait(30) == 0, parent.output()
         assert wait_until(lambda: not group_alive(parent.pid), 10)  # children and schedulers too
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_unreachable_redis_exits_1_with_a_clear_message(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ the claim; another worker takes it again once the lease ends, not before.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -22,12 +21,6 @@ from tests.support.targets import TargetServer
 from worker import jobs
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def targets() -> Iterator[TargetServer]:
-    with TargetServer() as server:
-        yield server
 
 
 @pytest.mark.parametrize(

@@ -12,15 +12,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 from rq import Worker
 from structlog.testing import capture_logs
 
@@ -34,9 +31,11 @@ from relay.core.times import format_time
 from relay.store import keys
 from relay.store.pauses import Pause, paused
 from relay.store.queue import DELIVER_DUE, make_queue
+from tests.support.metrics import samples, scrape, value
 from tests.support.processes import RelayProcess, relay_env, relay_processes, wait_until
 from tests.support.redis_server import free_port
 from tests.support.seed_events import make_event, routes_toml, store_events
+from tests.support.stored import due, field, states
 from tests.support.targets import TargetServer
 from worker import jobs
 from worker.context import build_context, configure, current, swap_routes
@@ -46,46 +45,9 @@ from worker.pause import pause_target, resume_target
 from worker.poller import kick_if_due
 from worker.process import busy_ports, relay_worker
 from worker.retention import TRIM_INTERVAL
-from worker.runtime import get_runtime, shutdown_runtime
+from worker.runtime import get_runtime
 
 FAST = {"attempts": 4, "first": "300ms", "max": "500ms"}
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture
-def targets() -> Iterator[TargetServer]:
-    with TargetServer() as server:
-        yield server
-
-
-def samples(text: str) -> Samples:
-    """Every sample of an exposition as {(name, sorted labels): value}."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
-def scrape(port: int) -> Samples:
-    url = f"http://127.0.0.1:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return samples(response.read().decode())
-
-
-def value(found: Samples, name: str, **labels: str) -> float | None:
-    return found.get((name, tuple(sorted(labels.items()))))
-
-
-def states(conn: redis.Redis, event_id: str) -> dict[str, str]:
-    raw = conn.hgetall(keys.event_key(event_id))
-    return {k.decode()[2:]: v.decode() for k, v in raw.items() if k.startswith(b"s:")}
-
-
-def field(conn: redis.Redis, event_id: str, name: str) -> str | None:
-    raw = conn.hget(keys.event_key(event_id), name)
-    return raw.decode() if raw is not None else None
 
 
 def write_routes(path: Path, spec: dict[str, dict[str, Any]]) -> None:
@@ -479,22 +441,6 @@ def test_relay_worker_enforces_relay_retention(
 
 def routes_for(spec: dict[str, dict[str, Any]]) -> RouteTable:
     return parse_routes(routes_toml(spec), "routes.toml", {})
-
-
-@pytest.fixture
-def use_routes(redis_client: redis.Redis, redis_url: str) -> Iterator[Any]:
-    def install(routes: RouteTable, metrics: Any = None) -> None:
-        configure(build_context(Settings(redis_url=redis_url), routes, redis_client, metrics))
-
-    yield install
-    configure(None)
-    shutdown_runtime(2.0)
-
-
-def due(conn: redis.Redis, target: str) -> dict[str, float]:
-    """A target's due set: event id -> when its delivery is due (or its lease ends)."""
-    entries = conn.zrange(keys.due_key(target), 0, -1, withscores=True)
-    return {member.decode(): float(score) for member, score in entries}
 
 
 def rq_jobs(conn: redis.Redis) -> tuple[list[str], int]:

@@ -284,3 +284,12 @@ def post(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]
             return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read()
+
+
+def group_alive(group: int) -> bool:
+    """Whether any process of process group `group` is still alive."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
