@@ -32,6 +32,7 @@ from relay.cli.dev.embedded import ThreadScheduler, thread_scheduler_worker
 from relay.config.loading import parse_routes
 from relay.config.settings import Settings
 from tests.support.dev_process import DevProcess
+from tests.support.processes import group_alive
 from tests.support.redis_server import RedisServer, free_port
 
 ROUTES = """
@@ -627,14 +628,6 @@ def pids_in_banner(output: str) -> tuple[dict[str, int], int | None]:
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
     except ProcessLookupError:
         return False
     return True

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -22,7 +21,6 @@ from structlog.testing import capture_logs
 
 from relay.config.loading import parse_routes
 from relay.config.model import RouteTable
-from relay.config.settings import Settings
 from relay.core import constants
 from relay.ops.deliveries import replay_delivery
 from relay.store import keys
@@ -30,20 +28,15 @@ from relay.store.deliveries import LEASE_MARGIN, Record, Store, attempt_records
 from relay.store.queue import DELIVER_DUE, make_queue
 from relay.store.records import AttemptRecord, Outcome, TargetStat
 from tests.support.seed_events import make_event, routes_toml, store_events
+from tests.support.stored import due, field
 from tests.support.targets import TargetServer, refused_url
 from worker import jobs
 from worker import runtime as runtime_module
-from worker.context import build_context, configure, current
+from worker.context import current
 from worker.outcome import AttemptResult, next_step
-from worker.runtime import get_runtime, shutdown_runtime
+from worker.runtime import get_runtime
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-@pytest.fixture
-def targets() -> Iterator[TargetServer]:
-    with TargetServer() as server:
-        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -62,22 +55,6 @@ def routes_for(targets: dict[str, dict[str, Any]]) -> RouteTable:
     return parse_routes(routes_toml(targets), "routes.toml", {"WHSEC": SECRET})
 
 
-@pytest.fixture
-def use_routes(redis_client: redis.Redis, redis_url: str) -> Iterator[Any]:
-    def install(routes: RouteTable) -> None:
-        configure(build_context(Settings(redis_url=redis_url), routes, redis_client))
-
-    yield install
-    configure(None)
-    shutdown_runtime(2.0)
-
-
-def due(conn: redis.Redis, target: str) -> dict[str, float]:
-    """A target's due set: event id -> when its delivery is due (or its lease ends)."""
-    entries = conn.zrange(keys.due_key(target), 0, -1, withscores=True)
-    return {member.decode(): float(score) for member, score in entries}
-
-
 def come_due(conn: redis.Redis, target: str, event_id: str) -> None:
     """Time passes: a delivery waiting for a later time (retry or lease end) is due now."""
     now = time.time()
@@ -93,11 +70,6 @@ def queued(conn: redis.Redis) -> list[str]:
 def scheduled_jobs(conn: redis.Redis) -> int:
     """RQ jobs scheduled for later: relay never schedules any (retries wait in due sets)."""
     return int(make_queue(conn).scheduled_job_registry.get_job_count(cleanup=False))
-
-
-def field(conn: redis.Redis, event_id: str, name: str) -> str | None:
-    raw = conn.hget(keys.event_key(event_id), name)
-    return raw.decode() if raw is not None else None
 
 
 def stats(conn: redis.Redis, target: str) -> dict[str, int]:
