@@ -32,75 +32,93 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from the environment; raise ConfigError naming each bad variable."""
-        env = os.environ if env is None else env
-        problems: list[Problem] = []
-
-        def get(name: str, default: str) -> str:
-            return env.get(name, "") or default
-
-        def number(name: str, default: float, cast: type[int] | type[float]) -> float:
-            raw = env.get(name)
-            if not raw:
-                return default
-            try:
-                value = cast(raw)
-                if value < 0:
-                    raise ValueError
-                return value
-            except ValueError:
-                problems.append(Problem("environment", "", name, f"{raw!r} is not a valid number"))
-                return default
-
-        def duration(name: str, default: float) -> float:
-            raw = env.get(name)
-            if not raw:
-                return default
-            try:
-                return parse_duration(raw)
-            except ValueError as exc:
-                problems.append(Problem("environment", "", name, str(exc)))
-                return default
-
-        def positive(name: str, default: float) -> float:
-            # 0 would switch a timeout off (aiohttp's keep-alive cut), which is never wanted.
-            value = duration(name, default)
-            if value <= 0:
-                problems.append(Problem("environment", "", name, "must be more than 0 seconds"))
-                return default
-            return value
-
-        def size(name: str, default: int) -> int:
-            raw = env.get(name)
-            if not raw:
-                return default
-            try:
-                return parse_size(raw)
-            except ValueError as exc:
-                problems.append(Problem("environment", "", name, str(exc)))
-                return default
-
-        log_format = get("RELAY_LOG_FORMAT", "auto")
-        if log_format not in ("auto", "json", "console"):
-            problems.append(
-                Problem("environment", "", "RELAY_LOG_FORMAT", "must be auto, json or console")
-            )
+        read = _EnvReader(os.environ if env is None else env)
+        log_format = read.choice("RELAY_LOG_FORMAT", ("auto", "json", "console"))
         settings = cls(
-            redis_url=get("REDIS_URL", constants.DEFAULT_REDIS_URL),
-            routes_path=get("RELAY_ROUTES", constants.DEFAULT_ROUTES_PATH),
-            host=get("HOST", "127.0.0.1"),
-            port=int(number("PORT", constants.DEFAULT_PORT, int)),
-            intake_timeout=duration("RELAY_INTAKE_TIMEOUT", constants.DEFAULT_INTAKE_TIMEOUT),
-            read_timeout=positive("RELAY_READ_TIMEOUT", constants.DEFAULT_READ_TIMEOUT),
-            keepalive_timeout=positive(
+            redis_url=read.text("REDIS_URL", constants.DEFAULT_REDIS_URL),
+            routes_path=read.text("RELAY_ROUTES", constants.DEFAULT_ROUTES_PATH),
+            host=read.text("HOST", "127.0.0.1"),
+            port=int(read.number("PORT", constants.DEFAULT_PORT, int)),
+            intake_timeout=read.duration("RELAY_INTAKE_TIMEOUT", constants.DEFAULT_INTAKE_TIMEOUT),
+            read_timeout=read.positive("RELAY_READ_TIMEOUT", constants.DEFAULT_READ_TIMEOUT),
+            keepalive_timeout=read.positive(
                 "RELAY_KEEPALIVE_TIMEOUT", constants.DEFAULT_KEEPALIVE_TIMEOUT
             ),
-            retention=duration("RELAY_RETENTION", float(constants.DEFAULT_RETENTION)),
-            spool_dir=get("RELAY_SPOOL_DIR", "./.relay-spool"),
-            spool_max=size("RELAY_SPOOL_MAX", constants.DEFAULT_SPOOL_MAX),
-            status_token=get("RELAY_STATUS_TOKEN", ""),
+            retention=read.duration("RELAY_RETENTION", float(constants.DEFAULT_RETENTION)),
+            spool_dir=read.text("RELAY_SPOOL_DIR", "./.relay-spool"),
+            spool_max=read.size("RELAY_SPOOL_MAX", constants.DEFAULT_SPOOL_MAX),
+            status_token=read.text("RELAY_STATUS_TOKEN", ""),
             log_format=log_format,
-            log_level=get("RELAY_LOG_LEVEL", "info").lower(),
+            log_level=read.text("RELAY_LOG_LEVEL", "info").lower(),
         )
-        if problems:
-            raise ConfigError(problems)
+        if read.problems:
+            raise ConfigError(read.problems)
         return settings
+
+
+class _EnvReader:
+    """Typed reads of environment variables; a bad value is noted in `problems`, and the
+    default is used, so that one ConfigError names every bad variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[Problem] = []
+
+    def _problem(self, name: str, message: str) -> None:
+        self.problems.append(Problem("environment", "", name, message))
+
+    def text(self, name: str, default: str) -> str:
+        """The value, or `default` when unset or empty."""
+        return self.env.get(name, "") or default
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        """One of `allowed` (the first is the default)."""
+        value = self.text(name, allowed[0])
+        if value not in allowed:
+            self._problem(name, f"must be {', '.join(allowed[:-1])} or {allowed[-1]}")
+        return value
+
+    def number(self, name: str, default: float, cast: type[int] | type[float]) -> float:
+        """A number of at least 0."""
+        raw = self.env.get(name)
+        if not raw:
+            return default
+        try:
+            value = cast(raw)
+            if value < 0:
+                raise ValueError
+            return value
+        except ValueError:
+            self._problem(name, f"{raw!r} is not a valid number")
+            return default
+
+    def duration(self, name: str, default: float) -> float:
+        """A duration such as `30s` or `1.5` (seconds)."""
+        raw = self.env.get(name)
+        if not raw:
+            return default
+        try:
+            return parse_duration(raw)
+        except ValueError as exc:
+            self._problem(name, str(exc))
+            return default
+
+    def positive(self, name: str, default: float) -> float:
+        """A duration of more than 0 seconds."""
+        # 0 would switch a timeout off (aiohttp's keep-alive cut), which is never wanted.
+        value = self.duration(name, default)
+        if value <= 0:
+            self._problem(name, "must be more than 0 seconds")
+            return default
+        return value
+
+    def size(self, name: str, default: int) -> int:
+        """A size such as `64MiB` (bytes)."""
+        raw = self.env.get(name)
+        if not raw:
+            return default
+        try:
+            return parse_size(raw)
+        except ValueError as exc:
+            self._problem(name, str(exc))
+            return default

@@ -28,7 +28,7 @@ DROPPED_HEADERS = frozenset(
         "upgrade",
         "expect",
         "accept-encoding",
-        # relay decodes request bodies: the stored body is no longer encoded.
+        # relay decodes request bodies: the stored body is the decoded one, so this would lie.
         "content-encoding",
         "proxy-connection",
     }

@@ -6,8 +6,8 @@ import random
 import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-#: Every pair of digits, by the 10 bits it stands for: an id is 13 lookups. (The receiver makes an
-#: id per request; base64.b32encode, which is Python code in 3.11, cost 2% of its time.)
+#: Every pair of digits, by the 10 bits it stands for: an id is 13 lookups. The receiver makes an
+#: id per request, and base64.b32encode is Python code in 3.11.
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 
 
@@ -19,7 +19,7 @@ def new_event_id(now: float | None = None) -> str:
     """
     millis = int((time.time() if now is None else now) * 1000)
     # `random`, not os.urandom: ids must be unique, not secret, and a getrandom system call per
-    # request showed up at ~5% of the receiver's time. The module's generator is seeded from
+    # request is a cost the receiver need not pay. The module's generator is seeded from
     # os.urandom and re-seeded in every forked child, so processes never share a sequence.
     v = ((millis & 0xFFFF_FFFF_FFFF) << 82) | (random.getrandbits(80) << 2)
     p = _PAIRS

@@ -27,8 +27,8 @@ import structlog
 class LoopBatchedLogger:
     """A structlog logger writing bytes lines to a binary file, one write per event-loop turn.
 
-    The receiver logs one line per request, and on this project's machines a write system call
-    per line cost about 8% of its time. A line logged on a running event loop is buffered and
+    The receiver logs one line per request, and a write system call per line is a large part of
+    what a request costs. A line logged on a running event loop is buffered and
     written with the others of the same loop turn (`call_soon`); a line logged anywhere else
     first writes what is buffered, then itself, at once, as does the exit of the process. What
     a SIGKILL can take is the lines of the loop turn it interrupts.

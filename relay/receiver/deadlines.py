@@ -1,12 +1,11 @@
 """Deadlines for many waiting futures with one event-loop timer between them.
 
-The receiver bounds each request's wait for its group commit (`intake_timeout`). One
-`call_later` per request (its TimerHandle, its place in the loop's timer heap, its cancel, and
-the loop's clean-up of cancelled timers) cost about 4% of the receiver's instructions per
-request (bench/instructions.py). Here each waiting future is one tuple on a heap ordered by
-deadline, and a single loop timer is armed for the earliest one. The writer answers requests in
-arrival order, so answered ones leave from the front (`forget_answered`); a future that is
-answered or cancelled anywhere else is skipped when it reaches the front.
+The receiver bounds each request's wait for its group commit (`intake_timeout`). One `call_later`
+per request (its TimerHandle, its place in the loop's timer heap, its cancel, and the loop's
+clean-up of cancelled timers) is a cost on every request. Here each waiting future is one tuple on
+a heap ordered by deadline, and a single loop timer is armed for the earliest one. The writer
+answers requests in arrival order, so answered ones leave from the front (`forget_answered`); a
+future that is answered or cancelled anywhere else is skipped when it reaches the front.
 """
 
 from __future__ import annotations

@@ -1,27 +1,19 @@
 """Group commit of inbound events: many requests, one atomic script call, at most one RQ kick.
 
 Every request hands its events to the `IntakeWriter` and waits. A background task takes the
-first waiting request, drains whatever else is already waiting (up to `MAX_BATCH` events), and
-writes the whole batch in ONE round trip: one call of the commit script (relay.store.commit:
-per event, its hash (body, headers, per-target state) with an expiry, one entry per routed
-target in that target's due set, its index entries and counters and, for a deduplicated
-source, `SET dedupe-key id NX GET EX window`; then the length of RQ's queue), followed in the
-same write by one RQ kick (`worker.jobs.deliver_due`), skipped while enough kicks already wait
-(a waiting kick takes everything due when it runs). A Lua script runs atomically, so the batch
-needs no MULTI/EXEC: when the script's reply arrives, every event of the batch is in Redis, and
-only then does any request get its answer, so a 202 always means "durable in Redis". The kick
-is not part of that promise: if it fails, the events stay committed and a worker's poll finds
-them due within half a second.
+waiting requests (up to `MAX_BATCH` events) and writes the whole batch in one round trip: one
+call of the commit script (relay.store.commit), then one RQ kick (`worker.jobs.deliver_due`)
+unless enough kicks already wait (a waiting kick takes everything due when it runs). The script
+runs atomically, so when its reply arrives every event of the batch is in Redis, and only then
+does any request get its answer: a 202 always means "durable in Redis". The kick is not part of
+that promise: if it fails, the events stay committed and a worker's poll finds them due within
+half a second. Batching is what pays: the round trip and RQ's per-job cost are shared.
 
-The commit runs on the event loop with redis.asyncio, on a connection of its own
-(relay.receiver.link): one write and one read per batch. (It used to run in a thread on a sync
-client; on this project's machines each hand-off between threads cost several system calls,
-more than the commit's own work.) RQ has no async API (rq#2261), so a kick is recorded with
-RQ's public `Queue.enqueue_many(pipeline=...)` on a sync pipeline that is never sent, and its
+The commit runs on the event loop, on a connection of its own (relay.receiver.link): handing it
+to a thread costs more than the commit itself. RQ has no async API (rq#2261), so a kick is
+recorded with `Queue.enqueue_many(pipeline=...)` on a sync pipeline that is never sent, and its
 commands are sent on the link (relay.store.queue.kick_commands). A sync client (fakeredis in
-`relay dev`'s embedded mode) still commits in a thread, in a MULTI pipeline. Batching is what
-pays: the round trip and RQ's per-job cost are shared by the batch, and under load by many
-batches (kicks coalesce).
+`relay dev`'s embedded mode) commits in a thread, in a MULTI pipeline.
 
 A Redis error fails every request of the batch (503: providers that retry will retry). The
 writer never retries by itself: a retried script whose first call did land would write the
@@ -58,6 +50,7 @@ log = structlog.get_logger("relay.intake")
 #: A batch also stops growing at this many body bytes, so one MULTI stays a few MiB at most
 #: even when every request is near the 1 MiB limit (a single larger request still goes alone).
 MAX_BATCH_BYTES = 8 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Committed:
@@ -113,8 +106,8 @@ _HIREDIS = HiredisRespSerializer()
 def c_packing(base: type[AbstractConnection]) -> type[AbstractConnection]:
     """`base` packing its commands with hiredis, in C, as redis-py's sync client does.
 
-    redis.asyncio packs in Python, about a microsecond an argument: a quarter of what the
-    commit costs the receiver per event. The bytes sent are the same (tests/test_intake.py).
+    redis.asyncio packs commands in Python, a large part of what the commit costs the receiver
+    per event. The bytes sent are the same (tests/test_intake.py).
     """
 
     def pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
@@ -300,8 +293,8 @@ class IntakeWriter:
         return batch
 
     async def _run(self) -> None:
-        # One batch at a time: while it waits for Redis the next one grows. (Two in flight were
-        # measured: smaller batches, no more throughput.)
+        # One batch at a time: while it waits for Redis the next one grows. Two in flight would
+        # only make the batches smaller, not the throughput larger.
         loop = asyncio.get_running_loop()
         while True:
             if not self._waiting:

@@ -2,8 +2,7 @@
 
 redis.asyncio's pipeline wraps a round trip in a connection pool, MULTI/EXEC, a retry wrapper
 and a reply per queued command; for the receiver's commit, one atomic script call per batch,
-that machinery cost more than the call (counted by bench/instructions.py: about 4% of the
-receiver's instructions per request). The link holds one connection outside any pool and does
+that machinery costs more than the call. The link holds one connection outside any pool and does
 what the pool would: connect when needed, replace a connection the server closed (a Redis
 restart while the receiver was idle), and drop the connection on any error, so that no reply
 of a failed round trip can ever be read as the next one's.
