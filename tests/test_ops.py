@@ -470,7 +470,7 @@ def test_collect_status_counts_each_delivery_once_where_it_stands(
 def test_due_counts_put_each_entry_on_one_side_of_now(redis_client: redis.Redis) -> None:
     redis_client.zadd(keys.due_key("crm"), {"evt_a": NOW - 1, "evt_b": NOW, "evt_c": NOW + 0.001})
     redis_client.zadd(keys.due_key("analytics"), {"evt_d": NOW + 3600})
-    pending, later = ops._due_counts(redis_client, ["crm", "analytics", "idle"], NOW)
+    pending, later = ops.due_counts(redis_client, ["crm", "analytics", "idle"], NOW)
     assert pending == {"crm": 2}  # due at exactly now is due now
     assert later == {"crm": 1, "analytics": 1}
 

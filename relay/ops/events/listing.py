@@ -1,29 +1,26 @@
-"""Read-only views of stored events for operators: one event with its attempts, or a filtered list.
+"""A filtered listing of stored events for operators (`relay events list`), newest first.
 
-Everything here reads the Redis contract of `relay.store.keys` through a sync client and returns
-frozen values; rendering is `relay.cli.events`'s job. A listing walks the `relay:events` index
-newest first in pages, reads only the small fields of each hash (never the body), and stops after a
-bounded number of ids so one command can never scan all of a busy Redis.
+A listing walks the `relay:events` index newest first in pages, reads only the small fields of
+each hash (never the body), and stops after a bounded number of ids so one command can never scan
+all of a busy Redis. Rendering is relay.cli.events' job.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import redis
 
 from relay.store import keys
 from relay.store.records import (
-    STATE_PREFIX,
-    AttemptRecord,
-    DeliveryRecord,
     DeliveryState,
-    Event,
     attempts_field,
+    read_int,
     read_state,
+    read_text,
     state_field,
     targets_of,
 )
@@ -35,46 +32,13 @@ MAX_SCAN = 10_000
 #: Ids read per page: two pipelined round trips of small HMGETs each.
 PAGE_SIZE = 200
 
-#: `show` reads at most the newest this many attempt records (a list grows with every replay).
-MAX_ATTEMPT_RECORDS = 1000
-
-#: States a listing can filter on: the delivery states of relay.store.keys, plus "unrouted" for
-#: events no route matched and "duplicate" for deliveries the worker skipped as inbound duplicates.
+#: States a listing can filter on: the delivery states of relay.store.records, plus "unrouted"
+#: for events no route matched ("duplicate", a delivery state, is one the worker skipped as an
+#: inbound duplicate).
 UNROUTED = "unrouted"
 STATES = (*(s for s in DeliveryState if s is not DeliveryState.UNKNOWN), UNROUTED)
 
 _LIST_FIELDS = ("source", "type", "received", "targets")
-
-
-#: One delivery attempt as the worker recorded it (the store's codec reads it).
-Attempt = AttemptRecord
-
-
-@dataclass(frozen=True)
-class DeliveryView:
-    """One target of an event: its state and every attempt made to it."""
-
-    target: str
-    state: DeliveryState
-    attempts_made: int
-    reason: str
-    before_replay: int  # attempts made before the latest replay, 0 if never replayed
-    attempts: tuple[Attempt, ...]
-
-
-@dataclass(frozen=True)
-class EventView:
-    """One stored event with its per-target deliveries."""
-
-    event: Event
-    deliveries: tuple[DeliveryView, ...]
-    expires_in: int | None  # seconds until the event hash expires; None when it has no TTL
-    attempts_omitted: int = 0  # older attempt records not read (over MAX_ATTEMPT_RECORDS)
-
-    @property
-    def unrouted(self) -> bool:
-        """Whether no route matched the event (it was kept for inspection only)."""
-        return not self.event.targets
 
 
 @dataclass(frozen=True)
@@ -139,68 +103,6 @@ class EventListing:
     expired: int  # index entries whose event had expired (removed from the index)
 
 
-def _text(value: bytes | None) -> str:
-    return value.decode("utf-8", "replace") if value is not None else ""
-
-
-def _int(value: bytes | None) -> int:
-    try:
-        return int(value) if value is not None else 0
-    except ValueError:
-        return 0
-
-
-def _target_names(data: Mapping[bytes, bytes], targets: Iterable[str]) -> list[str]:
-    """The event's targets in route order, then any other target the hash has a state for."""
-    names = list(dict.fromkeys(targets))
-    prefix = STATE_PREFIX.encode()
-    for name in data:
-        if name.startswith(prefix):
-            target = name[len(prefix) :].decode("utf-8", "replace")
-            if target not in names:
-                names.append(target)
-    return names
-
-
-def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
-    """The event with its deliveries and attempts, or None when unknown or expired."""
-    key, log_key = keys.event_key(event_id), keys.attempts_key(event_id)
-    pipe = conn.pipeline(transaction=False)
-    pipe.hgetall(key)
-    pipe.ttl(key)
-    pipe.llen(log_key)
-    pipe.lrange(log_key, -MAX_ATTEMPT_RECORDS, -1)
-    data, ttl, total, records = pipe.execute()
-    if not data:
-        return None
-    event = Event.from_redis(event_id, data)
-    attempts = [AttemptRecord.from_redis(raw) for raw in records]
-    deliveries = []
-    for target in _target_names(data, event.targets):
-        stored = DeliveryRecord.from_redis(target, data)
-        deliveries.append(
-            DeliveryView(
-                target=target,
-                state=stored.state,
-                attempts_made=stored.attempts,
-                reason=stored.reason,
-                before_replay=stored.before_replay,
-                attempts=tuple(a for a in attempts if a.target == target),
-            )
-        )
-    # Records for a target the hash does not name (should not happen) are still shown.
-    named = {d.target for d in deliveries}
-    for target in dict.fromkeys(a.target for a in attempts if a.target not in named):
-        mine = tuple(a for a in attempts if a.target == target)
-        deliveries.append(DeliveryView(target, DeliveryState.UNKNOWN, len(mine), "", 0, mine))
-    return EventView(
-        event=event,
-        deliveries=tuple(deliveries),
-        expires_in=int(ttl) if ttl is not None and ttl >= 0 else None,
-        attempts_omitted=max(0, int(total) - len(records)),
-    )
-
-
 @dataclass
 class _Cursor:
     """Position in the index walk: below `score`, after `ties` members at exactly `score`."""
@@ -225,38 +127,52 @@ def _summaries(
         pipe.hmget(keys.event_key(event_id), _LIST_FIELDS)
     rows = pipe.execute()
     expired: list[str] = []
-    candidates: list[tuple[str, str, str, float, list[str]]] = []
-    for event_id, (source, type_, received, targets_raw) in zip(ids, rows, strict=True):
+    candidates: list[tuple[EventSummary, list[str]]] = []
+    for event_id, row in zip(ids, rows, strict=True):
+        source, _, _, targets_raw = row
         if source is None and targets_raw is None:
             expired.append(event_id)
-            continue
-        source_text, type_text = _text(source), _text(type_)
-        targets = list(targets_of(targets_raw))
-        if query.source is not None and source_text != query.source:
-            continue
-        if query.type_glob is not None and not fnmatch.fnmatchcase(type_text, query.type_glob):
-            continue
-        if not query.wants_targets(targets):
-            continue
-        candidates.append((event_id, source_text, type_text, float(_text(received) or 0), targets))
+        elif (candidate := _candidate(event_id, row, query)) is not None:
+            candidates.append(candidate)
+    return _with_states(conn, candidates, query), expired
+
+
+def _candidate(
+    event_id: str, row: Sequence[bytes | None], query: EventQuery
+) -> tuple[EventSummary, list[str]] | None:
+    """An event the filters on its small fields let through (states not read yet), or None."""
+    source, type_, received, targets_raw = row
+    source_text, type_text = read_text(source), read_text(type_)
+    targets = list(targets_of(targets_raw))
+    if query.source is not None and source_text != query.source:
+        return None
+    if query.type_glob is not None and not fnmatch.fnmatchcase(type_text, query.type_glob):
+        return None
+    if not query.wants_targets(targets):
+        return None
+    received_at = float(read_text(received) or 0)
+    return EventSummary(event_id, received_at, source_text, type_text or None, ()), targets
+
+
+def _with_states(
+    conn: redis.Redis, candidates: Sequence[tuple[EventSummary, list[str]]], query: EventQuery
+) -> list[EventSummary]:
+    """The candidates with their targets' states read (one round trip), that the query wants."""
+    if not candidates:
+        return []
     pipe = conn.pipeline(transaction=False)
-    for event_id, *_, targets in candidates:
+    for summary, targets in candidates:
         fields = [f(t) for t in targets for f in (state_field, attempts_field)]
-        pipe.hmget(keys.event_key(event_id), fields or ["source"])
-    states_rows = pipe.execute() if candidates else []
+        pipe.hmget(keys.event_key(summary.id), fields or ["source"])
     found = []
-    for (event_id, source_text, type_text, received_at, targets), values in zip(
-        candidates, states_rows, strict=True
-    ):
+    for (summary, targets), values in zip(candidates, pipe.execute(), strict=True):
         states = tuple(
-            TargetState(t, read_state(values[2 * i]), _int(values[2 * i + 1]))
+            TargetState(t, read_state(values[2 * i]), read_int(values[2 * i + 1]))
             for i, t in enumerate(targets)
         )
         if query.wants_states(states):
-            found.append(
-                EventSummary(event_id, received_at, source_text, type_text or None, states)
-            )
-    return found, expired
+            found.append(replace(summary, targets=states))
+    return found
 
 
 def list_events(

@@ -1,0 +1,106 @@
+"""One stored event as operators inspect it (`relay events show`): its deliveries and attempts.
+
+Reads the Redis contract of relay.store.keys through a sync client, with the store's codec, and
+returns frozen values; rendering is relay.cli.events' job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import redis
+
+from relay.store import keys
+from relay.store.records import (
+    STATE_PREFIX,
+    AttemptRecord,
+    DeliveryRecord,
+    DeliveryState,
+    Event,
+)
+
+#: `show` reads at most the newest this many attempt records (a list grows with every replay).
+MAX_ATTEMPT_RECORDS = 1000
+
+
+#: One delivery attempt as the worker recorded it (the store's codec reads it).
+Attempt = AttemptRecord
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    """One target of an event: its state and every attempt made to it."""
+
+    target: str
+    state: DeliveryState
+    attempts_made: int
+    reason: str
+    before_replay: int  # attempts made before the latest replay, 0 if never replayed
+    attempts: tuple[Attempt, ...]
+
+
+@dataclass(frozen=True)
+class EventView:
+    """One stored event with its per-target deliveries."""
+
+    event: Event
+    deliveries: tuple[DeliveryView, ...]
+    expires_in: int | None  # seconds until the event hash expires; None when it has no TTL
+    attempts_omitted: int = 0  # older attempt records not read (over MAX_ATTEMPT_RECORDS)
+
+    @property
+    def unrouted(self) -> bool:
+        """Whether no route matched the event (it was kept for inspection only)."""
+        return not self.event.targets
+
+
+def _target_names(data: Mapping[bytes, bytes], targets: Iterable[str]) -> list[str]:
+    """The event's targets in route order, then any other target the hash has a state for."""
+    names = list(dict.fromkeys(targets))
+    prefix = STATE_PREFIX.encode()
+    for name in data:
+        if name.startswith(prefix):
+            target = name[len(prefix) :].decode("utf-8", "replace")
+            if target not in names:
+                names.append(target)
+    return names
+
+
+def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
+    """The event with its deliveries and attempts, or None when unknown or expired."""
+    key, log_key = keys.event_key(event_id), keys.attempts_key(event_id)
+    pipe = conn.pipeline(transaction=False)
+    pipe.hgetall(key)
+    pipe.ttl(key)
+    pipe.llen(log_key)
+    pipe.lrange(log_key, -MAX_ATTEMPT_RECORDS, -1)
+    data, ttl, total, records = pipe.execute()
+    if not data:
+        return None
+    event = Event.from_redis(event_id, data)
+    attempts = [AttemptRecord.from_redis(raw) for raw in records]
+    deliveries = []
+    for target in _target_names(data, event.targets):
+        stored = DeliveryRecord.from_redis(target, data)
+        deliveries.append(
+            DeliveryView(
+                target=target,
+                state=stored.state,
+                attempts_made=stored.attempts,
+                reason=stored.reason,
+                before_replay=stored.before_replay,
+                attempts=tuple(a for a in attempts if a.target == target),
+            )
+        )
+    # Records for a target the hash does not name (should not happen) are still shown.
+    named = {d.target for d in deliveries}
+    for target in dict.fromkeys(a.target for a in attempts if a.target not in named):
+        mine = tuple(a for a in attempts if a.target == target)
+        deliveries.append(DeliveryView(target, DeliveryState.UNKNOWN, len(mine), "", 0, mine))
+    return EventView(
+        event=event,
+        deliveries=tuple(deliveries),
+        expires_in=int(ttl) if ttl is not None and ttl >= 0 else None,
+        attempts_omitted=max(0, int(total) - len(records)),
+    )

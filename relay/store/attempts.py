@@ -1,0 +1,148 @@
+"""The attempt log's record (relay:att:{id}): one AttemptRecord per attempt, as JSON, oldest first.
+
+Part of the one codec with relay.store.records, which re-exports AttemptRecord. Readers are
+tolerant, since a record may have been written by hand or by another version of relay: a missing
+or malformed value reads as "not known".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from relay.core.states import Outcome
+
+__all__ = ["AttemptRecord"]
+
+
+def _number(value: object) -> float | None:
+    """A JSON number, or a string holding one; None otherwise (booleans are not numbers)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _timestamp(value: object) -> float | None:
+    """Unix seconds from a number or an ISO-8601 string (a time without offset is UTC)."""
+    number = _number(value)
+    if number is not None or not isinstance(value, str):
+        return number
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _outcome(value: object) -> Outcome:
+    try:
+        return Outcome(value) if isinstance(value, str) else Outcome.NONE
+    except ValueError:
+        return Outcome.NONE
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One delivery attempt as the worker records it in the attempt log.
+
+    Stored as JSON with `duration_ms` (rounded to 0.1 ms), `error` null when there was a
+    response, and `retry_in_s` (rounded to 1 ms) only when a retry was scheduled.
+    """
+
+    target: str
+    attempt: int
+    at: float | None  # Unix seconds when the attempt started; None when the record lacks it
+    duration: float | None  # seconds
+    status: int | None  # HTTP status; None when no response came
+    error: str  # why no response (timeout, connection refused); "" when there was one
+    outcome: Outcome
+    response: str  # the first bytes of the target's answer, as text
+    retry_in: float | None = None  # seconds until the retry this attempt scheduled
+
+    def __post_init__(self) -> None:
+        # Held at the precision stored, so a record reads back equal to the one written.
+        if self.duration is not None:
+            object.__setattr__(self, "duration", round(self.duration * 1000, 1) / 1000)
+        if self.retry_in is not None:
+            object.__setattr__(self, "retry_in", round(self.retry_in, 3))
+        if not isinstance(self.outcome, Outcome):
+            object.__setattr__(self, "outcome", _outcome(self.outcome))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored JSON object, fields in their stored order."""
+        data: dict[str, Any] = {
+            "target": self.target,
+            "attempt": self.attempt,
+            "at": self.at,
+            "duration_ms": None if self.duration is None else round(self.duration * 1000, 1),
+            "status": self.status,
+            "error": self.error or None,
+            "outcome": str(self.outcome),
+            "response": self.response,
+        }
+        if self.retry_in is not None:
+            data["retry_in_s"] = round(self.retry_in, 3)
+        return data
+
+    def to_redis(self) -> bytes:
+        """The record as the attempt log stores it."""
+        return orjson.dumps(self.to_dict())
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping for operators (seconds, not milliseconds)."""
+        return {
+            "target": self.target,
+            "attempt": self.attempt,
+            "at": self.at,
+            "duration": self.duration,
+            "status": self.status,
+            "error": self.error,
+            "outcome": str(self.outcome),
+            "response": self.response,
+        }
+
+    @classmethod
+    def from_redis(cls, raw: bytes) -> AttemptRecord:
+        """Parse one stored record; what is missing or malformed reads as not known."""
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            return cls.unreadable(f"unreadable attempt record: {raw[:80]!r}")
+        # Seconds under `duration` are read too: records written by hand or by other tools.
+        duration = _number(data.get("duration"))
+        if duration is None and (millis := _number(data.get("duration_ms"))) is not None:
+            duration = millis / 1000
+        status = data.get("status")
+        return cls(
+            target=str(data.get("target") or ""),
+            attempt=int(_number(data.get("attempt")) or 0),
+            at=_timestamp(data.get("at")),
+            duration=duration,
+            status=status if isinstance(status, int) and not isinstance(status, bool) else None,
+            error=str(data.get("error") or ""),
+            outcome=_outcome(data.get("outcome")),
+            response=str(data.get("response") or ""),
+            retry_in=_number(data.get("retry_in_s")),
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> AttemptRecord:
+        """`from_redis` under the name the operator views call it by."""
+        return cls.from_redis(raw)
+
+    @classmethod
+    def unreadable(cls, error: str) -> AttemptRecord:
+        """The record that stands for one that cannot be read, saying why in `error`."""
+        return cls("", 0, None, None, None, error, Outcome.NONE, "")
