@@ -1,0 +1,230 @@
+"""The aiohttp adapter of `/hooks/{source}[/{token}]`: I/O around relay.receiver.accept.
+
+The route table is read once per request; the decisions are `accept_head` (before any body is
+read) and `accept_body`; what stays here is reading and decoding the body, the commit through the
+intake (or the spool), and writing the answer. Statuses are DESIGN.md's: 202 only after the
+commit, 400/401/404/405/408/413/415 for input problems, 503 when Redis cannot take the event,
+never 410.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from relay.core.errors import HTTPError, PayloadTooLarge, RequestTimeout, Unavailable
+from relay.core.ids import new_event_id
+from relay.receiver.accept import (
+    Accepted,
+    Handshake,
+    ReadBody,
+    Refused,
+    Request,
+    Step,
+    accept_body,
+    accept_head,
+)
+from relay.receiver.decoding import BodyDecoder
+from relay.receiver.intake import Committed
+from relay.receiver.middleware import error_response
+from relay.receiver.state import FACTS, METRICS, ROUTES, SETTINGS, SPOOL, WRITER
+
+_NO_QUERY: Mapping[str, str] = MappingProxyType({})
+
+
+def utf8_headers(headers: CIMultiDictProxy[str]) -> CIMultiDictProxy[str]:
+    """The headers with bytes that are not UTF-8 replaced by U+FFFD.
+
+    aiohttp decodes header bytes with surrogateescape. A lone surrogate can be neither stored
+    (orjson, redis-py) nor answered, and it failed the whole group commit: every request
+    batched with it got a 503.
+    """
+    if all(value.isascii() for value in headers.values()):
+        return headers
+    cleaned = CIMultiDict(
+        (name, value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        for name, value in headers.items()
+    )
+    return CIMultiDictProxy(cleaned)
+
+
+async def hook(request: web.Request) -> web.StreamResponse:
+    """Every method on /hooks/{source}[/{token}]: decide, read, decide, commit, answer."""
+    app = request.app  # a property that walks the match info: read once
+    facts = request[FACTS]
+    match_info = request.match_info
+    method = request.method
+    # Only a GET (the ASP.NET handshake) reads the query: parsing it would cost every POST.
+    query = request.query if method == "GET" else _NO_QUERY
+    head = accept_head(
+        app[ROUTES].table,  # the one snapshot this request is decided with
+        Request(
+            method,
+            match_info["source"],
+            match_info.get("token"),
+            utf8_headers(request.headers),
+            query,
+        ),
+    )
+    if not isinstance(head, ReadBody):
+        return _answer(head, facts)
+    source = head.source
+    facts["source"] = source.name
+    if head.coding is None and request.content.is_eof():
+        # The whole body has arrived (the usual case): no read can wait, so no timer is needed.
+        sent = body = await read_body(request, source.max_body)
+    else:
+        sent, body = await _read_slowly(request, head, app[SETTINGS].read_timeout)
+    facts["bytes"] = len(body)
+    now = time.time()
+    decided = accept_body(head, sent, body, event_id=new_event_id(now), received_at=now)
+    if isinstance(decided, Refused):
+        return _refusal(decided, facts)
+    return await _commit(request, decided)
+
+
+def _answer(head: Refused | Handshake, facts: dict[str, Any]) -> web.Response:
+    """The answer of a request decided from its head alone."""
+    if isinstance(head, Handshake):
+        facts["source"] = head.source
+        facts["handshake"] = head.kind.value
+        return web.Response(
+            status=head.status, text=head.text, content_type=head.content_type, headers=head.headers
+        )
+    if head.step is Step.ENCODING:
+        facts["refused_body"] = "encoding"
+    return _refusal(head, facts)
+
+
+def _refusal(refused: Refused, facts: dict[str, Any]) -> web.Response:
+    """The JSON error of a refused request; its reason goes on the canonical log line."""
+    if refused.source is not None:
+        facts["source"] = refused.source
+    facts.setdefault("reason", refused.message)
+    return error_response(refused.status, refused.message, dict(refused.headers) or None)
+
+
+async def read_body(request: web.BaseRequest, limit: int) -> bytes:
+    """The raw body, refusing (413) anything over `limit` before or while reading it."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"the body is {length} bytes; this source takes at most {limit}")
+    if length is not None:
+        body = await request.content.read(limit + 1) if length else b""
+        if len(body) == length:
+            return body
+        chunks, size = [body], len(body)
+    else:
+        chunks, size = [], 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is over {limit} bytes, the most this source takes")
+        chunks.append(chunk)
+
+
+async def _read_slowly(
+    request: web.Request, head: ReadBody, read_timeout: float
+) -> tuple[bytes, bytes]:
+    """(The body as sent, decoded) of a body still arriving or sent with a coding, within
+    `read_timeout`: a client trickling its body must not hold this handler (and its memory)."""
+    if head.coding is not None:
+        return await _read_decoded(request, head, read_timeout)
+    try:
+        async with asyncio.timeout(read_timeout):
+            body = await read_body(request, head.source.max_body)
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {read_timeout:g} s") from None
+    return body, body
+
+
+async def _read_decoded(
+    request: web.Request, head: ReadBody, read_timeout: float
+) -> tuple[bytes, bytes]:
+    """(The body as sent, decoded), refused as soon as either passes the source's max_body.
+
+    Fed to the decoder chunk by chunk as the socket gives them; the bytes as sent are kept only
+    where a signature needs them (ms-signature).
+    """
+    assert head.coding is not None
+    limit = head.source.max_body
+    decoder = BodyDecoder(head.coding, limit)
+    kept: list[bytes] | None = [] if head.keeps_sent else None
+    try:
+        length = request.content_length
+        if length is not None and length > decoder.encoded_limit:
+            raise PayloadTooLarge(f"the compressed body is {length} bytes; the most is {limit}")
+        async with asyncio.timeout(read_timeout):
+            while chunk := await request.content.readany():
+                if kept is not None:
+                    kept.append(chunk)
+                decoder.feed(chunk)
+        body = decoder.finish()
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {read_timeout:g} s") from None
+    except HTTPError as exc:
+        reason = "too_large" if isinstance(exc, PayloadTooLarge) else "corrupt"
+        request[FACTS]["refused_body"] = reason
+        raise
+    request[FACTS]["encoded_bytes"] = decoder.encoded_size
+    return (b"".join(kept) if kept is not None else b""), body
+
+
+async def _commit(request: web.Request, accepted: Accepted) -> web.Response:
+    """Make the events durable (Redis, or the spool while Redis is down), then answer 202."""
+    app = request.app
+    facts = request[FACTS]
+    events = accepted.events
+    source = accepted.source
+    facts["event_id"] = accepted.id
+    facts["type"] = events[0].type if len(events) == 1 else [e.type for e in events]
+    # Every later line of this request carries its event id (the spool's, a crash's): aiohttp
+    # runs each request in a task of its own, so the binding ends with the request.
+    structlog.contextvars.bind_contextvars(event_id=accepted.id)
+    window = source.dedupe.window if source.dedupe else 0.0
+    spooled = False
+    try:
+        committed = await app[WRITER].submit(
+            events, dedupe_window=window, max_wait=app[SETTINGS].intake_timeout
+        )
+    except Unavailable:
+        if not source.spool:
+            raise
+        # Redis cannot take it and this provider will not retry: keep the event on local disk
+        # (fsynced before the 202); the drainer moves it into Redis once Redis is back.
+        # SpoolFull is itself an Unavailable: a clear 503.
+        await asyncio.to_thread(app[SPOOL].append_many, events, window)
+        committed, spooled = Committed((None,) * len(events)), True
+        facts["spooled"] = True
+        app[METRICS].spooled.labels(source.name).inc()
+    if committed.duplicate:
+        facts["duplicate"] = True
+    body = orjson.dumps(_reply(accepted, committed, spooled))
+    return web.Response(status=202, body=body, content_type="application/json")
+
+
+def _reply(accepted: Accepted, committed: Committed, spooled: bool) -> dict[str, Any]:
+    """The 202's JSON: the request's id, each event with its targets, duplicates marked."""
+    reply: dict[str, Any] = {
+        "id": accepted.id,
+        "events": [
+            {"id": e.id, "type": e.type, "targets": e.targets}
+            | ({"duplicate_of": dup} if dup else {})
+            for e, dup in zip(accepted.events, committed.duplicate_of, strict=True)
+        ],
+        "duplicate": committed.duplicate,
+    }
+    if spooled:
+        reply["spooled"] = True
+    return reply

@@ -1,0 +1,121 @@
+"""Every answer's JSON error shape and the one canonical log line per request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from structlog.typing import FilteringBoundLogger
+
+from relay.core.errors import HTTPError
+from relay.core.metrics import UNKNOWN_SOURCE, ReceiverMetrics
+from relay.receiver.decoding import codings_named
+from relay.receiver.state import FACTS
+
+log = structlog.get_logger("relay.receiver")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """The JSON error body every non-2xx answer carries."""
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": message, "status": status}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def canonical_middleware(metrics: ReceiverMetrics, request_log: FilteringBoundLogger) -> Any:
+    """The middleware giving JSON errors for every failure and one log line per request (never
+    the path: it holds the token), counting /hooks requests in `metrics`.
+
+    `request_log` is a logger already bound (`structlog.get_logger().bind()`), made when the
+    app is built, after logging is configured: a module-level logger is a proxy that looks up
+    its bound logger again on every call.
+    """
+
+    @web.middleware
+    async def canonical(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        facts: dict[str, Any] = {}
+        request[FACTS] = facts
+        try:
+            response = await handler(request)
+        except HTTPError as exc:
+            facts.setdefault("reason", exc.message)
+            response = error_response(int(exc.status), exc.message)
+        except web.HTTPException as exc:
+            # aiohttp's own answers (unknown path, client_max_size): same JSON shape, headers.
+            if exc.status == HTTPStatus.GONE:  # never tell a provider to cancel a subscription
+                exc = web.HTTPNotFound()
+            headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+            response = error_response(exc.status, exc.reason, headers)
+        except (HttpProcessingError, web.RequestPayloadError, ConnectionResetError) as exc:
+            # RequestPayloadError: a body aiohttp cannot decode (broken gzip, bad chunk framing).
+            facts["reason"] = "the request body could not be read"
+            log.info("body_unreadable", error=type(exc).__name__)
+            response = error_response(400, "the request body could not be read")
+            # The rest of the body cannot be framed: aiohttp drops the connection after this
+            # answer, so say so (Connection: close) rather than let a client reuse it.
+            response.force_close()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("request_failed", source=facts.get("source"), method=request.method)
+            response = error_response(500, "internal error; it has been logged")
+        if response.status >= 400:
+            _refused(request, response, facts, metrics)
+        elapsed = time.perf_counter() - started
+        if "source" in request.match_info:  # a /hooks request: counted by source and status
+            metrics.observe_request(facts.get("source", UNKNOWN_SOURCE), response.status, elapsed)
+        request_log.info(
+            "request",
+            method=request.method,
+            status=response.status,
+            duration_ms=round(elapsed * 1000, 3),
+            **facts,
+        )
+        return response
+
+    return canonical
+
+
+def _refused(
+    request: web.Request,
+    response: web.StreamResponse,
+    facts: dict[str, Any],
+    metrics: ReceiverMetrics,
+) -> None:
+    """After a refusal: close if the body was not read; count a refused compressed body."""
+    unread = request.body_exists and not request.content.at_eof()
+    if unread:
+        # Refused before its body was read: the server does not drain it (SERVER_OPTIONS) but
+        # closes the connection after this answer. Say so up front (Connection: close) so that
+        # no client sends its next request into a closing socket.
+        response.force_close()
+    reason = facts.get("refused_body")
+    if reason is None and unread:
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING)
+        if encoding is not None and codings_named(encoding):
+            reason = "refused_early"  # 401/404/405...: a bomb costs nothing, not even a read
+    if reason is not None:
+        source = facts.get("source", UNKNOWN_SOURCE)
+        metrics.refuse_body(source, reason)
+        log.info(
+            "compressed_body_refused",
+            source=source,
+            reason=reason,
+            status=response.status,
+            encoding=request.headers.get(hdrs.CONTENT_ENCODING, "")[:40],
+        )
