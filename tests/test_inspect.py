@@ -104,7 +104,7 @@ def record(
     response: str = '{"ok":true}',
     retry_in: float | None = None,
 ) -> dict[str, Any]:
-    """An attempt record as worker.jobs.finalize appends it to relay:att:{id}."""
+    """An attempt record as worker.recording.finalize appends it to relay:att:{id}."""
     entry: dict[str, Any] = {
         "target": target,
         "attempt": attempt,

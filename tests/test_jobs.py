@@ -30,7 +30,7 @@ from relay.store.records import AttemptRecord, Outcome, TargetStat
 from tests.support.seed_events import make_event, routes_toml, store_events
 from tests.support.stored import due, field
 from tests.support.targets import TargetServer, refused_url
-from worker import jobs
+from worker import jobs, recording
 from worker import runtime as runtime_module
 from worker.context import current
 from worker.outcome import AttemptResult, next_step
@@ -48,7 +48,7 @@ def full_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     per kick and lets it check the retry time exactly. Jitter itself is tested in
     test_backoff.py.
     """
-    monkeypatch.setattr(jobs, "next_step", partial(next_step, uniform=lambda low, high: high))
+    monkeypatch.setattr(recording, "next_step", partial(next_step, uniform=lambda low, high: high))
 
 
 def routes_for(targets: dict[str, dict[str, Any]]) -> RouteTable:
@@ -217,7 +217,7 @@ def test_repeated_kicks_stray_due_entries_and_stale_outcomes_are_no_ops(
     ctx = current()
     target = ctx.routes.targets["a"]
     late = AttemptResult(started_at=time.time(), duration=0.1, status=500, response="late")
-    jobs.finalize(ctx, jobs.Planned(event, "a", 1, 1), target, late)
+    recording.finalize(ctx, recording.Planned(event, "a", 1, 1), target, late)
     assert field(redis_client, event.id, "s:a") == keys.DELIVERED
     assert due(redis_client, "a") == {}
 

@@ -344,7 +344,7 @@ def test_show_event_expired_or_unknown(redis_client: redis.Redis) -> None:
 def worker_record(
     store: Store, event_id: str, attempt: int, state: str, due_at: float | None
 ) -> int:
-    """Record the outcome of an attempt to crm as worker.jobs.finalize does: 1, 0 stale, -1."""
+    """Record the outcome of an attempt to crm as worker.recording.finalize does: 1, 0 stale, -1."""
     delivered = state == keys.DELIVERED
     record = Record(
         event_id=event_id,

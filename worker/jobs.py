@@ -14,9 +14,9 @@ slots and costs no RQ job per delivery; targets that recently outlived the inlin
 waited for at all. A paused target (relay.store.pauses) is not claimed: its deliveries stay due,
 with their attempt budget untouched, until `relay resume`.
 
-Every state change is checked against the attempt counter (relay.store.deliveries), so a delivery
-attempted twice (a lease that ended while a slow attempt was still running) is harmless:
-at-least-once.
+Recording what an attempt came to is worker.recording's. Every state change is checked against
+the attempt counter (relay.store.deliveries), so a delivery attempted twice (a lease that ended
+while a slow attempt was still running) is harmless: at-least-once.
 """
 
 from __future__ import annotations
@@ -26,14 +26,12 @@ import random
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import structlog
 
 from relay.config.model import Target
 from relay.store.deliveries import (
     LEASE_MARGIN,
-    Record,
     drop_due,
     due_again,
     duplicates,
@@ -42,11 +40,10 @@ from relay.store.deliveries import (
 )
 from relay.store.pauses import paused
 from relay.store.queue import kick
-from relay.store.records import AttemptRecord, DeliveryState, Event, Outcome, TargetStat
 from worker.context import WorkerContext, current
 from worker.outbound import build_request
-from worker.outcome import AttemptResult, Step, next_step
-from worker.pause import pause_target
+from worker.outcome import AttemptResult
+from worker.recording import Planned, finish_missing_target, record_attempt
 from worker.runtime import Runtime, get_runtime
 
 log = structlog.get_logger("relay.worker")
@@ -73,16 +70,6 @@ class Started:
     plan: Planned
     target: Target
     future: concurrent.futures.Future[AttemptResult]
-
-
-@dataclass(frozen=True)
-class Planned:
-    """One delivery a job is about to attempt."""
-
-    event: Event
-    target: str
-    attempt: int  # n + 1: counts every attempt ever made (webhook-id stays the same)
-    round_attempt: int  # attempt number since the latest replay, checked against the budget
 
 
 def deliver_due() -> None:
@@ -191,7 +178,7 @@ def start_plans(ctx: WorkerContext, plans: list[Planned]) -> list[Started]:
     for plan in plans:
         target = ctx.routes.targets.get(plan.target)
         if target is None:
-            _finish_missing_target(ctx, plan)
+            finish_missing_target(ctx, plan)
             continue
         request = build_request(plan.event, target, plan.attempt, int(time.time()))
         # The attempt's task copies this context: whatever it logs carries its event id.
@@ -243,7 +230,7 @@ class InFlight:
         for future, (item, since) in list(self._waiting.items()):
             if future.done():
                 del self._waiting[future]
-                _record(self.ctx, item.plan, item.target, future)
+                record_attempt(self.ctx, item.plan, item.target, future)
             elif now - since >= INLINE_BUDGET:
                 del self._waiting[future]
                 self.runtime.mark_slow(item.plan.target)
@@ -261,27 +248,6 @@ class InFlight:
         )
 
 
-def _record(
-    ctx: WorkerContext,
-    plan: Planned,
-    target: Target,
-    future: concurrent.futures.Future[AttemptResult],
-) -> None:
-    """Record a finished attempt with its event id bound to every line logged meanwhile."""
-    with structlog.contextvars.bound_contextvars(
-        event_id=plan.event.id, source=plan.event.source, target=plan.target, attempt=plan.attempt
-    ):
-        finalize(ctx, plan, target, _result(future))
-
-
-def _result(future: concurrent.futures.Future[AttemptResult]) -> AttemptResult:
-    try:
-        return future.result()
-    except Exception as exc:  # a bug in the attempt itself: retried like a network error
-        log.exception("delivery attempt crashed")
-        return AttemptResult(started_at=time.time(), duration=0.0, error=f"internal error: {exc}")
-
-
 def _finish_late(
     ctx: WorkerContext,
     runtime: Runtime,
@@ -293,111 +259,6 @@ def _finish_late(
     if future.cancelled():
         return  # cut short at shutdown: due again when its lease ends
     try:
-        runtime.recorder.submit(_record, ctx, plan, target, future)
+        runtime.recorder.submit(record_attempt, ctx, plan, target, future)
     except RuntimeError:  # the recorder is shutting down: record right here
-        _record(ctx, plan, target, future)
-
-
-def finalize(ctx: WorkerContext, plan: Planned, target: Target, result: AttemptResult) -> None:
-    """Decide what follows an attempt, record it with its next due time, log one line."""
-    now = time.time()
-    step = next_step(result, target.retry, plan.round_attempt, now)
-    entry = AttemptRecord(
-        target=plan.target,
-        attempt=plan.attempt,
-        at=result.started_at,
-        duration=result.duration,
-        status=result.status,
-        error=result.error or "",
-        outcome=step.outcome,
-        response=result.response,
-        retry_in=step.delay,
-    )
-    record = Record(
-        event_id=plan.event.id,
-        target=plan.target,
-        attempt=plan.attempt,
-        state=step.state,
-        reason=step.reason,
-        entry=entry,
-        counter=None if step.outcome is Outcome.RETRY else TargetStat(step.outcome),
-        failed=step.outcome is not Outcome.DELIVERED,
-        counts=True,
-        due_at=None if step.delay is None else now + step.delay,
-    )
-    applied = ctx.store.record(record, now) == 1
-    if applied:
-        _observe(ctx, plan, result, step.outcome, now)
-        if step.outcome is Outcome.GONE and target.pause_on_gone:
-            _pause_on_gone(ctx, plan)
-    _log_attempt(plan, result, step, entry, applied)
-
-
-def _log_attempt(
-    plan: Planned, result: AttemptResult, step: Step, entry: AttemptRecord, applied: bool
-) -> None:
-    """The one log line of a delivery attempt."""
-    stored = entry.to_dict()
-    fields: dict[str, Any] = {
-        "event_id": plan.event.id,
-        "source": plan.event.source,
-        "type": plan.event.type,
-        "target": plan.target,
-        "attempt": plan.attempt,
-        "status": result.status,
-        "outcome": str(step.outcome) if applied else "stale",
-        "duration_ms": stored["duration_ms"],
-    }
-    if result.error:
-        fields["error"] = result.error
-    if step.delay is not None:
-        fields["retry_in_s"] = stored["retry_in_s"]
-    if not applied:
-        log.info("delivery attempt (outcome already recorded)", **fields)
-    elif step.outcome is Outcome.GONE:
-        log.error("target answered 410 Gone", **fields, reason=step.reason)
-    elif step.outcome is Outcome.DEAD:
-        log.warning("delivery dead-lettered", **fields, reason=step.reason)
-    else:
-        log.info("delivery attempt", **fields)
-
-
-def _observe(
-    ctx: WorkerContext, plan: Planned, result: AttemptResult, what: Outcome, now: float
-) -> None:
-    """Count one recorded attempt in this process's metrics (stale duplicates are not counted)."""
-    if ctx.metrics is None:
-        return
-    since_receipt = now - plan.event.received_at if what is Outcome.DELIVERED else None
-    ctx.metrics.observe_attempt(plan.target, what, result.duration, since_receipt)
-
-
-def _pause_on_gone(ctx: WorkerContext, plan: Planned) -> None:
-    """Pause a `pause_on_gone` target that answered 410, loudly."""
-    reason = f"answered 410 Gone to event {plan.event.id} (pause_on_gone)"
-    newly = pause_target(ctx.connection, plan.target, reason, plan.event.id)
-    log.error(
-        "target paused: answered 410 Gone" if newly else "paused target answered 410 Gone",
-        event_id=plan.event.id,
-        target=plan.target,
-        effect="deliveries to it are held until an operator runs `relay resume`",
-    )
-
-
-def _finish_missing_target(ctx: WorkerContext, plan: Planned) -> None:
-    """A target removed from routes.toml since the event was routed: dead-letter it."""
-    reason = f"target '{plan.target}' is no longer in routes.toml"
-    record = Record(
-        event_id=plan.event.id,
-        target=plan.target,
-        attempt=plan.attempt,
-        state=DeliveryState.DEAD,
-        reason=reason,
-        entry=None,
-        counter=TargetStat.DEAD,
-        failed=False,
-        counts=False,
-    )
-    if ctx.store.record(record, time.time()) == 1 and ctx.metrics is not None:
-        ctx.metrics.dead_letters.labels(plan.target, Outcome.DEAD).inc()
-    log.warning("delivery dead-lettered", event_id=plan.event.id, target=plan.target, reason=reason)
+        record_attempt(ctx, plan, target, future)
