@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from relay.core.states import Outcome
 from relay.ops import deliveries as ops
-from relay.store import keys
+from relay.store.attempts import AttemptRecord
 
 #: The page reloads itself this often (seconds): fresh enough to watch, cheap for Redis.
 REFRESH_SECONDS = 10
@@ -30,13 +31,13 @@ class RecentAttempt:
     """One attempt record with the event it belongs to."""
 
     event_id: str
-    attempt: ops.Attempt
+    attempt: AttemptRecord
 
     @property
     def failed(self) -> bool:
         """Whether the attempt did not deliver (by its outcome, else by its HTTP status)."""
         if self.attempt.outcome:
-            return self.attempt.outcome != keys.DELIVERED
+            return self.attempt.outcome != Outcome.DELIVERED
         status = self.attempt.status
         return status is None or not 200 <= status < 300
 

@@ -16,6 +16,7 @@ import redis
 from relay.ops import deliveries as ops
 from relay.ops.status_page.model import RecentAttempt, StatusPage, summarize
 from relay.store import keys
+from relay.store.attempts import AttemptRecord
 
 #: Newest events whose attempt logs are read for failures and health (one pipelined round trip).
 RECENT_EVENTS = 500
@@ -61,7 +62,7 @@ def read_recent_attempts(
             pipe.lrange(keys.attempts_key(event_id), -per_event, -1)
         logs = pipe.execute()
     return [
-        RecentAttempt(event_id, ops.Attempt.from_json(raw))
+        RecentAttempt(event_id, AttemptRecord.from_redis(raw))
         for event_id, records in zip(ids, logs, strict=True)
         for raw in records
     ]
