@@ -76,31 +76,15 @@ def _one_secret(
 
 
 def load_source(c: Collector, name: str, data: Mapping[str, Any]) -> Source | None:
+    """The Source of one [sources.NAME] table; None (problems in `c`) when it is not valid."""
     table = f"sources.{name}"
     ok = len(c.problems)
     if not NAME.match(name):
         c.add(table, "", "source names may hold letters, digits, '_', '-' and '.'")
     c.unknown_keys(table, data, SOURCE_KEYS)
     kind = _load_kind(c, table, data.get("kind"))
-    event = data.get("event", SOURCE_KINDS[kind])
-    if kind is SourceKind.ASPNET and "event" in data:
-        c.add(table, "event", "aspnet sources always take the type from Notifications[].Action")
-    elif not isinstance(event, str) or not event.strip():
-        c.add(table, "event", "must be a non-empty string (a field path or a header name)")
-        event = SOURCE_KINDS[kind]
-    elif kind.reads_header:
-        if not HEADER_NAME.match(event):
-            c.add(table, "event", f"{event!r} is not a valid header name")
-        event = event.lower()  # header lookups are case-insensitive; store the canonical form
-    methods: tuple[str, ...] = HTTP_METHODS
-    if "methods" in data:
-        given = string_list(c, table, "methods", data["methods"])
-        if given is not None:
-            upper = tuple(dict.fromkeys(m.upper() for m in given))
-            bad = [m for m in upper if m not in HTTP_METHODS]
-            if bad:
-                c.add(table, "methods", f"only POST and PUT can be accepted, not {', '.join(bad)}")
-            methods = upper
+    event = _load_event(c, table, data, kind)
+    methods = _load_methods(c, table, data)
     token = _one_secret(c, table, c.secret(table, data, "token", "the path token"), token=True)
     secret_found = c.secret(table, data, "secret", "the signing secret")
     secret = _one_secret(c, table, secret_found, token=False)
@@ -136,6 +120,35 @@ def load_source(c: Collector, name: str, data: Mapping[str, Any]) -> Source | No
         call_once=call_once,
         content_encodings=content_encodings,
     )
+
+
+def _load_event(c: Collector, table: str, data: Mapping[str, Any], kind: SourceKind) -> str:
+    """`event`: where the event type is, the kind's default when not given or not valid."""
+    event = data.get("event", SOURCE_KINDS[kind])
+    if kind is SourceKind.ASPNET and "event" in data:
+        c.add(table, "event", "aspnet sources always take the type from Notifications[].Action")
+    elif not isinstance(event, str) or not event.strip():
+        c.add(table, "event", "must be a non-empty string (a field path or a header name)")
+        event = SOURCE_KINDS[kind]
+    elif kind.reads_header:
+        if not HEADER_NAME.match(event):
+            c.add(table, "event", f"{event!r} is not a valid header name")
+        event = event.lower()  # header lookups are case-insensitive; store the canonical form
+    return str(event)
+
+
+def _load_methods(c: Collector, table: str, data: Mapping[str, Any]) -> tuple[str, ...]:
+    """`methods`: the HTTP methods taken, upper-cased (POST and PUT when not given)."""
+    if "methods" not in data:
+        return HTTP_METHODS
+    given = string_list(c, table, "methods", data["methods"])
+    if given is None:
+        return HTTP_METHODS
+    upper = tuple(dict.fromkeys(m.upper() for m in given))
+    bad = [m for m in upper if m not in HTTP_METHODS]
+    if bad:
+        c.add(table, "methods", f"only POST and PUT can be accepted, not {', '.join(bad)}")
+    return upper
 
 
 def _load_kind(c: Collector, table: str, value: Any) -> SourceKind:

@@ -10,6 +10,7 @@ atomic: a stale duplicate can never overwrite a newer outcome.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -188,6 +189,26 @@ class Store:
             ],
         )
         return int(result)
+
+
+def due_counts(
+    conn: Redis, targets: Sequence[str], now: float
+) -> tuple[Counter[str], Counter[str]]:
+    """(due now, due later) per target, from the targets' due sets (exact, one round trip).
+
+    Due later holds retries waiting for their time and attempts in flight (whose lease ends
+    later); due now is what the next worker kick takes. Targets with none are left out.
+    """
+    with conn.pipeline(transaction=False) as pipe:
+        for target in targets:
+            pipe.zcount(keys.due_key(target), "-inf", now)
+            pipe.zcount(keys.due_key(target), f"({now!r}", "+inf")
+        counts = pipe.execute()
+    now_due: Counter[str] = Counter()
+    later: Counter[str] = Counter()
+    for i, target in enumerate(targets):
+        now_due[target], later[target] = int(counts[2 * i]), int(counts[2 * i + 1])
+    return +now_due, +later
 
 
 def read_attempts(conn: Redis, event_id: str) -> list[AttemptRecord]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import redis
 import structlog
@@ -12,7 +13,8 @@ from prometheus_client.registry import Collector
 
 from relay.core import constants
 from relay.store import keys
-from relay.store.pauses import paused
+from relay.store.deliveries import due_counts
+from relay.store.pauses import Pause, paused
 from relay.store.queue import make_queue
 
 log = structlog.get_logger("relay.metrics")
@@ -37,78 +39,89 @@ class RedisCollector(Collector):
         self._targets = targets
 
     def collect(self) -> Iterable[Metric]:
-        depth = GaugeMetricFamily(
-            "relay_queue_jobs",
-            "RQ jobs of the relay queue by state (queued, scheduled, started, failed).",
-            labels=["state"],
-        )
-        dead = GaugeMetricFamily(
-            "relay_dead_letters_stored", "Deliveries currently in the dead-letter store."
-        )
-        due = GaugeMetricFamily(
-            "relay_deliveries_due",
-            "Open deliveries by target: due now (waiting for a worker), or later (waiting for a"
-            " retry time, or in flight until their lease ends).",
-            labels=["target", "when"],
-        )
-        held = GaugeMetricFamily(
-            "relay_target_paused",
-            "1 when deliveries to the target are held (410 with pause_on_gone, or relay pause).",
-            labels=["target"],
-        )
-        held_since = GaugeMetricFamily(
-            "relay_target_pause_start_time_seconds",
-            "Unix time at which a paused target was paused (paused targets only).",
-            labels=["target"],
-        )
+        """The gauges, or only `relay_redis_up` 0 when Redis did not answer."""
         up = GaugeMetricFamily("relay_redis_up", "1 when Redis answered the scrape's queries.")
         try:
-            conn = self._connection()
-            # Key names from RQ's own objects, not spelled out here: they are RQ's business.
-            queue = make_queue(conn, self._queue)
-            pipe = conn.pipeline(transaction=False)
-            pipe.llen(queue.key)
-            pipe.zcard(queue.scheduled_job_registry.key)
-            pipe.zcard(queue.started_job_registry.key)
-            pipe.zcard(queue.failed_job_registry.key)
-            pipe.zcard(keys.DEAD)
-            pipe.smembers(keys.DUE_TARGETS)
-            queued, scheduled, started, failed, stored, names = pipe.execute()
-            targets = sorted(n.decode() for n in names)
-            now = time.time()
-            pipe = conn.pipeline(transaction=False)
-            for target in targets:
-                pipe.zcount(keys.due_key(target), "-inf", now)
-                pipe.zcount(keys.due_key(target), f"({now!r}", "+inf")
-            counts = pipe.execute()
-            configured = tuple(self._targets()) if self._targets is not None else ()
-            names = sorted(set(configured) | set(targets))
-            pauses = paused(conn, names)
+            reading = self._read()
         except (redis.RedisError, OSError) as exc:
             log.warning("metrics_redis_unavailable", error=type(exc).__name__)
             up.add_metric([], 0)
             yield up
             return
-        for state, value in (
-            ("queued", queued),
-            ("scheduled", scheduled),
-            ("started", started),
-            ("failed", failed),
-        ):
-            depth.add_metric([state], float(value))
-        dead.add_metric([], float(stored))
-        for i, target in enumerate(targets):
-            due.add_metric([target, "now"], float(counts[2 * i]))
-            due.add_metric([target, "later"], float(counts[2 * i + 1]))
-        for name in names:
-            pause = pauses.get(name)
-            held.add_metric([name], 0.0 if pause is None else 1.0)
-            if pause is not None and pause.since is not None:
-                held_since.add_metric([name], pause.since)
+        yield from _gauges(reading)
         up.add_metric([], 1)
-        yield depth
-        yield dead
-        yield due
-        yield held
-        yield held_since
         yield up
+
+    def _read(self) -> _Reading:
+        """Every figure of one scrape, in three pipelined round trips."""
+        conn = self._connection()
+        # Key names from RQ's own objects, not spelled out here: they are RQ's business.
+        queue = make_queue(conn, self._queue)
+        pipe = conn.pipeline(transaction=False)
+        pipe.llen(queue.key)
+        pipe.zcard(queue.scheduled_job_registry.key)
+        pipe.zcard(queue.started_job_registry.key)
+        pipe.zcard(queue.failed_job_registry.key)
+        pipe.zcard(keys.DEAD)
+        pipe.smembers(keys.DUE_TARGETS)
+        queued, scheduled, started, failed, stored, members = pipe.execute()
+        due_targets = sorted(n.decode() for n in members)
+        due_now, due_later = due_counts(conn, due_targets, time.time())
+        configured = tuple(self._targets()) if self._targets is not None else ()
+        names = sorted(set(configured) | set(due_targets))
+        pauses = paused(conn, names)
+        return _Reading(
+            jobs={"queued": queued, "scheduled": scheduled, "started": started, "failed": failed},
+            dead_letters=stored,
+            due=tuple((t, due_now[t], due_later[t]) for t in due_targets),
+            pauses=tuple((name, pauses.get(name)) for name in names),
+        )
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What one scrape read from Redis."""
+
+    jobs: Mapping[str, int]  # RQ jobs by state
+    dead_letters: int
+    due: tuple[tuple[str, int, int], ...]  # (target, due now, due later), targets with a due set
+    pauses: tuple[tuple[str, Pause | None], ...]  # every target reported, paused or not
+
+
+def _gauges(reading: _Reading) -> Iterable[Metric]:
+    """The gauges of one reading (all but relay_redis_up)."""
+    depth = GaugeMetricFamily(
+        "relay_queue_jobs",
+        "RQ jobs of the relay queue by state (queued, scheduled, started, failed).",
+        labels=["state"],
+    )
+    for state, value in reading.jobs.items():
+        depth.add_metric([state], float(value))
+    dead = GaugeMetricFamily(
+        "relay_dead_letters_stored", "Deliveries currently in the dead-letter store."
+    )
+    dead.add_metric([], float(reading.dead_letters))
+    due = GaugeMetricFamily(
+        "relay_deliveries_due",
+        "Open deliveries by target: due now (waiting for a worker), or later (waiting for a"
+        " retry time, or in flight until their lease ends).",
+        labels=["target", "when"],
+    )
+    for target, now, later in reading.due:
+        due.add_metric([target, "now"], float(now))
+        due.add_metric([target, "later"], float(later))
+    held = GaugeMetricFamily(
+        "relay_target_paused",
+        "1 when deliveries to the target are held (410 with pause_on_gone, or relay pause).",
+        labels=["target"],
+    )
+    held_since = GaugeMetricFamily(
+        "relay_target_pause_start_time_seconds",
+        "Unix time at which a paused target was paused (paused targets only).",
+        labels=["target"],
+    )
+    for name, pause in reading.pauses:
+        held.add_metric([name], 0.0 if pause is None else 1.0)
+        if pause is not None and pause.since is not None:
+            held_since.add_metric([name], pause.since)
+    return (depth, dead, due, held, held_since)

@@ -3,7 +3,7 @@
 Functions take a sync `redis.Redis` and return frozen values; `relay.cli` renders them. Keys and
 states are those of relay.store.keys and relay.store.records. Reading is side-effect free; only
 `replay_delivery` writes. One module per concern; import this package (`from relay.ops import
-deliveries as ops`) for all of them.
+deliveries as ops`) for all of them (`due_counts`, the exact due figures, is the store's).
 """
 
 from relay.ops.deliveries.dead_letters import (
@@ -29,8 +29,8 @@ from relay.ops.deliveries.status import (
     Status,
     TargetStatus,
     collect_status,
-    due_counts,
 )
+from relay.store.deliveries import due_counts
 
 __all__ = [
     "Attempt",

@@ -7,7 +7,6 @@ targets' due sets (exact) rather than from RQ jobs, since one kick job carries m
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from rq.worker import Worker
 from relay.core import constants
 from relay.ops.deliveries.dead_letters import dead_count_by_target
 from relay.store import keys
+from relay.store.deliveries import due_counts
 from relay.store.pauses import Pause, paused
 from relay.store.queue import make_queue
 from relay.store.records import SourceStat, TargetStat, read_int, read_text
@@ -109,26 +109,6 @@ def _counters(conn: Redis, pattern_prefix: str) -> dict[str, dict[str, int]]:
         name: {read_text(k): read_int(v) for k, v in row.items()}
         for name, row in zip(names, rows, strict=True)
     }
-
-
-def due_counts(
-    conn: Redis, targets: Sequence[str], now: float
-) -> tuple[Counter[str], Counter[str]]:
-    """(due now, due later) per target, from the targets' due sets (exact, one round trip).
-
-    Due later holds retries waiting for their time and attempts in flight (whose lease ends
-    later); due now is what the next worker kick takes.
-    """
-    with conn.pipeline(transaction=False) as pipe:
-        for target in targets:
-            pipe.zcount(keys.due_key(target), "-inf", now)
-            pipe.zcount(keys.due_key(target), f"({now!r}", "+inf")
-        counts = pipe.execute()
-    now_due: Counter[str] = Counter()
-    later: Counter[str] = Counter()
-    for i, target in enumerate(targets):
-        now_due[target], later[target] = int(counts[2 * i]), int(counts[2 * i + 1])
-    return +now_due, +later
 
 
 def _queue_status(queue: Queue) -> QueueStatus:
