@@ -1,6 +1,6 @@
 """From a request's raw parts to events: content type rules, event type, dedupe values.
 
-Pure functions, no I/O: the aiohttp handler and `relay check` both call `parse_request`.
+Pure functions, no I/O, called by relay.receiver.accept (the receiver and `relay check` alike).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from relay.config.model import Source
+from relay.config.model import Source, SourceKind
 from relay.core.errors import BadRequest, UnsupportedMediaType
 from relay.core.headers import is_form, is_json, media_type
 
@@ -129,7 +129,7 @@ def parse_request(
     `headers` must be case-insensitive (aiohttp's CIMultiDict) or lower-cased.
     """
     kind = source.kind
-    if kind in ("header", "resthooks"):
+    if kind.reads_header:
         document: Any = None
         if is_json(content_type) and body.strip():
             try:
@@ -138,16 +138,17 @@ def parse_request(
                 document = None  # a header source forwards any body as it is
         etype = event_name(headers.get(source.event))
         return [ParsedEvent(etype, body, dedupe_value(source, document, headers))]
-    if kind == "aspnet":
+    if kind is SourceKind.ASPNET:
         return _parse_aspnet(source, content_type, headers, body)
     form = False
-    if kind == "json" or (kind == "json_or_form" and is_json(content_type)):
+    either = kind is SourceKind.JSON_OR_FORM
+    if kind is SourceKind.JSON or (either and is_json(content_type)):
         if not is_json(content_type):
             raise UnsupportedMediaType(
                 f"source '{source.name}' takes application/json, not {media_type(content_type)!r}"
             )
         document = parse_json(body)
-    elif kind == "form" or (kind == "json_or_form" and is_form(content_type)):
+    elif kind is SourceKind.FORM or (either and is_form(content_type)):
         if not is_form(content_type):
             raise UnsupportedMediaType(
                 f"source '{source.name}' takes application/x-www-form-urlencoded, "
