@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import structlog
 
@@ -58,6 +58,85 @@ def _run(
     os._exit(child(index, state))
 
 
+class _Children(Generic[State]):
+    """The forked children of one `supervise` call, and the parent's forwarding of signals."""
+
+    def __init__(
+        self,
+        child: Callable[[int, State], int],
+        state: State,
+        name: str,
+        original: Mapping[signal.Signals, Any],
+    ) -> None:
+        self._ctx = multiprocessing.get_context("fork")
+        self._child = child
+        self._name = name
+        self._original = original
+        self.latest = state  # what a child started (or restarted) now starts from
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        self.stopping = False
+        self.restarts = 0
+
+    def spawn(self, index: int) -> multiprocessing.process.BaseProcess:
+        """Fork child `index` on the latest state."""
+        # SIGHUP stays blocked in the child until its own handler is in place; one sent
+        # meanwhile waits instead of killing it (SIGHUP's default action).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            process = self._ctx.Process(
+                target=_run,
+                args=(self._child, index, self.latest, self._original),
+                name=f"relay-{self._name}-{index}",
+            )
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        return process
+
+    def forward(self, signum: int, frame: FrameType | None) -> None:
+        """The parent's handler: pass the signal on; anything but SIGHUP means stopping."""
+        if signum != signal.SIGHUP:
+            self.stopping = True
+        for process in self.processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    def start(self, count: int) -> None:
+        """Fork `count` children, then forward the signals to them."""
+        # A SIGHUP before `forward` is installed would kill the parent (its default action): it
+        # waits, blocked, until then. (SIGTERM and SIGINT must not be blocked: children inherit
+        # the mask, and their warm shutdown needs them.)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            self.processes = [self.spawn(i) for i in range(count)]
+            for signum in _FORWARDED:
+                signal.signal(signum, self.forward)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def watch(self, restart: bool, updates: Callable[[], State | None] | None) -> None:
+        """Restart children that exit (unless told not to, or stopping) until none is left."""
+        next_poll = time.monotonic() + POLL_INTERVAL
+        while True:
+            alive = [c for c in self.processes if c.is_alive()]
+            if not alive and (self.stopping or not restart):
+                return
+            for i, process in enumerate(self.processes):
+                if process.is_alive() or process.exitcode is None or self.stopping or not restart:
+                    continue
+                log.warning(
+                    f"{self._name} process exited: restarting",
+                    pid=process.pid,
+                    code=process.exitcode,
+                )
+                self.restarts += 1
+                self.processes[i] = self.spawn(i)
+            if updates is not None and time.monotonic() >= next_poll:
+                self.latest = updates() or self.latest
+                next_poll = time.monotonic() + POLL_INTERVAL
+            time.sleep(0.2)
+
+
 def supervise(
     child: Callable[[int, State], int],
     count: int,
@@ -73,67 +152,17 @@ def supervise(
     `updates`, polled every POLL_INTERVAL, returns a newer state for children started later,
     or None when nothing changed.
     """
-    ctx = multiprocessing.get_context("fork")
-    latest = state
     original = {signum: signal.getsignal(signum) for signum in _FORWARDED}
-
-    def spawn(index: int) -> multiprocessing.process.BaseProcess:
-        # SIGHUP stays blocked in the child until its own handler is in place; one sent
-        # meanwhile waits instead of killing it (SIGHUP's default action).
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-        try:
-            process = ctx.Process(
-                target=_run, args=(child, index, latest, original), name=f"relay-{name}-{index}"
-            )
-            process.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        return process
-
-    stopping = False
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        if signum != signal.SIGHUP:
-            stopping = True
-        for process in children:
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signum)
-
-    # A SIGHUP before `forward` is installed would kill the parent (its default action): it
-    # waits, blocked, until then. (SIGTERM and SIGINT must not be blocked: children inherit
-    # the mask, and their warm shutdown needs them.)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-    try:
-        children = [spawn(i) for i in range(count)]
-        for signum in _FORWARDED:
-            signal.signal(signum, forward)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    pids = [c.pid for c in children]
+    children = _Children(child, state, name, original)
+    children.start(count)
+    pids = [c.pid for c in children.processes]
     log.info(f"{name} processes started", processes=count, pids=pids, **(started or {}))
-    restarts = 0
-    next_poll = time.monotonic() + POLL_INTERVAL
     try:
-        while True:
-            alive = [c for c in children if c.is_alive()]
-            if not alive and (stopping or not restart):
-                break
-            for i, process in enumerate(children):
-                if process.is_alive() or process.exitcode is None or stopping or not restart:
-                    continue
-                log.warning(
-                    f"{name} process exited: restarting", pid=process.pid, code=process.exitcode
-                )
-                restarts += 1
-                children[i] = spawn(i)
-            if updates is not None and time.monotonic() >= next_poll:
-                latest = updates() or latest
-                next_poll = time.monotonic() + POLL_INTERVAL
-            time.sleep(0.2)
+        children.watch(restart, updates)
     finally:
         for signum, handler in original.items():
             signal.signal(signum, handler)
-    result = Stopped([c.exitcode for c in children], restarts, stopping)
-    log.info(f"{name} processes stopped", exit_codes=result.codes, restarts=restarts)
+    codes = [c.exitcode for c in children.processes]
+    result = Stopped(codes, children.restarts, children.stopping)
+    log.info(f"{name} processes stopped", exit_codes=result.codes, restarts=children.restarts)
     return result
