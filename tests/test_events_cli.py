@@ -33,7 +33,9 @@ from relay.config.settings import Settings
 from relay.ops.events import EventSummary, TargetState
 from relay.receiver.app import create_app
 from relay.store import keys
-from tests.test_inspect import NOW, record, seed_event
+from tests.support.seed_states import LISTING_NOW as NOW
+from tests.support.seed_states import logged_attempt as record
+from tests.support.seed_states import seed_received_event as seed_event
 
 ID_A = "evt_01M6NJDA80R7NEJH84DKCVZMW9"
 ID_B = "evt_01M6NJBFN09WTZTY66TWQDG66P"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
 import pytest
 import redis
 
@@ -19,107 +17,13 @@ from relay.ops.events import (
     list_events,
 )
 from relay.store import keys
-from relay.store.event import Event
 from relay.store.retention import trim_indexes
+from tests.support.seed_states import LISTING_NOW as NOW
+from tests.support.seed_states import LISTING_RETENTION as RETENTION
+from tests.support.seed_states import logged_attempt as record
+from tests.support.seed_states import seed_received_event as seed_event
 
 #: A fixed "now" (2026-11-05T10:00:00Z) so received times and outputs are exact.
-NOW = 1_793_872_800.0
-RETENTION = 7 * 86400
-
-
-def seed_event(
-    conn: redis.Redis,
-    *,
-    received: float = NOW,
-    source: str = "fellow",
-    type_: str | None = "COURSEMEMBER_ADDED",
-    targets: Sequence[str] = ("crm",),
-    body: bytes = b"event=COURSEMEMBER_ADDED&id=42",
-    headers: Sequence[tuple[str, str]] = (("x-fellow-event", "COURSEMEMBER_ADDED"),),
-    content_type: str = "application/x-www-form-urlencoded",
-    states: Mapping[str, tuple[str, int]] | None = None,
-    reasons: Mapping[str, str] | None = None,
-    replayed: Mapping[str, int] | None = None,
-    attempts: Sequence[Mapping[str, Any]] = (),
-    dead_at: Mapping[str, float] | None = None,
-    retention: float = RETENTION,
-    event_id: str | None = None,
-) -> str:
-    """Write one event the way relay.store.keys says: hash + attempt list with TTLs, and the
-    indexes.
-
-    Each delivery still open (pending or retrying) is in its target's due set, due since the
-    event was received, as the receiver writes it.
-    """
-    event_id = event_id or new_event_id(received)
-    event = Event(
-        id=event_id,
-        source=source,
-        type=type_,
-        received_at=received,
-        content_type=content_type,
-        method="POST",
-        headers=tuple(headers),
-        body=body,
-        targets=tuple(targets),
-    )
-    fields: dict[str, Any] = dict(event.to_redis())
-    for target in targets:
-        state, made = (states or {}).get(target, (keys.PENDING, 0))
-        fields[keys.state_field(target)] = state
-        fields[keys.attempts_field(target)] = made
-    for target, reason in (reasons or {}).items():
-        fields[keys.reason_field(target)] = reason
-    for target, before in (replayed or {}).items():
-        fields[keys.before_replay_field(target)] = before
-    ttl = max(1, int(retention))
-    pipe = conn.pipeline(transaction=True)
-    pipe.hset(keys.event_key(event_id), mapping=fields)
-    pipe.expire(keys.event_key(event_id), ttl)
-    if attempts:
-        pipe.rpush(keys.attempts_key(event_id), *(orjson.dumps(dict(a)) for a in attempts))
-        pipe.expire(keys.attempts_key(event_id), ttl)
-    pipe.zadd(keys.EVENTS_INDEX, {event_id: received})
-    if not targets:
-        pipe.zadd(keys.UNROUTED, {event_id: received})
-    for target, when in (dead_at or {}).items():
-        pipe.zadd(keys.DEAD, {keys.dead_member(event_id, target): when})
-    for target in targets:
-        if fields[keys.state_field(target)] in (keys.PENDING, keys.RETRYING):
-            pipe.zadd(keys.due_key(target), {event_id: received})
-            pipe.sadd(keys.DUE_TARGETS, target)
-    pipe.execute()
-    return event_id
-
-
-def record(
-    target: str,
-    attempt: int,
-    at: float,
-    *,
-    status: int | None = 200,
-    error: str | None = None,
-    outcome: str = "delivered",
-    duration: float = 0.012,
-    response: str = '{"ok":true}',
-    retry_in: float | None = None,
-) -> dict[str, Any]:
-    """An attempt record as worker.recording.finalize appends it to relay:att:{id}."""
-    entry: dict[str, Any] = {
-        "target": target,
-        "attempt": attempt,
-        "at": at,
-        "duration_ms": round(duration * 1000, 1),
-        "status": status,
-        "error": error,
-        "outcome": outcome,
-        "response": response,
-    }
-    if retry_in is not None:
-        entry["retry_in_s"] = retry_in
-    return entry
-
-
 # -- get_event ---------------------------------------------------------------------------------
 
 

@@ -4,7 +4,6 @@ replay."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -16,115 +15,15 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
 from relay.cli.tables import cell_text, render_fields, render_table
-from relay.core.ids import new_event_id
 from relay.ops import deliveries as ops
 from relay.store import keys
 from relay.store.deliveries import Record, Store
-from relay.store.event import Event
 from relay.store.queue import DELIVER_DUE, kick, make_queue
 from relay.store.records import AttemptRecord, TargetStat
 from tests.support.seed_events import make_event, store_events
-
-NOW = 1_790_000_000.0  # a fixed "now" (2026-09-21) so times in assertions are exact
-
-
-# ---------------------------------------------------------------------------------------------
-# Seeding helper: writes events exactly as relay.store.keys describes them (receiver + worker).
-
-
-def seed_event(
-    conn: redis.Redis,
-    *,
-    source: str = "fellow",
-    event_type: str | None = "COURSEMEMBER_ADDED",
-    received: float = NOW - 3600,
-    body: bytes = b'{"event": "COURSEMEMBER_ADDED", "id": 7}',
-    headers: Sequence[tuple[str, str]] = (("content-type", "application/json"),),
-    deliveries: Mapping[str, tuple[str, int, str]] | None = None,
-    dead_at: Mapping[str, float] | None = None,
-    attempts: Sequence[Mapping[str, Any]] = (),
-    replay_base: Mapping[str, int] | None = None,
-    ttl: int = 7 * 24 * 3600,
-    event_id: str | None = None,
-    due: Mapping[str, float] | None = None,
-) -> str:
-    """Store one event with per-target (state, attempts, reason), dead letters and attempts.
-
-    `due` maps a target to the score of the event in that target's due set (relay.store.keys): when
-    it is due, or when the lease of an attempt in flight ends.
-    """
-    deliveries = deliveries if deliveries is not None else {"crm": (keys.PENDING, 0, "")}
-    event_id = event_id or new_event_id(received)
-    event = Event(
-        id=event_id,
-        source=source,
-        type=event_type,
-        received_at=received,
-        content_type="application/json",
-        method="POST",
-        headers=tuple(headers),
-        body=body,
-        targets=tuple(deliveries),
-    )
-    fields: dict[str, Any] = dict(event.to_redis())
-    for target, (state, made, reason) in deliveries.items():
-        fields[keys.state_field(target)] = state
-        fields[keys.attempts_field(target)] = made
-        fields[keys.reason_field(target)] = reason
-    for target, base in (replay_base or {}).items():
-        fields[keys.before_replay_field(target)] = base
-    conn.hset(keys.event_key(event_id), mapping=fields)
-    conn.expire(keys.event_key(event_id), ttl)
-    conn.zadd(keys.EVENTS_INDEX, {event_id: received})
-    for target, at in (dead_at or {}).items():
-        conn.zadd(keys.DEAD, {keys.dead_member(event_id, target): at})
-    if attempts:
-        conn.rpush(keys.attempts_key(event_id), *(orjson.dumps(a) for a in attempts))
-        conn.expire(keys.attempts_key(event_id), ttl)
-    for target, score in (due or {}).items():
-        conn.zadd(keys.due_key(target), {event_id: score})
-        conn.sadd(keys.DUE_TARGETS, target)
-    return event_id
-
-
-def due_entries(conn: redis.Redis, target: str) -> dict[str, float]:
-    """A target's due set: event id -> score."""
-    return {
-        m.decode(): score for m, score in conn.zrange(keys.due_key(target), 0, -1, withscores=True)
-    }
-
-
-def seed_dead(
-    conn: redis.Redis,
-    target: str = "crm",
-    *,
-    at: float = NOW - 600,
-    made: int = 10,
-    reason: str = "HTTP 500 after 10 attempts",
-    state: str = keys.DEAD_STATE,
-    **kwargs: Any,
-) -> str:
-    """An event whose only delivery (to `target`) is in the dead-letter store."""
-    return seed_event(
-        conn, deliveries={target: (state, made, reason)}, dead_at={target: at}, **kwargs
-    )
-
-
-def attempt_record(target: str, n: int, status: int | None = 500, **extra: Any) -> dict[str, Any]:
-    """An attempt record the way worker.jobs writes it."""
-    record = {
-        "target": target,
-        "attempt": n,
-        "at": NOW - 1000 + n,
-        "duration_ms": 12.5,
-        "status": status,
-        "error": "" if status else "connection refused",
-        "outcome": "retry",
-        "response": "oops" if status else "",
-    }
-    record.update(extra)
-    return record
-
+from tests.support.seed_states import NOW, attempt_record, seed_dead, seed_event
+from tests.support.stored import due as due_entries
+from tests.support.stored import queued_jobs
 
 # ---------------------------------------------------------------------------------------------
 # tables
@@ -499,12 +398,6 @@ def test_collect_status_on_an_empty_redis(redis_client: redis.Redis) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Replay
-
-
-def queued_jobs(conn: redis.Redis) -> list[Job]:
-    """The jobs waiting in the relay queue."""
-    queue = make_queue(conn)
-    return [j for j in Job.fetch_many(queue.get_job_ids(), conn, queue.serializer) if j]
 
 
 def assert_one_kick(conn: redis.Redis) -> None:

@@ -24,15 +24,10 @@ from relay.store.queue import DELIVER_DUE, make_queue
 from tests.support.processes import post, relay_env, relay_processes, wait_until
 from tests.support.redis_server import free_port
 from tests.support.seed_events import routes_toml
+from tests.support.seed_states import NOW, attempt_record, seed_dead, seed_event
+from tests.support.stored import due as due_entries
+from tests.support.stored import queued_jobs
 from tests.support.targets import TargetServer
-from tests.test_ops import (
-    NOW,
-    attempt_record,
-    due_entries,
-    queued_jobs,
-    seed_dead,
-    seed_event,
-)
 
 ROUTES = """
 [targets.crm]
@@ -699,6 +694,7 @@ def test_console_script_lists_dead_letters(
 # End to end: relay serve, relay worker, relay replay, relay worker --burst
 
 
+@pytest.mark.timeout(60)
 def test_replayed_dead_letter_reaches_the_target_with_the_same_webhook_id(
     tmp_path: Path, redis_url: str, redis_client: redis.Redis
 ) -> None:

@@ -46,7 +46,7 @@ from relay.store import keys
 from relay.store.pauses import Pause
 from relay.store.queue import kick, make_queue
 from tests.support.redis_server import free_port
-from tests.test_ops import seed_event
+from tests.support.seed_states import seed_event
 from worker.pause import pause_target
 
 ARTIFACTS = Path(__file__).parent / "artifacts"

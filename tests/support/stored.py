@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis
+from rq.job import Job
 
 from relay.store import keys
 from relay.store.event import Event
@@ -41,3 +42,9 @@ def kicks(conn: redis.Redis) -> int:
         assert job.func_name == DELIVER_DUE
         assert (job.args, job.kwargs) == ([], {})
     return len(jobs)
+
+
+def queued_jobs(conn: redis.Redis) -> list[Job]:
+    """The jobs waiting in the relay queue."""
+    queue = make_queue(conn)
+    return [j for j in Job.fetch_many(queue.get_job_ids(), conn, queue.serializer) if j]
