@@ -353,6 +353,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.timeout(60)
 @given(
     st.dictionaries(st.text(max_size=10), json_values, max_size=6),
     st.text(min_size=1, max_size=30),
@@ -385,6 +386,7 @@ def test_header_source_forwards_any_bytes(body: bytes, content_type: str) -> Non
     assert parsed.body is body
 
 
+@pytest.mark.timeout(60)
 @given(st.lists(st.dictionaries(st.text(max_size=6), json_values, max_size=3), min_size=2))
 @settings(max_examples=100)
 def test_aspnet_split_parts_hold_each_notification_once_in_order(

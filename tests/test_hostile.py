@@ -674,6 +674,7 @@ def check_aftermath(relay: Relay, state: Attack, at_least: int) -> None:
         assert "request_failed" not in line, line
 
 
+@pytest.mark.timeout(60)
 def test_hostile_requests_fast(relay: Relay) -> None:
     """A small run (~400 requests) of the attack below, for every test run."""
     state = attack(relay, examples=40, per_example=10, canary_every=50)
@@ -682,6 +683,7 @@ def test_hostile_requests_fast(relay: Relay) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # about 100 s
 def test_ten_thousand_hostile_requests(relay: Relay) -> None:
     """10,000 generated requests, a canary every 100: nothing lost, nothing crashed."""
     started = time.monotonic()

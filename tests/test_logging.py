@@ -192,6 +192,7 @@ def run_inner_session(tmp_path: Path, content: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.timeout(60)
 def test_a_leaking_log_fails_the_session_naming_file_and_secret(tmp_path: Path) -> None:
     done = run_inner_session(tmp_path, f'{{"event": "request", "token": "{TOKEN}"}}\n')
     output = done.stdout + done.stderr
@@ -202,6 +203,7 @@ def test_a_leaking_log_fails_the_session_naming_file_and_secret(tmp_path: Path) 
     assert TOKEN not in output
 
 
+@pytest.mark.timeout(60)
 def test_a_clean_log_passes_the_session(tmp_path: Path) -> None:
     done = run_inner_session(tmp_path, '{"event": "request", "status": 202}\n')
     output = done.stdout + done.stderr

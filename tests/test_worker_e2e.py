@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import redis
 from standardwebhooks.webhooks import Webhook
 
@@ -45,6 +46,7 @@ def send(base: str, body: bytes, event_type: str = "order.paid") -> str:
     return str(orjson.loads(answer)["id"])
 
 
+@pytest.mark.timeout(60)
 def test_every_event_reaches_every_healthy_target_and_failures_end_as_promised(
     tmp_path: Path, redis_url: str, redis_client: redis.Redis, targets: TargetServer
 ) -> None:

@@ -20,7 +20,8 @@ from tests.support.seed_events import routes_toml
 from tests.support.targets import TargetServer
 from worker import jobs
 
-pytestmark = pytest.mark.slow
+#: About 20 s a case (each waits out a kill and a lease).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.mark.parametrize(

@@ -208,6 +208,7 @@ def test_processes_serve_metrics_on_port_plus_index_and_sighup_reaches_every_chi
         assert parent.terminate() == 0, parent.output()
 
 
+@pytest.mark.timeout(60)
 def test_busy_metrics_port_is_a_clear_start_up_error(
     tmp_path: Path, redis_url: str, targets: TargetServer
 ) -> None:
@@ -272,6 +273,7 @@ def run_cli(
     )
 
 
+@pytest.mark.timeout(60)
 def test_check_exit_codes(tmp_path: Path, redis_url: str, targets: TargetServer) -> None:
     routes = tmp_path / "routes.toml"
     write_routes(routes, {"ok": {"url": targets.url("/ok/ok")}})
@@ -310,6 +312,7 @@ def test_check_exit_codes(tmp_path: Path, redis_url: str, targets: TargetServer)
 # Live route reloads
 
 
+@pytest.mark.timeout(60)
 def test_route_edits_reach_a_running_worker_and_invalid_ones_change_nothing(
     tmp_path: Path, redis_url: str, redis_client: redis.Redis, targets: TargetServer
 ) -> None:

@@ -95,6 +95,7 @@ def logged(process: RelayProcess, text: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(120)  # twelve worker starts and stops: about 30 s
 def test_sigterm_during_start_up_always_exits_cleanly(tmp_path: Path, redis_url: str) -> None:
     """SIGTERM while RQ cleans registries used to exit 1 ("Wrong number of response items")."""
     routes = tmp_path / "routes.toml"
