@@ -19,6 +19,10 @@ A request is decided in two phases, so that every refusal known from the head co
 routes with that same table: a reload while the body arrives never pairs an old source with new
 routes. `accept()` runs both phases on a body already in hand (the dry run, the tests).
 
+The values every request makes (`Request`, `ReadBody`, `Accepted`) are NamedTuples, immutable
+like the frozen dataclasses elsewhere: a frozen dataclass's __init__ sets each field through
+object.__setattr__, several times the cost of building a tuple, on the receiver's hot path.
+
 The handshakes and their specs: relay.receiver.handshakes. ms-signature (ASP.NET WebHooks):
 relay.core.signatures.
 """
@@ -26,10 +30,10 @@ relay.core.signatures.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from relay.config.model import RouteTable, Source, SourceKind
 from relay.core.errors import (
@@ -64,6 +68,10 @@ __all__ = [
 
 _T = TypeVar("_T")
 _NO_QUERY: Mapping[str, str] = MappingProxyType({})
+# Module names for the members compared on every request: `SourceKind.ASPNET` is a lookup
+# through the enum's metaclass each time, a global name is not.
+_ASPNET = SourceKind.ASPNET
+_RESTHOOKS = SourceKind.RESTHOOKS
 
 
 class Step(StrEnum):
@@ -80,8 +88,7 @@ class Step(StrEnum):
     BODY = "body"  # 415 content type, 400 a body that does not parse
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """The parts of one request to /hooks/{source}[/{token}] that the decisions read.
 
     `headers` must be case-insensitive (aiohttp's CIMultiDict) or lower-cased; `query` is read
@@ -92,7 +99,7 @@ class Request:
     source: str
     token: str | None
     headers: Mapping[str, str]
-    query: Mapping[str, str] = field(default_factory=lambda: _NO_QUERY)
+    query: Mapping[str, str] = _NO_QUERY
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +122,7 @@ class Refused:
         return self.error.message
 
 
-@dataclass(frozen=True, slots=True)
-class ReadBody:
+class ReadBody(NamedTuple):
     """The head is accepted: read the body (decoded from `coding`, within the source's
     max_body), then call `accept_body` with this value."""
 
@@ -131,8 +137,7 @@ class ReadBody:
         return self.source.secret is not None
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
     """The events to commit (each with its targets), then answer 202."""
 
     id: str  # the request's event id: its one event's, or the parent of the split ones
@@ -158,14 +163,14 @@ def accept_head(
         return refused
     kind = source.kind
     method = request.method
-    if method == "GET" and kind is SourceKind.ASPNET:
+    if method == "GET" and kind is _ASPNET:
         return _handshake(aspnet_echo, name, request.query)
     if method not in source.methods:
         return _wrong_method(source, method)
     headers = request.headers
-    if kind is SourceKind.RESTHOOKS and "x-hook-secret" in headers:
+    if kind is _RESTHOOKS and "x-hook-secret" in headers:
         return _handshake(resthooks_handshake, name, headers["x-hook-secret"])
-    if signatures and kind is SourceKind.ASPNET and "ms-signature" not in headers:
+    if signatures and kind is _ASPNET and "ms-signature" not in headers:
         return Refused(Step.SIGNATURE, BadRequest("the ms-signature header is missing"), name)
     coding = None
     encoding = headers.get("content-encoding")
@@ -203,7 +208,7 @@ def _check_token(source: Source, token: str | None) -> Refused | None:
 
 def _wrong_method(source: Source, method: str) -> Refused:
     """405 naming the methods taken (GET too for an ASP.NET source: its handshake)."""
-    allowed = (*source.methods, "GET") if source.kind is SourceKind.ASPNET else source.methods
+    allowed = (*source.methods, "GET") if source.kind is _ASPNET else source.methods
     listed = ", ".join(allowed)
     error = MethodNotAllowed(f"source '{source.name}' takes {listed}, not {method}")
     return Refused(Step.METHOD, error, source.name, (("Allow", listed),))
@@ -225,7 +230,7 @@ def accept_body(
         limit = source.max_body
         error = PayloadTooLarge(f"the body is {len(body)} bytes; this source takes at most {limit}")
         return Refused(Step.SIZE, error, source.name)
-    if signatures and source.kind is SourceKind.ASPNET and source.secret is not None:
+    if signatures and source.kind is _ASPNET and source.secret is not None:
         try:
             # The provider signed the bytes it sent: the encoded ones when it sent a coding.
             header = read.request.headers.get("ms-signature")

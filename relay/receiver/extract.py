@@ -20,6 +20,12 @@ from relay.core.headers import is_form, is_json, media_type
 #: Longest event type kept; anything longer is not a real event name.
 MAX_EVENT_TYPE = 256
 
+# Module names for the kinds compared on every request: `SourceKind.JSON` is a lookup through
+# the enum's metaclass each time, a global name is not.
+_JSON, _FORM, _JSON_OR_FORM = SourceKind.JSON, SourceKind.FORM, SourceKind.JSON_OR_FORM
+_ASPNET = SourceKind.ASPNET
+_HEADER_KINDS = frozenset(kind for kind in SourceKind if kind.reads_header)
+
 
 @dataclass(frozen=True)
 class ParsedEvent:
@@ -129,7 +135,7 @@ def parse_request(
     `headers` must be case-insensitive (aiohttp's CIMultiDict) or lower-cased.
     """
     kind = source.kind
-    if kind.reads_header:
+    if kind in _HEADER_KINDS:
         document: Any = None
         if is_json(content_type) and body.strip():
             try:
@@ -138,17 +144,17 @@ def parse_request(
                 document = None  # a header source forwards any body as it is
         etype = event_name(headers.get(source.event))
         return [ParsedEvent(etype, body, dedupe_value(source, document, headers))]
-    if kind is SourceKind.ASPNET:
+    if kind is _ASPNET:
         return _parse_aspnet(source, content_type, headers, body)
     form = False
-    either = kind is SourceKind.JSON_OR_FORM
-    if kind is SourceKind.JSON or (either and is_json(content_type)):
+    either = kind is _JSON_OR_FORM
+    if kind is _JSON or (either and is_json(content_type)):
         if not is_json(content_type):
             raise UnsupportedMediaType(
                 f"source '{source.name}' takes application/json, not {media_type(content_type)!r}"
             )
         document = parse_json(body)
-    elif kind is SourceKind.FORM or (either and is_form(content_type)):
+    elif kind is _FORM or (either and is_form(content_type)):
         if not is_form(content_type):
             raise UnsupportedMediaType(
                 f"source '{source.name}' takes application/x-www-form-urlencoded, "
