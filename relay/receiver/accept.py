@@ -2,29 +2,25 @@
 
 In the style of gidgethub's `sansio`: no aiohttp, no Redis, no clock, no randomness (the event id
 and the time come in as arguments). The aiohttp adapter (relay.receiver.hook) and
-`relay check --body` (relay.cli.dry_run) both run these functions, so they cannot disagree.
+`relay check --body` (relay.cli.check_dry_run) both run these functions, so they cannot disagree.
 
 A request is decided in two phases, so that every refusal known from the head costs no body read
 (a gzip bomb posted with a wrong token is refused before one byte of it is read):
 
-    accept_head(table, request)                 -> Refused | Handshake | ReadBody
+    accept_head(table, request) -> Refused | Handshake | ReadBody
         source (404), path token (401; 404 for a token the source takes none of), the ASP.NET
         ?echo= handshake (400), method (405), the REST Hooks X-Hook-Secret handshake (400),
         ms-signature present (400), Content-Encoding taken (415)
-    accept_body(read, sent, body, event_id=, received_at=)   -> Refused | Accepted
+    accept_body(read, sent, body, event_id=, received_at=) -> Refused | Accepted
         size (413), ms-signature (400/401), content type and parsing (415/400,
         relay.receiver.extract), dedupe keys, routes
 
 `ReadBody` carries the route table the head phase looked the source up in, and the body phase
 routes with that same table: a reload while the body arrives never pairs an old source with new
 routes. `accept()` runs both phases on a body already in hand (the dry run, the tests).
-
-The values every request makes (`Request`, `ReadBody`, `Accepted`) are NamedTuples, immutable
-like the frozen dataclasses elsewhere: a frozen dataclass's __init__ sets each field through
-object.__setattr__, several times the cost of building a tuple, on the receiver's hot path.
-
-The handshakes and their specs: relay.receiver.handshakes. ms-signature (ASP.NET WebHooks):
-relay.core.signatures.
+The values every request makes (`Request`, `ReadBody`, `Accepted`) are immutable NamedTuples:
+a frozen dataclass's __init__ (object.__setattr__ per field) costs several times as much.
+Specs: relay.receiver.handshakes (the handshakes), relay.core.signatures (ms-signature).
 """
 
 from __future__ import annotations
@@ -68,8 +64,7 @@ __all__ = [
 
 _T = TypeVar("_T")
 _NO_QUERY: Mapping[str, str] = MappingProxyType({})
-# Module names for the members compared on every request: `SourceKind.ASPNET` is a lookup
-# through the enum's metaclass each time, a global name is not.
+# Compared on every request: a global name is cheaper than an Enum member lookup each time.
 _ASPNET = SourceKind.ASPNET
 _RESTHOOKS = SourceKind.RESTHOOKS
 
@@ -78,8 +73,7 @@ class Step(StrEnum):
     """The decision that refused a request, in the order they are taken."""
 
     SOURCE = "source"  # 404: no such source
-    # 401 a wrong or missing path token; 404 a token where the source takes none
-    TOKEN = "token"  # noqa: S105 (a step's name, not a secret)
+    TOKEN = "token"  # noqa: S105 (a name, not a secret) 401; 404 where the source takes none
     HANDSHAKE = "handshake"  # 400: a malformed ?echo= or X-Hook-Secret
     METHOD = "method"  # 405
     SIGNATURE = "signature"  # 400 ms-signature missing or malformed, 401 wrong
@@ -133,7 +127,7 @@ class ReadBody(NamedTuple):
 
     @property
     def keeps_sent(self) -> bool:
-        """Whether the body as sent is needed besides the decoded one (a signature is over it)."""
+        """Whether the body as sent is needed too (besides the decoded one): it is signed."""
         return self.source.secret is not None
 
 
@@ -149,11 +143,8 @@ class Accepted(NamedTuple):
 def accept_head(
     table: RouteTable, request: Request, *, signatures: bool = True
 ) -> Refused | Handshake | ReadBody:
-    """Every decision the request's head allows, before any of its body is read.
-
-    `signatures=False` takes a request without ms-signature as if it were signed (the dry run's
-    "were it accepted" listing).
-    """
+    """Every decision the request's head allows, before any of its body is read
+    (`signatures=False`: as if ms-signature were there, for the dry run's "were it accepted")."""
     name = request.source
     source = table.sources.get(name)
     if source is None:
@@ -182,13 +173,11 @@ def accept_head(
     return ReadBody(table, source, request, coding)
 
 
-def _handshake(
-    answer: Callable[[str, _T], Handshake], source: str, given: _T
-) -> Handshake | Refused:
+def _handshake(answer: Callable[[str, _T], Handshake], name: str, arg: _T) -> Handshake | Refused:
     try:
-        return answer(source, given)
+        return answer(name, arg)
     except BadRequest as exc:
-        return Refused(Step.HANDSHAKE, exc, source)
+        return Refused(Step.HANDSHAKE, exc, name)
 
 
 def _check_token(source: Source, token: str | None) -> Refused | None:

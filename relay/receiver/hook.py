@@ -88,7 +88,7 @@ async def hook(request: web.Request) -> web.StreamResponse:
     decided = accept_body(head, sent, body, event_id=new_event_id(now), received_at=now)
     if isinstance(decided, Refused):
         return _refusal(decided, facts)
-    return await _commit(request, decided)
+    return await _commit(app, facts, decided)
 
 
 def _answer(head: Refused | Handshake, facts: dict[str, Any]) -> web.Response:
@@ -181,10 +181,8 @@ async def _read_decoded(
     return (b"".join(kept) if kept is not None else b""), body
 
 
-async def _commit(request: web.Request, accepted: Accepted) -> web.Response:
+async def _commit(app: web.Application, facts: dict[str, Any], accepted: Accepted) -> web.Response:
     """Make the events durable (Redis, or the spool while Redis is down), then answer 202."""
-    app = request.app
-    facts = request[FACTS]
     events = accepted.events
     source = accepted.source
     facts["event_id"] = accepted.id
