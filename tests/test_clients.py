@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.asyncio import connection as aioredis_connection
 
 from relay.store import clients
 from tests.support.redis_server import free_port
@@ -70,3 +74,36 @@ def test_probe_fails_fast_when_nothing_listens() -> None:
     with clients.sync_client(url, clients.PROBE) as client, pytest.raises(redis.ConnectionError):
         client.ping()
     assert time.monotonic() - started < 5  # refused at once; bounded by PROBE in any case
+
+
+# --- the asyncio client's C command packer ------------------------------------------------------
+
+
+@given(
+    args=st.lists(
+        st.binary(max_size=40)
+        | st.text(max_size=20)
+        | st.integers(-(2**63), 2**63 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False),
+        max_size=8,
+    )
+)
+def test_c_packed_commands_are_the_bytes_redis_py_would_send(args: list[Any]) -> None:
+    python = aioredis_connection.Connection()
+    packed = clients.c_packing(aioredis_connection.Connection)()
+    for command in (("EVAL", *args), ("CONFIG GET", *args)):
+        assert b"".join(packed.pack_command(*command)) == b"".join(python.pack_command(*command))
+
+
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("redis://127.0.0.1:6379/0", aioredis_connection.Connection),
+        ("rediss://127.0.0.1:6379/0", aioredis_connection.SSLConnection),
+        ("unix:///tmp/redis.sock", aioredis_connection.UnixDomainSocketConnection),
+    ],
+)
+def test_async_client_keeps_the_connection_kind_its_url_chose(url: str, base: type) -> None:
+    cls = clients.async_client(url, clients.intake(1.0)).connection_pool.connection_class
+    assert issubclass(cls, base)
+    assert cls.pack_command is not base.pack_command

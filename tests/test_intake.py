@@ -13,22 +13,12 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis.asyncio import connection as aioredis_connection
 from structlog.testing import capture_logs
 
 from relay.core.errors import Unavailable
-from relay.receiver.intake import (
-    BatchReplies,
-    Committed,
-    IntakeWriter,
-    c_packing,
-    intake_client,
-    kick_owed,
-    kicks_waiting,
-    sync_client,
-    write_batch,
-)
-from relay.store import keys
+from relay.receiver.batch import BatchReplies, Committed, kick_owed, kicks_waiting, write_batch
+from relay.receiver.intake import IntakeWriter
+from relay.store import clients, keys
 from relay.store.commit import ITEMS_LUA, pack_record, unpack_record
 from relay.store.event import Event
 from relay.store.queue import KICKS_ENOUGH, make_queue
@@ -72,8 +62,8 @@ class Group:
 @asynccontextmanager
 async def running_writer(url: str, mode: str = "asyncio", **options: Any) -> AsyncIterator[Any]:
     """A started IntakeWriter: on redis.asyncio (the receiver's) or on a sync client (threads)."""
-    sync = sync_client(url, 3.0)
-    committer = intake_client(url, 3.0) if mode == "asyncio" else None
+    sync = clients.sync_client(url, clients.intake(3.0))
+    committer = clients.async_client(url, clients.intake(3.0)) if mode == "asyncio" else None
     w = IntakeWriter(committer or sync, queue_connection=sync, **options)
     w.start()
     try:
@@ -93,7 +83,7 @@ async def writer(redis_url: str, request: pytest.FixtureRequest) -> Any:
 
 def test_an_asyncio_connection_needs_a_sync_one_for_rq(redis_url: str) -> None:
     with pytest.raises(TypeError, match="queue_connection"):
-        IntakeWriter(intake_client(redis_url, 3.0))
+        IntakeWriter(clients.async_client(redis_url, clients.intake(3.0)))
 
 
 async def test_events_written_with_state_expiry_indexes_due_entries_and_one_kick(
@@ -178,8 +168,8 @@ async def test_an_owed_kick_that_fails_leaves_the_events_committed(
     def broken(queue: Any) -> Any:
         raise redis.ConnectionError("gone between the commit and the kick")
 
-    monkeypatch.setattr("relay.receiver.intake.kick_commands", broken)
-    monkeypatch.setattr("relay.receiver.intake.kick", lambda queue, pipeline=None: broken(queue))
+    monkeypatch.setattr("relay.receiver.committer.kick_commands", broken)
+    monkeypatch.setattr("relay.receiver.committer.kick", lambda queue, pipeline=None: broken(queue))
     assert await writer.submit([event(2)], max_wait=5) == Committed((None,))
     await settled(writer)
     assert len(due(redis_client)) == 3
@@ -292,7 +282,7 @@ async def test_a_kick_refused_after_the_commit_still_answers_and_is_owed(
 ) -> None:
     # The script's reply says the events are in; a kick that fails after it fails nothing.
     monkeypatch.setattr(
-        "relay.receiver.intake.kick_commands", lambda queue: [(("NO-SUCH-COMMAND",), {})]
+        "relay.receiver.committer.kick_commands", lambda queue: [(("NO-SUCH-COMMAND",), {})]
     )
     with capture_logs() as logs:
         async with running_writer(redis_url) as w:
@@ -381,36 +371,3 @@ def test_the_script_reads_a_record_as_python_wrote_it(
 ) -> None:
     script = ITEMS_LUA + "return items(ARGV[1])"
     assert redis_client.eval(script, 0, pack_record(items)) == items
-
-
-# --- the asyncio client's C command packer ------------------------------------------------------
-
-
-@given(
-    args=st.lists(
-        st.binary(max_size=40)
-        | st.text(max_size=20)
-        | st.integers(-(2**63), 2**63 - 1)
-        | st.floats(allow_nan=False, allow_infinity=False),
-        max_size=8,
-    )
-)
-def test_c_packed_commands_are_the_bytes_redis_py_would_send(args: list[Any]) -> None:
-    python = aioredis_connection.Connection()
-    packed = c_packing(aioredis_connection.Connection)()
-    for command in (("EVAL", *args), ("CONFIG GET", *args)):
-        assert b"".join(packed.pack_command(*command)) == b"".join(python.pack_command(*command))
-
-
-@pytest.mark.parametrize(
-    ("url", "base"),
-    [
-        ("redis://127.0.0.1:6379/0", aioredis_connection.Connection),
-        ("rediss://127.0.0.1:6379/0", aioredis_connection.SSLConnection),
-        ("unix:///tmp/redis.sock", aioredis_connection.UnixDomainSocketConnection),
-    ],
-)
-def test_intake_client_keeps_the_connection_kind_its_url_chose(url: str, base: type) -> None:
-    cls = intake_client(url, 1.0).connection_pool.connection_class
-    assert issubclass(cls, base)
-    assert cls.pack_command is not base.pack_command

@@ -9,13 +9,13 @@ import pytest
 import redis
 from redis import asyncio as aioredis
 
-from relay.receiver.intake import intake_client
 from relay.receiver.link import RedisLink
+from relay.store import clients
 
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = intake_client(redis_url, 3.0)
+    c = clients.async_client(redis_url, clients.intake(3.0))
     yield c
     await c.aclose()
 
@@ -50,7 +50,7 @@ async def test_a_stopped_server_fails_the_send_and_a_restarted_one_is_used_again
 ) -> None:
     server = make_redis()
     server.start()
-    c = intake_client(server.url, 1.0)
+    c = clients.async_client(server.url, clients.intake(1.0))
     link = RedisLink(c)
     try:
         await link.send([("PING",)])

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from relay.config.loading import parse_routes
 from relay.config.model import Route, RouteTable
 from relay.core.units import format_duration, format_size, parse_duration, parse_size
+from relay.receiver.batch import write_batch
 from relay.receiver.extract import parse_request
-from relay.receiver.intake import write_batch
 from relay.store import keys
 from relay.store.commit import commit_arguments
 from relay.store.event import Event

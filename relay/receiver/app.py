@@ -26,7 +26,7 @@ from relay.config.settings import Settings
 from relay.core.metrics import ReceiverMetrics, multiprocess_registry
 from relay.receiver.handlers import healthz, metrics, readyz
 from relay.receiver.hook import hook
-from relay.receiver.intake import IntakeWriter, intake_client, sync_client
+from relay.receiver.intake import IntakeWriter
 from relay.receiver.middleware import canonical_middleware, error_response
 from relay.receiver.spool.drain import SpoolDrainer, redis_commit
 from relay.receiver.spool.spool import Spool
@@ -41,6 +41,7 @@ from relay.receiver.state import (
     WRITER,
     RoutesHolder,
 )
+from relay.store import clients
 from relay.store.metrics import RedisCollector
 
 __all__ = [
@@ -103,11 +104,12 @@ def _redis_and_writer(settings: Settings, connection: redis.Redis | None) -> Any
 
     async def redis_and_writer(app: web.Application) -> AsyncIterator[None]:
         owned = connection is None
-        client = sync_client(settings.redis_url, settings.intake_timeout) if owned else connection
+        bounds = clients.intake(settings.intake_timeout)
+        client = clients.sync_client(settings.redis_url, bounds) if owned else connection
         assert client is not None
         # The intake commits on the loop (redis.asyncio); the rest (readiness, status, metrics,
         # spool drain, RQ's queue) uses the sync client in threads.
-        committer = intake_client(settings.redis_url, settings.intake_timeout) if owned else None
+        committer = clients.async_client(settings.redis_url, bounds) if owned else None
         writer = IntakeWriter(
             committer or client, queue_connection=client, retention=settings.retention
         )

@@ -32,8 +32,8 @@ from relay.receiver.accept import (
     accept_body,
     accept_head,
 )
+from relay.receiver.batch import Committed
 from relay.receiver.decoding import BodyDecoder
-from relay.receiver.intake import Committed
 from relay.receiver.middleware import error_response
 from relay.receiver.state import FACTS, METRICS, ROUTES, SETTINGS, SPOOL, WRITER
 

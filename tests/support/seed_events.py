@@ -1,4 +1,4 @@
-"""Write events into Redis the way the receiver does (relay.receiver.intake.write_batch), for job
+"""Write events into Redis the way the receiver does (relay.receiver.batch.write_batch), for job
 tests."""
 
 from __future__ import annotations

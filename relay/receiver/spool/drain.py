@@ -36,7 +36,7 @@ from redis.exceptions import WatchError
 from rq import Queue
 
 from relay.core import constants
-from relay.receiver.intake import MAX_BATCH_BYTES, write_batch
+from relay.receiver.batch import MAX_BATCH_BYTES, write_batch
 from relay.receiver.spool.records import SpooledEvent
 from relay.receiver.spool.spool import Spool
 from relay.store import keys

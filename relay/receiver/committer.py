@@ -1,0 +1,154 @@
+"""One batch's way into Redis: the commit script and at most one RQ kick, in one round trip.
+
+With redis.asyncio the commit runs on the event loop, on a connection of its own
+(relay.receiver.link): handing it to a thread would cost more than the commit itself. RQ has no
+async API (rq#2261), so a kick is recorded with `Queue.enqueue_many(pipeline=...)` on a sync
+pipeline that is never sent, and its commands are sent on the link
+(relay.store.queue.kick_commands). A sync client (fakeredis in `relay dev`'s embedded mode)
+commits in a thread, in a MULTI pipeline.
+
+The kick is skipped while enough kicks already wait (a waiting kick takes everything due when
+it runs); a batch that skipped it when in fact none was left waiting owes one, sent after its
+requests are answered. A failed kick fails nothing: the events are committed, and a worker's
+poll finds them due within half a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+import structlog
+from redis import asyncio as aioredis
+
+from relay.receiver.batch import (
+    BatchReplies,
+    Pending,
+    kick_owed,
+    kicks_waiting,
+    record_duplicates,
+    write_batch,
+)
+from relay.receiver.link import RedisLink
+from relay.store.commit import commit_arguments
+from relay.store.queue import KICKS_ENOUGH, kick, kick_commands, make_queue
+
+__all__ = ["BatchCommitter"]
+
+log = structlog.get_logger("relay.intake")
+
+
+def _kick_failed(exc: BaseException) -> None:
+    # The events are committed either way; a worker's poll finds them due within half a second.
+    log.warning("intake_kick_failed", error=str(exc), error_type=type(exc).__name__)
+
+
+class BatchCommitter:
+    """Commits one batch at a time on `connection` and keeps count of the kicks waiting."""
+
+    def __init__(
+        self,
+        connection: redis.Redis | aioredis.Redis,
+        *,
+        queue_connection: redis.Redis | None,
+        retention: float,
+    ) -> None:
+        """Commit on `connection`: redis.asyncio on the event loop, a sync client in a thread.
+
+        RQ needs a sync client for its Queue (`queue_connection`, required with redis.asyncio;
+        it only answers RQ's one-off version query: kicks are recorded, then sent on the link).
+        """
+        self.connection = connection
+        sync = connection if isinstance(connection, redis.Redis) else queue_connection
+        if sync is None:
+            raise TypeError("a redis.asyncio connection needs queue_connection (sync, for RQ)")
+        self.queue = make_queue(sync)
+        self.retention = retention
+        self.kicks_waiting = 0  # RQ kicks queued at the last commit (the script's count)
+        self.kick_owed = False  # the last commit skipped its kick and found none waiting
+        # The asyncio commit's own connection (a sync client commits on a pipeline instead).
+        self._link = RedisLink(connection) if isinstance(connection, aioredis.Redis) else None
+
+    async def commit(self, batch: list[Pending]) -> list[tuple[str | None, ...]]:
+        """One script call for the batch: on the loop on the link, else in a thread.
+
+        Returns, per request, the earlier event each of its events repeats (or None).
+        """
+        link = self._link
+        if link is None:
+            return await asyncio.to_thread(self._commit_sync, batch)
+        call = commit_arguments(batch, self.retention, time.time(), self.queue.key)
+        kicking = call.routed and self.kicks_waiting < KICKS_ENOUGH
+        commands = [call.command(), *(await self._kick_commands() if kicking else ())]
+        await link.send(commands)
+        reply = await link.read()  # every event of the batch is in Redis once this arrives
+        kicked = kicking and await self._read_kick(link, len(commands) - 1)
+        replies_at = BatchReplies(0, call.dedupe, kicked, kick_skipped=call.routed and not kicked)
+        return self._read(batch, replies_at, [reply])
+
+    async def send_owed_kick(self) -> None:
+        """One kick on its own, for a batch that skipped its kick when none was left waiting."""
+        self.kick_owed = False
+        try:
+            if self._link is not None:
+                commands = await self._kick_commands()
+                await self._link.send(commands)
+                if not await self._read_kick(self._link, len(commands)):
+                    return
+            else:
+                await asyncio.to_thread(self._kick_sync)
+        except (redis.RedisError, OSError) as exc:
+            _kick_failed(exc)
+            return
+        self.kicks_waiting += 1
+
+    async def drop(self) -> None:
+        """Close the link's connection, if there is one."""
+        if self._link is not None:
+            await self._link.drop()
+
+    async def _kick_commands(self) -> list[tuple[Any, ...]]:
+        """The commands of one kick, for the link (redis-py's per-command options are only
+        hints for its reply parsing; the link reads raw replies)."""
+        if not self.queue.redis_server_version:
+            # RQ asks the server's version once per Queue, with a sync INFO: not on the loop.
+            await asyncio.to_thread(self.queue.get_redis_server_version)
+        return [args for args, _ in kick_commands(self.queue)]
+
+    @staticmethod
+    async def _read_kick(link: RedisLink, replies: int) -> bool:
+        """Read a kick's replies; False (logged) if it failed: its events are committed
+        anyway, and a worker's poll finds them due within half a second."""
+        try:
+            for _ in range(replies):
+                await link.read()
+        except (redis.RedisError, OSError) as exc:
+            _kick_failed(exc)
+            return False
+        return True
+
+    def _kick_sync(self) -> None:
+        assert isinstance(self.connection, redis.Redis)
+        with self.connection.pipeline(transaction=True) as pipe:
+            kick(self.queue, pipeline=pipe)
+            pipe.execute()
+
+    def _commit_sync(self, batch: list[Pending]) -> list[tuple[str | None, ...]]:
+        """The same on a sync client (fakeredis in `relay dev`'s embedded mode): in a thread."""
+        assert isinstance(self.connection, redis.Redis)
+        with self.connection.pipeline(transaction=True) as pipe:
+            kick_workers = self.kicks_waiting < KICKS_ENOUGH
+            replies_at = write_batch(
+                pipe, self.queue, batch, self.retention, time.time(), kick_workers=kick_workers
+            )
+            return self._read(batch, replies_at, pipe.execute())
+
+    def _read(
+        self, batch: list[Pending], replies_at: BatchReplies, replies: Sequence[Any]
+    ) -> list[tuple[str | None, ...]]:
+        self.kicks_waiting = kicks_waiting(replies_at, replies)
+        self.kick_owed = kick_owed(replies_at, self.kicks_waiting)
+        return record_duplicates(batch, replies_at, replies)
