@@ -25,16 +25,11 @@ from hypothesis import strategies as st
 from relay.config.settings import Settings
 from relay.core.errors import Unavailable
 from relay.core.ids import new_event_id
-from relay.receiver.spool.directory import (
-    CURSOR_NAME,
-    LOCK_NAME,
-    Position,
-    SpoolDir,
-    SpoolError,
-    SpoolFull,
-    adopt_dir,
-)
+from relay.receiver.spool.directory import SpoolDir
 from relay.receiver.spool.drain import Commit, SpoolDrainer, commit_spooled, redis_commit
+from relay.receiver.spool.errors import SpoolError, SpoolFull
+from relay.receiver.spool.files import CURSOR_NAME, LOCK_NAME, Position
+from relay.receiver.spool.ownership import adopt_dir
 from relay.receiver.spool.records import MAGIC, SpooledEvent, decode_payload, encode_record
 from relay.receiver.spool.spool import Spool
 from relay.store import keys

@@ -1,67 +1,37 @@
-"""One spool directory: segments of records, a cursor, and the flock that says who owns it.
-
-One directory per receiver process, so concurrent receivers never share a file:
-
-    {spool_dir}/
-      20261122T130929123456Z-web1-4242/   start time (UTC), host, pid: names sort oldest first
-        lock               flock'ed (LOCK_EX) by the process writing or draining the directory
-        cursor             "segment offset": where draining resumes (replaced atomically)
-        seg-00000001.log   records, appended; a new segment starts past `segment_bytes`
+"""One spool directory, held under its flock: appends to segments, reads past the cursor.
 
 Each segment is a sequence of records (relay.receiver.spool.records: length, CRC32, the event and
-its dedupe window); a torn or damaged record is skipped on reading, never raised on.
-
-Ownership: a receiver holds the flock of its own directory for its whole life and the kernel
-drops it when the process dies, however it dies. A directory whose flock can be taken is an
-orphan; whoever takes it adopts it, drains it, then deletes it. Two holders can never exist at
-once (flock belongs to the open file description, so this holds within one process as well).
+its dedupe window); a torn or damaged record is skipped on reading, never raised on. The files
+themselves are relay.receiver.spool.files; who holds a directory, relay.receiver.spool.ownership.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
-import re
-import socket
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
 
 import structlog
 
-from relay.core.errors import Unavailable
+from relay.receiver.spool.errors import SpoolError, SpoolFull
+from relay.receiver.spool.files import (
+    LOCK_NAME,
+    OPEN_FLAGS,
+    Position,
+    fsync_dir,
+    read_cursor,
+    segment_name,
+    segment_sizes,
+    write_all,
+    write_cursor,
+)
 from relay.receiver.spool.records import SpooledEvent, read_records
 
+__all__ = ["Batch", "SpoolDir"]
+
 log = structlog.get_logger("relay.spool")
-
-
-#: Drained space comes back a segment at a time; 8 MiB keeps that prompt without many files.
-SEGMENT_BYTES = 8 * 1024 * 1024
-LOCK_NAME = "lock"
-CURSOR_NAME = "cursor"
-_SEGMENT = re.compile(r"^seg-(\d{8,})\.log$")
-_OPEN_FLAGS = os.O_CLOEXEC
-#: A `.new-*` directory this old is a leftover of a crash inside create_dir, not one being made.
-STALE_NEW_DIR = 60.0
-
-
-class SpoolError(Unavailable):
-    """The spool cannot take the event (a disk error): the receiver answers 503."""
-
-
-class SpoolFull(SpoolError):
-    """The spool holds its maximum size: the receiver answers 503."""
-
-
-class Position(NamedTuple):
-    """A place in a spool directory: segment number and byte offset (ordered)."""
-
-    segment: int
-    offset: int
 
 
 @dataclass(frozen=True)
@@ -72,66 +42,6 @@ class Batch:
     end: Position
     skipped: int  # bytes of torn or damaged records passed over
     done: bool  # nothing more to read in the directory for now
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a directory's entries (created, renamed, removed files) durable."""
-    fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _segment_name(number: int) -> str:
-    return f"seg-{number:08d}.log"
-
-
-def segment_sizes(path: Path) -> dict[int, int]:
-    sizes: dict[int, int] = {}
-    with os.scandir(path) as entries:
-        for entry in entries:
-            match = _SEGMENT.match(entry.name)
-            if match:
-                with contextlib.suppress(FileNotFoundError):
-                    sizes[int(match.group(1))] = entry.stat().st_size
-    return sizes
-
-
-def _read_cursor(path: Path) -> Position:
-    try:
-        segment, offset = (path / CURSOR_NAME).read_text().split()
-        return Position(int(segment), int(offset))
-    except FileNotFoundError:
-        return Position(0, 0)
-    except ValueError:
-        # A cursor is replaced atomically, so this means outside damage: start over; the
-        # drain skips events already in Redis, so re-reading costs time, never duplicates.
-        log.error("spool_cursor_unreadable", directory=path.name)
-        return Position(0, 0)
-
-
-def _write_cursor(path: Path, position: Position) -> None:
-    tmp = path / f".{CURSOR_NAME}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _OPEN_FLAGS, 0o600)
-    try:
-        _write_all(fd, f"{position.segment} {position.offset}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path / CURSOR_NAME)
-    _fsync_dir(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# One directory
 
 
 class SpoolDir:
@@ -145,7 +55,7 @@ class SpoolDir:
         self._segment_bytes = segment_bytes
         self._lock = threading.Lock()  # writer state and segment bookkeeping
         self._sync_lock = threading.Lock()  # one fsync at a time; waiting writers share the next
-        self.cursor = _read_cursor(path)
+        self.cursor = read_cursor(path)
         self._sizes = segment_sizes(path)  # bytes on disk per live segment
         self._fd: int | None = None  # the segment taking appends (owned directories only)
         self._active = 0
@@ -190,7 +100,7 @@ class SpoolDir:
                 assert self._fd is not None
                 before = self._written
                 try:
-                    _write_all(self._fd, data)
+                    write_all(self._fd, data)
                 except OSError:
                     self._undo(before)
                     raise
@@ -217,15 +127,15 @@ class SpoolDir:
             self._fd = None
         number = self._next_segment
         fd = os.open(
-            self.path / _segment_name(number),
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | _OPEN_FLAGS,
+            self.path / segment_name(number),
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | OPEN_FLAGS,
             0o600,
         )
         self._next_segment += 1
         self._fd, self._active, self._written, self._broken = fd, number, 0, False
         self._sizes[number] = 0
         try:
-            _fsync_dir(self.path)  # the new file's name must survive a crash as well as its bytes
+            fsync_dir(self.path)  # the new file's name must survive a crash as well as its bytes
         except OSError:
             self._broken = True  # its name may not be durable: nothing acknowledged goes in it
             raise
@@ -285,7 +195,7 @@ class SpoolDir:
                 # A live segment is read only up to what its writer has finished writing.
                 end: int | None = self._written if active else None
             try:
-                with open(self.path / _segment_name(number), "rb") as f:
+                with open(self.path / segment_name(number), "rb") as f:
                     stop_at = os.fstat(f.fileno()).st_size if end is None else end
                     got, stop, skip = read_records(
                         f, pos.offset, stop_at, max_records - len(records), max_bytes - size
@@ -316,11 +226,11 @@ class SpoolDir:
                 os.close(fd)
             self._retired = []
             if end != self.cursor:
-                _write_cursor(self.path, end)
+                write_cursor(self.path, end)
                 self.cursor = end
             for number in [n for n in self._sizes if n < end.segment]:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path / _segment_name(number))
+                    os.unlink(self.path / segment_name(number))
                 del self._sizes[number]
 
     def remove(self) -> None:
@@ -334,7 +244,7 @@ class SpoolDir:
             # (or no) file at the path once it gets the flock, and backs off.
             os.unlink(self.path / LOCK_NAME)
             os.rmdir(self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             self._release()
 
     def close(self) -> None:
@@ -353,55 +263,3 @@ class SpoolDir:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the last descriptor drops the flock
             self._lock_fd = -1
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
-
-
-def create_dir(root: Path, *, segment_bytes: int = SEGMENT_BYTES) -> SpoolDir:
-    """A new directory for this process, locked before anyone can see it."""
-    if not root.is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(root.parent)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    base = f"{stamp}-{_host()}-{os.getpid()}"
-    for attempt in range(100):
-        name = base if attempt == 0 else f"{base}-{attempt}"
-        tmp = root / f".new-{name}"  # dot names are never adopted
-        try:
-            tmp.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        fd = os.open(tmp / LOCK_NAME, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        _write_all(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
-        final = root / name
-        if final.exists():
-            os.close(fd)
-            os.unlink(tmp / LOCK_NAME)
-            tmp.rmdir()
-            continue
-        tmp.rename(final)
-        _fsync_dir(root)
-        return SpoolDir(final, fd, owned=True, segment_bytes=segment_bytes)
-    raise SpoolError("no free name for a spool directory")
-
-
-def adopt_dir(path: Path, *, segment_bytes: int = SEGMENT_BYTES) -> SpoolDir | None:
-    """The directory at `path` if no live process holds it (its owner died), else None."""
-    try:
-        fd = os.open(path / LOCK_NAME, os.O_RDWR | _OPEN_FLAGS)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # It may have been drained and removed between our open and our flock.
-        if os.stat(path / LOCK_NAME).st_ino != os.fstat(fd).st_ino:
-            raise FileNotFoundError(path)
-        return SpoolDir(path, fd, owned=False, segment_bytes=segment_bytes)
-    except OSError as exc:
-        os.close(fd)
-        if isinstance(exc, FileNotFoundError) or exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return None
-        raise

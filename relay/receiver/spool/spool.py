@@ -21,15 +21,10 @@ from pathlib import Path
 import structlog
 
 from relay.core import constants
-from relay.receiver.spool.directory import (
-    SEGMENT_BYTES,
-    STALE_NEW_DIR,
-    SpoolDir,
-    SpoolError,
-    adopt_dir,
-    create_dir,
-    segment_sizes,
-)
+from relay.receiver.spool.directory import SpoolDir
+from relay.receiver.spool.errors import SpoolError
+from relay.receiver.spool.files import SEGMENT_BYTES, segment_sizes
+from relay.receiver.spool.ownership import STALE_NEW_DIR, adopt_dir, create_dir
 from relay.receiver.spool.records import SpooledEvent, encode_record
 from relay.store.event import Event
 
