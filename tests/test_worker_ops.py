@@ -43,8 +43,9 @@ from worker.exporter import build_registry, process_port, serve_metrics
 from worker.health import Beat, check, judge, max_heartbeat_age
 from worker.pause import pause_target, resume_target
 from worker.poller import kick_if_due
-from worker.process import busy_ports, relay_worker
+from worker.processes import busy_ports
 from worker.retention import TRIM_INTERVAL
+from worker.rq_worker import relay_worker
 from worker.runtime import get_runtime
 
 FAST = {"attempts": 4, "first": "300ms", "max": "500ms"}

@@ -19,7 +19,7 @@ from rq.utils import now
 from relay.store.queue import make_queue
 from tests.support.processes import RelayProcess, relay_env, relay_processes, wait_until
 from tests.support.seed_events import routes_toml
-from worker.process import RelayWorker, relay_worker
+from worker.rq_worker import RelayWorker, relay_worker
 from worker.stopping import interrupted_redis_read
 
 

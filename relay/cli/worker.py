@@ -18,13 +18,9 @@ from relay.config.settings import Settings
 from relay.core.errors import ConfigError
 from relay.core.logs import configure_logging
 from worker.health import check, max_heartbeat_age
-from worker.process import (
-    DEFAULT_MAINTENANCE_INTERVAL,
-    HEARTBEAT_TTL,
-    Operations,
-    run_processes,
-    run_worker,
-)
+from worker.process import Operations, run_worker
+from worker.processes import run_processes
+from worker.rq_worker import DEFAULT_MAINTENANCE_INTERVAL, HEARTBEAT_TTL
 
 #: Environment defaults of --metrics-port and --metrics-host.
 METRICS_PORT_ENV = "RELAY_WORKER_METRICS_PORT"

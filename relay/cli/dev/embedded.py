@@ -33,12 +33,8 @@ from relay.core.logs import rq_logging_level
 from relay.receiver.app import SERVER_OPTIONS
 from relay.store.queue import OrjsonSerializer, make_queue
 from worker.context import build_context, configure
-from worker.process import (
-    DEFAULT_MAINTENANCE_INTERVAL,
-    RelayWorker,
-    drain_limit,
-    worker_ttl,
-)
+from worker.process import drain_limit
+from worker.rq_worker import DEFAULT_MAINTENANCE_INTERVAL, RelayWorker, worker_ttl
 from worker.runtime import shutdown_runtime
 
 __all__ = ["AppThread", "ThreadScheduler", "run_embedded", "thread_scheduler_worker"]
