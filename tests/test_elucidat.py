@@ -1,8 +1,8 @@
 """Elucidat signing (known answers, properties) and `relay subscribe` against a loopback Elucidat.
 
 The fake Elucidat below verifies requests with its own re-implementation of PROVIDERS.md's
-scheme (its own percent-encoder, base string and HMAC), never with relay.ops.elucidat, so a test
-passing means the client and an independent reading of the spec agree.
+scheme (its own percent-encoder, base string and HMAC), never with relay.ops.providers.elucidat,
+so a test passing means the client and an independent reading of the spec agree.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from relay.cli import main as cli
 from relay.cli import subscribe as subscribe_cli
 from relay.core.secrets import Secret
-from relay.ops import elucidat
+from relay.ops.providers import elucidat
 from tests.support.redis_server import free_port
 
 PUBLIC = "pub-0123456789abcdef"

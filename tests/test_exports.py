@@ -7,7 +7,12 @@ from types import ModuleType
 
 import pytest
 
-PACKAGES = ("relay.ops.deliveries", "relay.ops.events", "relay.store.records")
+PACKAGES = (
+    "relay.ops.deliveries",
+    "relay.ops.events",
+    "relay.ops.providers.elucidat",
+    "relay.store.records",
+)
 
 
 @pytest.mark.parametrize("name", PACKAGES)

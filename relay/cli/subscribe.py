@@ -27,7 +27,7 @@ import structlog
 from relay.cli.common import UsageError, redact_url
 from relay.core.logs import configure_logging
 from relay.core.secrets import Secret
-from relay.ops import elucidat
+from relay.ops.providers import elucidat
 
 log = structlog.get_logger("relay.subscribe")
 

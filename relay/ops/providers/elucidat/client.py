@@ -1,22 +1,11 @@
-"""Elucidat's API: its nonce + HMAC-SHA1 request signing, and a small subscriptions client.
+"""Elucidat's subscriptions API: signed calls over HTTPS, each with a fresh nonce.
 
-The signing is sans-I/O (pure functions, known-answer tested); `ElucidatClient` adds the HTTP.
-Elucidat's scheme looks like OAuth 1.0 but is not: it is what their reference client does
-(https://help.elucidat.com, "Making your first call to the Project API"; see PROVIDERS.md):
-
-1. every call needs a fresh nonce: GET the endpoint signed without a nonce, read `{"nonce": ...}`;
-2. the `oauth_*` parameters merged with the call's own fields, sorted by key;
-3. base string `METHOD&URL&k1=v1&k2=v2...`, keys and values encoded like PHP's `rawurlencode`
-   (RFC 3986); the URL and the joined string are not encoded again (unlike real OAuth);
-4. `oauth_signature = base64(HMAC-SHA1(key=rawurlencode(private key), base string))`;
-5. `Authorization: k=rawurlencode(v),...` with `oauth_signature` last and no `OAuth ` prefix.
+The signing itself is relay.ops.providers.elucidat.signing; this adds the HTTP (urllib, no
+redirects followed: a signature is bound to one URL) and the errors a person can act on.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import ssl
 import time
@@ -25,12 +14,27 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import structlog
 
 from relay.core.errors import RelayError
 from relay.core.secrets import Secret
+from relay.ops.providers.elucidat.signing import SignedRequest, sign_request
+
+__all__ = [
+    "DEFAULT_API_ROOT",
+    "DEFAULT_TIMEOUT",
+    "EVENTS",
+    "MAX_RESPONSE",
+    "SUBSCRIBE_PATH",
+    "SUBSCRIPTIONS_PATH",
+    "UNSUBSCRIBE_PATH",
+    "ElucidatClient",
+    "ElucidatError",
+    "Response",
+    "api_root_problem",
+]
 
 log = structlog.get_logger("relay.elucidat")
 
@@ -44,9 +48,6 @@ SUBSCRIPTIONS_PATH = "/v2/event/subscriptions"
 
 #: The events Elucidat documents (seed 000). New ones may appear: the CLI has --force-event.
 EVENTS = ("release_course", "project_created", "project_deleted", "release_deleted")
-
-SIGNATURE_METHOD = "HMAC-SHA1"
-OAUTH_VERSION = "1.0"
 
 #: Their API answers small JSON documents; anything larger is not an answer worth reading.
 MAX_RESPONSE = 1024 * 1024
@@ -63,88 +64,6 @@ class ElucidatError(RelayError):
         super().__init__(message)
 
 
-# ---------------------------------------------------------------------------------------------
-# Signing: pure functions
-
-
-def rawurlencode(value: str) -> str:
-    """PHP's `rawurlencode`: RFC 3986 percent-encoding of UTF-8, only `A-Za-z0-9-_.~` left bare."""
-    # quote() always keeps exactly the RFC 3986 unreserved set; safe="" stops it keeping "/".
-    return quote(value, safe="")
-
-
-def base_string(method: str, url: str, params: Mapping[str, str]) -> str:
-    """`METHOD&URL&k1=v1&...`: params sorted by key, each key and value rawurlencoded."""
-    pairs = "&".join(f"{rawurlencode(k)}={rawurlencode(params[k])}" for k in sorted(params))
-    return f"{method.upper()}&{url}&{pairs}"
-
-
-def signature(private_key: str, base: str) -> str:
-    """`base64(HMAC-SHA1(rawurlencode(private_key), base))`, the `oauth_signature` value."""
-    digest = hmac.new(rawurlencode(private_key).encode(), base.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
-
-
-def oauth_params(public_key: str, timestamp: int, nonce: str | None = None) -> dict[str, str]:
-    """The `oauth_*` parameters of one call; the nonce request is the one call without a nonce."""
-    params = {
-        "oauth_consumer_key": public_key,
-        "oauth_signature_method": SIGNATURE_METHOD,
-        "oauth_timestamp": str(timestamp),
-        "oauth_version": OAUTH_VERSION,
-    }
-    if nonce is not None:
-        params["oauth_nonce"] = nonce
-    return params
-
-
-def authorization_header(params: Mapping[str, str], signed: str) -> str:
-    """`k=rawurlencode(v),...` sorted by key, then `oauth_signature` last; no `OAuth ` prefix."""
-    parts = [f"{k}={rawurlencode(params[k])}" for k in sorted(params)]
-    parts.append(f"oauth_signature={rawurlencode(signed)}")
-    return ",".join(parts)
-
-
-def encode_fields(fields: Mapping[str, str]) -> str:
-    """A form body or query string, encoded the way the base string encodes it."""
-    return "&".join(f"{rawurlencode(k)}={rawurlencode(fields[k])}" for k in sorted(fields))
-
-
-@dataclass(frozen=True)
-class SignedRequest:
-    """One request ready to send: the URL (with any query), headers and body."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes | None
-
-
-def sign_request(
-    method: str,
-    url: str,
-    fields: Mapping[str, str],
-    *,
-    public_key: str,
-    private_key: str,
-    timestamp: int,
-    nonce: str | None,
-) -> SignedRequest:
-    """Sign a call; the fields go in the body (POST) or the query string (GET)."""
-    method = method.upper()
-    params = oauth_params(public_key, timestamp, nonce)
-    signed = signature(private_key, base_string(method, url, {**fields, **params}))
-    headers = {"Authorization": authorization_header(params, signed), "Accept": "application/json"}
-    body: bytes | None = None
-    if method == "GET":
-        if fields:
-            url = f"{url}?{encode_fields(fields)}"
-    else:
-        body = encode_fields(fields).encode()
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-    return SignedRequest(method=method, url=url, headers=headers, body=body)
-
-
 def api_root_problem(root: str) -> str | None:
     """Why an API root cannot be used (only http(s), a host, no query), or None."""
     try:
@@ -159,10 +78,6 @@ def api_root_problem(root: str) -> str | None:
     if parts.username or parts.password or parts.query or parts.fragment:
         return f"{root!r} must be a plain address, without credentials, query or fragment"
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# The client
 
 
 @dataclass(frozen=True)
@@ -292,14 +207,10 @@ class ElucidatClient:
                     status=status,
                 ) from exc
         except TimeoutError as exc:
-            raise ElucidatError(
-                f"no answer from {self.api_root} within {self.timeout:g} s"
-            ) from exc
+            raise ElucidatError(self._no_answer()) from exc
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, TimeoutError):
-                raise ElucidatError(
-                    f"no answer from {self.api_root} within {self.timeout:g} s"
-                ) from exc
+                raise ElucidatError(self._no_answer()) from exc
             raise ElucidatError(f"cannot reach {self.api_root}: {exc.reason}") from exc
         except OSError as exc:
             raise ElucidatError(f"cannot reach {self.api_root}: {exc}") from exc
