@@ -19,7 +19,6 @@ from redis import Redis
 from relay.config.model import RouteTable
 from relay.config.settings import Settings
 from relay.core import constants
-from relay.core.logs import rq_logging_level
 from relay.core.metrics import WorkerMetrics
 from relay.store.clients import WORKER, sync_client
 from worker import jobs
@@ -124,9 +123,7 @@ def run_worker(
         reload_routes=ops.reload_routes,
     )
     try:
-        worker.work(
-            burst=burst, with_scheduler=True, logging_level=rq_logging_level(settings.log_level)
-        )
+        worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
     finally:
         stop_reloads()
         cut = shutdown_runtime(drain_limit(current().routes))

@@ -29,7 +29,6 @@ from relay.cli.dev.echo import EchoTarget, start_echo_targets
 from relay.cli.serve import receiver_app
 from relay.config.model import RouteTable
 from relay.config.settings import Settings
-from relay.core.logs import rq_logging_level
 from relay.receiver.app import SERVER_OPTIONS
 from relay.store.queue import OrjsonSerializer, make_queue
 from worker.context import build_context, configure
@@ -217,7 +216,7 @@ def _work(
     )
     worker.retention = settings.retention
     try:
-        worker.work(with_scheduler=True, logging_level=rq_logging_level(settings.log_level))
+        worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
     finally:
         shutdown_runtime(drain_limit(routes))
         configure(None)
