@@ -37,8 +37,9 @@ from relay.receiver.accept import (
     accept_body,
     accept_head,
 )
-from relay.receiver.app import ROUTES, SERVER_OPTIONS, create_app
+from relay.receiver.app import SERVER_OPTIONS, create_app
 from relay.receiver.handshakes import SUBSCRIBED, HandshakeKind
+from relay.receiver.state import ROUTES
 from relay.store import keys
 from tests.support.receiver import receiver_server
 

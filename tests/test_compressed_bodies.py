@@ -25,7 +25,8 @@ from relay.config.loading import parse_routes
 from relay.config.settings import Settings
 from relay.core.metrics import UNKNOWN_SOURCE
 from relay.core.signatures import ms_signature
-from relay.receiver.app import METRICS, SERVER_OPTIONS, create_app
+from relay.receiver.app import SERVER_OPTIONS, create_app
+from relay.receiver.state import METRICS
 from tests.support.compressed import raw_deflate, zeros_gzip
 from tests.support.raw_http import RawConnection, RawResponse, check_response
 from tests.support.receiver import receiver_server

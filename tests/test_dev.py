@@ -333,6 +333,16 @@ def test_stale_redis_is_found_by_its_pidfile_only_when_it_is_redis(
     assert own_redis.stale_redis(tmp_path) == redis_server.process.pid
     (tmp_path / "redis.pid").write_text(f"{os.getpid()}\n")  # alive, but not a redis-server
     assert own_redis.stale_redis(tmp_path) is None
+    # Alive, with "redis" in its arguments (as a test runner given a redis test file has): no.
+    talker = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)", "redis-server", "tests/test_redis.py"]
+    )
+    try:
+        (tmp_path / "redis.pid").write_text(f"{talker.pid}\n")
+        assert own_redis.stale_redis(tmp_path) is None
+    finally:
+        talker.kill()
+        talker.wait()
     (tmp_path / "redis.pid").write_text("not a pid")
     assert own_redis.stale_redis(tmp_path) is None
 

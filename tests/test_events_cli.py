@@ -30,6 +30,7 @@ from relay.cli.events_output import (
 from relay.cli.main import main
 from relay.config.loading import parse_routes
 from relay.config.settings import Settings
+from relay.core.states import DeliveryState
 from relay.ops.events import EventSummary, TargetState
 from relay.receiver.app import create_app
 from relay.store import keys
@@ -61,7 +62,7 @@ def seed_two(conn: redis.Redis) -> None:
         conn,
         event_id=ID_A,
         targets=("crm", "analytics"),
-        states={"crm": (keys.DELIVERED, 1), "analytics": (keys.RETRYING, 3)},
+        states={"crm": (DeliveryState.DELIVERED, 1), "analytics": (DeliveryState.RETRYING, 3)},
         reasons={"analytics": "HTTP 503"},
         attempts=[
             record("crm", 1, NOW + 0.1),
@@ -367,7 +368,7 @@ def test_show_unrouted_replayed(
     seed_event(
         redis_client,
         event_id=ID_C,
-        states={"crm": (keys.PENDING, 10)},
+        states={"crm": (DeliveryState.PENDING, 10)},
         replayed={"crm": 10},
         reasons={"crm": ""},
     )

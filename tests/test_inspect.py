@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from relay.core.ids import new_event_id
+from relay.core.states import DeliveryState
 from relay.ops.events import (
     MAX_ATTEMPT_RECORDS,
     Attempt,
@@ -31,7 +32,7 @@ def test_get_event_returns_fields_deliveries_and_attempts(redis_client: redis.Re
     event_id = seed_event(
         redis_client,
         targets=("crm", "analytics"),
-        states={"crm": (keys.DELIVERED, 1), "analytics": (keys.RETRYING, 2)},
+        states={"crm": (DeliveryState.DELIVERED, 1), "analytics": (DeliveryState.RETRYING, 2)},
         reasons={"analytics": "HTTP 503"},
         attempts=[
             record("crm", 1, NOW + 0.1),
@@ -75,7 +76,9 @@ def test_get_event_unrouted_and_replayed(redis_client: redis.Redis) -> None:
     assert unrouted.unrouted
     assert unrouted.deliveries == ()
     assert unrouted.event.type is None
-    replayed_id = seed_event(redis_client, states={"crm": (keys.PENDING, 10)}, replayed={"crm": 10})
+    replayed_id = seed_event(
+        redis_client, states={"crm": (DeliveryState.PENDING, 10)}, replayed={"crm": 10}
+    )
     replayed = get_event(redis_client, replayed_id)
     assert replayed is not None
     assert replayed.deliveries[0].before_replay == 10
@@ -119,7 +122,7 @@ def test_get_event_reads_only_the_newest_attempt_records(redis_client: redis.Red
     ],
 )
 def test_attempt_records_are_parsed_tolerantly(raw: bytes, expected: Attempt) -> None:
-    assert Attempt.from_json(raw) == expected
+    assert Attempt.from_redis(raw) == expected
 
 
 # -- list_events -------------------------------------------------------------------------------
@@ -130,14 +133,16 @@ def _ids(conn: redis.Redis, query: EventQuery | None = None, **kwargs: Any) -> l
 
 
 def test_list_is_newest_first_with_compact_states(redis_client: redis.Redis) -> None:
-    older = seed_event(redis_client, received=NOW - 60, states={"crm": (keys.DELIVERED, 1)})
+    older = seed_event(
+        redis_client, received=NOW - 60, states={"crm": (DeliveryState.DELIVERED, 1)}
+    )
     newer = seed_event(
         redis_client,
         received=NOW,
         source="chalk",
         type_="element_published",
         targets=("crm", "analytics"),
-        states={"crm": (keys.DELIVERED, 2), "analytics": (keys.RETRYING, 3)},
+        states={"crm": (DeliveryState.DELIVERED, 2), "analytics": (DeliveryState.RETRYING, 3)},
     )
     listing = list_events(redis_client)
     assert [e.id for e in listing.events] == [newer, older]
@@ -152,13 +157,13 @@ def test_list_is_newest_first_with_compact_states(redis_client: redis.Redis) -> 
 
 
 def test_list_filters(redis_client: redis.Redis) -> None:
-    a = seed_event(redis_client, received=NOW - 7200, states={"crm": (keys.DELIVERED, 1)})
+    a = seed_event(redis_client, received=NOW - 7200, states={"crm": (DeliveryState.DELIVERED, 1)})
     b = seed_event(
         redis_client,
         received=NOW - 60,
         type_="COURSEMEMBER_REMOVED",
         targets=("crm", "analytics"),
-        states={"crm": (keys.DEAD_STATE, 10), "analytics": (keys.DELIVERED, 1)},
+        states={"crm": (DeliveryState.DEAD, 10), "analytics": (DeliveryState.DELIVERED, 1)},
     )
     c = seed_event(redis_client, received=NOW - 30, source="chalk", type_="x", targets=())
     d = seed_event(redis_client, received=NOW, source="chalk", type_=None, targets=())

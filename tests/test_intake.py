@@ -20,8 +20,8 @@ from relay.receiver.batch import BatchReplies, Committed, kick_owed, kicks_waiti
 from relay.receiver.intake import IntakeWriter
 from relay.store import clients, keys
 from relay.store.commit import ITEMS_LUA, pack_record, unpack_record
-from relay.store.event import Event
 from relay.store.queue import KICKS_ENOUGH, make_queue
+from relay.store.records import Event
 from tests.support.stored import due, kicks
 
 

@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 from relay.config.loading import parse_routes
 from relay.config.model import RouteTable
 from relay.core import constants
+from relay.core.states import FINAL_STATES, DeliveryState
 from relay.ops.deliveries import replay_delivery
 from relay.store import keys
 from relay.store.deliveries import LEASE_MARGIN, Record, Store, attempt_records
@@ -100,7 +101,7 @@ def test_happy_path_delivers_to_every_target_in_one_kick(
     assert len(targets.received) == 9
     for event in events:
         for name in "abc":
-            assert field(redis_client, event.id, f"s:{name}") == keys.DELIVERED
+            assert field(redis_client, event.id, f"s:{name}") == DeliveryState.DELIVERED
             assert field(redis_client, event.id, f"n:{name}") == "1"
         records = attempt_records(redis_client, event.id)
         assert sorted(r["target"] for r in records) == ["a", "b", "c"]
@@ -167,8 +168,8 @@ def test_failure_is_retried_with_backoff_without_touching_other_targets(
 
     jobs.deliver_due()
 
-    assert field(redis_client, event.id, "s:ok") == keys.DELIVERED
-    assert field(redis_client, event.id, "s:flaky") == keys.RETRYING
+    assert field(redis_client, event.id, "s:ok") == DeliveryState.DELIVERED
+    assert field(redis_client, event.id, "s:flaky") == DeliveryState.RETRYING
     assert field(redis_client, event.id, "n:flaky") == "1"
     # The retry waits in the target's due set, due one backoff (2 s, the first cap) later.
     assert due(redis_client, "ok") == {}
@@ -190,7 +191,7 @@ def test_failure_is_retried_with_backoff_without_touching_other_targets(
     come_due(redis_client, "flaky", event.id)
     jobs.deliver_due()
 
-    assert field(redis_client, event.id, "s:flaky") == keys.DELIVERED
+    assert field(redis_client, event.id, "s:flaky") == DeliveryState.DELIVERED
     assert [r.headers["x-relay-attempt"] for r in targets.by_name("flaky")] == ["1", "2"]
     assert {r.headers["webhook-id"] for r in targets.by_name("flaky")} == {event.id}
     assert len(targets.by_name("ok")) == 1  # never repeated for the healthy target
@@ -218,7 +219,7 @@ def test_repeated_kicks_stray_due_entries_and_stale_outcomes_are_no_ops(
     target = ctx.routes.targets["a"]
     late = AttemptResult(started_at=time.time(), duration=0.1, status=500, response="late")
     recording.finalize(ctx, recording.Planned(event, "a", 1, 1), target, late)
-    assert field(redis_client, event.id, "s:a") == keys.DELIVERED
+    assert field(redis_client, event.id, "s:a") == DeliveryState.DELIVERED
     assert due(redis_client, "a") == {}
 
     assert len(targets.received) == 1
@@ -233,7 +234,7 @@ def test_410_stops_at_once_and_dead_letters(
     event = make_event(["g"])
     store_events(redis_client, [event], enqueue=False)
     jobs.deliver_due()
-    assert field(redis_client, event.id, "s:g") == keys.GONE
+    assert field(redis_client, event.id, "s:g") == DeliveryState.GONE
     assert "410" in (field(redis_client, event.id, "r:g") or "")
     assert redis_client.zscore(keys.DEAD, keys.dead_member(event.id, "g")) is not None
     assert due(redis_client, "g") == {}
@@ -259,7 +260,7 @@ def test_out_of_attempts_goes_to_the_dead_letter_store(
     assert list(due(redis_client, "bad")) == [event.id]
     come_due(redis_client, "bad", event.id)
     jobs.deliver_due()
-    assert field(redis_client, event.id, "s:bad") == keys.DEAD_STATE
+    assert field(redis_client, event.id, "s:bad") == DeliveryState.DEAD
     reason = field(redis_client, event.id, "r:bad") or ""
     assert "out of attempts (2)" in reason
     assert "HTTP 500" in reason
@@ -280,7 +281,7 @@ def test_retry_after_is_honoured(
     store_events(redis_client, [event], enqueue=False)
     before = time.time()
     jobs.deliver_due()
-    assert field(redis_client, event.id, "s:s") == keys.RETRYING
+    assert field(redis_client, event.id, "s:s") == DeliveryState.RETRYING
     [(event_id, at)] = due(redis_client, "s").items()
     assert event_id == event.id
     assert before + 30 <= at <= time.time() + 30
@@ -298,7 +299,7 @@ def test_refused_connections_and_redirects_are_failures(
     event = make_event(["r"])
     store_events(redis_client, [event], enqueue=False)
     jobs.deliver_due()
-    assert field(redis_client, event.id, "s:r") == keys.RETRYING
+    assert field(redis_client, event.id, "s:r") == DeliveryState.RETRYING
     [record] = attempt_records(redis_client, event.id)
     if error:
         assert error in record["error"]
@@ -331,8 +332,8 @@ def test_a_hanging_target_does_not_hold_the_kick(
 
     # The kick returned with the hanging attempt still in flight (its 1 s timeout not reached),
     # leased: due again only when the lease (timeout + LEASE_MARGIN) ends.
-    assert field(redis_client, event.id, "s:ok") == keys.DELIVERED
-    assert field(redis_client, event.id, "s:h") == keys.PENDING
+    assert field(redis_client, event.id, "s:ok") == DeliveryState.DELIVERED
+    assert field(redis_client, event.id, "s:h") == DeliveryState.PENDING
     lease_end = due(redis_client, "h")[event.id]
     assert before + 1 + LEASE_MARGIN <= lease_end <= time.time() + 1 + LEASE_MARGIN
     assert scheduled_jobs(redis_client) == 0
@@ -342,9 +343,12 @@ def test_a_hanging_target_does_not_hold_the_kick(
 
     # The attempt ends on the background loop and records its own outcome and retry time.
     deadline = time.monotonic() + 10
-    while field(redis_client, event.id, "s:h") == keys.PENDING and time.monotonic() < deadline:
+    while (
+        field(redis_client, event.id, "s:h") == DeliveryState.PENDING
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
-    assert field(redis_client, event.id, "s:h") == keys.RETRYING
+    assert field(redis_client, event.id, "s:h") == DeliveryState.RETRYING
     [record] = [r for r in attempt_records(redis_client, event.id) if r["target"] == "h"]
     assert record["error"] == "timeout after 1s"
     retry_at = due(redis_client, "h")[event.id]
@@ -359,8 +363,8 @@ def test_a_hanging_target_does_not_hold_the_kick(
     second = make_event(["ok", "h"])
     store_events(redis_client, [second], enqueue=False)
     jobs.deliver_due()
-    assert field(redis_client, second.id, "s:ok") == keys.DELIVERED
-    assert field(redis_client, second.id, "s:h") == keys.PENDING
+    assert field(redis_client, second.id, "s:ok") == DeliveryState.DELIVERED
+    assert field(redis_client, second.id, "s:h") == DeliveryState.PENDING
     assert due(redis_client, "h")[second.id] > time.time()  # leased while in flight
 
 
@@ -383,7 +387,7 @@ def test_an_attempt_in_flight_elsewhere_is_not_repeated_until_its_lease_ends(
     come_due(redis_client, "a", event.id)
     jobs.deliver_due()
     assert [r.headers["x-relay-attempt"] for r in targets.received] == ["1"]
-    assert field(redis_client, event.id, "s:a") == keys.DELIVERED
+    assert field(redis_client, event.id, "s:a") == DeliveryState.DELIVERED
     assert due(redis_client, "a") == {}
 
 
@@ -434,40 +438,40 @@ def test_a_record_sets_the_next_due_time_with_the_state_and_stale_ones_change_no
     assert store.claim([("a", 10, now + 20)], 10, now) == {"a": [event.id]}
 
     def record(attempt: int, state: str, due_at: float | None) -> int:
-        counter = TargetStat(state) if state in keys.FINAL_STATES else None
+        counter = TargetStat(state) if state in FINAL_STATES else None
         entry = AttemptRecord("a", attempt, now, 0.01, None, "", Outcome.NONE, "")
         rec = Record(event.id, "a", attempt, state, "why", entry, counter, True, True, due_at)
         return store.record(rec, now)
 
     # Attempt 1 failed: retrying, due again at its retry time (the lease end is replaced).
-    assert record(1, keys.RETRYING, now + 7) == 1
+    assert record(1, DeliveryState.RETRYING, now + 7) == 1
     assert due(redis_client, "a") == {event.id: pytest.approx(now + 7)}
     assert (field(redis_client, event.id, "s:a"), field(redis_client, event.id, "n:a")) == (
-        keys.RETRYING,
+        DeliveryState.RETRYING,
         "1",
     )
 
     # A second attempt 1 (its first lease ended while it still ran) and an out-of-order attempt
     # are stale: state, attempt log and due time stay as they are.
-    assert record(1, keys.DELIVERED, None) == 0
-    assert record(5, keys.RETRYING, now + 100) == 0
+    assert record(1, DeliveryState.DELIVERED, None) == 0
+    assert record(5, DeliveryState.RETRYING, now + 100) == 0
     assert due(redis_client, "a") == {event.id: pytest.approx(now + 7)}
-    assert field(redis_client, event.id, "s:a") == keys.RETRYING
+    assert field(redis_client, event.id, "s:a") == DeliveryState.RETRYING
     assert len(attempt_records(redis_client, event.id)) == 1
 
     # A final outcome takes the delivery off the due set.
-    assert record(2, keys.DELIVERED, None) == 1
+    assert record(2, DeliveryState.DELIVERED, None) == 1
     assert due(redis_client, "a") == {}
     # ... and anything touching a stray entry of a finished delivery clears it, stale or not.
     redis_client.zadd(keys.due_key("a"), {event.id: now})
-    assert record(2, keys.RETRYING, now + 5) == 0
+    assert record(2, DeliveryState.RETRYING, now + 5) == 0
     assert due(redis_client, "a") == {}
-    assert field(redis_client, event.id, "s:a") == keys.DELIVERED
+    assert field(redis_client, event.id, "s:a") == DeliveryState.DELIVERED
 
     # An expired event has nothing left to deliver: its entry goes.
     redis_client.delete(keys.event_key(event.id))
     redis_client.zadd(keys.due_key("a"), {event.id: now})
-    assert record(3, keys.RETRYING, now + 5) == -1
+    assert record(3, DeliveryState.RETRYING, now + 5) == -1
     assert due(redis_client, "a") == {}
 
 
@@ -480,7 +484,7 @@ def test_inbound_duplicates_are_not_delivered(
     store_events(redis_client, [first, second], enqueue=False)
     jobs.deliver_due()
     assert [r.headers["webhook-id"] for r in targets.received] == [first.id]
-    assert field(redis_client, second.id, "s:a") == keys.DUPLICATE
+    assert field(redis_client, second.id, "s:a") == DeliveryState.DUPLICATE
     # Counted once, by the receiver when it took the repeat in; the worker only skips it.
     assert redis_client.hget(keys.source_stats_key("shop"), "duplicates") is None
     assert due(redis_client, "a") == {}
@@ -505,8 +509,8 @@ def test_a_target_removed_from_routes_is_dead_lettered(
     event = make_event(["a", "removed"])
     store_events(redis_client, [event], enqueue=False)
     jobs.deliver_due()
-    assert field(redis_client, event.id, "s:a") == keys.DELIVERED
-    assert field(redis_client, event.id, "s:removed") == keys.DEAD_STATE
+    assert field(redis_client, event.id, "s:a") == DeliveryState.DELIVERED
+    assert field(redis_client, event.id, "s:removed") == DeliveryState.DEAD
     assert "no longer in routes.toml" in (field(redis_client, event.id, "r:removed") or "")
     assert redis_client.zscore(keys.DEAD, keys.dead_member(event.id, "removed")) is not None
     assert due(redis_client, "removed") == {}
@@ -522,7 +526,7 @@ def test_replay_gets_a_fresh_attempt_budget(
     jobs.deliver_due()
     come_due(redis_client, "a", event.id)
     jobs.deliver_due()
-    assert field(redis_client, event.id, "s:a") == keys.DEAD_STATE
+    assert field(redis_client, event.id, "s:a") == DeliveryState.DEAD
     assert due(redis_client, "a") == {}
 
     # `relay replay`: b = n, state pending, out of the dead-letter store, due now, one kick.
@@ -531,7 +535,7 @@ def test_replay_gets_a_fresh_attempt_budget(
     assert due(redis_client, "a")[event.id] <= time.time()
     assert queued(redis_client) == [DELIVER_DUE]
     jobs.deliver_due()
-    assert field(redis_client, event.id, "s:a") == keys.DELIVERED
+    assert field(redis_client, event.id, "s:a") == DeliveryState.DELIVERED
     assert [r.headers["x-relay-attempt"] for r in targets.received] == ["1", "2", "3"]
     assert {r.headers["webhook-id"] for r in targets.received} == {event.id}
     assert due(redis_client, "a") == {}
@@ -638,7 +642,7 @@ def test_a_claim_that_finds_no_slot_is_due_again_shortly_without_an_attempt(
     [hung] = targets.by_name("h")
     [left] = {first.id, second.id} - {hung.headers["webhook-id"]}
     assert field(redis_client, left, "n:h") == "0"
-    assert field(redis_client, left, "s:h") == keys.PENDING
+    assert field(redis_client, left, "s:h") == DeliveryState.PENDING
     at = due(redis_client, "h")[left]
     assert before + jobs.DEFER_DELAY <= at <= time.time() + jobs.DEFER_DELAY
 
@@ -669,13 +673,15 @@ def test_what_becomes_due_goes_out_while_a_slow_attempt_is_still_in_flight(
         got = targets.wait_for(lambda got: len(got) == 3, timeout=10)
         assert [r.headers["webhook-id"] for r in got if r.name == "ok"] == [first.id, second.id]
         # The same kick took it while the slow attempt was still unanswered.
-        assert field(redis_client, first.id, "s:slow") == keys.PENDING
+        assert field(redis_client, first.id, "s:slow") == DeliveryState.PENDING
         assert kick.is_alive()
     finally:
         kick.join(timeout=15)
     assert not kick.is_alive()
-    assert field(redis_client, first.id, "s:slow") == keys.DELIVERED  # recorded by the kick
-    assert field(redis_client, second.id, "s:ok") == keys.DELIVERED
+    assert (
+        field(redis_client, first.id, "s:slow") == DeliveryState.DELIVERED
+    )  # recorded by the kick
+    assert field(redis_client, second.id, "s:ok") == DeliveryState.DELIVERED
     assert queued(redis_client) == []
 
 

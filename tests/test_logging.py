@@ -33,7 +33,9 @@ from structlog.testing import capture_logs
 
 from relay.config.loading import parse_routes
 from relay.core.logs import UtcStamp, configure_logging
+from relay.core.states import DeliveryState
 from relay.store import keys
+from relay.store.records import state_field
 from tests.support.fixtures import UseRoutes
 from tests.support.processes import (
     Leak,
@@ -260,9 +262,9 @@ def run_stack(
         send_malformed_request(base)
 
         def delivered() -> bool:
-            fields = [keys.state_field("ok"), keys.state_field("flaky")]
+            fields = [state_field("ok"), state_field("flaky")]
             states = [conn.hmget(keys.event_key(i), fields) for i in ids]
-            return all(s == [keys.DELIVERED.encode()] * 2 for s in states)
+            return all(s == [DeliveryState.DELIVERED.encode()] * 2 for s in states)
 
         assert wait_until(delivered, 30, 0.1), worker.output()
         assert serve.terminate() == 0

@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from relay.config.loading import parse_routes
 from relay.config.settings import Settings
 from relay.core.metrics import ReceiverMetrics, WorkerMetrics, render
-from relay.receiver.app import WRITER, create_app
+from relay.receiver.app import create_app
+from relay.receiver.state import WRITER
 from relay.store import keys
 from relay.store.metrics import RedisCollector
 from relay.store.queue import KICKS_ENOUGH

@@ -15,6 +15,7 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
 from relay.cli.tables import cell_text, render_fields, render_table
+from relay.core.states import DeliveryState
 from relay.ops import deliveries as ops
 from relay.store import keys
 from relay.store.deliveries import Record, Store
@@ -81,7 +82,7 @@ def test_render_fields_aligns_values() -> None:
 
 
 def test_attempt_from_json_reads_worker_records() -> None:
-    record = ops.Attempt.from_json(orjson.dumps(attempt_record("crm", 3, 502)))
+    record = ops.Attempt.from_redis(orjson.dumps(attempt_record("crm", 3, 502)))
     assert record == ops.Attempt(
         target="crm",
         attempt=3,
@@ -95,12 +96,12 @@ def test_attempt_from_json_reads_worker_records() -> None:
 
 
 def test_attempt_from_json_tolerates_junk() -> None:
-    broken = ops.Attempt.from_json(b"not json")
+    broken = ops.Attempt.from_redis(b"not json")
     assert broken.error == "unreadable attempt record: b'not json'"
-    assert ops.Attempt.from_json(b"[1, 2]") == ops.Attempt.unreadable(
+    assert ops.Attempt.from_redis(b"[1, 2]") == ops.Attempt.unreadable(
         "unreadable attempt record: b'[1, 2]'"
     )
-    odd = ops.Attempt.from_json(b'{"attempt": "3", "status": true, "duration": 0.5}')
+    odd = ops.Attempt.from_redis(b'{"attempt": "3", "status": true, "duration": 0.5}')
     assert (odd.attempt, odd.status, odd.duration) == (3, None, 0.5)
 
 
@@ -116,7 +117,7 @@ def test_list_dead_newest_first_joined_with_event_fields(redis_client: redis.Red
         at=NOW - 100,
         made=1,
         reason="HTTP 410 Gone",
-        state=keys.GONE,
+        state=DeliveryState.GONE,
         source="learn365",
         event_type="CourseCompleted",
         received=NOW - 200,
@@ -244,7 +245,7 @@ def worker_record(
     store: Store, event_id: str, attempt: int, state: str, due_at: float | None
 ) -> int:
     """Record the outcome of an attempt to crm as worker.recording.finalize does: 1, 0 stale, -1."""
-    delivered = state == keys.DELIVERED
+    delivered = state == DeliveryState.DELIVERED
     record = Record(
         event_id=event_id,
         target="crm",
@@ -352,14 +353,16 @@ def test_collect_status_counts_each_delivery_once_where_it_stands(
     # In flight: due again only when the lease ends, so counted later, never also pending.
     assert crm() == (1, 3)
     a, b, c = taken
-    assert worker_record(store, a, 1, keys.RETRYING, now + 60) == 1  # a retry in a minute
-    assert worker_record(store, b, 1, keys.DELIVERED, None) == 1  # over: off the due set
-    assert worker_record(store, c, 1, keys.RETRYING, now - 1) == 1  # its retry time has come
+    assert worker_record(store, a, 1, DeliveryState.RETRYING, now + 60) == 1  # a retry in a minute
+    assert worker_record(store, b, 1, DeliveryState.DELIVERED, None) == 1  # over: off the due set
+    assert (
+        worker_record(store, c, 1, DeliveryState.RETRYING, now - 1) == 1
+    )  # its retry time has come
     assert crm() == (2, 1)
     # Stale duplicates of attempts already recorded (a lease ended while they ran) change
     # nothing: neither the delivered one nor the retry waiting for its time.
-    assert worker_record(store, b, 1, keys.RETRYING, now + 60) == 0
-    assert worker_record(store, a, 1, keys.DELIVERED, None) == 0
+    assert worker_record(store, b, 1, DeliveryState.RETRYING, now + 60) == 0
+    assert worker_record(store, a, 1, DeliveryState.DELIVERED, None) == 0
     assert crm() == (2, 1)
     [d] = {e.id for e in events} - set(taken)
     assert due_entries(redis_client, "crm").keys() == {a, c, d}
@@ -453,7 +456,7 @@ def test_replay_never_shortens_the_event_lifetime(redis_client: redis.Redis) -> 
 
 
 def test_replay_of_a_gone_delivery(redis_client: redis.Redis) -> None:
-    event_id = seed_dead(redis_client, "crm", made=1, state=keys.GONE, reason="HTTP 410")
+    event_id = seed_dead(redis_client, "crm", made=1, state=DeliveryState.GONE, reason="HTTP 410")
     result = ops.replay_delivery(redis_client, event_id, "crm")
     assert (result.outcome, result.state, result.attempt) == ("replayed", "gone", 2)
     assert due_entries(redis_client, "crm").keys() == {event_id}

@@ -16,6 +16,7 @@ import redis
 
 from relay.cli import common, dead, replay, status
 from relay.cli.main import main
+from relay.core.states import DeliveryState
 from relay.core.times import format_time
 from relay.ops import deliveries as ops
 from relay.store import keys
@@ -273,7 +274,7 @@ def test_dead_list_table(
         "idle",
         at=now - 30,
         made=1,
-        state=keys.GONE,
+        state=DeliveryState.GONE,
         reason="HTTP 410",
         source="strigo",
         event_type="course.completed",

@@ -15,7 +15,7 @@ from relay.core.errors import ConfigError
 from relay.core.headers import is_forwarded, is_reserved
 from relay.core.secrets import Secret
 from relay.core.signatures import verify_standard
-from relay.store.event import Event
+from relay.store.records import Event
 from worker.outbound import USER_AGENT, build_request, form_to_json
 
 SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

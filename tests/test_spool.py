@@ -33,8 +33,8 @@ from relay.receiver.spool.ownership import adopt_dir
 from relay.receiver.spool.records import MAGIC, SpooledEvent, decode_payload, encode_record
 from relay.receiver.spool.spool import Spool
 from relay.store import keys
-from relay.store.event import Event
 from relay.store.queue import make_queue
+from relay.store.records import Event, state_field
 from tests.support.stored import kicks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -439,7 +439,7 @@ def test_stale_half_made_directory_is_removed(tmp_path: Path) -> None:
 
 CHILD = """
 import os, signal, sys
-from relay.store.event import Event
+from relay.store.records import Event
 from relay.core.logs import configure_logging
 from relay.receiver.spool.spool import Spool
 configure_logging("warning", "json")  # log lines to stderr: stdout is the test's channel
@@ -551,7 +551,7 @@ def test_drain_commits_in_order_into_redis(spool: Spool, redis_client: redis.Red
     for event in [*events, unrouted]:
         stored: dict[bytes, bytes] = redis_client.hgetall(keys.event_key(event.id))  # type: ignore[assignment]
         assert Event.from_redis(event.id, stored) == event
-        assert not event.targets or stored[keys.state_field("crm").encode()] == b"pending"
+        assert not event.targets or stored[state_field("crm").encode()] == b"pending"
     assert redis_client.zscore(keys.UNROUTED, unrouted.id) is not None
     assert redis_client.zcard(keys.EVENTS_INDEX) == 11
     directory = only_dir(spool)

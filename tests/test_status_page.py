@@ -25,6 +25,7 @@ from relay.cli import main as cli
 from relay.cli.serve import receiver_app
 from relay.config.loading import parse_routes
 from relay.config.settings import Settings
+from relay.core.states import DeliveryState
 from relay.core.times import format_time
 from relay.ops import deliveries as ops
 from relay.ops import status_page
@@ -129,7 +130,7 @@ def seed_scene(conn: redis.Redis, now: float) -> dict[str, str]:
         source="shop",
         event_type="order.paid",
         received=now - 900,
-        deliveries={"crm": (keys.DEAD_STATE, 3, "HTTP 500 after 3 attempts")},
+        deliveries={"crm": (DeliveryState.DEAD, 3, "HTTP 500 after 3 attempts")},
         dead_at={"crm": now - 300},
         attempts=[
             record("crm", 1, now - 890, 500, "retry"),
@@ -143,7 +144,7 @@ def seed_scene(conn: redis.Redis, now: float) -> dict[str, str]:
         source="shop",
         event_type="order.created",
         received=now - 240,
-        deliveries={"billing": (keys.DELIVERED, 2, "")},
+        deliveries={"billing": (DeliveryState.DELIVERED, 2, "")},
         attempts=[
             record("billing", 1, now - 230, 503, "retry"),
             record("billing", 2, now - 100, 200, "delivered"),
@@ -154,7 +155,7 @@ def seed_scene(conn: redis.Redis, now: float) -> dict[str, str]:
         source="shop",
         event_type="order.created",
         received=now - 60,
-        deliveries={"billing": (keys.RETRYING, 1, "")},
+        deliveries={"billing": (DeliveryState.RETRYING, 1, "")},
         attempts=[record("billing", 1, now - 7200 - 50, 429, "retry")],  # outside the window
         due={"billing": now + 3600},
     )
@@ -164,7 +165,7 @@ def seed_scene(conn: redis.Redis, now: float) -> dict[str, str]:
         source="shop",
         event_type="order.created",
         received=now - 50,
-        deliveries={"analytics": (keys.DELIVERED, 1, "")},
+        deliveries={"analytics": (DeliveryState.DELIVERED, 1, "")},
         attempts=[record("analytics", 1, now - 40, 204, "delivered")],
     )
     ids["analytics_fresh"] = seed_event(
@@ -172,7 +173,7 @@ def seed_scene(conn: redis.Redis, now: float) -> dict[str, str]:
         source="shop",
         event_type="order.created",
         received=now - 5,
-        deliveries={"analytics": (keys.PENDING, 0, "")},
+        deliveries={"analytics": (DeliveryState.PENDING, 0, "")},
         due={"analytics": now - 5},
     )
     kick(queue)
@@ -182,7 +183,7 @@ def seed_scene(conn: redis.Redis, now: float) -> dict[str, str]:
         source="shop",
         event_type=EVIL,
         received=now - 7300,
-        deliveries={"legacy": (keys.GONE, 1, f"HTTP 410 Gone {EVIL}")},
+        deliveries={"legacy": (DeliveryState.GONE, 1, f"HTTP 410 Gone {EVIL}")},
         dead_at={"legacy": now - 7200},
         attempts=[record("legacy", 1, now - 7200, 410, "gone", response=EVIL)],
     )
@@ -628,7 +629,9 @@ async def test_a_paused_target_is_paused_with_why_and_since_when(
     # The operator's view of issue 12: crm paused with a delivery due, and analytics healthy.
     now = time.time()
     seed_scene(redis_client, now)
-    seed_event(redis_client, deliveries={"crm": (keys.PENDING, 0, "")}, due={"crm": now - 1})
+    seed_event(
+        redis_client, deliveries={"crm": (DeliveryState.PENDING, 0, "")}, due={"crm": now - 1}
+    )
     assert pause_target(redis_client, "crm", "maintenance window", now=now - 300)
     client = await make_client()
 

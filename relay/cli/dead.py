@@ -21,7 +21,7 @@ from relay.cli.tables import render_fields, render_table
 from relay.config.settings import Settings
 from relay.core.times import format_age, format_time
 from relay.ops import deliveries as ops
-from relay.store.event import Event
+from relay.store.records import Event
 
 #: How much of a body `relay dead show` prints: enough to recognise an event, not to flood.
 BODY_PREVIEW = 512
@@ -149,7 +149,7 @@ def _render_deliveries(detail: ops.EventDetail) -> list[str]:
             d.target,
             d.state,
             d.attempts,
-            d.replayed_after or None,
+            d.before_replay or None,
             format_time(d.dead_at),
             d.reason,  # whole: this is the one place to read it (lists cut it)
         )

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay.cli.tables import render_fields, render_table
+from relay.core.states import DeliveryState
 from relay.core.times import format_time
 from relay.ops.events import Attempt, DeliveryView, EventSummary, EventView
-from relay.store import keys
 
 #: A response snippet in the text view is cut to one line of this many characters.
 SNIPPET_CHARS = 60
@@ -56,7 +56,7 @@ def compact_states(summary: EventSummary) -> str:
         return "unrouted"
     parts = []
     for t in summary.targets:
-        shown = t.attempts_made > 1 or (t.attempts_made == 1 and t.state != keys.DELIVERED)
+        shown = t.attempts_made > 1 or (t.attempts_made == 1 and t.state != DeliveryState.DELIVERED)
         parts.append(f"{t.target}:{t.state}" + (f"({t.attempts_made})" if shown else ""))
     return " ".join(parts)
 

@@ -28,7 +28,8 @@ from relay.core.logs import configure_logging
 from relay.core.metrics import use_multiprocess_values
 from relay.core.supervisor import supervise
 from relay.ops.status_page import add_status_routes
-from relay.receiver.app import REDIS, ROUTES, SERVER_OPTIONS, create_app
+from relay.receiver.app import SERVER_OPTIONS, create_app
+from relay.receiver.state import REDIS, ROUTES
 
 #: Seconds beyond the intake timeout that SIGTERM leaves in-flight requests to get their answer
 #: (aiohttp stops accepting at once, then waits for handlers; then the writer commits the rest).

@@ -48,7 +48,7 @@ from relay.receiver.decoding import accepted_coding, decode_body
 from relay.receiver.extract import ParsedEvent, parse_request
 from relay.receiver.handshakes import Handshake, aspnet_echo, resthooks_handshake
 from relay.store import keys
-from relay.store.event import Event
+from relay.store.records import Event
 
 __all__ = [
     "Accepted",

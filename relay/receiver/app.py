@@ -44,20 +44,7 @@ from relay.receiver.state import (
 from relay.store import clients
 from relay.store.metrics import RedisCollector
 
-__all__ = [
-    "DRAINER",
-    "METRICS",
-    "REDIS",
-    "ROUTES",
-    "SCRAPE",
-    "SERVER_OPTIONS",
-    "SETTINGS",
-    "SPOOL",
-    "WRITER",
-    "RoutesHolder",
-    "create_app",
-    "error_response",
-]
+__all__ = ["SERVER_OPTIONS", "create_app", "error_response"]
 
 #: How every server of this app must be built (`relay serve`, its `--processes` children,
 #: `relay dev`'s embedded receiver, the tests): aiohttp's `auto_decompress` inflates a body in

@@ -16,8 +16,8 @@ from typing import Any
 from rq import Queue
 
 from relay.store.commit import Request, commit_arguments
-from relay.store.event import Event
 from relay.store.queue import kick_commands
+from relay.store.records import Event
 
 __all__ = [
     "MAX_BATCH_BYTES",

@@ -29,7 +29,7 @@ from relay.core.errors import Unavailable
 from relay.receiver.batch import Committed, Pending, take_batch
 from relay.receiver.committer import BatchCommitter
 from relay.receiver.deadlines import Deadlines
-from relay.store.event import Event
+from relay.store.records import Event
 
 __all__ = ["IntakeWriter"]
 

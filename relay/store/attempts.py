@@ -138,11 +138,6 @@ class AttemptRecord:
         )
 
     @classmethod
-    def from_json(cls, raw: bytes) -> AttemptRecord:
-        """`from_redis` under the name the operator views call it by."""
-        return cls.from_redis(raw)
-
-    @classmethod
     def unreadable(cls, error: str) -> AttemptRecord:
         """The record that stands for one that cannot be read, saying why in `error`."""
         return cls("", 0, None, None, None, error, Outcome.NONE, "")

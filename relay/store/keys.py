@@ -26,48 +26,27 @@ from __future__ import annotations
 import hashlib
 
 from relay.core.constants import KEY_PREFIX
-from relay.core.states import FINAL_STATES, DeliveryState
-from relay.store.records import attempts_field, before_replay_field, reason_field, state_field
 
 __all__ = [
     "DEAD",
-    "DEAD_STATE",
-    "DELIVERED",
     "DUE_TARGETS",
-    "DUPLICATE",
     "EVENTS_INDEX",
-    "FINAL_STATES",
-    "GONE",
-    "PENDING",
-    "RETRYING",
     "TRIM_LOCK",
     "UNROUTED",
-    "attempts_field",
     "attempts_key",
-    "before_replay_field",
     "dead_member",
     "dedupe_key",
     "due_key",
     "event_key",
     "paused_key",
-    "reason_field",
     "source_stats_key",
     "split_dead_member",
-    "state_field",
     "target_stats_key",
 ]
 
 EVENTS_INDEX = f"{KEY_PREFIX}:events"
 UNROUTED = f"{KEY_PREFIX}:unrouted"
 DEAD = f"{KEY_PREFIX}:dead"
-
-# The delivery states under the names their importers know; DeliveryState is their definition.
-PENDING = DeliveryState.PENDING
-RETRYING = DeliveryState.RETRYING
-DELIVERED = DeliveryState.DELIVERED
-DEAD_STATE = DeliveryState.DEAD
-GONE = DeliveryState.GONE
-DUPLICATE = DeliveryState.DUPLICATE
 
 
 def event_key(event_id: str) -> str:

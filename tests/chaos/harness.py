@@ -41,6 +41,7 @@ from aiohttp import web
 
 from relay.config.loading import load_routes
 from relay.store import keys
+from relay.store.records import attempts_field, reason_field, state_field
 from tests.support.processes import RelayProcess, relay_env
 from tests.support.redis_server import RedisServer, free_port
 
@@ -577,7 +578,7 @@ def _relay_state(conn: redis.Redis, event_id: str, target: str) -> str:
     try:
         raw = conn.hmget(
             keys.event_key(event_id),
-            [keys.state_field(target), keys.attempts_field(target), keys.reason_field(target)],
+            [state_field(target), attempts_field(target), reason_field(target)],
         )
     except redis.RedisError as exc:
         return f"(redis: {exc})"

@@ -26,8 +26,9 @@ import pytest
 import redis
 from standardwebhooks.webhooks import Webhook
 
+from relay.core.states import DeliveryState
 from relay.store import keys
-from relay.store.event import Event
+from relay.store.records import Event
 from tests.support.processes import Processes, relay_env, wait_until
 from tests.support.redis_server import RedisServer, redis_server_binary
 from tests.support.targets import Received, TargetServer
@@ -52,7 +53,9 @@ SIGNING = {
 }
 
 #: Delivery states after which nothing more happens to a delivery.
-SETTLED = frozenset({keys.DELIVERED, keys.DEAD_STATE, keys.GONE, keys.DUPLICATE})
+SETTLED = frozenset(
+    {DeliveryState.DELIVERED, DeliveryState.DEAD, DeliveryState.GONE, DeliveryState.DUPLICATE}
+)
 #: A bound on waiting for deliveries on a busy machine; not a performance claim.
 SETTLE_TIMEOUT = 45.0
 

@@ -11,9 +11,10 @@ import orjson
 import redis
 
 from relay.core.ids import new_event_id
+from relay.core.states import DeliveryState
 from relay.store import keys
-from relay.store.event import Event
 from relay.store.queue import kick, make_queue
+from relay.store.records import Event, attempts_field, state_field
 
 
 def make_event(
@@ -50,8 +51,8 @@ def store_events(
         for event in events:
             fields: dict[str, object] = dict(event.to_redis())
             for target in event.targets:
-                fields[keys.state_field(target)] = keys.PENDING
-                fields[keys.attempts_field(target)] = 0
+                fields[state_field(target)] = DeliveryState.PENDING
+                fields[attempts_field(target)] = 0
             pipe.hset(keys.event_key(event.id), mapping=fields)  # type: ignore[arg-type]
             pipe.expire(keys.event_key(event.id), retention)
             if event.dedupe_key:

@@ -10,8 +10,15 @@ import orjson
 import redis
 
 from relay.core.ids import new_event_id
+from relay.core.states import DeliveryState
 from relay.store import keys
-from relay.store.event import Event
+from relay.store.records import (
+    Event,
+    attempts_field,
+    before_replay_field,
+    reason_field,
+    state_field,
+)
 
 NOW = 1_790_000_000.0  # a fixed "now" (2026-09-21) so times in assertions are exact
 
@@ -39,7 +46,7 @@ def seed_event(
     `due` maps a target to the score of the event in that target's due set (relay.store.keys): when
     it is due, or when the lease of an attempt in flight ends.
     """
-    deliveries = deliveries if deliveries is not None else {"crm": (keys.PENDING, 0, "")}
+    deliveries = deliveries if deliveries is not None else {"crm": (DeliveryState.PENDING, 0, "")}
     event_id = event_id or new_event_id(received)
     event = Event(
         id=event_id,
@@ -54,11 +61,11 @@ def seed_event(
     )
     fields: dict[str, Any] = dict(event.to_redis())
     for target, (state, made, reason) in deliveries.items():
-        fields[keys.state_field(target)] = state
-        fields[keys.attempts_field(target)] = made
-        fields[keys.reason_field(target)] = reason
+        fields[state_field(target)] = state
+        fields[attempts_field(target)] = made
+        fields[reason_field(target)] = reason
     for target, base in (replay_base or {}).items():
-        fields[keys.before_replay_field(target)] = base
+        fields[before_replay_field(target)] = base
     conn.hset(keys.event_key(event_id), mapping=fields)
     conn.expire(keys.event_key(event_id), ttl)
     conn.zadd(keys.EVENTS_INDEX, {event_id: received})
@@ -82,7 +89,7 @@ def seed_dead(
     at: float = NOW - 600,
     made: int = 10,
     reason: str = "HTTP 500 after 10 attempts",
-    state: str = keys.DEAD_STATE,
+    state: str = DeliveryState.DEAD,
     **kwargs: Any,
 ) -> str:
     """An event whose only delivery (to `target`) is in the dead-letter store."""
@@ -133,7 +140,10 @@ def seed_received_event(
     """`seed_event` by target list, a form body by default: each delivery pending unless
     `states` says otherwise, and each one still open due since the event was received."""
     deliveries = {
-        target: (*(states or {}).get(target, (keys.PENDING, 0)), (reasons or {}).get(target, ""))
+        target: (
+            *(states or {}).get(target, (DeliveryState.PENDING, 0)),
+            (reasons or {}).get(target, ""),
+        )
         for target in targets
     }
     return seed_event(
@@ -153,7 +163,7 @@ def seed_received_event(
         due={
             target: received
             for target, (state, _, _) in deliveries.items()
-            if state in (keys.PENDING, keys.RETRYING)
+            if state in (DeliveryState.PENDING, DeliveryState.RETRYING)
         },
     )
 

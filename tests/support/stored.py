@@ -6,8 +6,8 @@ import redis
 from rq.job import Job
 
 from relay.store import keys
-from relay.store.event import Event
 from relay.store.queue import DELIVER_DUE, make_queue
+from relay.store.records import Event
 
 
 def stored_event(conn: redis.Redis, event_id: str) -> Event:

@@ -38,7 +38,10 @@ def stale_redis(data_dir: Path) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return pid  # no /proc: trust the pidfile
-    return pid if b"redis" in cmdline else None
+    # The program's own name, not any word of its command line: a process merely started with
+    # "redis" among its arguments (a test runner, an editor) is not the dev Redis.
+    program = cmdline.split(b"\0", 1)[0].split(b" ", 1)[0].rsplit(b"/", 1)[-1]
+    return pid if program.startswith(b"redis-server") else None
 
 
 def redis_answers(url: str) -> bool:

@@ -38,11 +38,6 @@ class Delivery:
     before_replay: int  # attempts made before the latest replay (0: never replayed)
     dead_at: float | None  # when it entered the dead-letter store, if it is there
 
-    @property
-    def replayed_after(self) -> int:
-        """`before_replay` under the name the operator's JSON output gives it."""
-        return self.before_replay
-
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping (`before_replay` keeps its output name, `replayed_after`)."""
         data = asdict(self)

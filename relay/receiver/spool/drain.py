@@ -40,8 +40,8 @@ from relay.receiver.batch import MAX_BATCH_BYTES, write_batch
 from relay.receiver.spool.records import SpooledEvent
 from relay.receiver.spool.spool import Spool
 from relay.store import keys
-from relay.store.event import Event
 from relay.store.queue import make_queue
+from relay.store.records import Event
 
 log = structlog.get_logger("relay.spool")
 

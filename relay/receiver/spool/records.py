@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import orjson
 
-from relay.store.event import Event
+from relay.store.records import Event
 
 MAGIC = b"RSP1"
 _HEADER = struct.Struct(">4sII")  # magic, payload length, CRC32 of the payload

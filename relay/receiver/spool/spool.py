@@ -26,7 +26,7 @@ from relay.receiver.spool.errors import SpoolError
 from relay.receiver.spool.files import SEGMENT_BYTES, segment_sizes
 from relay.receiver.spool.ownership import STALE_NEW_DIR, adopt_dir, create_dir
 from relay.receiver.spool.records import SpooledEvent, encode_record
-from relay.store.event import Event
+from relay.store.records import Event
 
 log = structlog.get_logger("relay.spool")
 
