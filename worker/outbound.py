@@ -17,7 +17,7 @@ from relay import __version__
 from relay.config.model import Target
 from relay.core.headers import FORWARDED_PROVIDER_HEADERS, is_form, is_forwarded, is_reserved
 from relay.core.signatures import sign_standard
-from relay.store.event import Event
+from relay.store.records import Event
 
 USER_AGENT = f"relay/{__version__}"
 
