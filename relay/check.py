@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from relay.config_fields import sort_problems
+from relay.decoding import accepted_coding, decode_body
 from relay.errors import BadRequest, ConfigError, HTTPError, Problem
 from relay.extract import parse_request
 from relay.route_table import RouteTable, Source, Target, event_location
@@ -376,14 +377,25 @@ def dry_run(
         return answer(405, f"source '{source.name}' takes {', '.join(source.methods)}")
     if source.kind == "resthooks" and "x-hook-secret" in headers:
         return answer(200, "the REST Hooks X-Hook-Secret handshake: no event is recorded")
-    if len(body) > source.max_body:
+    sent = body  # the bytes as sent: what ms-signature is over
+    coding = None
+    try:
+        # As the receiver does: 415 for a coding the source does not take, then decoded within
+        # max_body (413 once it passes, 400 when it does not decode).
+        if "content-encoding" in headers:
+            coding = accepted_coding(headers["content-encoding"], source.content_encodings)
+        if coding is not None:
+            body = decode_body(coding, body, source.max_body)
+    except HTTPError as exc:
+        return answer(int(exc.status), exc.message)
+    if coding is None and len(body) > source.max_body:
         limit = format_size(source.max_body)
         return answer(413, f"the body is {len(body)} bytes; this source takes at most {limit}")
     signature = ""
     rejection: HTTPError | None = None
     if source.kind == "aspnet":
         # The receiver checks the signature before it parses the body.
-        signature, rejection = _check_ms_signature(source, body, headers)
+        signature, rejection = _check_ms_signature(source, sent, headers)
     try:
         parsed = parse_request(source, ctype, headers, body)
     except HTTPError as exc:

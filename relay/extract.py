@@ -37,7 +37,7 @@ DROPPED_HEADERS = frozenset(
         "upgrade",
         "expect",
         "accept-encoding",
-        # aiohttp decompresses request bodies: the stored body is no longer encoded.
+        # relay decodes request bodies (relay.decoding): the stored body is no longer encoded.
         "content-encoding",
         "proxy-connection",
     }

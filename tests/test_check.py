@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import io
 import json
 import sys
@@ -573,3 +574,59 @@ def test_relay_cli_dispatches_check(
 ) -> None:
     assert cli.main(["check", str(SHIPPED)]) == 0
     assert "OK: 5 sources, 3 targets, 9 routes" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# Content-Encoding: the key, and the dry run deciding as the receiver does
+
+ENCODINGS = """
+[sources.chalk]
+kind = "json"
+content_encodings = ["gzip", "br"]
+
+[targets.crm]
+url = "http://127.0.0.1:9/crm"
+
+[[routes]]
+source = "chalk"
+targets = ["crm"]
+"""
+
+
+def test_an_unsupported_content_encoding_is_named_with_file_table_and_key(
+    tmp_path: Path, relay_check: Run, no_env: None
+) -> None:
+    path = write(tmp_path, ENCODINGS)
+    code, out = relay_check(path)
+    assert code == 1
+    assert out.splitlines() == [
+        f"{path}: [sources.chalk.content_encodings] 'br' is not supported: relay decodes gzip, "
+        "deflate only (no dependency for br or zstd); a request sent with it gets 415",
+        f"{path}: 1 problem; relay would not start",
+    ]
+    path = write(tmp_path, ENCODINGS.replace('"br"', '"gz"'))
+    code, out = relay_check(path)
+    assert code == 1
+    assert "[sources.chalk.content_encodings] unknown encoding 'gz' (one of: gzip, deflate)" in out
+
+
+def test_dry_run_decodes_as_the_receiver_does(
+    secrets_env: dict[str, str], relay_check: Run, tmp_path: Path
+) -> None:
+    body = gzip.compress(b"courseId=1&memberId=2&event=COURSEMEMBER_CREATED")
+    code, out = dry(relay_check, tmp_path, "fellow", body, "--header", "content-encoding:gzip")
+    assert code == 0
+    assert "the receiver would answer 202 with 1 event\nevent 1: COURSEMEMBER_CREATED\n" in out
+    code, out = dry(relay_check, tmp_path, "fellow", body, "--header", "content-encoding:br")
+    assert code == 1
+    assert (
+        "the receiver would answer 415: Content-Encoding 'br' is not taken; "
+        "this source takes gzip, deflate or an uncompressed body" in out
+    )
+    bomb = gzip.compress(bytes(2 * 1024 * 1024))
+    code, out = dry(relay_check, tmp_path, "fellow", bomb, "--header", "content-encoding:gzip")
+    assert code == 1
+    assert "the receiver would answer 413: the body decodes to over 1048576 bytes" in out
+    code, out = dry(relay_check, tmp_path, "fellow", body[:-5], "--header", "content-encoding:gzip")
+    assert code == 1
+    assert "the receiver would answer 400: the gzip body is cut short" in out
