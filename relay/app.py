@@ -513,7 +513,10 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[ROUTES] = RoutesHolder(routes)
-    redis_gauges = RedisCollector(lambda: app[REDIS])
+    # Every configured target gets a relay_target_paused sample, even before its first delivery.
+    redis_gauges = RedisCollector(
+        lambda: app[REDIS], targets=lambda: tuple(app[ROUTES].table.targets)
+    )
     registry.register(redis_gauges)
     app[METRICS] = receiver_metrics
     app[SCRAPE] = (

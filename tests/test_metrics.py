@@ -162,6 +162,14 @@ async def test_receiver_metrics_report_a_paused_target(
     assert ("relay_target_pause_start_time_seconds", (("target", "crm"),)) not in found
 
 
+async def test_receiver_metrics_report_a_target_paused_before_any_delivery(
+    client: Any, redis_client: redis.Redis
+) -> None:
+    assert pause_target(redis_client, "crm", "not live yet", now=1_790_000_000.0)
+    found = samples(await (await client.get("/metrics")).text())
+    assert found[("relay_target_paused", (("target", "crm"),))] == 1
+
+
 def test_redis_collector_reports_configured_targets_paused_or_not(
     redis_client: redis.Redis,
 ) -> None:
