@@ -209,3 +209,27 @@ def test_unreachable_redis_exits_1_with_a_clear_message(tmp_path: Path) -> None:
         assert "cannot reach Redis" in proc.output()
     finally:
         procs.cleanup()
+
+
+@pytest.mark.parametrize(("level", "rq_lines"), [("info", False), ("debug", True)])
+def test_rq_per_job_lines_are_logged_only_at_debug(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: redis.Redis,
+    targets: TargetServer,
+    level: str,
+    rq_lines: bool,
+) -> None:
+    # RQ logs four INFO lines per job and relay's kicks are jobs: at info they drowned the
+    # lines a person watches (issue 12). They stay available at debug.
+    env = setup(tmp_path, redis_url, {"ok": {"url": targets.url("/ok/ok")}})
+    env["RELAY_LOG_LEVEL"] = level
+    with relay_processes(tmp_path, env) as procs:
+        _, base = procs.serve()
+        worker = procs.worker()
+        event_id = send(base, b'{"n": 1}')
+        assert wait_until(lambda: states(redis_client, event_id) == {"ok": "delivered"}, 30)
+        assert worker.terminate() == 0
+        output = worker.output()
+    assert "worker starting" in output  # relay's own lines are there either way
+    assert ("Job OK" in output) is rq_lines, output[-2000:]
