@@ -28,7 +28,6 @@ import structlog
 from aiohttp import web
 from rq.scheduler import RQScheduler
 
-from relay.logs import rq_logging_level
 from relay.queueing import OrjsonSerializer, make_queue
 from relay.route_table import RouteTable
 from relay.settings import Settings
@@ -343,7 +342,7 @@ def _work(
     )
     worker.retention = settings.retention
     try:
-        worker.work(with_scheduler=True, logging_level=rq_logging_level(settings.log_level))
+        worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
     finally:
         runtime.shutdown_runtime(process.drain_limit(routes))
         context.configure(None)

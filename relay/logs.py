@@ -143,14 +143,33 @@ def _level_number(level: str) -> int:
 _stderr_logger: LoopBatchedLogger | None = None
 
 
-def rq_logging_level(level: str) -> str:
-    """The level for RQ's own loggers: its per-job INFO lines only when relay logs at debug.
+#: The INFO lines RQ (3.x) writes for every job: dequeued, done, how long its result is kept.
+#: relay's kicks are jobs, so at info these drowned the lines a person watches; relay logs each
+#: delivery attempt itself. RQ's other lines (start, stop, scheduler, warnings) are kept as is.
+RQ_PER_JOB_LINES = frozenset(
+    {
+        "Worker %s: %s: %s",
+        "Worker %s: %s: %s (%s)",
+        "Successfully completed job %s in %ss on worker %s",
+        "Successfully completed %s job in %ss on worker %s",
+        "Worker %s: job %s result discarded immediately",
+        "Worker %s: job %s result is kept for %s seconds",
+        "Worker %s: job %s result will never expire, clean up result key manually",
+    }
+)
 
-    RQ writes four INFO lines per job (dequeued, started, OK, result kept) and relay's kicks are
-    jobs, so at INFO they drown relay's own lines; relay logs its worker's start, stop and every
-    delivery attempt itself. RQ's warnings and errors always pass.
-    """
-    return "DEBUG" if _level_number(level) <= logging.DEBUG else "WARNING"
+
+class RqJobLinesAtDebug(logging.Filter):
+    """Logs RQ's per-job INFO lines at DEBUG: shown only when relay's level is debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.msg in RQ_PER_JOB_LINES:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+_RQ_JOB_LINES = RqJobLinesAtDebug()
 
 
 def _batched_stderr(*args: Any) -> LoopBatchedLogger:
@@ -211,3 +230,4 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     # aiohttp's access log costs most of the receiver's throughput; the app logs one canonical
     # line per request instead.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("rq.worker").addFilter(_RQ_JOB_LINES)  # the same filter once, however often

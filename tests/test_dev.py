@@ -285,15 +285,6 @@ def test_banner_tells_how_to_use_the_env_file_from_another_terminal(
     assert "source /elsewhere/env" in dev.render_banner(elsewhere)
 
 
-def test_rq_job_lines_are_quiet_unless_relay_logs_at_debug() -> None:
-    from relay.logs import rq_logging_level
-
-    assert rq_logging_level("info") == "WARNING"
-    assert rq_logging_level("warning") == "WARNING"
-    assert rq_logging_level("debug") == "DEBUG"
-    assert rq_logging_level("DEBUG") == "DEBUG"
-
-
 def test_loopback_ports_are_the_local_targets_ports_once_each() -> None:
     text = """
     [targets.a]

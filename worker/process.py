@@ -43,7 +43,6 @@ from rq import scheduler as rq_scheduler
 from rq.worker import WorkerStatus
 
 from relay import constants
-from relay.logs import rq_logging_level
 from relay.queueing import OrjsonSerializer, make_queue
 from relay.route_table import RouteTable
 from relay.settings import Settings
@@ -315,9 +314,7 @@ def run_worker(
         reload_routes=ops.reload_routes,
     )
     try:
-        worker.work(
-            burst=burst, with_scheduler=True, logging_level=rq_logging_level(settings.log_level)
-        )
+        worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
     finally:
         if watcher is not None:
             watcher.stop()
