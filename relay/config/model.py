@@ -62,6 +62,27 @@ class Dedupe:
     window: float  # seconds
 
 
+#: The dedupe key of a reconciled Fellow source when it names none: the event, its course or
+#: program ("a|b": the first of the fields present) and its member. The receiver and the
+#: reconciliation pass both claim it, so a real webhook after a synthesized one is a duplicate.
+RECONCILE_DEDUPE_KEY = ("body:event", "body:courseId|programId", "body:memberId")
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """`[sources.NAME.reconcile]`: rebuild missed call-once events from the provider's API."""
+
+    api: str  # base URL, e.g. https://academy.example.com (the API is under /api/v1)
+    api_key: Secret
+    every: float = 900.0  # seconds between passes
+    grace: float = 300.0  # a change the API shows is declared missed only after this long
+    id_field: str = "id"  # field of each listed object holding its id (an assumption)
+    completed_field: str = "completed"  # truthy in a coursemember/programmember: completed
+    page_size: int = 100  # `limit` of each list request
+    concurrency: int = 4  # requests in flight at once
+    timeout: float = 30.0  # seconds per request
+
+
 @dataclass(frozen=True)
 class Source:
     """A provider that posts to `/hooks/{name}`."""
@@ -78,6 +99,7 @@ class Source:
     call_once: bool = False  # the provider never retries: spool defaults to on
     # The Content-Encodings taken (relay.receiver.decoding); () takes uncompressed bodies only.
     content_encodings: tuple[Coding, ...] = SUPPORTED
+    reconcile: Reconcile | None = None
 
     def __post_init__(self) -> None:
         # A Source built by hand with kind="json" still carries the enum member.

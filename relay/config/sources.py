@@ -10,11 +10,14 @@ from relay.config.fields import HEADER_NAME, NAME, Collector, hint, string_list
 from relay.config.model import (
     DEFAULT_DEDUPE_WINDOW,
     HTTP_METHODS,
+    RECONCILE_DEDUPE_KEY,
     SOURCE_KINDS,
     Dedupe,
+    Reconcile,
     Source,
     SourceKind,
 )
+from relay.config.reconcile import load_reconcile
 from relay.core import constants
 from relay.core.headers import IDENTITY, SUPPORTED, Coding
 from relay.core.secrets import Secret
@@ -39,6 +42,7 @@ SOURCE_KEYS = (
     "spool",
     "call_once",
     "content_encodings",
+    "reconcile",
 )
 #: Codings a provider may send that relay does not decode: named in the problem, with why.
 _UNDECODED = ("br", "zstd", "compress", "x-compress")
@@ -100,6 +104,16 @@ def load_source(c: Collector, name: str, data: Mapping[str, Any]) -> Source | No
         except ValueError as exc:
             c.add(table, "max_body", str(exc))
     dedupe = _load_dedupe(c, table, data.get("dedupe"), kind)
+    reconcile = None
+    if "reconcile" in data:
+        reconcile = load_reconcile(c, name, kind, data["reconcile"])
+        # A synthesized event and a late real webhook must claim the same dedupe key.
+        if "dedupe" not in data:
+            dedupe = Dedupe(key=RECONCILE_DEDUPE_KEY, window=DEFAULT_DEDUPE_WINDOW)
+        elif dedupe is None:
+            c.add(
+                table, "dedupe", "a reconciled source needs dedupe (leave it out for the default)"
+            )
     call_once = c.flag(table, data, "call_once", False)
     # A provider that calls once loses the event on a 503, so its events are spooled to disk
     # while Redis is down unless the operator says otherwise.
@@ -119,7 +133,27 @@ def load_source(c: Collector, name: str, data: Mapping[str, Any]) -> Source | No
         spool=spool,
         call_once=call_once,
         content_encodings=content_encodings,
+        reconcile=reconcile,
     )
+
+
+def _load_reconcile(
+    c: Collector, name: str, data: Mapping[str, Any], kind: SourceKind, dedupe: Dedupe | None
+) -> tuple[Reconcile | None, Dedupe | None]:
+    """`reconcile`, and the source's dedupe: a reconciled source dedupes by default."""
+    if "reconcile" not in data:
+        return None, dedupe
+    reconcile = load_reconcile(c, name, kind, data["reconcile"])
+    # A synthesized event and a late real webhook must claim the same dedupe key.
+    if "dedupe" not in data:
+        return reconcile, Dedupe(key=RECONCILE_DEDUPE_KEY, window=DEFAULT_DEDUPE_WINDOW)
+    if dedupe is None:
+        c.add(
+            f"sources.{name}",
+            "dedupe",
+            "a reconciled source needs dedupe (omit it for the default)",
+        )
+    return reconcile, dedupe
 
 
 def _load_event(c: Collector, table: str, data: Mapping[str, Any], kind: SourceKind) -> str:

@@ -42,6 +42,10 @@ FORWARDED_PROVIDER_HEADERS = frozenset({"ms-signature"})
 NOT_FORWARDED_PREFIXES = ("x-forwarded-", "x-relay-")
 NOT_FORWARDED = frozenset({"x-real-ip", "x-hook-secret"})
 
+#: Stored (value "1") on an event a reconciliation pass synthesized, and sent to its targets.
+#: Intake drops every x-relay-* header a request carries, so no provider can set it.
+RECONCILED_HEADER = "x-relay-reconciled"
+
 #: Headers relay sets on every delivery, or that the HTTP client owns: they carry the contract.
 RESERVED_HEADERS = frozenset(
     {"host", "content-type", "content-length", "transfer-encoding", "connection"}

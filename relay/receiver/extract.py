@@ -103,6 +103,18 @@ def _field_lookup(document: Any, path: str, form: bool) -> Any:
     return lookup_path(document, path)
 
 
+def _first_field(document: Any, names: str, form: bool) -> str | None:
+    """`name=value` of the first field of `a|b` the document has (the name keeps a course and
+    a program with the same id apart), or None."""
+    if document is None:
+        return None
+    for name in names.split("|"):
+        value = _field_lookup(document, name, form)
+        if value is not None and value != "" and not isinstance(value, dict | list):
+            return f"{name}={value}"
+    return None
+
+
 def dedupe_value(
     source: Source,
     document: Any,
@@ -119,6 +131,9 @@ def dedupe_value(
         value: Any
         if scope == "header":
             value = headers.get(name)
+        elif "|" in name:
+            # "a|b": the first of several fields present (Fellow sends courseId or programId).
+            value = _first_field(document, name, form)
         else:
             value = _field_lookup(document, name, form) if document is not None else None
         if value is None or isinstance(value, dict | list) or value == "":

@@ -17,6 +17,12 @@
     relay:paused:{target}       STRING  JSON {at, event_id, reason}: the target is paused (set by a
                                         410 with pause_on_gone or `relay pause`; no expiry)
     relay:lock:trim             STRING  held (SET NX EX) by the worker trimming the indexes
+    relay:rc:{source}:members   HASH    reconciliation's snapshot: membership -> its state at the
+                                        last pass (relay.store.reconcile); no expiry
+    relay:rc:{source}:pending   HASH    change seen in the API but not (yet) by webhook -> when
+                                        a pass first saw it (declared missed after `grace`)
+    relay:rc:{source}:pass      HASH    the last pass: when, outcome, failures in a row
+    relay:lock:rc:{source}      STRING  held (SET NX EX) by the process running a pass
 
 Every per-event key expires with the retention period, so Redis memory stays bounded.
 """
@@ -39,6 +45,10 @@ __all__ = [
     "due_key",
     "event_key",
     "paused_key",
+    "reconcile_lock_key",
+    "reconcile_members_key",
+    "reconcile_pass_key",
+    "reconcile_pending_key",
     "source_stats_key",
     "split_dead_member",
     "target_stats_key",
@@ -101,3 +111,23 @@ DUE_TARGETS = f"{KEY_PREFIX}:duetargets"
 def due_key(target: str) -> str:
     """The sorted set of a target's deliveries by the time they are due (or their lease ends)."""
     return f"{KEY_PREFIX}:due:{target}"
+
+
+def reconcile_members_key(source: str) -> str:
+    """The membership snapshot of a reconciled source's last pass."""
+    return f"{KEY_PREFIX}:rc:{source}:members"
+
+
+def reconcile_pending_key(source: str) -> str:
+    """Changes a pass saw in the API and no webhook brought yet, with when first seen."""
+    return f"{KEY_PREFIX}:rc:{source}:pending"
+
+
+def reconcile_pass_key(source: str) -> str:
+    """The record of a reconciled source's last pass."""
+    return f"{KEY_PREFIX}:rc:{source}:pass"
+
+
+def reconcile_lock_key(source: str) -> str:
+    """Held by the one process running a reconciliation pass of a source."""
+    return f"{KEY_PREFIX}:lock:rc:{source}"
