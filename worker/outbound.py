@@ -3,7 +3,8 @@
 Contract (DESIGN.md): POST, the original body bytes unchanged, the original Content-Type, the
 provider headers that matter for verification, Standard Webhooks headers
 (https://www.standardwebhooks.com/: webhook-id, webhook-timestamp, webhook-signature), the
-relay's own x-relay-* headers, then the target's extra headers from routes.toml.
+relay's own x-relay-* headers (x-relay-reconciled: 1 on an event a reconciliation pass
+synthesized), then the target's extra headers from routes.toml.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import orjson
 
 from relay import __version__
 from relay.config.model import Target
-from relay.core.headers import FORWARDED_PROVIDER_HEADERS, is_form, is_forwarded, is_reserved
+from relay.core.headers import (
+    FORWARDED_PROVIDER_HEADERS,
+    RECONCILED_HEADER,
+    is_form,
+    is_forwarded,
+    is_reserved,
+)
 from relay.core.signatures import sign_standard
 from relay.store.records import Event
 
@@ -77,4 +84,6 @@ def build_request(event: Event, target: Target, attempt: int, now: int) -> Outbo
     headers["x-relay-source"] = event.source
     headers["x-relay-event"] = event.type or ""
     headers["x-relay-attempt"] = str(attempt)
+    if (RECONCILED_HEADER, "1") in event.headers:
+        headers[RECONCILED_HEADER] = "1"
     return OutboundRequest(url=target.url, headers=tuple(headers.items()), body=body)

@@ -1,0 +1,182 @@
+"""A client of Fellow Digitals' REST API, for reconciliation (aiohttp, read-only).
+
+Fellow documents the endpoints, `Authorization: Bearer <key>` and paging with `offset` and
+`limit`, but not the JSON of its answers. The assumptions (a list is a JSON array of objects
+with an id; a coursemember is completed when its `completed` field is truthy; field names
+configurable) are checked on every answer: one that does not fit raises ShapeError naming the
+endpoint, so a pass fails loudly instead of reconciling nothing.
+
+    FellowError              the API could not be read: the pass fails and is retried
+    ├── AuthError            401/403: the API key is wrong or lacks the right
+    ├── RateLimited          429 still after MAX_RETRIES waits of its Retry-After
+    ├── ApiTimeout           no answer within the per-request timeout
+    ├── ApiStatusError       any other non-2xx answer, or a connection error
+    └── ShapeError           an answer that is not what relay assumes
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from relay.config.model import Reconcile
+from relay.store.reconcile import Kind
+
+__all__ = [
+    "ApiStatusError",
+    "ApiTimeout",
+    "AuthError",
+    "FellowApi",
+    "FellowError",
+    "RateLimited",
+    "ShapeError",
+]
+
+#: 429s answered in a row for one request before the pass gives up (it is retried later).
+MAX_RETRIES = 3
+#: The longest Retry-After honoured (seconds); a longer one fails the request, as a storm.
+MAX_RETRY_AFTER = 60.0
+#: Pages read for one list at most: a provider that ignores `limit` must not loop for ever.
+MAX_PAGES = 10_000
+
+
+class FellowError(Exception):
+    """The API could not be read; `endpoint` is the path asked (never the key)."""
+
+    def __init__(self, endpoint: str, message: str) -> None:
+        super().__init__(f"{endpoint}: {message}")
+        self.endpoint = endpoint
+
+
+class AuthError(FellowError):
+    """401 or 403: the API key is wrong, revoked or lacks the right."""
+
+
+class RateLimited(FellowError):
+    """429 after MAX_RETRIES waits (or a Retry-After beyond MAX_RETRY_AFTER)."""
+
+
+class ApiTimeout(FellowError):
+    """No complete answer within the per-request timeout."""
+
+
+class ApiStatusError(FellowError):
+    """Another non-2xx status, or the connection failed."""
+
+
+class ShapeError(FellowError):
+    """An answer that does not have the shape relay assumes."""
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 1.0
+    except ValueError:
+        return 1.0  # an HTTP date: rare from an API; wait a second and ask again
+
+
+class FellowApi:
+    """Reads courses, programs and their members; at most `concurrency` requests at once."""
+
+    def __init__(
+        self,
+        config: Reconcile,
+        session: aiohttp.ClientSession,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self.session = session
+        self._sleep = sleep
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self.requests = 0  # made, for the pass's summary
+
+    async def get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        """The decoded JSON of GET {api}{path}, 429s waited out (bounded)."""
+        url = f"{self.config.api}{path}"
+        headers = {"authorization": f"Bearer {self.config.api_key.reveal()}"}
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+        for _attempt in range(MAX_RETRIES + 1):
+            async with self._slots:
+                self.requests += 1
+                try:
+                    async with self.session.get(
+                        url, params=params, headers=headers, timeout=timeout
+                    ) as resp:
+                        status, body = resp.status, await resp.read()
+                        wait = _retry_after(resp.headers.get("retry-after"))
+                except TimeoutError as exc:
+                    raise ApiTimeout(path, f"no answer within {self.config.timeout:g}s") from exc
+                except aiohttp.ClientError as exc:
+                    raise ApiStatusError(path, f"request failed: {type(exc).__name__}") from exc
+            if status == 429:
+                if wait > MAX_RETRY_AFTER:
+                    raise RateLimited(path, f"429 with Retry-After {wait:g}s (too long)")
+                await self._sleep(wait)  # outside the slot: others may go on meanwhile
+                continue
+            return _decode(path, status, body)
+        raise RateLimited(path, f"429 answered {MAX_RETRIES + 1} times in a row")
+
+    async def list_all(self, path: str) -> list[dict[str, Any]]:
+        """Every object of a paged list endpoint (a page shorter than `limit` is the last)."""
+        limit = self.config.page_size
+        found: list[dict[str, Any]] = []
+        for page in range(MAX_PAGES):
+            params = {"offset": str(page * limit), "limit": str(limit)}
+            items = _objects(path, await self.get(path, params))
+            found.extend(items)
+            if len(items) < limit:
+                return found
+        raise ShapeError(path, f"more than {MAX_PAGES} pages: is `limit` ignored?")
+
+    async def ids(self, path: str) -> list[str]:
+        """The ids of every object of a list endpoint."""
+        return [self.id_of(path, item) for item in await self.list_all(path)]
+
+    def id_of(self, path: str, item: dict[str, Any]) -> str:
+        """An object's id (`id_field`), as text."""
+        value = item.get(self.config.id_field)
+        if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+            raise ShapeError(path, f"an object without a usable {self.config.id_field!r} field")
+        return str(value)
+
+    async def containers(self, kind: Kind) -> list[str]:
+        """The ids of every course (or program)."""
+        return await self.ids(f"/api/v1/{kind}s")
+
+    async def members(self, kind: Kind, container: str) -> list[str]:
+        """The member ids of one course (or program)."""
+        return await self.ids(f"/api/v1/{kind}s/{container}/members")
+
+    async def completed(self, kind: Kind, container: str, member: str) -> bool:
+        """Whether a member completed a course (or program): its coursemember's `completed`."""
+        path = f"/api/v1/{kind}s/{container}/members/{member}/{kind}member"
+        answer = await self.get(path)
+        if not isinstance(answer, dict):
+            raise ShapeError(path, f"expected a JSON object, got {type(answer).__name__}")
+        field = self.config.completed_field
+        if field not in answer:
+            raise ShapeError(path, f"no {field!r} field in the object")
+        return bool(answer[field])
+
+
+def _decode(path: str, status: int, body: bytes) -> Any:
+    if status in (401, 403):
+        raise AuthError(path, f"{status}: the API key is refused (Setup → API)")
+    if not 200 <= status < 300:
+        raise ApiStatusError(path, f"answered {status}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ShapeError(path, "the answer is not JSON") from exc
+
+
+def _objects(path: str, answer: Any) -> Sequence[dict[str, Any]]:
+    if not isinstance(answer, list):
+        raise ShapeError(path, f"expected a JSON array, got {type(answer).__name__}")
+    if not all(isinstance(item, dict) for item in answer):
+        raise ShapeError(path, "expected an array of objects")
+    return answer
