@@ -12,6 +12,8 @@
   An idle worker is stopped only where no Redis reply can be left unread (worker.stopping).
 - Its scheduler is a RelayScheduler (worker.scheduler), and its maintenance pass trims relay's
   indexes to the retention period (worker.retention).
+- Beside the poller runs the reconciliation loop (worker.fellow.schedule): the passes of the
+  sources with a `reconcile` table, one at a time across the deployment.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rq.worker import WorkerStatus
 
 from relay.store.queue import OrjsonSerializer, make_queue
 from worker.context import current
+from worker.fellow.schedule import ReconcileLoop
 from worker.poller import DuePoller, kick_if_due
 from worker.retention import trim_retention
 from worker.scheduler import RelayScheduler
@@ -116,9 +119,11 @@ class RelayWorker(SimpleWorker):
             kick_if_due()
             return bool(super().work(burst=True, **kwargs))
         poller = DuePoller().start()
+        reconciler = ReconcileLoop().start()
         try:
             return bool(super().work(burst=False, **kwargs))
         finally:
+            reconciler.stop()
             poller.stop()
 
     @property

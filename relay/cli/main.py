@@ -95,6 +95,12 @@ def _subscribe() -> tuple[AddArguments, Run]:
     return subscribe.add_arguments, subscribe.run
 
 
+def _reconcile() -> tuple[AddArguments, Run]:
+    from relay.cli import reconcile
+
+    return reconcile.add_arguments, reconcile.run
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("serve", "run the receiver (HTTP, PORT default 8000)", _serve),
     Command("worker", "run RQ delivery workers with the scheduler", _worker),
@@ -106,6 +112,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("pause", "hold a target's deliveries (no target: list paused ones)", _pause),
     Command("resume", "release a paused target's held deliveries", _resume),
     Command("events", "list and inspect events with their attempts", _events),
+    Command("reconcile", "one reconciliation pass now: synthesize missed events", _reconcile),
     Command("subscribe", "manage provider subscriptions (Elucidat)", _subscribe),
 )
 

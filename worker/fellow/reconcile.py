@@ -40,7 +40,12 @@ from worker.fellow.synth import commit_events, dedupe_key_of, synthesize
 
 __all__ = ["PassBusy", "PassResult", "read_api", "run_pass"]
 
-log = structlog.get_logger("relay.reconcile")
+
+def _log() -> structlog.typing.FilteringBoundLogger:
+    # Looked up per pass, not cached at import: `relay reconcile` configures logging after
+    # this module is imported, and a logger cached on first use would keep the old setup.
+    return structlog.get_logger("relay.reconcile")  # type: ignore[no-any-return]
+
 
 #: How long a pass may hold the lock: a crashed holder frees it after this long.
 LOCK_TTL = 600
@@ -49,7 +54,7 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL
 
 
 class PassBusy(Exception):
-    """Another process holds the source's pass lock."""
+    """Another process holds the source's pass lock (or, with `when_due`, none is due)."""
 
 
 @dataclass(frozen=True)
@@ -124,14 +129,21 @@ def run_pass(
     dry_run: bool = False,
     backfill: bool = False,
     session_factory: SessionFactory = aiohttp.ClientSession,
+    when_due: Callable[[PassRecord], bool] | None = None,
 ) -> PassResult:
-    """One pass now (PassBusy when another holds the lock); a failure is in `error`."""
+    """One pass now (PassBusy when another holds the lock); a failure is in `error`.
+
+    `when_due` is asked under the lock with the last pass's record: the workers' loop runs a
+    pass only if it is still due once the lock is theirs (PassBusy otherwise).
+    """
     assert source.reconcile is not None, "only reconciled sources have a pass"
     token = secrets.token_hex(8)
     lock = keys.reconcile_lock_key(source.name)
     if not dry_run and not conn.set(lock, token, nx=True, ex=LOCK_TTL):
         raise PassBusy(source.name)
     try:
+        if when_due is not None and not when_due(read_pass(conn, source.name)):
+            raise PassBusy(source.name)
         options = _Options(retention, now, dry_run, backfill, session_factory)
         return _locked_pass(conn, table, source, source.reconcile, options)
     finally:
@@ -212,7 +224,7 @@ def _failed(
     if not dry_run:
         # The snapshot's time stays the last good pass's: `at` is when this one failed.
         write_pass(conn, source.name, PassRecord(time.time(), str(exc), failures, 0))
-    log.error(
+    _log().error(
         "reconcile: pass failed; nothing synthesized",
         source=source.name,
         endpoint=exc.endpoint,
@@ -230,7 +242,7 @@ def _with_seconds(result: PassResult, seconds: float) -> PassResult:
 
 def _log_summary(result: PassResult) -> None:
     plan = result.plan
-    log.info(
+    _log().info(
         "reconcile: pass done",
         source=result.source,
         baseline=result.baseline,
