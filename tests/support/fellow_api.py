@@ -8,7 +8,8 @@ Paging by `offset` and `limit` (a short page is the last); every request must ca
 `Authorization: Bearer <KEY>`. `state` maps (kind, id) to {member id: completed}, and is changed
 by the test between passes. Fault switches (`fault`): "401", "429" (every answer 429 with
 Retry-After `retry_after`), "timeout" (answers after `hang` seconds), "shape" (a list endpoint
-answers an object). `requests` counts what was asked, `most_in_flight` the concurrency seen.
+answers an object); `answer`, when set, is what every list endpoint answers. `requests` counts
+what was asked, `most_in_flight` the concurrency seen.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class FellowApiServer:
         self.fault: str | None = None
         self.retry_after = "0"
         self.hang = 5.0
+        self.answer: object = None  # when set, what every list endpoint answers instead
         self.requests = 0
         self.in_flight = 0
         self.most_in_flight = 0
@@ -97,6 +99,8 @@ class FellowApiServer:
             self.in_flight -= 1
 
     def _page(self, request: web.Request, items: list[dict[str, object]]) -> web.Response:
+        if self.answer is not None:
+            return web.json_response(self.answer)
         if self.fault == "shape":
             return web.json_response({"data": items})  # an envelope relay does not assume
         offset = int(request.query.get("offset", "0"))
