@@ -102,6 +102,9 @@ def test_form_sources_only_and_dedupe_required() -> None:
     assert "form sources only, not json" in problem
     [problem] = problems(GOOD, extra="dedupe = false")
     assert problem.startswith("routes.toml: [sources.fellow.dedupe] a reconciled source needs")
+    # A synthesized event has no provider headers: a header part could never match a webhook's.
+    [problem] = problems(GOOD, extra='dedupe = { key = ["header:x-id", "body:memberId"] }')
+    assert "dedupes on body fields only" in problem
 
 
 @pytest.mark.parametrize(

@@ -104,16 +104,7 @@ def load_source(c: Collector, name: str, data: Mapping[str, Any]) -> Source | No
         except ValueError as exc:
             c.add(table, "max_body", str(exc))
     dedupe = _load_dedupe(c, table, data.get("dedupe"), kind)
-    reconcile = None
-    if "reconcile" in data:
-        reconcile = load_reconcile(c, name, kind, data["reconcile"])
-        # A synthesized event and a late real webhook must claim the same dedupe key.
-        if "dedupe" not in data:
-            dedupe = Dedupe(key=RECONCILE_DEDUPE_KEY, window=DEFAULT_DEDUPE_WINDOW)
-        elif dedupe is None:
-            c.add(
-                table, "dedupe", "a reconciled source needs dedupe (leave it out for the default)"
-            )
+    reconcile, dedupe = _load_reconcile(c, name, data, kind, dedupe)
     call_once = c.flag(table, data, "call_once", False)
     # A provider that calls once loses the event on a 503, so its events are spooled to disk
     # while Redis is down unless the operator says otherwise.
@@ -151,7 +142,14 @@ def _load_reconcile(
         c.add(
             f"sources.{name}",
             "dedupe",
-            "a reconciled source needs dedupe (omit it for the default)",
+            "a reconciled source needs dedupe (leave it out for the default)",
+        )
+    elif any(part.startswith("header:") for part in dedupe.key):
+        # A synthesized event has no provider headers: its key would never meet the webhook's.
+        c.add(
+            f"sources.{name}",
+            "dedupe",
+            "a reconciled source dedupes on body fields only (leave it out for the default)",
         )
     return reconcile, dedupe
 
