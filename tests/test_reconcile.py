@@ -7,7 +7,6 @@ are delivered by the real delivery job (worker.jobs) to loopback targets.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -57,14 +56,8 @@ GRACE = 300.0
 
 
 @pytest.fixture
-def api() -> Iterator[FellowApiServer]:
-    with FellowApiServer() as server:
-        yield server
-
-
-@pytest.fixture
-def table(api: FellowApiServer, targets: TargetServer) -> RouteTable:
-    text = ROUTES.format(api=api.url, targets=targets.url("").rstrip("/"))
+def table(fellow_api: FellowApiServer, targets: TargetServer) -> RouteTable:
+    text = ROUTES.format(api=fellow_api.url, targets=targets.url("").rstrip("/"))
     return parse_routes(text, "routes.toml", ENV)
 
 
@@ -77,11 +70,11 @@ def events_of(result: PassResult) -> list[str]:
 
 
 def test_first_pass_records_what_exists_and_synthesizes_nothing(
-    redis_client: redis.Redis, api: FellowApiServer, table: RouteTable
+    redis_client: redis.Redis, fellow_api: FellowApiServer, table: RouteTable
 ) -> None:
     for member in ("m1", "m2", "m3"):  # three members: two pages of two
-        api.enrol("course", "7", member, completed=member == "m2")
-    api.enrol("program", "p1", "m1")
+        fellow_api.enrol("course", "7", member, completed=member == "m2")
+    fellow_api.enrol("program", "p1", "m1")
     result = reconcile(redis_client, table, T0)
     assert result.baseline
     assert result.error is None
@@ -96,22 +89,22 @@ def test_first_pass_records_what_exists_and_synthesizes_nothing(
     }
     assert redis_client.zcard(keys.EVENTS_INDEX) == 0
     assert read_pass(redis_client, "fellow").outcome == "baseline"
-    assert any("offset=2&limit=2" in p for p in api.paths)  # paged
+    assert any("offset=2&limit=2" in p for p in fellow_api.paths)  # paged
 
 
 def test_missed_enrolment_completion_and_removal_synthesized_after_grace_not_before(
     redis_client: redis.Redis,
-    api: FellowApiServer,
+    fellow_api: FellowApiServer,
     table: RouteTable,
     targets: TargetServer,
     use_routes: Any,
 ) -> None:
-    api.enrol("course", "7", "m1")
-    api.enrol("program", "p1", "m2")
+    fellow_api.enrol("course", "7", "m1")
+    fellow_api.enrol("program", "p1", "m2")
     reconcile(redis_client, table, T0)
-    api.enrol("course", "7", "m9")  # enrolment never received
-    api.enrol("program", "p1", "m2", completed=True)  # completion never received
-    api.remove("course", "7", "m1")  # removal never received
+    fellow_api.enrol("course", "7", "m9")  # enrolment never received
+    fellow_api.enrol("program", "p1", "m2", completed=True)  # completion never received
+    fellow_api.remove("course", "7", "m1")  # removal never received
 
     early = reconcile(redis_client, table, T0 + 60)
     assert early.synthesized == ()
@@ -141,11 +134,11 @@ def test_missed_enrolment_completion_and_removal_synthesized_after_grace_not_bef
 
 
 def test_enrolled_and_completed_while_down_gives_both_events_in_order(
-    redis_client: redis.Redis, api: FellowApiServer, table: RouteTable
+    redis_client: redis.Redis, fellow_api: FellowApiServer, table: RouteTable
 ) -> None:
-    api.enrol("course", "7", "m1")
+    fellow_api.enrol("course", "7", "m1")
     reconcile(redis_client, table, T0)
-    api.enrol("course", "8", "m5", completed=True)
+    fellow_api.enrol("course", "8", "m5", completed=True)
     reconcile(redis_client, table, T0 + 1)
     result = reconcile(redis_client, table, T0 + 1 + GRACE)
     assert events_of(result) == [
@@ -156,7 +149,7 @@ def test_enrolled_and_completed_while_down_gives_both_events_in_order(
 
 async def test_late_webhook_inside_grace_is_not_doubled_and_one_after_synthesis_is_a_duplicate(
     redis_client: redis.Redis,
-    api: FellowApiServer,
+    fellow_api: FellowApiServer,
     table: RouteTable,
     targets: TargetServer,
     use_routes: Any,
@@ -172,8 +165,8 @@ async def test_late_webhook_inside_grace_is_not_doubled_and_one_after_synthesis_
     hook = f"/hooks/fellow/{TOKEN}"
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     await asyncio.to_thread(reconcile, redis_client, table, T0)
-    api.enrol("course", "7", "late")
-    api.enrol("course", "7", "lost")
+    fellow_api.enrol("course", "7", "late")
+    fellow_api.enrol("course", "7", "lost")
     first = await asyncio.to_thread(reconcile, redis_client, table, T0 + 10)
     assert len(first.plan.waiting) == 2
 
@@ -207,10 +200,10 @@ async def test_late_webhook_inside_grace_is_not_doubled_and_one_after_synthesis_
 
 
 def test_backfill_synthesizes_what_exists_at_once_except_what_was_received(
-    redis_client: redis.Redis, api: FellowApiServer, table: RouteTable
+    redis_client: redis.Redis, fellow_api: FellowApiServer, table: RouteTable
 ) -> None:
-    api.enrol("course", "7", "m1", completed=True)
-    api.enrol("program", "p1", "m2")
+    fellow_api.enrol("course", "7", "m1", completed=True)
+    fellow_api.enrol("program", "p1", "m2")
     result = reconcile(redis_client, table, T0, backfill=True)
     assert not result.baseline
     assert events_of(result) == [
@@ -222,9 +215,9 @@ def test_backfill_synthesizes_what_exists_at_once_except_what_was_received(
 
 
 def test_dry_run_writes_nothing(
-    redis_client: redis.Redis, api: FellowApiServer, table: RouteTable
+    redis_client: redis.Redis, fellow_api: FellowApiServer, table: RouteTable
 ) -> None:
-    api.enrol("course", "7", "m1")
+    fellow_api.enrol("course", "7", "m1")
     result = reconcile(redis_client, table, T0, dry_run=True, backfill=True)
     assert [c.event for c in result.plan.missed] == ["COURSEMEMBER_CREATED"]
     assert result.synthesized == ()
@@ -232,12 +225,12 @@ def test_dry_run_writes_nothing(
 
 
 def test_one_pass_at_a_time(
-    redis_client: redis.Redis, api: FellowApiServer, table: RouteTable
+    redis_client: redis.Redis, fellow_api: FellowApiServer, table: RouteTable
 ) -> None:
     redis_client.set(keys.reconcile_lock_key("fellow"), "someone-else", ex=60)
     with pytest.raises(PassBusy):
         reconcile(redis_client, table, T0)
-    assert api.requests == 0
+    assert fellow_api.requests == 0
 
 
 @pytest.mark.parametrize(
@@ -251,16 +244,16 @@ def test_one_pass_at_a_time(
 )
 def test_a_fault_fails_the_pass_loudly_and_synthesizes_nothing(
     redis_client: redis.Redis,
-    api: FellowApiServer,
+    fellow_api: FellowApiServer,
     table: RouteTable,
     fault: str,
     error_type: str,
     words: str,
 ) -> None:
-    api.enrol("course", "7", "m1")
+    fellow_api.enrol("course", "7", "m1")
     reconcile(redis_client, table, T0)
-    api.enrol("course", "7", "m2")
-    api.fault, api.hang = fault, 3.0
+    fellow_api.enrol("course", "7", "m2")
+    fellow_api.fault, fellow_api.hang = fault, 3.0
     with capture_logs() as logs:
         result = reconcile(redis_client, table, T0 + 2 * GRACE)
     assert result.error is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -38,22 +37,16 @@ targets = ["crm"]
 """
 
 
-@pytest.fixture
-def api() -> Iterator[FellowApiServer]:
-    with FellowApiServer() as server:
-        yield server
-
-
 @pytest.fixture(autouse=True)
 def env(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    api: FellowApiServer,
+    fellow_api: FellowApiServer,
     targets: TargetServer,
     redis_url: str,
 ) -> None:
     routes = tmp_path / "routes.toml"
-    routes.write_text(ROUTES.format(api=api.url, targets=targets.url("").rstrip("/")))
+    routes.write_text(ROUTES.format(api=fellow_api.url, targets=targets.url("").rstrip("/")))
     monkeypatch.setenv("RELAY_ROUTES", str(routes))
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("FELLOW_TOKEN", "fellow-token-0123456789abcdef")
@@ -62,9 +55,9 @@ def env(
 
 
 def test_dry_run_prints_what_is_missing_and_writes_nothing(
-    api: FellowApiServer, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+    fellow_api: FellowApiServer, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.enrol("course", "7", "m1", completed=True)
+    fellow_api.enrol("course", "7", "m1", completed=True)
     assert main(["reconcile", "fellow", "--dry-run", "--backfill"]) == 0
     out, err = capsys.readouterr()
     assert "missing  COURSEMEMBER_CREATED course:7:m1  (would synthesize)" in out
@@ -75,12 +68,12 @@ def test_dry_run_prints_what_is_missing_and_writes_nothing(
 
 
 def test_first_pass_then_json_of_a_backfill(
-    api: FellowApiServer, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+    fellow_api: FellowApiServer, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.enrol("program", "p1", "m2")
+    fellow_api.enrol("program", "p1", "m2")
     assert main(["reconcile", "fellow"]) == 0
     assert "first pass: memberships recorded, nothing synthesized" in capsys.readouterr().out
-    api.enrol("program", "p2", "m3")
+    fellow_api.enrol("program", "p2", "m3")
     assert main(["reconcile", "fellow", "--backfill", "--json"]) == 0
     doc = orjson.loads(capsys.readouterr().out)
     [missing] = doc["missing"]
@@ -93,10 +86,10 @@ def test_first_pass_then_json_of_a_backfill(
     assert redis_client.exists(keys.event_key(missing["event_id"]))
 
 
-def test_exit_codes(api: FellowApiServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_codes(fellow_api: FellowApiServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["reconcile", "plain"]) == 2
     assert "reconciled sources: fellow" in capsys.readouterr().err
-    api.fault = "401"
+    fellow_api.fault = "401"
     assert main(["reconcile", "fellow"]) == 1
     out = capsys.readouterr().out
     assert "pass failed, nothing synthesized" in out

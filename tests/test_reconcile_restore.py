@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -54,41 +53,35 @@ targets = ["crm"]
 T0 = 1_800_000_000.0
 
 
-@pytest.fixture
-def api() -> Iterator[FellowApiServer]:
-    with FellowApiServer() as server:
-        yield server
-
-
 def fellow_line(kind: str, container: str, member: str, action: str) -> str:
     prefix = "COURSEMEMBER" if kind == "course" else "PROGRAMMEMBER"
     return f"{kind}Id={container}&memberId={member}&event={prefix}_{action}"
 
 
-def stream(api: FellowApiServer, rng: random.Random, total: int) -> list[str]:
+def stream(fellow_api: FellowApiServer, rng: random.Random, total: int) -> list[str]:
     """Change the API as Fellow would and return the webhooks it sends, `total` of them."""
     sent: list[str] = []
-    existing = [(k, c, m) for (k, c), members in api.state.items() for m in members]
+    existing = [(k, c, m) for (k, c), members in fellow_api.state.items() for m in members]
     rng.shuffle(existing)
     fresh = 0
     while len(sent) < total:
         choice = rng.choice(("create", "create_complete", "complete", "delete"))
         if choice in ("complete", "delete") and existing:
             kind, container, member = existing.pop()
-            if choice == "complete" and not api.state[(kind, container)][member]:
-                api.enrol(kind, container, member, completed=True)
+            if choice == "complete" and not fellow_api.state[(kind, container)][member]:
+                fellow_api.enrol(kind, container, member, completed=True)
                 sent.append(fellow_line(kind, container, member, "COMPLETED"))
             elif choice == "delete":
-                api.remove(kind, container, member)
+                fellow_api.remove(kind, container, member)
                 sent.append(fellow_line(kind, container, member, "DELETED"))
             continue
         kind = rng.choice(("course", "program"))
         container, member = f"{kind[0]}{rng.randrange(8)}", f"new{fresh}"
         fresh += 1
-        api.enrol(kind, container, member)
+        fellow_api.enrol(kind, container, member)
         sent.append(fellow_line(kind, container, member, "CREATED"))
         if choice == "create_complete" and len(sent) < total:
-            api.enrol(kind, container, member, completed=True)
+            fellow_api.enrol(kind, container, member, completed=True)
             sent.append(fellow_line(kind, container, member, "COMPLETED"))
     return sent
 
@@ -96,14 +89,14 @@ def stream(api: FellowApiServer, rng: random.Random, total: int) -> list[str]:
 @pytest.mark.timeout(240)
 async def test_receiver_down_for_1000_webhooks_restores_all_and_doubles_none(
     redis_client: redis.Redis,
-    api: FellowApiServer,
+    fellow_api: FellowApiServer,
     targets: TargetServer,
     use_routes: Any,
     aiohttp_client: Any,
     redis_url: str,
 ) -> None:
     rng = random.Random(18)
-    text = ROUTES.format(api=api.url, targets=targets.url("").rstrip("/"))
+    text = ROUTES.format(api=fellow_api.url, targets=targets.url("").rstrip("/"))
     table: RouteTable = parse_routes(
         text, "routes.toml", {"FELLOW_TOKEN": TOKEN, "FELLOW_API_KEY": KEY}
     )
@@ -112,13 +105,13 @@ async def test_receiver_down_for_1000_webhooks_restores_all_and_doubles_none(
     )
     for n in range(400):
         kind = "course" if n % 2 else "program"
-        api.enrol(kind, f"{kind[0]}{n % 8}", f"old{n}", completed=n % 5 == 0)
+        fellow_api.enrol(kind, f"{kind[0]}{n % 8}", f"old{n}", completed=n % 5 == 0)
 
     def reconcile(now: float) -> Any:
         return run_pass(redis_client, table, table.sources["fellow"], retention=86400, now=now)
 
     assert (await asyncio.to_thread(reconcile, T0)).baseline
-    sent = stream(api, rng, 1000)
+    sent = stream(fellow_api, rng, 1000)
     assert {line.rsplit("_", 1)[1] for line in sent} == {"CREATED", "COMPLETED", "DELETED"}
     assert len({line.split("&event=")[1] for line in sent}) == 6
     # lost: never arrives; late: inside grace; after: once its event was already synthesized.

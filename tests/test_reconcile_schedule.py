@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -52,32 +51,26 @@ targets = ["crm"]
 
 
 @pytest.fixture
-def api() -> Iterator[FellowApiServer]:
-    with FellowApiServer() as server:
-        yield server
-
-
-@pytest.fixture
-def table(api: FellowApiServer) -> RouteTable:
-    return parse_routes(ROUTES.format(api=api.url), "routes.toml", {"FELLOW_API_KEY": KEY})
+def table(fellow_api: FellowApiServer) -> RouteTable:
+    return parse_routes(ROUTES.format(api=fellow_api.url), "routes.toml", {"FELLOW_API_KEY": KEY})
 
 
 @pytest.mark.needs_redis_server
 def test_workers_run_a_due_pass_once_and_retry_a_failed_one_after_backoff(
-    redis_client: redis.Redis, api: FellowApiServer, table: RouteTable, use_routes: Any
+    redis_client: redis.Redis, fellow_api: FellowApiServer, table: RouteTable, use_routes: Any
 ) -> None:
     use_routes(table)
-    api.enrol("course", "1", "m1")
+    fellow_api.enrol("course", "1", "m1")
     assert reconcile_due() == 1
     first = read_pass(redis_client, "fellow")
     assert first.outcome == "baseline"
     assert reconcile_due() == 0  # not due again before `every`
     assert reconcile_due(now=first.at + 901) == 1
-    api.fault = "401"
+    fellow_api.fault = "401"
     assert reconcile_due(now=first.at + 2000) == 1
     failed = read_pass(redis_client, "fellow")
     assert failed.failures == 1
     assert reconcile_due(now=failed.at + FIRST_RETRY - 1) == 0
-    api.fault = None
+    fellow_api.fault = None
     assert reconcile_due(now=failed.at + FIRST_RETRY) == 1
     assert read_pass(redis_client, "fellow").failures == 0

@@ -12,6 +12,7 @@ import structlog
 from relay.config.model import RouteTable
 from relay.config.settings import Settings
 from relay.core.metrics import WorkerMetrics
+from tests.support.fellow_api import FellowApiServer
 from tests.support.targets import TargetServer
 from worker.context import build_context, configure
 from worker.runtime import shutdown_runtime
@@ -24,6 +25,13 @@ UseRoutes = Callable[..., None]
 def targets() -> Iterator[TargetServer]:
     """Loopback HTTP targets that answer as their path says (tests/support/targets.py)."""
     with TargetServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fellow_api() -> Iterator[FellowApiServer]:
+    """A fake Fellow Digitals API on loopback (tests/support/fellow_api.py)."""
+    with FellowApiServer() as server:
         yield server
 
 
