@@ -74,8 +74,7 @@ def canonical_middleware(metrics: ReceiverMetrics, request_log: FilteringBoundLo
         except Exception:
             log.exception("request_failed", source=facts.get("source"), method=request.method)
             response = error_response(500, "internal error; it has been logged")
-        if response.status >= 400:
-            _refused(request, response, facts, metrics)
+        unread = response.status >= 400 and _refused(request, response, facts, metrics)
         elapsed = time.perf_counter() - started
         if "source" in request.match_info:  # a /hooks request: counted by source and status
             metrics.observe_request(facts.get("source", UNKNOWN_SOURCE), response.status, elapsed)
@@ -86,6 +85,8 @@ def canonical_middleware(metrics: ReceiverMetrics, request_log: FilteringBoundLo
             duration_ms=round(elapsed * 1000, 3),
             **facts,
         )
+        if unread:
+            await answer_then_discard(request, response)
         return response
 
     return canonical
@@ -96,19 +97,22 @@ def _refused(
     response: web.StreamResponse,
     facts: dict[str, Any],
     metrics: ReceiverMetrics,
-) -> None:
-    """After a refusal: close if the body was not read; count a refused compressed body."""
+) -> bool:
+    """After a refusal: close if the body was not read; count a refused compressed body.
+
+    True when the body was left unread (the caller answers, then discards what still comes).
+    """
     unread = request.body_exists and not request.content.at_eof()
     if unread:
-        # Refused before its body was read: the server does not drain it (SERVER_OPTIONS) but
-        # closes the connection after this answer. Say so up front (Connection: close) so that
-        # no client sends its next request into a closing socket.
+        # Refused before its body was read: it is never decoded, only discarded for a bounded
+        # while after the answer (answer_then_discard), then the connection closes. Say so up
+        # front (Connection: close) so that no client sends its next request into it.
         response.force_close()
     reason = facts.get("refused_body")
     if reason is None and unread:
         encoding = request.headers.get(hdrs.CONTENT_ENCODING)
         if encoding is not None and codings_named(encoding):
-            reason = "refused_early"  # 401/404/405...: a bomb costs nothing, not even a read
+            reason = "refused_early"  # 401/404/405...: a bomb is never inflated
     if reason is not None:
         source = facts.get("source", UNKNOWN_SOURCE)
         metrics.refuse_body(source, reason)
@@ -119,3 +123,30 @@ def _refused(
             status=response.status,
             encoding=request.headers.get(hdrs.CONTENT_ENCODING, "")[:40],
         )
+    return unread
+
+
+#: What relay reads (and throws away, never decodes) of a refused request's unread body after
+#: answering it, and for how long, before it closes the connection. Most HTTP clients send the
+#: whole body before they read the answer: closing at once, with their bytes still arriving,
+#: resets the connection and they never see the 401/404/405/413/415. Beyond these bounds the
+#: sender is not a provider, and the connection is cut.
+DISCARD_BYTES = 4 * 1024 * 1024
+DISCARD_SECONDS = 2.0
+
+
+async def answer_then_discard(request: web.Request, response: web.StreamResponse) -> None:
+    """Send the answer now, then read and drop the rest of the body, bounded, then close."""
+    left = DISCARD_BYTES
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+        async with asyncio.timeout(DISCARD_SECONDS):
+            while left > 0:
+                chunk = await request.content.readany()
+                if not chunk:
+                    return
+                left -= len(chunk)
+    except (TimeoutError, ConnectionError, web.RequestPayloadError, HttpProcessingError):
+        # The client went away, or sent more than a provider would: the connection is cut.
+        return
