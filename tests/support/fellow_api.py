@@ -15,20 +15,19 @@ what was asked, `most_in_flight` the concurrency seen.
 from __future__ import annotations
 
 import asyncio
-import threading
 
 from aiohttp import web
 
-from tests.support.redis_server import free_port
+from tests.support.loopback import LoopbackServer
 
 KEY = "fellow-api-key-9d2c4b7a1e6f3058"
 
 
-class FellowApiServer:
+class FellowApiServer(LoopbackServer):
     """The fake API in a background thread; use as a context manager."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.state: dict[tuple[str, str], dict[str, bool]] = {}
         self.fault: str | None = None
         self.retry_after = "0"
@@ -38,9 +37,6 @@ class FellowApiServer:
         self.in_flight = 0
         self.most_in_flight = 0
         self.paths: list[str] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
@@ -55,28 +51,13 @@ class FellowApiServer:
         """Take a member out of a course or program."""
         self.state[(kind, container)].pop(member)
 
-    def __enter__(self) -> FellowApiServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    async def _start(self) -> None:
+    def build_app(self) -> web.Application:
+        """Fellow's list and member endpoints, behind the key and fault checks."""
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/api/v1/{kind}s", self._containers)
         app.router.add_get("/api/v1/{kind}s/{cid}/members", self._members)
         app.router.add_get("/api/v1/{kind}s/{cid}/members/{mid}/{what}", self._member)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: web.Handler) -> web.StreamResponse:

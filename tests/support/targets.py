@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.support.loopback import LoopbackServer
 from tests.support.redis_server import free_port
 
 
@@ -40,33 +41,21 @@ class Received:
     status: int  # what the target answered (0: never answered)
 
 
-class TargetServer:
+class TargetServer(LoopbackServer):
     """The loopback target server; use as a context manager."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = defaultdict(int)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
 
     def url(self, path: str) -> str:
         """Full URL of a path on this server."""
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def __enter__(self) -> TargetServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    async def _start(self) -> None:
+    def build_app(self) -> web.Application:
+        """The targets' routes: each path says how to answer."""
         app = web.Application()
         app.router.add_post("/ok/{name}", self._ok)
         app.router.add_post("/fail/{name}/{n}", self._fail)
@@ -75,17 +64,7 @@ class TargetServer:
         app.router.add_post("/slow/{name}/{n}/{seconds}", self._slow)
         app.router.add_post("/redirect/{name}", self._redirect)
         app.router.add_post("/delay/{name}/{seconds}", self._delay)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        return app
 
     async def _record(self, request: web.Request, status: int) -> bytes:
         body = await request.read()
