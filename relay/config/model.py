@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from relay.config.breaker import Breaker
 from relay.core import constants
 from relay.core.headers import SUPPORTED, Coding
 from relay.core.secrets import Secret
@@ -128,6 +129,7 @@ class Target:
     headers: tuple[tuple[str, Secret], ...] = ()  # extra headers; values may come from the env
     body: str = "original"  # "json": form bodies delivered as a JSON object
     pause_on_gone: bool = False
+    breaker: Breaker | None = None  # circuit breaker (relay.config.breaker); None: none
 
 
 @dataclass(frozen=True)

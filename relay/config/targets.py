@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.config.breaker import load_breaker
 from relay.config.fields import ENV_REF, HEADER_NAME, NAME, Collector, table_of
 from relay.config.model import BODY_FORMATS, RetryPolicy, Target
 from relay.core import constants
@@ -25,6 +26,7 @@ TARGET_KEYS = (
     "headers",
     "body",
     "pause_on_gone",
+    "breaker",
 )
 RETRY_KEYS = ("attempts", "first", "max")
 
@@ -63,6 +65,7 @@ def load_target(c: Collector, name: str, data: Mapping[str, Any]) -> Target | No
     if body not in BODY_FORMATS:
         c.add(table, "body", f"must be one of: {', '.join(BODY_FORMATS)}")
     pause = c.flag(table, data, "pause_on_gone", False)
+    breaker = load_breaker(c, table, data["breaker"]) if "breaker" in data else None
     if len(c.problems) != ok:
         return None
     return Target(
@@ -74,6 +77,7 @@ def load_target(c: Collector, name: str, data: Mapping[str, Any]) -> Target | No
         headers=headers,
         body=str(body),
         pause_on_gone=pause,
+        breaker=breaker,
     )
 
 
