@@ -258,7 +258,7 @@ def _events(
             # The provider's signature would not verify on a body relay cut out of its own.
             headers=stored if part.original_body else _unsigned(stored),
             body=part.body,
-            targets=table.match(name, part.type),
+            targets=table.match(name, part.type, part.fields),
             dedupe_key=(
                 keys.dedupe_key(name, part.dedupe_value) if part.dedupe_value is not None else ""
             ),

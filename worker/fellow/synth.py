@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 import redis
 
+from relay.config.filters import EventFields
 from relay.config.model import RouteTable, Source
 from relay.core.headers import RECONCILED_HEADER
 from relay.core.ids import new_event_id
@@ -28,6 +29,13 @@ from worker.fellow.plan import Change, form_body
 __all__ = ["FORM", "commit_events", "dedupe_key_of", "synthesize"]
 
 FORM = "application/x-www-form-urlencoded"
+#: The headers of a synthesized event: no provider's, only relay's mark.
+_HEADERS = ((RECONCILED_HEADER, "1"),)
+
+
+def _form_fields(body: bytes) -> dict[str, str]:
+    """A form body's fields as the receiver parses them (a repeated field keeps its first)."""
+    return {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
 
 
 def _dedupe_value(source: Source, body: bytes) -> str | None:
@@ -35,7 +43,7 @@ def _dedupe_value(source: Source, body: bytes) -> str | None:
     form rules this follows; tests hold the two equal)."""
     if source.dedupe is None:
         return None
-    fields = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+    fields = _form_fields(body)
     parts = []
     for key in source.dedupe.key:
         scope, _, name = key.partition(":")
@@ -58,7 +66,10 @@ def dedupe_key_of(source: Source, change: Change) -> str:
 
 
 def synthesize(table: RouteTable, source: Source, change: Change, now: float) -> Event:
-    """The event Fellow would have sent for `change`, routed by `table`."""
+    """The event Fellow would have sent for `change`, routed by `table` (route filters read
+    its form fields, and its headers: relay's mark only)."""
+    body = form_body(change)
+    fields = EventFields(_form_fields(body), True, dict(_HEADERS))
     return Event(
         id=new_event_id(now),
         source=source.name,
@@ -66,9 +77,9 @@ def synthesize(table: RouteTable, source: Source, change: Change, now: float) ->
         received_at=now,
         content_type=FORM,
         method="POST",
-        headers=((RECONCILED_HEADER, "1"),),
-        body=form_body(change),
-        targets=table.match(source.name, change.event),
+        headers=_HEADERS,
+        body=body,
+        targets=table.match(source.name, change.event, fields),
         dedupe_key=dedupe_key_of(source, change),
     )
 
