@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from relay.config.breaker import Breaker
+from relay.config.control import Order, Rate
 from relay.config.filters import NO_FIELDS, EventFields, Filter, Unmatched
 from relay.core import constants
 from relay.core.headers import SUPPORTED, Coding
@@ -130,6 +131,9 @@ class Target:
     headers: tuple[tuple[str, Secret], ...] = ()  # extra headers; values may come from the env
     body: str = "original"  # "json": form bodies delivered as a JSON object
     pause_on_gone: bool = False
+    rate: Rate | None = None  # deliveries started per period, across every worker
+    concurrency: int | None = None  # attempts in flight at once, across every worker
+    order: Order | None = None  # FIFO per key (relay.config.control)
     breaker: Breaker | None = None  # circuit breaker (relay.config.breaker); None: none
 
 

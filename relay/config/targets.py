@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from relay.config.breaker import load_breaker
+from relay.config.control import CONTROL_KEYS, load_control
 from relay.config.fields import ENV_REF, HEADER_NAME, NAME, Collector, table_of
 from relay.config.model import BODY_FORMATS, RetryPolicy, Target
 from relay.core import constants
@@ -27,6 +28,7 @@ TARGET_KEYS = (
     "body",
     "pause_on_gone",
     "breaker",
+    *CONTROL_KEYS,
 )
 RETRY_KEYS = ("attempts", "first", "max")
 
@@ -66,6 +68,7 @@ def load_target(c: Collector, name: str, data: Mapping[str, Any]) -> Target | No
         c.add(table, "body", f"must be one of: {', '.join(BODY_FORMATS)}")
     pause = c.flag(table, data, "pause_on_gone", False)
     breaker = load_breaker(c, table, data["breaker"]) if "breaker" in data else None
+    rate, concurrency, order = load_control(c, table, data)
     if len(c.problems) != ok:
         return None
     return Target(
@@ -78,6 +81,9 @@ def load_target(c: Collector, name: str, data: Mapping[str, Any]) -> Target | No
         body=str(body),
         pause_on_gone=pause,
         breaker=breaker,
+        rate=rate,
+        concurrency=concurrency,
+        order=order,
     )
 
 
