@@ -12,7 +12,8 @@ is due or in flight, up to LOOP_BUDGET, so kicks coalesce under load.
 Claims are bounded per target by free in-flight slots: a hanging target holds at most its own
 slots and costs no RQ job per delivery; targets that recently outlived the inline wait are not
 waited for at all. A paused target (relay.store.pauses) is not claimed: its deliveries stay due,
-with their attempt budget untouched, until `relay resume`.
+with their attempt budget untouched, until `relay resume`. A target whose circuit breaker is
+open (worker.breaker) is held the same way, but for one probe delivery per probe interval.
 
 Recording what an attempt came to is worker.recording's. Every state change is checked against
 the attempt counter (relay.store.deliveries), so a delivery attempted twice (a lease that ended
@@ -40,6 +41,7 @@ from relay.store.deliveries import (
 )
 from relay.store.pauses import paused
 from relay.store.queue import kick
+from worker.breaker import claim_gates, held_targets
 from worker.context import WorkerContext, current
 from worker.outbound import build_request
 from worker.outcome import AttemptResult
@@ -102,6 +104,8 @@ def claim(ctx: WorkerContext, runtime: Runtime) -> list[tuple[str, str]]:
     now = time.time()
     names = ctx.store.due_targets()
     holds = paused(ctx.connection, names)
+    # An open breaker lets one probe through per interval, or nothing (worker.breaker).
+    gates = claim_gates(ctx, [n for n in names if n not in holds])
     # Start at a random target each time: with more due than one claim takes, none starves.
     shift = random.randrange(len(names)) if names else 0
     wanted: list[tuple[str, int, float]] = []
@@ -112,17 +116,19 @@ def claim(ctx: WorkerContext, runtime: Runtime) -> list[tuple[str, str]]:
         if target is None:  # removed from routes.toml: taken to be dead-lettered
             wanted.append((name, CLAIM_PER_TARGET, now + UNKNOWN_TARGET_LEASE))
             continue
-        limit = min(CLAIM_PER_TARGET, runtime.free_slots(name))
+        limit = gates.limit(name, min(CLAIM_PER_TARGET, runtime.free_slots(name)))
         if limit > 0:
             wanted.append((name, limit, now + target.timeout + LEASE_MARGIN))
     taken = ctx.store.claim(wanted, CLAIM_TOTAL, now)
+    gates.release_unused(taken)
     return [(event_id, target) for target, ids in taken.items() for event_id in ids]
 
 
 def anything_due(ctx: WorkerContext, runtime: Runtime) -> bool:
-    """Whether this process could claim something now (due, not paused, slots free)."""
+    """Whether this process could claim something now (due, not paused, not held by an open
+    breaker until its next probe, slots free)."""
     names = ctx.store.due_targets()
-    holds = paused(ctx.connection, names)
+    holds = paused(ctx.connection, names).keys() | held_targets(ctx, names)
     open_targets = [
         n
         for n in names

@@ -124,6 +124,19 @@ class WorkerMetrics:
             ["target", "reason"],
             registry=registry,
         )
+        # Counted by the worker whose attempt opened or closed it: sum() over workers.
+        self.breaker_opens = Counter(
+            "relay_target_breaker_opens",
+            "Times a target's circuit breaker opened (failed attempts in a row), by target.",
+            ["target"],
+            registry=registry,
+        )
+        self.breaker_closes = Counter(
+            "relay_target_breaker_closes",
+            "Times a target's open circuit breaker closed (an attempt succeeded), by target.",
+            ["target"],
+            registry=registry,
+        )
         self.end_to_end_seconds = Histogram(
             "relay_delivery_latency_seconds",
             "Time from the provider's request reaching relay to the target's 2xx, by target.",

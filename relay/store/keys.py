@@ -17,6 +17,13 @@
     relay:paused:{target}       STRING  JSON {at, event_id, reason}: the target is paused (set by a
                                         410 with pause_on_gone or `relay pause`; no expiry)
     relay:lock:trim             STRING  held (SET NX EX) by the worker trimming the indexes
+    relay:breaker:{target}      HASH    the target's circuit breaker (relay.store.breakers):
+                                        failed attempts in a row, since when it is open, the
+                                        last failure; absent: closed, no failure since a success
+    relay:breaker:{target}:probe
+                                STRING  held (SET NX PX) until the next probe of an open
+                                        breaker is due: one probe per interval, all workers
+    relay:breakers              SET     names of the targets that have a breaker record
     relay:rc:{source}:members   HASH    reconciliation's snapshot: membership -> its state at the
                                         last pass (relay.store.reconcile); no expiry
     relay:rc:{source}:pending   HASH    change seen in the API but not (yet) by webhook -> when
@@ -34,12 +41,15 @@ import hashlib
 from relay.core.constants import KEY_PREFIX
 
 __all__ = [
+    "BREAKERS",
     "DEAD",
     "DUE_TARGETS",
     "EVENTS_INDEX",
     "TRIM_LOCK",
     "UNROUTED",
     "attempts_key",
+    "breaker_key",
+    "breaker_probe_key",
     "dead_member",
     "dedupe_key",
     "due_key",
@@ -106,6 +116,19 @@ def paused_key(target: str) -> str:
 
 
 DUE_TARGETS = f"{KEY_PREFIX}:duetargets"
+
+#: Names of the targets that have a breaker record (so one removed from routes.toml is found).
+BREAKERS = f"{KEY_PREFIX}:breakers"
+
+
+def breaker_key(target: str) -> str:
+    """The hash of a target's circuit breaker (relay.store.breakers holds its fields)."""
+    return f"{KEY_PREFIX}:breaker:{target}"
+
+
+def breaker_probe_key(target: str) -> str:
+    """Held while an open breaker's next probe is not due yet (names never contain ':')."""
+    return f"{KEY_PREFIX}:breaker:{target}:probe"
 
 
 def due_key(target: str) -> str:
