@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from relay.cli.check_filters import filter_warnings, route_text
 from relay.config.fields import sort_problems
 from relay.config.loading import load_routes
-from relay.config.model import RouteTable, Source, Target, event_location
+from relay.config.model import Route, RouteTable, Source, Target, event_location
 from relay.core.errors import ConfigError, Problem
 from relay.core.units import format_duration, format_size
 
@@ -100,7 +101,7 @@ def lint(table: RouteTable, raw: Mapping[str, Any] | None = None) -> list[Proble
         parts = urlsplit(target.url)
         if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
             warn(f"targets.{name}", "plain http to a remote host: use https")
-    return warnings
+    return warnings + filter_warnings(table, raw)
 
 
 def _is_loopback(host: str) -> bool:
@@ -157,10 +158,7 @@ def _source_summary(result: CheckResult, source: Source) -> dict[str, Any]:
             else None
         ),
         "spool": source.spool,
-        "routes": [
-            {"events": list(r.events), "targets": list(r.targets)}
-            for r in table.routes_of(source.name)
-        ],
+        "routes": [_route_json(r) for r in table.routes_of(source.name)],
         "reaches": list(table.reachable(source.name)),
     }
 
@@ -185,6 +183,14 @@ def _target_summary(result: CheckResult, target: Target) -> dict[str, Any]:
     }
 
 
+def _route_json(route: Route) -> dict[str, Any]:
+    return {
+        "events": list(route.events),
+        "targets": list(route.targets),
+        "filter": route.filter.to_dict() if route.filter is not None else None,
+    }
+
+
 def result_json(result: CheckResult) -> dict[str, Any]:
     """The machine-readable form of a check (`--json`)."""
 
@@ -204,10 +210,7 @@ def result_json(result: CheckResult) -> dict[str, Any]:
         table = result.table
         out["sources"] = {n: _source_summary(result, s) for n, s in table.sources.items()}
         out["targets"] = {n: _target_summary(result, t) for n, t in table.targets.items()}
-        out["routes"] = [
-            {"source": r.source, "events": list(r.events), "targets": list(r.targets)}
-            for r in table.routes
-        ]
+        out["routes"] = [{"source": r.source, **_route_json(r)} for r in table.routes]
     return out
 
 
@@ -258,8 +261,8 @@ def _render_source(result: CheckResult, source: Source) -> list[str]:
     if source.spool:
         extras.append("spools to disk while Redis is down")
     lines.append(f"  intake   {'; '.join(extras)}")
-    for route in info["routes"]:
-        lines.append(f"  route    {', '.join(route['events'])} -> {', '.join(route['targets'])}")
+    routes = result.table.routes_of(source.name) if result.table is not None else ()
+    lines.extend(f"  route    {route_text(route)}" for route in routes)
     lines.append(f"  reaches  {', '.join(info['reaches']) or 'nothing (unrouted)'}")
     return lines
 
