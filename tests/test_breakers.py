@@ -79,11 +79,17 @@ def test_an_open_breaker_is_described_the_same_way_everywhere() -> None:
     assert describe_breaker(BreakerState("crm", 20, NOW, probe_in=None), NOW).endswith(
         "next probe due now"
     )
-    view = state.to_view(NOW)
-    assert view["state"] == "open"
-    assert view["since"] == "2027-01-15T07:56:00.000Z"
-    assert (view["open_for"], view["next_probe_in"], view["failures"]) == (240.0, 12.4, 20)
-    assert BreakerState("crm", 2).to_view(NOW)["state"] == "closed"
+    assert state.to_view() == {
+        "state": "open",
+        "failures": 20,
+        "since": "2027-01-15T07:56:00.000Z",
+        "at": NOW - 240,
+        "last_error": "HTTP 503",
+        "last_at": NOW - 3,
+        "next_probe_in": 12.4,
+    }
+    closed = BreakerState("crm", 2).to_view()
+    assert (closed["state"], closed["since"], closed["next_probe_in"]) == ("closed", None, None)
 
 
 # -- the scripts --------------------------------------------------------------------------------

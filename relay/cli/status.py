@@ -1,7 +1,8 @@
 """`relay status`: per-target delivery figures, queue depth and workers, like `rq info`.
 
 `--interval/-i` refreshes until Ctrl-C; `--json` prints one document (one per line with
-`--interval`). Paused targets are marked and listed with why. Data access lives in
+`--interval`). Paused targets, and targets whose circuit breaker is open, are marked and listed
+with why. Data access lives in
 `relay.ops.deliveries`.
 """
 
@@ -21,6 +22,7 @@ from relay.cli.tables import render_table
 from relay.config.settings import Settings
 from relay.core.times import format_time
 from relay.ops import deliveries as ops
+from relay.store.breakers import describe_breaker
 from relay.store.pauses import describe_pause
 
 #: What the status table shows per target, in order.
@@ -42,10 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _state(t: ops.TargetStatus) -> str:
+    """paused, breaker-open or active: a pause holds everything, so it is shown first."""
+    if t.paused is not None:
+        return "paused"
+    return "breaker-open" if t.breaker is not None and t.breaker.is_open else "active"
+
+
 def _target_row(t: ops.TargetStatus) -> tuple[object, ...]:
     return (
         t.name if t.configured else f"{t.name} *",
-        "paused" if t.paused else "active",
+        _state(t),
         t.pending,
         t.scheduled,
         t.dead_letters,
@@ -71,6 +80,18 @@ def _render_targets(status: ops.Status) -> list[str]:
             f"  {t.name}  paused {describe_pause(t.paused, status.at)}"
             for t in held
             if t.paused is not None
+        ]
+    tripped = [t for t in status.targets if t.breaker is not None and t.breaker.is_open]
+    if tripped:
+        lines += [
+            "",
+            "Breaker open (deliveries held, one probe per interval; all go out again when one "
+            "succeeds):",
+        ]
+        lines += [
+            f"  {t.name}  {describe_breaker(t.breaker, status.at)}"
+            for t in tripped
+            if t.breaker is not None
         ]
     return lines
 

@@ -70,14 +70,14 @@ class BreakerState:
         """Whether deliveries to the target are held (but for one probe per interval)."""
         return self.opened_at is not None
 
-    def to_view(self, now: float) -> dict[str, Any]:
-        """The breaker in operator JSON: state, failures in a row, since when, next probe."""
+    def to_view(self) -> dict[str, Any]:
+        """The breaker in operator JSON: open or closed, failures in a row, since when (ISO and
+        Unix seconds), the newest failure, and seconds until the next probe (open only)."""
         return {
             "state": "open" if self.is_open else "closed",
             "failures": self.failures,
             "since": format_time(self.opened_at) or None,
             "at": self.opened_at,
-            "open_for": None if self.opened_at is None else round(now - self.opened_at, 3),
             "last_error": self.last_error or None,
             "last_at": self.last_at,
             "next_probe_in": None if not self.is_open else round(self.probe_in or 0.0, 3),

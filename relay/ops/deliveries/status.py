@@ -24,6 +24,7 @@ from rq.worker import Worker
 from relay.core import constants
 from relay.ops.deliveries.dead_letters import dead_count_by_target
 from relay.store import keys
+from relay.store.breakers import BreakerState, read_breakers
 from relay.store.deliveries import due_counts
 from relay.store.pauses import Pause, paused
 from relay.store.queue import make_queue
@@ -46,10 +47,15 @@ class TargetStatus:
     failures: int = 0
     replayed: int = 0
     paused: Pause | None = None  # deliveries are held (relay pause, or a 410 with pause_on_gone)
+    breaker: BreakerState | None = None  # its circuit breaker's record: open, or failures counted
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping; `paused` is null or {reason, since (ISO), at, event_id}."""
-        return asdict(self) | {"paused": None if self.paused is None else self.paused.to_view()}
+        """A JSON-ready mapping; `paused` is null or {reason, since (ISO), at, event_id};
+        `breaker` is null (closed, no failure since a success) or BreakerState.to_view's."""
+        return asdict(self) | {
+            "paused": None if self.paused is None else self.paused.to_view(),
+            "breaker": None if self.breaker is None else self.breaker.to_view(),
+        }
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,7 @@ def _target_statuses(conn: Redis, configured_targets: Sequence[str]) -> tuple[Ta
     seen = set(counters) | set(pending) | set(waiting) | set(dead_now)
     names = configured + sorted(seen - set(configured))
     pauses = paused(conn, names)
+    breakers = read_breakers(conn, names)
     return tuple(
         TargetStatus(
             name=name,
@@ -145,6 +152,7 @@ def _target_statuses(conn: Redis, configured_targets: Sequence[str]) -> tuple[Ta
             dead_letters=dead_now[name],
             **{k: counters.get(name, {}).get(k, 0) for k in TargetStat},
             paused=pauses.get(name),
+            breaker=breakers.get(name),
         )
         for name in names
     )

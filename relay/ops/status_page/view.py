@@ -24,6 +24,7 @@ from relay.ops.status_page.model import (
     StatusPage,
     cut,
 )
+from relay.store.breakers import BreakerState, describe_breaker
 from relay.store.pauses import Pause, describe_pause
 
 #: Column groups of the targets table: what is true now, and counters since the start.
@@ -107,6 +108,16 @@ def _paused_note(pause: Pause, now: float) -> str:
     return f'<span class="note pause">paused {when}: {reason}</span>'
 
 
+def _breaker_note(state: BreakerState, now: float) -> str:
+    """The open breaker under a target's name: since when (a <time>), after what, next probe."""
+    assert state.opened_at is not None
+    moment = _e(format_time(state.opened_at))
+    since = f'<time datetime="{moment}" title="{moment}">{moment}</time>'
+    rest = describe_breaker(state, now).split(" ago) ", 1)[-1]
+    age = _e(format_age(now - state.opened_at))
+    return f'<span class="note breaker">breaker open since {since} ({age} ago) {_e(rest)}</span>'
+
+
 def _target_rows(page: StatusPage) -> list[str]:
     rows = []
     for row in page.targets:
@@ -114,6 +125,8 @@ def _target_rows(page: StatusPage) -> list[str]:
         name = _e(t.name) + ("" if t.configured else ' <span class="note">not in routes</span>')
         if t.paused is not None:
             name += " " + _paused_note(t.paused, page.status.at)
+        if t.breaker is not None and t.breaker.is_open:
+            name += " " + _breaker_note(t.breaker, page.status.at)
         rows.append(
             f'<tr data-target="{_e(t.name)}"><td data-field="name" class="name">{name}</td>'
             f'<td data-field="health"><span class="pill {row.health}">{row.health}</span></td>'
@@ -193,6 +206,7 @@ def _figures(page: StatusPage) -> str:
     return "".join(
         (
             _figure("targets.paused", "targets paused", _count(page, PAUSED), alert=True),
+            _figure("targets.breaker_open", "breakers open", _breakers_open(page), alert=True),
             _figure("targets.failing", "targets failing", _count(page, FAILING), alert=True),
             _figure("targets.degraded", "targets degraded", _count(page, DEGRADED), alert=True),
             _figure("dead_letters.total", "dead letters", page.dead_letters_total, alert=True),
@@ -213,6 +227,11 @@ def _count(page: StatusPage, health: str) -> int:
     return sum(r.health == health for r in page.targets)
 
 
+def _breakers_open(page: StatusPage) -> int:
+    # Counted apart from health: a paused target's health is paused, open breaker or not.
+    return sum(t.breaker is not None and t.breaker.is_open for t in page.status.targets)
+
+
 def _banners(page: StatusPage) -> str:
     s, q = page.status, page.status.queue
     banners = []
@@ -226,6 +245,12 @@ def _banners(page: StatusPage) -> str:
         f"until `relay resume {t.name}`."
         for t in s.targets
         if t.paused is not None
+    ]
+    banners += [
+        f"{t.name}'s circuit breaker is {describe_breaker(t.breaker, s.at)}. Its deliveries are "
+        "held with their attempts untouched, and go out again on their own when a probe succeeds."
+        for t in s.targets
+        if t.breaker is not None and t.breaker.is_open
     ]
     return "".join(f'<div class="banner">{_e(b)}</div>' for b in banners)
 
