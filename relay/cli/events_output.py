@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from relay.cli.tables import render_fields, render_table
 from relay.core.states import DeliveryState
 from relay.core.times import format_time
 from relay.ops.events import Attempt, DeliveryView, EventSummary, EventView
+from relay.store.breakers import describe_breaker
 
 #: A response snippet in the text view is cut to one line of this many characters.
 SNIPPET_CHARS = 60
@@ -115,6 +117,8 @@ def delivery_json(delivery: DeliveryView) -> dict[str, Any]:
         "attempts_before_replay": delivery.before_replay,
         "reason": delivery.reason,
         "attempts": [attempt_json(a) for a in delivery.attempts],
+        # The target's circuit breaker when it is open (BreakerState.to_view), else null.
+        "breaker": None if delivery.breaker is None else delivery.breaker.to_view(),
     }
 
 
@@ -201,6 +205,9 @@ def render_delivery(delivery: DeliveryView) -> str:
     lines = [head]
     if delivery.reason:
         lines.append(f"  reason: {printable(delivery.reason)}")
+    if delivery.breaker is not None and not delivery.state.done:
+        held = describe_breaker(delivery.breaker, time.time())
+        lines.append(f"  held: the target's circuit breaker is {printable(held)}")
     if delivery.attempts:
         table = render_table(
             ("ATTEMPT", "AT", "RESULT", "MS", "OUTCOME", "RESPONSE"),

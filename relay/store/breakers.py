@@ -129,12 +129,13 @@ def gate_of(is_open: bool, probe_waiting: bool) -> Gate:
 def describe_breaker(state: BreakerState, now: float) -> str:
     """`open since 2026-…Z (4m ago) after 20 failed attempts in a row (last: HTTP 503); next
     probe in 12s`: the same words wherever an open breaker shows."""
+    failed = f"{state.failures} failed attempt{'' if state.failures == 1 else 's'} in a row"
     if state.opened_at is None:
-        return f"closed, {state.failures} failed attempt(s) in a row"
+        return f"closed, {failed}"
     since = f"since {format_time(state.opened_at)} ({format_age(now - state.opened_at)} ago)"
     last = f" (last: {state.last_error})" if state.last_error else ""
     probe = "due now" if not state.probe_in else f"in {format_age(state.probe_in)}"
-    return f"open {since} after {state.failures} failed attempts in a row{last}; next probe {probe}"
+    return f"open {since} after {failed}{last}; next probe {probe}"
 
 
 def _preamble() -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import redis
 
 from relay.store import keys
+from relay.store.breakers import BreakerState, read_breakers
 from relay.store.records import (
     STATE_PREFIX,
     AttemptRecord,
@@ -38,6 +39,7 @@ class DeliveryView:
     reason: str
     before_replay: int  # attempts made before the latest replay, 0 if never replayed
     attempts: tuple[Attempt, ...]
+    breaker: BreakerState | None = None  # the target's circuit breaker, when it is open
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,10 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
         return None
     event = Event.from_redis(event_id, data)
     attempts = [AttemptRecord.from_redis(raw) for raw in records]
+    names = _target_names(data, event.targets)
+    breakers = {n: b for n, b in read_breakers(conn, names).items() if b.is_open}
     deliveries = []
-    for target in _target_names(data, event.targets):
+    for target in names:
         stored = DeliveryRecord.from_redis(target, data)
         deliveries.append(
             DeliveryView(
@@ -91,6 +95,7 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
                 reason=stored.reason,
                 before_replay=stored.before_replay,
                 attempts=tuple(a for a in attempts if a.target == target),
+                breaker=breakers.get(target),
             )
         )
     # Records for a target the hash does not name (should not happen) are still shown.
