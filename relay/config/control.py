@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from relay.config.fields import Collector
 from relay.config.filters import Absent, EventFields, FieldRef, parse_field
@@ -31,6 +31,7 @@ __all__ = [
     "Order",
     "Rate",
     "load_control",
+    "order_keys",
     "parse_order",
     "parse_rate",
 ]
@@ -109,6 +110,24 @@ class Order:
         if isinstance(value, Absent) or value == "":
             return None
         return hashlib.sha256(value.encode()).hexdigest()[:DIGEST_HEX]
+
+
+class _Ordered(Protocol):
+    @property
+    def order(self) -> Order | None: ...
+
+
+def order_keys(
+    targets: Mapping[str, _Ordered], names: Sequence[str], fields: EventFields
+) -> tuple[str, ...]:
+    """Per target an event is routed to (`names`), the digest of its FIFO key ("" when the
+    target is not ordered or the event lacks the field); () when no delivery is ordered."""
+    found: list[str] = []
+    for name in names:
+        target = targets.get(name)
+        order = target.order if target is not None else None
+        found.append((order.key(fields) or "") if order is not None else "")
+    return tuple(found) if any(found) else ()
 
 
 def parse_order(value: object) -> Order:

@@ -14,6 +14,16 @@
                                         worker's delivery becomes due again when it ends); removed
                                         when the delivery is over
     relay:duetargets            SET     names of the targets that have a due set
+    relay:rate:{target}         STRING  a target with `rate`: Unix time from which its next
+                                        delivery may start (GCRA; expires once in the past)
+    relay:inflight:{target}     ZSET    a target with `concurrency`: event id -> lease end of
+                                        each attempt in flight (a crashed worker's slot comes
+                                        back when its lease ends)
+    relay:order:{target}        HASH    a target with `order`: the head of each FIFO key, event
+                                        id -> key digest, and "#waiting" -> deliveries waiting
+                                        behind a head (relay.store.control)
+    relay:order:{target}:{digest}  LIST  the deliveries of one FIFO key in intake order, the
+                                        head (in the due set) first; removed when empty
     relay:paused:{target}       STRING  JSON {at, event_id, reason}: the target is paused (set by a
                                         410 with pause_on_gone or `relay pause`; no expiry)
     relay:lock:trim             STRING  held (SET NX EX) by the worker trimming the indexes
@@ -54,7 +64,11 @@ __all__ = [
     "dedupe_key",
     "due_key",
     "event_key",
+    "in_flight_key",
+    "order_key",
+    "order_queue_key",
     "paused_key",
+    "rate_key",
     "reconcile_lock_key",
     "reconcile_members_key",
     "reconcile_pass_key",
@@ -154,3 +168,23 @@ def reconcile_pass_key(source: str) -> str:
 def reconcile_lock_key(source: str) -> str:
     """Held by the one process running a reconciliation pass of a source."""
     return f"{KEY_PREFIX}:lock:rc:{source}"
+
+
+def rate_key(target: str) -> str:
+    """When a rate-limited target's next delivery may start (relay.store.control)."""
+    return f"{KEY_PREFIX}:rate:{target}"
+
+
+def in_flight_key(target: str) -> str:
+    """The attempts in flight to a target with `concurrency`, scored by their lease end."""
+    return f"{KEY_PREFIX}:inflight:{target}"
+
+
+def order_key(target: str) -> str:
+    """The heads of an ordered target's FIFO keys, and how many deliveries wait behind them."""
+    return f"{KEY_PREFIX}:order:{target}"
+
+
+def order_queue_key(target: str, digest: str) -> str:
+    """One FIFO key's deliveries in intake order (the Lua scripts build the same name)."""
+    return f"{order_key(target)}:{digest}"

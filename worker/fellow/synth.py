@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 import redis
 
+from relay.config.control import order_keys
 from relay.config.filters import EventFields
 from relay.config.model import RouteTable, Source
 from relay.core.headers import RECONCILED_HEADER
@@ -70,6 +71,7 @@ def synthesize(table: RouteTable, source: Source, change: Change, now: float) ->
     its form fields, and its headers: relay's mark only)."""
     body = form_body(change)
     fields = EventFields(_form_fields(body), True, dict(_HEADERS))
+    targets = table.match(source.name, change.event, fields)
     return Event(
         id=new_event_id(now),
         source=source.name,
@@ -79,8 +81,9 @@ def synthesize(table: RouteTable, source: Source, change: Change, now: float) ->
         method="POST",
         headers=_HEADERS,
         body=body,
-        targets=table.match(source.name, change.event, fields),
+        targets=targets,
         dedupe_key=dedupe_key_of(source, change),
+        order=order_keys(table.targets, targets, fields),  # FIFO per key, as the receiver's
     )
 
 
