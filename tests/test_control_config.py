@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import MappingProxyType
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,6 +23,7 @@ from relay.config.filters import EventFields
 from relay.config.loading import parse_routes
 from relay.config.model import RouteTable
 from relay.core.errors import ConfigError
+from tests.support.check_cli import run_check
 
 BASE = """
 [targets.crm]
@@ -168,3 +171,54 @@ def test_every_mistake_is_reported_together() -> None:
 def test_a_misspelt_key_gets_a_hint() -> None:
     (found,) = problems_of('ratee = "10/s"\n')
     assert "did you mean 'rate'?" in found
+
+
+# --- relay check --------------------------------------------------------------------------------
+
+CHECKED = """
+[sources.shop]
+kind = "json"
+
+[targets.crm]
+url = "https://crm.example.com/hooks"
+rate = "10/s"
+concurrency = 1
+order = "body:memberId"
+
+[targets.archive]
+url = "https://archive.example.com/hooks"
+concurrency = 4
+order = "target"
+
+[targets.plain]
+url = "https://plain.example.com/hooks"
+
+[[routes]]
+source = "shop"
+events = ["*"]
+targets = ["crm", "archive", "plain"]
+"""
+
+
+def test_relay_check_shows_each_targets_delivery_control(tmp_path: Path) -> None:
+    path = tmp_path / "routes.toml"
+    path.write_text(CHECKED)
+    code, out = run_check(str(path))
+    assert code == 0, out
+    assert (
+        "  control  rate 10/s (one start every 100ms); serial (concurrency 1); "
+        "FIFO per body:memberId"
+    ) in out
+    assert "  control  concurrency 4; FIFO for the whole target" in out
+    assert out.count("  control  ") == 2  # none for a target without any
+    code, out = run_check("--json", str(path))
+    crm = orjson.loads(out)["targets"]["crm"]
+    assert (crm["rate"], crm["concurrency"], crm["order"]) == ("10/s", 1, "body:memberId")
+
+
+def test_relay_check_fails_on_a_bad_setting_naming_file_table_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "routes.toml"
+    path.write_text(CHECKED.replace('rate = "10/s"', 'rate = "10/x"'))
+    code, out = run_check(str(path))
+    assert code != 0
+    assert f"{path}: [targets.crm.rate] must be a count per second, minute or hour" in out

@@ -179,8 +179,30 @@ def _target_summary(result: CheckResult, target: Target) -> dict[str, Any]:
         "headers": [name for name, _ in target.headers],
         "body": target.body,
         "pause_on_gone": target.pause_on_gone,
+        "rate": target.rate.text if target.rate is not None else None,
+        "concurrency": target.concurrency,
+        "order": target.order.text if target.order is not None else None,
         "fed_by": list(fed_by),
     }
+
+
+def control_text(target: Target) -> str | None:
+    """`rate 10/s (one start every 100ms); concurrency 4; FIFO per body:memberId`, or None."""
+    parts = []
+    if target.rate is not None:
+        parts.append(
+            f"rate {target.rate.text} (one start every {format_duration(target.rate.interval)})"
+        )
+    if target.concurrency is not None:
+        parts.append(
+            "serial (concurrency 1)"
+            if target.concurrency == 1
+            else f"concurrency {target.concurrency}"
+        )
+    if target.order is not None:
+        whole = target.order.field is None
+        parts.append("FIFO for the whole target" if whole else f"FIFO per {target.order.text}")
+    return "; ".join(parts) or None
 
 
 def _route_json(route: Route) -> dict[str, Any]:
@@ -284,6 +306,9 @@ def _render_target(result: CheckResult, target: Target) -> list[str]:
         lines.append(
             f"  extra    headers: {', '.join(info['headers']) or 'none'}; body: {target.body}"
         )
+    control = control_text(target)
+    if control is not None:
+        lines.append(f"  control  {control}")
     lines.append(f"  fed by   {', '.join(info['fed_by']) or 'no source'}")
     return lines
 
