@@ -1,7 +1,7 @@
 """Route filters in `relay check`: how a route's filter is shown, what a dry run says of each
 route (taken, or the first field that failed), and the warnings filters earn.
 
-The verdicts come from `RouteTable.explain`, which runs the same `Filter.first_failure` the
+The verdicts come from `RouteTable.explain`, which runs the same `Filter.failing` the
 receiver's routing runs (relay.config.filters); this module only words them.
 """
 

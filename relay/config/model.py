@@ -163,16 +163,18 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class _Filtered:
     """What `RouteTable.match` remembers for an event type that some filtered route takes:
-    the routes taking it, whose filters are run on each event."""
+    the routes taking it (their filters and targets), whose filters run on each event."""
 
-    routes: tuple[Route, ...]
+    steps: tuple[tuple[Filter | None, tuple[str, ...]], ...]  # per route: filter, targets
 
     def targets(self, fields: EventFields) -> tuple[str, ...]:
-        found: dict[str, None] = {}
-        for route in self.routes:
-            if route.filter is None or route.filter.first_failure(fields) is None:
-                found.update(dict.fromkeys(route.targets))
-        return tuple(found)
+        found: tuple[str, ...] = ()
+        several = False  # only then can a target repeat
+        for route_filter, targets in self.steps:
+            if route_filter is None or route_filter.failing(fields) is None:
+                several = bool(found)
+                found += targets
+        return tuple(dict.fromkeys(found)) if several else found
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,7 @@ class RouteTable:
     def _plan(self, source: str, event_type: str) -> tuple[str, ...] | _Filtered:
         routes = tuple(r for r in self.routes if r.source == source and r.matches(event_type))
         if any(r.filter is not None for r in routes):
-            return _Filtered(routes)
+            return _Filtered(tuple((r.filter, r.targets) for r in routes))
         return tuple(dict.fromkeys(t for r in routes for t in r.targets))
 
     def explain(
