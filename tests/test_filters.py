@@ -442,3 +442,28 @@ def test_filter_is_not_built_without_fields() -> None:
     with pytest.raises(ValueError, match="write 'body"):
         compile_filter({"nope": ("x",)})
     assert Filter(()).matches(NO_FIELDS)  # vacuous: loading refuses an empty filter
+
+
+def test_split_aspnet_events_are_filtered_on_their_own_notification() -> None:
+    """Each event of a multi-notification request is filtered on the body it is delivered with."""
+    table = parse_routes(
+        '[sources.l]\nkind = "aspnet"\nsecret_env = "L_SECRET"\n'
+        '[targets.a]\nurl = "https://a.example/"\n'
+        '[[routes]]\nsource = "l"\ntargets = ["a"]\n'
+        'filter = { "body:Notifications.0.CourseId" = "7*", "body:Id" = "abc" }\n',
+        "routes.toml",
+        {"L_SECRET": "0123456789abcdef0123456789abcdef"},
+    )
+    body = json.dumps(
+        {
+            "Id": "abc",
+            "Notifications": [
+                {"Action": "CourseCompleted", "CourseId": 71},
+                {"Action": "CourseCompleted", "CourseId": 9},
+            ],
+        }
+    ).encode()
+    parts = parse_request(table.sources["l"], "application/json", {}, body)
+    assert [table.match("l", p.type, p.fields) for p in parts] == [("a",), ()]
+    # The whole request's other fields are there for every event.
+    assert [parse_field("body:Id").read(p.fields) for p in parts] == ["abc", "abc"]
