@@ -161,6 +161,7 @@ def test_status_json(
         "replayed": 1,
         "paused": None,
         "breaker": None,
+        "control": None,
     }
 
 

@@ -93,6 +93,10 @@ def _render_targets(status: ops.Status) -> list[str]:
             for t in tripped
             if t.breaker is not None
         ]
+    controlled = [(t.name, t.control) for t in status.targets if t.control is not None]
+    if controlled:
+        lines += ["", "Delivery control (held: due deliveries waiting for the limit):"]
+        lines += [f"  {name}  {control.describe()}" for name, control in controlled]
     return lines
 
 

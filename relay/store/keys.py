@@ -24,6 +24,9 @@
                                         behind a head (relay.store.control)
     relay:order:{target}:{digest}  LIST  the deliveries of one FIFO key in intake order, the
                                         head (in the due set) first; removed when empty
+    relay:controls              HASH    target -> JSON of the rate, concurrency and order the
+                                        workers enforce (written by each worker at start and
+                                        route reload; read by status, the page and metrics)
     relay:paused:{target}       STRING  JSON {at, event_id, reason}: the target is paused (set by a
                                         410 with pause_on_gone or `relay pause`; no expiry)
     relay:lock:trim             STRING  held (SET NX EX) by the worker trimming the indexes
@@ -52,6 +55,7 @@ from relay.core.constants import KEY_PREFIX
 
 __all__ = [
     "BREAKERS",
+    "CONTROLS",
     "DEAD",
     "DUE_TARGETS",
     "EVENTS_INDEX",
@@ -168,6 +172,10 @@ def reconcile_pass_key(source: str) -> str:
 def reconcile_lock_key(source: str) -> str:
     """Held by the one process running a reconciliation pass of a source."""
     return f"{KEY_PREFIX}:lock:rc:{source}"
+
+
+#: The delivery control settings the workers enforce, per target (relay.store.control).
+CONTROLS = f"{KEY_PREFIX}:controls"
 
 
 def rate_key(target: str) -> str:

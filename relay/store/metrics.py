@@ -15,6 +15,8 @@ from relay.core import constants
 from relay.store import keys
 from relay.store.breaker_metrics import breaker_gauges
 from relay.store.breakers import BreakerState, read_breakers
+from relay.store.control import ControlView, read_views
+from relay.store.control_metrics import control_gauges
 from relay.store.deliveries import due_counts
 from relay.store.pauses import Pause, paused
 from relay.store.queue import make_queue
@@ -55,7 +57,7 @@ class RedisCollector(Collector):
         yield up
 
     def _read(self) -> _Reading:
-        """Every figure of one scrape, in four pipelined round trips."""
+        """Every figure of one scrape, in six pipelined round trips."""
         conn = self._connection()
         # Key names from RQ's own objects, not spelled out here: they are RQ's business.
         queue = make_queue(conn, self._queue)
@@ -73,12 +75,14 @@ class RedisCollector(Collector):
         names = sorted(set(configured) | set(due_targets))
         pauses = paused(conn, names)
         breakers = read_breakers(conn, names)
+        controls = read_views(conn, names, due_now, time.time())
         return _Reading(
             jobs={"queued": queued, "scheduled": scheduled, "started": started, "failed": failed},
             dead_letters=stored,
             due=tuple((t, due_now[t], due_later[t]) for t in due_targets),
             pauses=tuple((name, pauses.get(name)) for name in names),
             breakers=tuple((name, breakers.get(name)) for name in names),
+            controls=tuple(sorted(controls.items())),
         )
 
 
@@ -91,6 +95,7 @@ class _Reading:
     due: tuple[tuple[str, int, int], ...]  # (target, due now, due later), targets with a due set
     pauses: tuple[tuple[str, Pause | None], ...]  # every target reported, paused or not
     breakers: tuple[tuple[str, BreakerState | None], ...] = ()  # the same targets' breakers
+    controls: tuple[tuple[str, ControlView], ...] = ()  # targets with a rate, concurrency, order
 
 
 def _gauges(reading: _Reading) -> Iterable[Metric]:
@@ -129,4 +134,12 @@ def _gauges(reading: _Reading) -> Iterable[Metric]:
         held.add_metric([name], 0.0 if pause is None else 1.0)
         if pause is not None and pause.since is not None:
             held_since.add_metric([name], pause.since)
-    return (depth, dead, due, held, held_since, *breaker_gauges(reading.breakers))
+    return (
+        depth,
+        dead,
+        due,
+        held,
+        held_since,
+        *breaker_gauges(reading.breakers),
+        *control_gauges(reading.controls),
+    )

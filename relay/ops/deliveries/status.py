@@ -25,6 +25,7 @@ from relay.core import constants
 from relay.ops.deliveries.dead_letters import dead_count_by_target
 from relay.store import keys
 from relay.store.breakers import BreakerState, read_breakers
+from relay.store.control import ControlView, read_views
 from relay.store.deliveries import due_counts
 from relay.store.pauses import Pause, paused
 from relay.store.queue import make_queue
@@ -48,6 +49,7 @@ class TargetStatus:
     replayed: int = 0
     paused: Pause | None = None  # deliveries are held (relay pause, or a 410 with pause_on_gone)
     breaker: BreakerState | None = None  # its circuit breaker's record: open, or failures counted
+    control: ControlView | None = None  # rate, concurrency, order in force, and what they hold
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping; `paused` is null or {reason, since (ISO), at, event_id};
@@ -55,6 +57,7 @@ class TargetStatus:
         return asdict(self) | {
             "paused": None if self.paused is None else self.paused.to_view(),
             "breaker": None if self.breaker is None else self.breaker.to_view(),
+            "control": None if self.control is None else self.control.to_view(),
         }
 
 
@@ -135,7 +138,8 @@ def _target_statuses(conn: Redis, configured_targets: Sequence[str]) -> tuple[Ta
     # Pending = due now; scheduled = due later (a retry time, or an attempt in flight whose
     # lease ends later). Exact: read from the targets' due sets.
     due_targets = sorted(read_text(t) for t in conn.smembers(keys.DUE_TARGETS))
-    pending, waiting = due_counts(conn, due_targets, time.time())
+    now = time.time()
+    pending, waiting = due_counts(conn, due_targets, now)
     dead_now = dead_count_by_target(conn)
     counters = _counters(conn, keys.target_stats_key(""))
     configured = list(dict.fromkeys(configured_targets))
@@ -143,6 +147,7 @@ def _target_statuses(conn: Redis, configured_targets: Sequence[str]) -> tuple[Ta
     names = configured + sorted(seen - set(configured))
     pauses = paused(conn, names)
     breakers = read_breakers(conn, names)
+    controls = read_views(conn, names, pending, now)
     return tuple(
         TargetStatus(
             name=name,
@@ -153,6 +158,7 @@ def _target_statuses(conn: Redis, configured_targets: Sequence[str]) -> tuple[Ta
             **{k: counters.get(name, {}).get(k, 0) for k in TargetStat},
             paused=pauses.get(name),
             breaker=breakers.get(name),
+            control=controls.get(name),
         )
         for name in names
     )

@@ -127,6 +127,8 @@ def _target_rows(page: StatusPage) -> list[str]:
             name += " " + _paused_note(t.paused, page.status.at)
         if t.breaker is not None and t.breaker.is_open:
             name += " " + _breaker_note(t.breaker, page.status.at)
+        if t.control is not None:  # rate, concurrency, order, and what they hold
+            name += f' <span class="note control">{_e(t.control.describe())}</span>'
         rows.append(
             f'<tr data-target="{_e(t.name)}"><td data-field="name" class="name">{name}</td>'
             f'<td data-field="health"><span class="pill {row.health}">{row.health}</span></td>'
