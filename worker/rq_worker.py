@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.worker import WorkerStatus
 
+from relay.core.errors import ConfigError
 from relay.store.queue import OrjsonSerializer, make_queue
 from worker.breaker import close_removed_breakers
 from worker.context import current
@@ -107,7 +108,8 @@ class RelayWorker(SimpleWorker):
             log.warning("retention trim failed", error=f"{type(exc).__name__}: {exc}")
         try:
             close_removed_breakers(self.connection, current().routes, time.time())
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, ConfigError) as exc:
+            # ConfigError: no routes in force yet (a bare worker whose first job builds them).
             log.warning("breaker clean-up failed", error=f"{type(exc).__name__}: {exc}")
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
