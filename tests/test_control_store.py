@@ -125,7 +125,7 @@ def test_fifty_per_second_over_a_simulated_minute(redis_client: redis.Redis) -> 
         got = stores[step % 2].claim([Wanted("a", 128, now + 30, limits)], 256, now)
         starts += [now] * len(got.ids.get("a", []))
     assert 3000 <= len(starts) <= 3000 + 6  # 50/s over 60 s, plus the tolerance's burst
-    assert starts_per_window(starts, 1.0) <= 56  # goal: no 1-second window over 60
+    assert starts_per_window(starts, 1.0) <= 53  # 50 + 1 + the tolerance (50 ms) of starts
 
 
 @settings(

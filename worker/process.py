@@ -27,7 +27,7 @@ from worker.control import publish_controls
 from worker.exporter import MetricsServer, build_registry, process_port, serve_metrics
 from worker.reloading import RouteWatcher, install_sighup
 from worker.rq_worker import DEFAULT_MAINTENANCE_INTERVAL, relay_worker
-from worker.runtime import shutdown_runtime
+from worker.runtime import get_runtime, shutdown_runtime
 
 __all__ = ["DRAIN_LIMIT", "Operations", "drain_limit", "run_worker"]
 
@@ -117,6 +117,7 @@ def run_worker(
         server, metrics = served
     configure(build_context(settings, routes, conn, metrics))
     publish_controls(conn, routes)
+    get_runtime().warm()
     stop_reloads = _reload_routes(routes, ops.reload_routes, conn)
     worker = relay_worker(conn, maintenance_interval)
     worker.retention = settings.retention

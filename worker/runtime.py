@@ -76,6 +76,15 @@ class Runtime:
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 
+    def warm(self, timeout: float = 10.0) -> None:
+        """Create the HTTP session now: a new worker process's first deliveries then go out as
+        they are claimed, not all together once it exists (which would bunch a rate's starts)."""
+
+        async def create() -> None:
+            self._get_session()
+
+        self.run(create(), timeout)
+
     @property
     def in_flight(self) -> int:
         """Deliveries submitted and not finished yet."""

@@ -43,10 +43,12 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 #: Most deliveries a rate may allow per period (beyond it, leave `rate` out).
 MAX_RATE_COUNT = 1_000_000
-#: The tolerance of a rate is at least two claim ticks (worker.jobs.CLAIM_TICK is 50 ms: a
-#: claim every tick must be able to take what came due since the last) and at most one due
-#: poll interval (worker.poller: a slow rate's next start may be noticed that late).
-TOLERANCE_MIN = 0.1
+#: The tolerance of a rate is at least one claim tick (worker.jobs.CLAIM_TICK, 50 ms: a claim
+#: a tick late must still take what came due meanwhile), at most one due poll interval
+#: (worker.poller: a slow rate's next start may be noticed that late), else one interval. The
+#: smaller it is, the closer any 1-second window stays to the rate: a start's HTTP request
+#: leaves its worker a little after the claim, and how long after varies with the load.
+TOLERANCE_MIN = 0.05
 TOLERANCE_MAX = 0.5
 #: Most attempts a target may allow in flight at once (beyond it, leave `concurrency` out).
 MAX_CONCURRENCY = 10_000
