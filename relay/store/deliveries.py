@@ -176,6 +176,9 @@ class Store:
         self.conn = conn
         self.retention = int(retention)
         self._record = conn.register_script(scripts.RECORD)
+        #: Targets whose claims took concurrency slots in this process: only their records
+        #: free one (an attempt is always recorded by the process that claimed it).
+        self._slotted: set[str] = set()
         self._claim = conn.register_script(scripts.CLAIM)
         self._probe = conn.register_script(scripts.PROBE)
 
@@ -192,6 +195,8 @@ class Store:
         claim_keys: list[str] = []
         for w in wanted:
             args += [w.limit, repr(w.lease_end), *w.limits.claim_args()]
+            if w.limits.concurrency:
+                self._slotted.add(w.target)
             claim_keys += [
                 keys.due_key(w.target),
                 keys.rate_key(w.target),
@@ -249,6 +254,7 @@ class Store:
                 "1" if rec.failed else "0",
                 "1" if rec.counts else "0",
                 "" if rec.due_at is None else repr(rec.due_at),
+                "1" if rec.target in self._slotted else "0",
             ],
         )
         return int(result)
