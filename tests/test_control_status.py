@@ -12,10 +12,12 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
+from relay.cli.events_output import delivery_json, render_delivery
 from relay.cli.status import render_status
 from relay.config.loading import parse_routes
 from relay.core.metrics import render
 from relay.ops import deliveries as ops
+from relay.ops.events.view import get_event
 from relay.ops.status_page import render_html, summarize
 from relay.store import keys
 from relay.store.commit import commit_arguments
@@ -168,3 +170,26 @@ def test_metrics_count_what_each_limit_holds(redis_client: redis.Redis, scene: f
     # A target without any setting has no control series at all.
     assert not [key for key in found if ("target", "plain") in key[1] and "held" in key[0]]
     assert redis_client.exists(keys.CONTROLS)
+
+
+def test_events_show_says_what_an_ordered_delivery_waits_behind(redis_client: redis.Redis) -> None:
+    events = [dataclasses.replace(make_event(["archive"]), order=("k1",)) for _ in range(3)]
+    call = commit_arguments([Batch(events)], 3600, time.time(), make_queue(redis_client).key)
+    redis_client.execute_command(*call.command())
+    last = get_event(redis_client, events[2].id)
+    head = get_event(redis_client, events[0].id)
+    assert last is not None
+    assert head is not None
+    [waiting], [first] = last.deliveries, head.deliveries
+    assert (waiting.order_key, waiting.order_ahead) == ("k1", 2)
+    assert "  held: 2 earlier deliveries of its FIFO key (k1) go first" in render_delivery(waiting)
+    assert delivery_json(waiting)["order"] == {"key": "k1", "ahead": 2}
+    assert first.order_ahead == 0
+    assert "held" not in render_delivery(first)
+    plain = make_event(["plain"])
+    redis_client.execute_command(
+        *commit_arguments([Batch([plain])], 3600, time.time(), "rq:queue:relay").command()
+    )
+    shown = get_event(redis_client, plain.id)
+    assert shown is not None
+    assert delivery_json(shown.deliveries[0])["order"] is None

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from relay.config.control import parse_rate
 from relay.ops.deliveries import replay_delivery
+from relay.receiver.spool.records import SpooledEvent, decode_payload, encode_record
 from relay.store import keys
 from relay.store.commit import commit_arguments
 from relay.store.control import (
@@ -460,3 +462,29 @@ def test_reading_the_control_state_and_what_is_held(redis_client: redis.Redis) -
         "concurrency": 0,
         "order": 0,
     }
+
+
+def test_a_spooled_event_keeps_its_fifo_keys() -> None:
+    event = ordered(["a", "b"], "k1", "")
+    back = decode_payload(encode_record(SpooledEvent(event, 0.0))[12:]).event
+    assert back.order == ("k1", "")
+    # A record spooled by a version without FIFO per key reads as unordered.
+    payload = encode_record(SpooledEvent(event))[12:]  # past magic, length and CRC
+    size = int.from_bytes(payload[:4], "big")
+    meta = orjson.loads(payload[4 : 4 + size])
+    del meta["order"]
+    older = orjson.dumps(meta)
+    body = payload[4 + size :]
+    assert decode_payload(len(older).to_bytes(4, "big") + older + body).event.order == ()
+
+
+def test_only_a_claim_that_took_a_slot_frees_one(redis_client: redis.Redis) -> None:
+    """A target without concurrency records with no in-flight command (it pays nothing)."""
+    event = make_event(["a"])
+    store_events(redis_client, [event], enqueue=False)
+    redis_client.zadd(keys.in_flight_key("a"), {event.id: 1e12})  # left there by hand
+    store = Store(redis_client, 3600)
+    now = time.time()
+    assert store.claim([Wanted("a", 10, now + 30)], 10, now).ids == {"a": [event.id]}
+    assert record(store, event.id, "a", 1, None) == 1
+    assert in_flight(redis_client) == {event.id}  # untouched: the claim took no slot

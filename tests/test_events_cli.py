@@ -324,6 +324,7 @@ def test_show_json_shape(
                     }
                 ],
                 "breaker": None,
+                "order": None,
             },
             {
                 "target": "analytics",
@@ -356,6 +357,7 @@ def test_show_json_shape(
                     },
                 ],
                 "breaker": None,
+                "order": None,
             },
         ],
     }

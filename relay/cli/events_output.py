@@ -119,6 +119,12 @@ def delivery_json(delivery: DeliveryView) -> dict[str, Any]:
         "attempts": [attempt_json(a) for a in delivery.attempts],
         # The target's circuit breaker when it is open (BreakerState.to_view), else null.
         "breaker": None if delivery.breaker is None else delivery.breaker.to_view(),
+        # FIFO per key: the key's digest and the earlier deliveries of it still to go first.
+        "order": (
+            {"key": delivery.order_key, "ahead": delivery.order_ahead}
+            if delivery.order_key
+            else None
+        ),
     }
 
 
@@ -208,6 +214,11 @@ def render_delivery(delivery: DeliveryView) -> str:
     if delivery.breaker is not None and not delivery.state.done:
         held = describe_breaker(delivery.breaker, time.time())
         lines.append(f"  held: the target's circuit breaker is {printable(held)}")
+    if delivery.order_ahead:
+        lines.append(
+            f"  held: {delivery.order_ahead} earlier deliveries of its FIFO key "
+            f"({delivery.order_key}) go first"
+        )
     if delivery.attempts:
         table = render_table(
             ("ATTEMPT", "AT", "RESULT", "MS", "OUTCOME", "RESPONSE"),

@@ -40,6 +40,8 @@ class DeliveryView:
     before_replay: int  # attempts made before the latest replay, 0 if never replayed
     attempts: tuple[Attempt, ...]
     breaker: BreakerState | None = None  # the target's circuit breaker, when it is open
+    order_key: str = ""  # the digest of its FIFO key (an ordered target), else ""
+    order_ahead: int | None = None  # earlier deliveries of its key still to go first (open ones)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,24 @@ def _target_names(data: Mapping[bytes, bytes], targets: Iterable[str]) -> list[s
     return names
 
 
+def _order_positions(
+    conn: redis.Redis, event_id: str, data: Mapping[bytes, bytes], names: Iterable[str]
+) -> dict[str, int]:
+    """For each open ordered delivery, how many deliveries of its FIFO key are ahead of it."""
+    ordered = []
+    for target in names:
+        stored = DeliveryRecord.from_redis(target, data)
+        if stored.order_key and not stored.done:
+            ordered.append((target, keys.order_queue_key(target, stored.order_key)))
+    if not ordered:
+        return {}
+    with conn.pipeline(transaction=False) as pipe:
+        for _, queue in ordered:
+            pipe.lpos(queue, event_id)
+        found = pipe.execute()
+    return {t: int(at) for (t, _), at in zip(ordered, found, strict=True) if at is not None}
+
+
 def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
     """The event with its deliveries and attempts, or None when unknown or expired."""
     key, log_key = keys.event_key(event_id), keys.attempts_key(event_id)
@@ -84,6 +104,7 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
     attempts = [AttemptRecord.from_redis(raw) for raw in records]
     names = _target_names(data, event.targets)
     breakers = {n: b for n, b in read_breakers(conn, names).items() if b.is_open}
+    ahead = _order_positions(conn, event_id, data, names)
     deliveries = []
     for target in names:
         stored = DeliveryRecord.from_redis(target, data)
@@ -96,6 +117,8 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
                 before_replay=stored.before_replay,
                 attempts=tuple(a for a in attempts if a.target == target),
                 breaker=breakers.get(target),
+                order_key=stored.order_key,
+                order_ahead=ahead.get(target),
             )
         )
     # Records for a target the hash does not name (should not happen) are still shown.
