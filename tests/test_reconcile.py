@@ -267,6 +267,6 @@ def test_a_fault_fails_the_pass_loudly_and_synthesizes_nothing(
     assert KEY not in repr(logs)
     record = read_pass(redis_client, "fellow")
     assert record.failures == 1
-    assert words in record.outcome
+    assert words in record.error
     assert redis_client.zcard(keys.EVENTS_INDEX) == 0
     assert [m.member for m in read_snapshot(redis_client, "fellow")] == ["m1"]

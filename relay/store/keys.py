@@ -21,8 +21,11 @@
                                         last pass (relay.store.reconcile); no expiry
     relay:rc:{source}:pending   HASH    change seen in the API but not (yet) by webhook -> when
                                         a pass first saw it (declared missed after `grace`)
-    relay:rc:{source}:pass      HASH    the last pass: when, outcome, failures in a row
-    relay:lock:rc:{source}      STRING  held (SET NX EX) by the process running a pass
+    relay:rc:{source}:pass      HASH    the last pass: when, outcome, failures in a row, the error,
+                                        the last success, the first pass
+    relay:rc:{source}:stats     HASH    counters: passes by outcome, synthesized events by type
+    relay:lock:rc:{source}      STRING  held (SET NX PX) by the process running a pass, extended
+                                        while it runs (worker.fellow.lock)
 
 Every per-event key expires with the retention period, so Redis memory stays bounded.
 """
@@ -49,6 +52,7 @@ __all__ = [
     "reconcile_members_key",
     "reconcile_pass_key",
     "reconcile_pending_key",
+    "reconcile_stats_key",
     "source_stats_key",
     "split_dead_member",
     "target_stats_key",
@@ -126,6 +130,11 @@ def reconcile_pending_key(source: str) -> str:
 def reconcile_pass_key(source: str) -> str:
     """The record of a reconciled source's last pass."""
     return f"{KEY_PREFIX}:rc:{source}:pass"
+
+
+def reconcile_stats_key(source: str) -> str:
+    """The counters of a reconciled source's passes (relay.store.reconcile.PassStats)."""
+    return f"{KEY_PREFIX}:rc:{source}:stats"
 
 
 def reconcile_lock_key(source: str) -> str:

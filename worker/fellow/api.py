@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
 
 from relay.config.model import Reconcile
-from relay.store.reconcile import Kind
+from relay.store.reconcile import Kind, PassOutcome
 
 __all__ = [
     "ApiStatusError",
@@ -47,6 +47,9 @@ MAX_PAGES = 10_000
 class FellowError(Exception):
     """The API could not be read; `endpoint` is the path asked (never the key)."""
 
+    #: The pass outcome this error is recorded and counted as.
+    outcome: ClassVar[PassOutcome] = PassOutcome.API_ERROR
+
     def __init__(self, endpoint: str, message: str) -> None:
         super().__init__(f"{endpoint}: {message}")
         self.endpoint = endpoint
@@ -55,13 +58,19 @@ class FellowError(Exception):
 class AuthError(FellowError):
     """401 or 403: the API key is wrong, revoked or lacks the right."""
 
+    outcome = PassOutcome.AUTH
+
 
 class RateLimited(FellowError):
     """429 after MAX_RETRIES waits (or a Retry-After beyond MAX_RETRY_AFTER)."""
 
+    outcome = PassOutcome.RATE_LIMITED
+
 
 class ApiTimeout(FellowError):
     """No complete answer within the per-request timeout."""
+
+    outcome = PassOutcome.TIMEOUT
 
 
 class ApiStatusError(FellowError):
@@ -70,6 +79,8 @@ class ApiStatusError(FellowError):
 
 class ShapeError(FellowError):
     """An answer that does not have the shape relay assumes."""
+
+    outcome = PassOutcome.SHAPE
 
 
 def _retry_after(value: str | None) -> float:

@@ -14,11 +14,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from relay.store.reconcile import Membership, MemberState
+from relay.store.reconcile import ACTIONS, Membership, MemberState
 
 __all__ = ["Change", "Plan", "changes", "decide", "form_body"]
 
-CREATED, COMPLETED, DELETED = "CREATED", "COMPLETED", "DELETED"
+CREATED, COMPLETED, DELETED = ACTIONS
 
 
 @dataclass(frozen=True, order=True)

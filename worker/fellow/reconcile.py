@@ -1,20 +1,22 @@
 """One reconciliation pass of a Fellow source: read the API, compare, synthesize what was missed.
 
-A pass holds relay:lock:rc:{source} (SET NX EX) so that one runs at a time across every process
-and host; reads the snapshot of the last pass; reads every course and program with their
-members and, for memberships not already completed, their coursemember/programmember; decides
-(worker.fellow.plan); commits the missed events (worker.fellow.synth); and writes the snapshot
-and the pass record. The first pass only records what exists, unless `backfill`. A pass that
-fails (worker.fellow.api's FellowError) synthesizes nothing and writes nothing but its record.
+A pass holds relay:lock:rc:{source} (worker.fellow.lock: extended while it runs) so that one
+runs at a time across every process and host; reads the snapshot of the last pass; reads every
+course and program with their members and, for memberships not already completed, their
+coursemember/programmember; decides (worker.fellow.plan); commits the missed events
+(worker.fellow.synth); and writes the snapshot and the pass record with its counters
+(relay.store.reconcile.record_pass). The first pass only records what exists, unless `backfill`.
+A pass that fails (worker.fellow.api's FellowError) synthesizes nothing and writes nothing but
+its record, with the error's kind as its outcome; a pass whose lock was lost writes nothing.
 Each pass logs one summary line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import aiohttp
@@ -22,19 +24,20 @@ import redis
 import structlog
 
 from relay.config.model import Reconcile, RouteTable, Source
-from relay.store import keys
 from relay.store.reconcile import (
     Kind,
     Membership,
     MemberState,
+    PassOutcome,
     PassRecord,
     read_pass,
     read_pending,
     read_snapshot,
-    write_pass,
+    record_pass,
     write_state,
 )
 from worker.fellow.api import FellowApi, FellowError
+from worker.fellow.lock import LOCK_TTL, PassLock
 from worker.fellow.plan import Change, Plan, baseline, changes, decide
 from worker.fellow.synth import commit_events, dedupe_key_of, synthesize
 
@@ -47,14 +50,9 @@ def _log() -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger("relay.reconcile")  # type: ignore[no-any-return]
 
 
-#: How long a pass may hold the lock: a crashed holder frees it after this long.
-LOCK_TTL = 600
-#: Releases the lock only if this pass still holds it (its expiry may have handed it on).
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
-
-
 class PassBusy(Exception):
-    """Another process holds the source's pass lock (or, with `when_due`, none is due)."""
+    """Another process holds the source's pass lock (or, with `when_due`, none is due, or the
+    pass lost its lock before it could commit)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +83,18 @@ class _Options:
     session_factory: SessionFactory
 
 
+async def _each(items: Iterable[str], work: Callable[[str], Awaitable[None]], width: int) -> None:
+    """`work` on every item, `width` at a time: `width` coroutines, however many items (a task
+    per member of a large academy would hold hundreds of thousands at once)."""
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:  # one shared iterator: each item is taken once
+            await work(item)
+
+    await asyncio.gather(*(worker() for _ in range(width)))
+
+
 async def read_api(
     config: Reconcile, skip: set[Membership], session: aiohttp.ClientSession
 ) -> tuple[dict[Membership, MemberState], int]:
@@ -92,20 +102,30 @@ async def read_api(
     `skip` are already completed (completion is final) and cost no coursemember request."""
     api = FellowApi(config, session)
     found: dict[Membership, MemberState] = {}
+    width = config.concurrency  # the API's own semaphore bounds the requests in flight
 
     async def container(kind: Kind, cid: str) -> None:
         members = await api.members(kind, cid)
         ships = [Membership(kind, cid, member) for member in dict.fromkeys(members)]
-        todo = [m for m in ships if m not in skip]
-        done = await asyncio.gather(*(api.completed(kind, cid, m.member) for m in todo))
+
+        async def check(member: str) -> None:
+            completed = await api.completed(kind, cid, member)
+            found[Membership(kind, cid, member)] = (
+                MemberState.COMPLETED if completed else MemberState.ENROLLED
+            )
+
         for m in ships:
-            found[m] = MemberState.COMPLETED
-        for m, completed in zip(todo, done, strict=True):
-            found[m] = MemberState.COMPLETED if completed else MemberState.ENROLLED
+            if m in skip:
+                found[m] = MemberState.COMPLETED
+        await _each((m.member for m in ships if m not in skip), check, width)
 
     for kind in Kind:
         ids = dict.fromkeys(await api.containers(kind))
-        await asyncio.gather(*(container(kind, cid) for cid in ids))
+
+        async def one(cid: str, kind: Kind = kind) -> None:
+            await container(kind, cid)
+
+        await _each(ids, one, width)
     return found, api.requests
 
 
@@ -130,25 +150,25 @@ def run_pass(
     backfill: bool = False,
     session_factory: SessionFactory = aiohttp.ClientSession,
     when_due: Callable[[PassRecord], bool] | None = None,
+    lock_ttl: float = LOCK_TTL,
 ) -> PassResult:
     """One pass now (PassBusy when another holds the lock); a failure is in `error`.
 
     `when_due` is asked under the lock with the last pass's record: the workers' loop runs a
-    pass only if it is still due once the lock is theirs (PassBusy otherwise).
+    pass only if it is still due once the lock is theirs (PassBusy otherwise). A dry run takes
+    no lock: it writes nothing.
     """
     assert source.reconcile is not None, "only reconciled sources have a pass"
-    token = secrets.token_hex(8)
-    lock = keys.reconcile_lock_key(source.name)
-    if not dry_run and not conn.set(lock, token, nx=True, ex=LOCK_TTL):
+    options = _Options(retention, now, dry_run, backfill, session_factory)
+    if dry_run:
+        return _locked_pass(conn, table, source, source.reconcile, options, None)
+    lock = PassLock(conn, source.name, ttl=lock_ttl)
+    if not lock.acquire():
         raise PassBusy(source.name)
-    try:
+    with lock:
         if when_due is not None and not when_due(read_pass(conn, source.name)):
             raise PassBusy(source.name)
-        options = _Options(retention, now, dry_run, backfill, session_factory)
-        return _locked_pass(conn, table, source, source.reconcile, options)
-    finally:
-        if not dry_run:
-            conn.eval(_RELEASE, 1, lock, token)
+        return _locked_pass(conn, table, source, source.reconcile, options, lock)
 
 
 def _locked_pass(
@@ -157,6 +177,7 @@ def _locked_pass(
     source: Source,
     config: Reconcile,
     options: _Options,
+    lock: PassLock | None,
 ) -> PassResult:
     now, dry_run, backfill = options.now, options.dry_run, options.backfill
     started = time.monotonic()
@@ -175,6 +196,7 @@ def _locked_pass(
         return _failed(conn, source, record, exc, dry_run, time.monotonic() - started)
     at = time.time() if now is None else now
     found = changes(snapshot, api)
+    del snapshot  # the largest value of a pass after `api`: not kept while deciding
     if first:
         plan = baseline(api)
     else:
@@ -183,8 +205,10 @@ def _locked_pass(
         grace = 0.0 if backfill else config.grace
         plan = decide(found, api, seen=seen, pending=pending, now=at, grace=grace)
     result = PassResult(source.name, first, dry_run, len(api), plan, requests=requests)
+    if lock is not None and not lock.held():
+        raise PassBusy(source.name)  # another process may be running it: commit nothing
     if not dry_run:
-        result = _apply(conn, table, source, result, options.retention)
+        result = _apply(conn, table, source, result, options.retention, record)
     result = _with_seconds(result, time.monotonic() - started)
     _log_summary(result)
     return result
@@ -196,6 +220,7 @@ def _apply(
     source: Source,
     result: PassResult,
     retention: float,
+    last: PassRecord,
 ) -> PassResult:
     """Commit the missed events, then the snapshot: a crash between them leaves the events'
     dedupe keys, so the next pass sees them as received and synthesizes nothing twice."""
@@ -205,8 +230,10 @@ def _apply(
     events = [synthesize(table, source, change, received) for change in plan.missed]
     repeats = commit_events(conn, source, events, retention)
     write_state(conn, source.name, plan.accepted, plan.pending)
-    outcome = "baseline" if result.baseline else "ok"
-    write_pass(conn, source.name, PassRecord(time.time(), outcome, 0, len(events)))
+    outcome = PassOutcome.BASELINE if result.baseline else PassOutcome.OK
+    at = time.time()
+    record = PassRecord(at, outcome, 0, len(events), ok_at=at, since=last.since)
+    record_pass(conn, source.name, record, Counter(c.event for c in plan.missed))
     made = tuple((c, e.id) for c, e in zip(plan.missed, events, strict=True))
     return replace(result, synthesized=made, repeats=sum(r is not None for r in repeats))
 
@@ -222,11 +249,15 @@ def _failed(
     """Record and log a failed pass: nothing synthesized, the snapshot untouched."""
     failures = record.failures + 1
     if not dry_run:
-        # The snapshot's time stays the last good pass's: `at` is when this one failed.
-        write_pass(conn, source.name, PassRecord(time.time(), str(exc), failures, 0))
+        # `at` is when this one failed; the last success stays the last good pass's.
+        failed = replace(
+            record, at=time.time(), outcome=exc.outcome, failures=failures, error=str(exc)
+        )
+        record_pass(conn, source.name, failed, {})
     _log().error(
         "reconcile: pass failed; nothing synthesized",
         source=source.name,
+        outcome=str(exc.outcome),
         endpoint=exc.endpoint,
         error=str(exc),
         error_type=type(exc).__name__,
