@@ -3,7 +3,8 @@
 Every receiver process writes its own directory under one spool_dir, and the drain's cursor is
 a file in each, so any process (or a scrape of any one of `relay serve --processes N`) measures
 the same truth: the bytes past each directory's cursor, i.e. events not yet moved into Redis.
-Drained bytes still on disk (a segment is deleted only once the drain is past it) do not count.
+Drained bytes still on disk (a segment is deleted only once the drain is past all of it) do not
+count.
 A few stat calls per directory: cheap enough for every scrape.
 """
 
