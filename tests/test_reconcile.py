@@ -17,7 +17,8 @@ from relay.config.loading import parse_routes
 from relay.config.model import RouteTable
 from relay.core.states import DeliveryState
 from relay.store import keys
-from relay.store.reconcile import read_pass, read_snapshot
+from relay.store.reconcile import read_pass
+from relay.store.reconcile_snapshot import read_snapshot
 from tests.support.fellow_api import KEY, FellowApiServer
 from tests.support.receiver import receiver_server
 from tests.support.stored import field

@@ -1,4 +1,4 @@
-"""The pass lock's heartbeat: a pass outlasting the lock's TTL keeps it; a lost lock commits nothing.
+"""The pass lock's heartbeat: a pass outlasting its TTL keeps the lock; a lost lock commits nothing.
 
 The fake Fellow API answers every request after `hang` seconds (its "timeout" fault, with a
 pass timeout longer than that), so a pass lasts several lock TTLs; a second pass tried meanwhile
@@ -20,6 +20,7 @@ from relay.config.loading import parse_routes
 from relay.config.model import RouteTable
 from relay.store import keys
 from relay.store.reconcile import read_pass
+from relay.store.reconcile_snapshot import read_snapshot
 from tests.support.fellow_api import KEY, FellowApiServer
 from tests.support.processes import wait_until
 from worker.fellow.lock import PassLock
@@ -59,15 +60,25 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 
 def slow_pass(
-    pool: ThreadPoolExecutor, conn: redis.Redis, table: RouteTable, api: FellowApiServer
+    pool: ThreadPoolExecutor,
+    conn: redis.Redis,
+    table: RouteTable,
+    api: FellowApiServer,
+    backfill: bool = False,
 ) -> Future[PassResult]:
     """A pass in a thread whose every API request takes 0.4 s (about 2 s in all)."""
-    for member in ("m1", "m2"):
+    for member in ("m2", "m3"):
         api.enrol("course", "7", member)
     api.enrol("program", "p1", "m1")
     api.fault, api.hang = "timeout", 0.4
     return pool.submit(
-        run_pass, conn, table, table.sources["fellow"], retention=86400, lock_ttl=TTL
+        run_pass,
+        conn,
+        table,
+        table.sources["fellow"],
+        retention=86400,
+        lock_ttl=TTL,
+        backfill=backfill,
     )
 
 
@@ -102,17 +113,23 @@ def test_a_pass_that_lost_its_lock_commits_nothing(
     table: RouteTable,
     pool: ThreadPoolExecutor,
 ) -> None:
+    fellow_api.enrol("course", "7", "m1")
+    first = run_pass(redis_client, table, table.sources["fellow"], retention=86400, backfill=True)
+    assert len(first.synthesized) == 1
+    snapshot, record = read_snapshot(redis_client, "fellow"), read_pass(redis_client, "fellow")
     with capture_logs() as logs:
-        running = slow_pass(pool, redis_client, table, fellow_api)
+        # New members and a removal, which a backfill pass would synthesize at once.
+        fellow_api.remove("course", "7", "m1")
+        running = slow_pass(pool, redis_client, table, fellow_api, backfill=True)
         assert wait_until(lambda: redis_client.exists(LOCK), 5, 0.01)
         # As if the lock had expired and another process had taken it.
         redis_client.set(LOCK, "another-process", px=60_000)
         with pytest.raises(PassBusy):
             running.result(timeout=20)
     assert redis_client.get(LOCK) == b"another-process"  # not released: it is not ours
-    assert read_pass(redis_client, "fellow").outcome is None  # no record, no snapshot
-    assert not redis_client.exists(keys.reconcile_members_key("fellow"))
-    assert redis_client.zcard(keys.EVENTS_INDEX) == 0
+    assert read_pass(redis_client, "fellow") == record  # no record of this pass
+    assert read_snapshot(redis_client, "fellow") == snapshot
+    assert redis_client.zcard(keys.EVENTS_INDEX) == 1  # the first pass's event only
     assert [e["log_level"] for e in logs if "lock lost" in e["event"]] == ["error"]
 
 

@@ -17,8 +17,10 @@
     relay:paused:{target}       STRING  JSON {at, event_id, reason}: the target is paused (set by a
                                         410 with pause_on_gone or `relay pause`; no expiry)
     relay:lock:trim             STRING  held (SET NX EX) by the worker trimming the indexes
-    relay:rc:{source}:members   HASH    reconciliation's snapshot: membership -> its state at the
-                                        last pass (relay.store.reconcile); no expiry
+    relay:rc:{source}:containers  SET   the courses and programs reconciliation's snapshot holds
+                                        ("course:{id}", "program:{id}"); no expiry
+    relay:rc:{source}:m:{kind}:{id}  HASH  the snapshot of one course or program: member -> its
+                                        state at the last pass (relay.store.reconcile_snapshot)
     relay:rc:{source}:pending   HASH    change seen in the API but not (yet) by webhook -> when
                                         a pass first saw it (declared missed after `grace`)
     relay:rc:{source}:pass      HASH    the last pass: when, outcome, failures in a row, the error,
@@ -48,8 +50,9 @@ __all__ = [
     "due_key",
     "event_key",
     "paused_key",
+    "reconcile_container_key",
+    "reconcile_containers_key",
     "reconcile_lock_key",
-    "reconcile_members_key",
     "reconcile_pass_key",
     "reconcile_pending_key",
     "reconcile_stats_key",
@@ -117,9 +120,14 @@ def due_key(target: str) -> str:
     return f"{KEY_PREFIX}:due:{target}"
 
 
-def reconcile_members_key(source: str) -> str:
-    """The membership snapshot of a reconciled source's last pass."""
-    return f"{KEY_PREFIX}:rc:{source}:members"
+def reconcile_containers_key(source: str) -> str:
+    """The courses and programs ("course:{id}") a reconciled source's snapshot holds."""
+    return f"{KEY_PREFIX}:rc:{source}:containers"
+
+
+def reconcile_container_key(source: str, container: str) -> str:
+    """The snapshot of one course or program (`container`: "course:{id}"), member -> state."""
+    return f"{KEY_PREFIX}:rc:{source}:m:{container}"
 
 
 def reconcile_pending_key(source: str) -> str:

@@ -1,11 +1,9 @@
-"""The codec of reconciliation's state (relay:rc:{source}:*, key names in relay.store.keys).
+"""The codec of reconciliation's records (relay:rc:{source}:*, key names in relay.store.keys).
 
-A membership is one member in one course or program: `course:{courseId}:{memberId}` or
-`program:{programId}:{memberId}`. The snapshot maps each membership the last pass accepted to
-its MemberState; `pending` maps each change a pass saw but no webhook brought (an event type and
-a membership, `COURSEMEMBER_CREATED course:7:42`) to when a pass first saw it. The pass record
-says how the last pass ended (a PassOutcome); the stats hash counts passes by outcome and the
-events synthesized by type, for /metrics (relay.store.reconcile_metrics) and the status views.
+A membership is one member in one course or program (a container). The snapshot of the last pass
+(relay.store.reconcile_snapshot) holds each membership's MemberState. The pass record says how the
+last pass ended (a PassOutcome); the stats hash counts passes by outcome and the events
+synthesized by type, for /metrics (relay.store.reconcile_metrics) and the status views.
 """
 
 from __future__ import annotations
@@ -29,17 +27,11 @@ __all__ = [
     "PassRecord",
     "PassStats",
     "read_pass",
-    "read_pending",
-    "read_snapshot",
     "read_stats",
     "record_of",
     "record_pass",
     "stats_of",
-    "write_state",
 ]
-
-#: Fields per HSET/HDEL: a pass over 100,000 memberships stays in bounded commands.
-_CHUNK = 1000
 
 
 class Kind(StrEnum):
@@ -160,54 +152,6 @@ class PassStats:
 
     passes: Mapping[PassOutcome, int]
     missed: Mapping[str, int]
-
-
-def read_snapshot(conn: redis.Redis, source: str) -> dict[Membership, MemberState]:
-    """The snapshot of the last pass (unreadable entries skipped)."""
-    found: dict[Membership, MemberState] = {}
-    for raw_key, raw_value in conn.hscan_iter(keys.reconcile_members_key(source), count=1000):
-        membership = Membership.from_field(read_text(raw_key))
-        try:
-            state = MemberState(read_text(raw_value))
-        except ValueError:
-            continue
-        if membership is not None:
-            found[membership] = state
-    return found
-
-
-def read_pending(conn: redis.Redis, source: str) -> dict[str, float]:
-    """Pending changes (`EVENT membership-field`) -> when a pass first saw them."""
-    raw: Mapping[bytes, bytes] = conn.hgetall(keys.reconcile_pending_key(source))  # type: ignore[assignment]
-    out: dict[str, float] = {}
-    for name, value in raw.items():
-        try:
-            out[read_text(name)] = float(read_text(value))
-        except ValueError:
-            continue
-    return out
-
-
-def write_state(
-    conn: redis.Redis,
-    source: str,
-    accepted: Mapping[Membership, MemberState | None],
-    pending: Mapping[str, float],
-) -> None:
-    """Apply a pass's accepted changes to the snapshot (None: gone) and replace `pending`."""
-    members, pending_key = keys.reconcile_members_key(source), keys.reconcile_pending_key(source)
-    pipe = conn.pipeline(transaction=True)
-    gone = [m.to_field() for m, state in accepted.items() if state is None]
-    kept = {m.to_field(): str(state) for m, state in accepted.items() if state is not None}
-    for start in range(0, len(gone), _CHUNK):
-        pipe.hdel(members, *gone[start : start + _CHUNK])
-    names = list(kept)
-    for start in range(0, len(names), _CHUNK):
-        pipe.hset(members, mapping={n: kept[n] for n in names[start : start + _CHUNK]})
-    pipe.delete(pending_key)
-    if pending:
-        pipe.hset(pending_key, mapping={k: repr(v) for k, v in pending.items()})
-    pipe.execute()
 
 
 def _outcome(raw: str) -> PassOutcome | None:

@@ -104,8 +104,3 @@ def decide(
     held = {c.membership for c in waiting}
     accepted = {c.membership: api.get(c.membership) for c in found if c.membership not in held}
     return Plan(tuple(missed), tuple(was_seen), tuple(waiting), accepted, still)
-
-
-def baseline(api: Mapping[Membership, MemberState]) -> Plan:
-    """The first pass: the API's memberships recorded as they are, nothing synthesized."""
-    return Plan((), (), (), dict(api), {})

@@ -1,14 +1,14 @@
 """One reconciliation pass of a Fellow source: read the API, compare, synthesize what was missed.
 
 A pass holds relay:lock:rc:{source} (worker.fellow.lock: extended while it runs) so that one
-runs at a time across every process and host; reads the snapshot of the last pass; reads every
-course and program with their members and, for memberships not already completed, their
-coursemember/programmember; decides (worker.fellow.plan); commits the missed events
-(worker.fellow.synth); and writes the snapshot and the pass record with its counters
-(relay.store.reconcile.record_pass). The first pass only records what exists, unless `backfill`.
-A pass that fails (worker.fellow.api's FellowError) synthesizes nothing and writes nothing but
-its record, with the error's kind as its outcome; a pass whose lock was lost writes nothing.
-Each pass logs one summary line.
+runs at a time across every process and host. It walks every course and program
+(worker.fellow.walk: one container at a time, comparing the API with the snapshot of the last
+pass, deciding with worker.fellow.plan), then commits what it decided: the missed events
+(worker.fellow.synth), the snapshot's updates and the pending changes, and the pass record with
+its counters (relay.store.reconcile.record_pass). The first pass only records what exists,
+unless `backfill`. A pass that fails (worker.fellow.api's FellowError) synthesizes nothing and
+writes nothing but its record, with the error's kind as its outcome; a pass whose lock was lost
+commits nothing. Each pass logs one summary line.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import aiohttp
@@ -24,30 +24,25 @@ import redis
 import structlog
 
 from relay.config.model import Reconcile, RouteTable, Source
-from relay.store.reconcile import (
-    Kind,
-    Membership,
-    MemberState,
-    PassOutcome,
-    PassRecord,
-    read_pass,
-    read_pending,
-    read_snapshot,
-    record_pass,
-    write_state,
-)
-from worker.fellow.api import FellowApi, FellowError
+from relay.store.reconcile import PassOutcome, PassRecord, read_pass, record_pass
+from relay.store.reconcile_snapshot import apply_changes, read_pending, write_pending
+from worker.fellow.api import FellowError
 from worker.fellow.lock import LOCK_TTL, PassLock
-from worker.fellow.plan import Change, Plan, baseline, changes, decide
-from worker.fellow.synth import commit_events, dedupe_key_of, synthesize
+from worker.fellow.plan import Change, Plan
+from worker.fellow.synth import commit_events, synthesize
+from worker.fellow.walk import Decisions, Walk, walk
 
-__all__ = ["PassBusy", "PassResult", "read_api", "run_pass"]
+__all__ = ["COMMIT_CHUNK", "PassBusy", "PassResult", "run_pass"]
 
 
 def _log() -> structlog.typing.FilteringBoundLogger:
     # Looked up per pass, not cached at import: `relay reconcile` configures logging after
     # this module is imported, and a logger cached on first use would keep the old setup.
     return structlog.get_logger("relay.reconcile")  # type: ignore[no-any-return]
+
+
+#: Synthesized events committed per script call: a backfill of 100,000 stays in bounded calls.
+COMMIT_CHUNK = 500
 
 
 class PassBusy(Exception):
@@ -81,62 +76,6 @@ class _Options:
     dry_run: bool
     backfill: bool
     session_factory: SessionFactory
-
-
-async def _each(items: Iterable[str], work: Callable[[str], Awaitable[None]], width: int) -> None:
-    """`work` on every item, `width` at a time: `width` coroutines, however many items (a task
-    per member of a large academy would hold hundreds of thousands at once)."""
-    queue = iter(items)
-
-    async def worker() -> None:
-        for item in queue:  # one shared iterator: each item is taken once
-            await work(item)
-
-    await asyncio.gather(*(worker() for _ in range(width)))
-
-
-async def read_api(
-    config: Reconcile, skip: set[Membership], session: aiohttp.ClientSession
-) -> tuple[dict[Membership, MemberState], int]:
-    """Every membership the API shows with its state, and the requests made; memberships in
-    `skip` are already completed (completion is final) and cost no coursemember request."""
-    api = FellowApi(config, session)
-    found: dict[Membership, MemberState] = {}
-    width = config.concurrency  # the API's own semaphore bounds the requests in flight
-
-    async def container(kind: Kind, cid: str) -> None:
-        members = await api.members(kind, cid)
-        ships = [Membership(kind, cid, member) for member in dict.fromkeys(members)]
-
-        async def check(member: str) -> None:
-            completed = await api.completed(kind, cid, member)
-            found[Membership(kind, cid, member)] = (
-                MemberState.COMPLETED if completed else MemberState.ENROLLED
-            )
-
-        for m in ships:
-            if m in skip:
-                found[m] = MemberState.COMPLETED
-        await _each((m.member for m in ships if m not in skip), check, width)
-
-    for kind in Kind:
-        ids = dict.fromkeys(await api.containers(kind))
-
-        async def one(cid: str, kind: Kind = kind) -> None:
-            await container(kind, cid)
-
-        await _each(ids, one, width)
-    return found, api.requests
-
-
-def _seen(conn: redis.Redis, source: Source, found: list[Change]) -> set[str]:
-    """Names of the changes whose dedupe key relay holds (the webhook came, or was made)."""
-    with_keys = [(c, dedupe_key_of(source, c)) for c in found]
-    with_keys = [(c, k) for c, k in with_keys if k]
-    if not with_keys:
-        return set()
-    values = conn.mget([k for _, k in with_keys])
-    return {c.name for (c, _), v in zip(with_keys, values, strict=True) if v is not None}
 
 
 def run_pass(
@@ -179,35 +118,41 @@ def _locked_pass(
     options: _Options,
     lock: PassLock | None,
 ) -> PassResult:
-    now, dry_run, backfill = options.now, options.dry_run, options.backfill
     started = time.monotonic()
     record = read_pass(conn, source.name)
-    first = not record.ran and not backfill
-    snapshot = read_snapshot(conn, source.name)
-    done = {m for m, s in snapshot.items() if s is MemberState.COMPLETED}
+    first = not record.ran and not options.backfill
+    at = time.time() if options.now is None else options.now
+    grace = 0.0 if options.backfill else config.grace
+    pending = {} if first else read_pending(conn, source.name)
+    plan_walk = Walk(
+        conn,
+        source,
+        config,
+        first,
+        at,
+        grace,
+        pending,
+        write_first=not options.dry_run,
+        holding=(lambda: not lock.lost) if lock is not None else lambda: True,
+    )
 
-    async def read() -> tuple[dict[Membership, MemberState], int]:
+    async def read() -> Decisions:
         async with options.session_factory() as session:
-            return await read_api(config, done, session)
+            return await walk(plan_walk, session)
 
     try:
-        api, requests = asyncio.run(read())
+        found = asyncio.run(read())
     except FellowError as exc:
-        return _failed(conn, source, record, exc, dry_run, time.monotonic() - started)
-    at = time.time() if now is None else now
-    found = changes(snapshot, api)
-    del snapshot  # the largest value of a pass after `api`: not kept while deciding
-    if first:
-        plan = baseline(api)
-    else:
-        seen = _seen(conn, source, found)
-        pending = read_pending(conn, source.name)
-        grace = 0.0 if backfill else config.grace
-        plan = decide(found, api, seen=seen, pending=pending, now=at, grace=grace)
-    result = PassResult(source.name, first, dry_run, len(api), plan, requests=requests)
+        return _failed(conn, source, record, exc, options.dry_run, time.monotonic() - started)
+    plan = Plan(
+        tuple(found.missed), tuple(found.seen), tuple(found.waiting), found.accepted, found.pending
+    )
+    result = PassResult(
+        source.name, first, options.dry_run, found.memberships, plan, requests=found.requests
+    )
     if lock is not None and not lock.held():
         raise PassBusy(source.name)  # another process may be running it: commit nothing
-    if not dry_run:
+    if not options.dry_run:
         result = _apply(conn, table, source, result, options.retention, record)
     result = _with_seconds(result, time.monotonic() - started)
     _log_summary(result)
@@ -227,15 +172,21 @@ def _apply(
     plan = result.plan
     # Received now (the due sets score by it), whatever clock the pass compared with.
     received = time.time()
-    events = [synthesize(table, source, change, received) for change in plan.missed]
-    repeats = commit_events(conn, source, events, retention)
-    write_state(conn, source.name, plan.accepted, plan.pending)
+    made: list[tuple[Change, str]] = []
+    repeats = 0
+    for start in range(0, len(plan.missed), COMMIT_CHUNK):
+        chunk = plan.missed[start : start + COMMIT_CHUNK]
+        events = [synthesize(table, source, change, received) for change in chunk]
+        firsts = commit_events(conn, source, events, retention)
+        repeats += sum(r is not None for r in firsts)
+        made += [(c, e.id) for c, e in zip(chunk, events, strict=True)]
+    apply_changes(conn, source.name, plan.accepted)
+    write_pending(conn, source.name, plan.pending)
     outcome = PassOutcome.BASELINE if result.baseline else PassOutcome.OK
     at = time.time()
-    record = PassRecord(at, outcome, 0, len(events), ok_at=at, since=last.since)
+    record = PassRecord(at, outcome, 0, len(made), ok_at=at, since=last.since)
     record_pass(conn, source.name, record, Counter(c.event for c in plan.missed))
-    made = tuple((c, e.id) for c, e in zip(plan.missed, events, strict=True))
-    return replace(result, synthesized=made, repeats=sum(r is not None for r in repeats))
+    return replace(result, synthesized=tuple(made), repeats=repeats)
 
 
 def _failed(
