@@ -181,6 +181,7 @@ def _target_summary(result: CheckResult, target: Target) -> dict[str, Any]:
         "headers": [name for name, _ in target.headers],
         "body": target.body,
         "pause_on_gone": target.pause_on_gone,
+        "enrich": target.enrich,
         "fed_by": list(fed_by),
     }
 
@@ -280,6 +281,11 @@ def _render_target(result: CheckResult, target: Target) -> list[str]:
     if info["headers"] or target.body != "original":
         lines.append(
             f"  extra    headers: {', '.join(info['headers']) or 'none'}; body: {target.body}"
+        )
+    if target.enrich:
+        lines.append(
+            f"  enrich   {target.enrich}: course and program completions as JSON with their API "
+            "record"
         )
     lines.append(f"  fed by   {', '.join(info['fed_by']) or 'no source'}")
     return lines

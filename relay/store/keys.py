@@ -28,6 +28,9 @@
     relay:rc:{source}:stats     HASH    counters: passes by outcome, synthesized events by type
     relay:lock:rc:{source}      STRING  held (SET NX PX) by the process running a pass, extended
                                         while it runs (worker.fellow.lock)
+    relay:enr:{id}              STRING  the API record an enriched delivery of the event carries
+                                        (JSON, relay.store.enrichment); expires with the event
+    relay:lock:enr:{id}         STRING  held (SET NX PX) by the process fetching that record
 
 Every per-event key expires with the retention period, so Redis memory stays bounded.
 """
@@ -48,6 +51,8 @@ __all__ = [
     "dead_member",
     "dedupe_key",
     "due_key",
+    "enrichment_key",
+    "enrichment_lock_key",
     "event_key",
     "paused_key",
     "reconcile_container_key",
@@ -148,3 +153,13 @@ def reconcile_stats_key(source: str) -> str:
 def reconcile_lock_key(source: str) -> str:
     """Held by the one process running a reconciliation pass of a source."""
     return f"{KEY_PREFIX}:lock:rc:{source}"
+
+
+def enrichment_key(event_id: str) -> str:
+    """The record fetched once for an event's enriched deliveries (relay.store.enrichment)."""
+    return f"{KEY_PREFIX}:enr:{event_id}"
+
+
+def enrichment_lock_key(event_id: str) -> str:
+    """Held by the one process fetching an event's enrichment record."""
+    return f"{KEY_PREFIX}:lock:enr:{event_id}"

@@ -65,6 +65,8 @@ class RateLimited(FellowError):
     """429 after MAX_RETRIES waits (or a Retry-After beyond MAX_RETRY_AFTER)."""
 
     outcome = PassOutcome.RATE_LIMITED
+    #: The Retry-After (seconds) of a 429 that asked for too long a wait to be waited out.
+    retry_after: float | None = None
 
 
 class ApiTimeout(FellowError):
@@ -125,7 +127,9 @@ class FellowApi:
                     raise ApiStatusError(path, f"request failed: {type(exc).__name__}") from exc
             if status == 429:
                 if wait > MAX_RETRY_AFTER:
-                    raise RateLimited(path, f"429 with Retry-After {wait:g}s (too long)")
+                    limited = RateLimited(path, f"429 with Retry-After {wait:g}s (too long)")
+                    limited.retry_after = wait  # enrichment's retry waits it out instead
+                    raise limited
                 await self._sleep(wait)  # outside the slot: others may go on meanwhile
                 continue
             return _decode(path, status, body)

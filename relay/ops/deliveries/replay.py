@@ -113,11 +113,12 @@ def _write_replay(
     )
     pipe.zrem(keys.DEAD, keys.dead_member(event_id, target))
     pipe.hincrby(keys.target_stats_key(target), TargetStat.REPLAYED, 1)
-    # A replay near the end of retention must not lose its body mid-retry: the event and its
-    # log live a full retention period from the replay (GT: only ever lengthened, and never on
-    # a key without expiry).
+    # A replay near the end of retention must not lose its body mid-retry: the event, its log
+    # and its enrichment record (relay.store.enrichment) live a full retention period from the
+    # replay (GT: only ever lengthened, and never on a key without expiry).
     pipe.expire(key, int(retention), gt=True)
     pipe.expire(keys.attempts_key(event_id), int(retention), gt=True)
+    pipe.expire(keys.enrichment_key(event_id), int(retention), gt=True)
     # Due at once, and a kick so that a worker takes it now.
     pipe.zadd(keys.due_key(target), {event_id: time.time()})
     pipe.sadd(keys.DUE_TARGETS, target)
