@@ -78,10 +78,8 @@ class ReconcileStatus:
 
 
 def _names_in_redis(conn: Redis) -> list[str]:
-    """Sources that have a pass record (one may have lost its `reconcile` table since)."""
-    prefix, suffix = keys.reconcile_pass_key("\0").split("\0")
-    found = (read_text(k) for k in conn.scan_iter(match=f"{prefix}*{suffix}", count=1000))
-    return sorted(k[len(prefix) : len(k) - len(suffix)] for k in found)
+    """Sources that ever recorded a pass (one may have lost its `reconcile` table since)."""
+    return sorted(read_text(n) for n in conn.smembers(keys.RECONCILED_SOURCES))
 
 
 def collect_reconciliation(

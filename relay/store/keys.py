@@ -26,6 +26,7 @@
     relay:rc:{source}:pass      HASH    the last pass: when, outcome, failures in a row, the error,
                                         the last success, the first pass
     relay:rc:{source}:stats     HASH    counters: passes by outcome, synthesized events by type
+    relay:rc:sources            SET     names of the sources that ever recorded a pass
     relay:lock:rc:{source}      STRING  held (SET NX PX) by the process running a pass, extended
                                         while it runs (worker.fellow.lock)
     relay:enr:{id}              STRING  the API record an enriched delivery of the event carries
@@ -45,6 +46,7 @@ __all__ = [
     "DEAD",
     "DUE_TARGETS",
     "EVENTS_INDEX",
+    "RECONCILED_SOURCES",
     "TRIM_LOCK",
     "UNROUTED",
     "attempts_key",
@@ -69,6 +71,7 @@ __all__ = [
 EVENTS_INDEX = f"{KEY_PREFIX}:events"
 UNROUTED = f"{KEY_PREFIX}:unrouted"
 DEAD = f"{KEY_PREFIX}:dead"
+RECONCILED_SOURCES = f"{KEY_PREFIX}:rc:sources"
 
 
 def event_key(event_id: str) -> str:

@@ -209,6 +209,7 @@ def record_pass(
         },
     )
     pipe.hsetnx(pass_key, "since", repr(record.at))
+    pipe.sadd(keys.RECONCILED_SOURCES, source)
     pipe.hincrby(stats_key, f"pass:{record.outcome}", 1)
     for event_type, count in missed.items():
         if count:
