@@ -21,6 +21,10 @@
                                         ("course:{id}", "program:{id}"); no expiry
     relay:rc:{source}:m:{kind}:{id}  HASH  the snapshot of one course or program: member -> its
                                         state at the last pass (relay.store.reconcile_snapshot)
+    relay:rc:{source}:members   HASH    the snapshot's layout before 2026-12 (one hash of every
+                                        "{kind}:{id}:{member}"): converted into the per-container
+                                        hashes, then deleted, by the next pass
+                                        (relay.store.reconcile_legacy)
     relay:rc:{source}:pending   HASH    change seen in the API but not (yet) by webhook -> when
                                         a pass first saw it (declared missed after `grace`)
     relay:rc:{source}:pass      HASH    the last pass: when, outcome, failures in a row, the error,
@@ -59,6 +63,7 @@ __all__ = [
     "paused_key",
     "reconcile_container_key",
     "reconcile_containers_key",
+    "reconcile_legacy_key",
     "reconcile_lock_key",
     "reconcile_pass_key",
     "reconcile_pending_key",
@@ -136,6 +141,11 @@ def reconcile_containers_key(source: str) -> str:
 def reconcile_container_key(source: str, container: str) -> str:
     """The snapshot of one course or program (`container`: "course:{id}"), member -> state."""
     return f"{KEY_PREFIX}:rc:{source}:m:{container}"
+
+
+def reconcile_legacy_key(source: str) -> str:
+    """The snapshot of a reconciled source as versions before 2026-12 kept it: one hash."""
+    return f"{KEY_PREFIX}:rc:{source}:members"
 
 
 def reconcile_pending_key(source: str) -> str:

@@ -25,6 +25,7 @@ import structlog
 
 from relay.config.model import Reconcile, RouteTable, Source
 from relay.store.reconcile import PassOutcome, PassRecord, read_pass, record_pass
+from relay.store.reconcile_legacy import convert_legacy
 from relay.store.reconcile_snapshot import apply_changes, read_pending, write_pending
 from worker.fellow.api import FellowError
 from worker.fellow.lock import LOCK_TTL, PassLock
@@ -119,6 +120,14 @@ def _locked_pass(
     lock: PassLock | None,
 ) -> PassResult:
     started = time.monotonic()
+    # An upgrade over the snapshot's old layout: read it as the last pass's, never as nothing.
+    converted = convert_legacy(conn, source.name)
+    if converted:
+        _log().info(
+            "reconcile: snapshot converted to the per-course layout",
+            source=source.name,
+            memberships=converted,
+        )
     record = read_pass(conn, source.name)
     first = not record.ran and not options.backfill
     at = time.time() if options.now is None else options.now
