@@ -8,7 +8,9 @@ per event, not once per target or per attempt:
   the process dies mid-fetch) while it fetches; another process waits for the record instead
   (and fails its attempt if the lock goes with no record kept: the fetch failed);
 - the record is kept with SET NX: the first one kept wins, and every target and every retry of
-  the event reads that one, so all of them carry the same bytes.
+  the event reads that one, so all of them carry the same bytes;
+- a completion that reconciliation synthesizes comes with the record its pass read already
+  (`queue_record`, in the transaction committing the event): it is never fetched at all.
 
 The value is the API's JSON object as compact JSON bytes (orjson), checked to be an object on
 the way in and on the way out (a malformed value reads as absent: it is fetched again). It lives
@@ -33,6 +35,7 @@ __all__ = [
     "fetch_under_way",
     "keep_record",
     "load_record",
+    "queue_record",
     "read_record",
     "release_fetch",
 ]
@@ -85,6 +88,14 @@ def fetch_under_way(conn: redis.Redis, event_id: str) -> bool:
 def release_fetch(conn: redis.Redis, event_id: str, token: str) -> None:
     """Free the fetch lock if `token` still holds it."""
     conn.eval(_RELEASE, 1, keys.enrichment_lock_key(event_id), token)
+
+
+def queue_record(
+    pipe: redis.client.Pipeline, event_id: str, record: bytes, retention: float
+) -> None:
+    """Queue keeping a record on a pipeline (SET NX, the retention TTL): a record read before
+    its event is committed goes in with the event, so no delivery ever lacks it."""
+    pipe.set(keys.enrichment_key(event_id), record, nx=True, ex=_ttl(retention))
 
 
 def keep_record(conn: redis.Redis, event_id: str, record: bytes, retention: float) -> bytes:

@@ -166,8 +166,8 @@ class FellowApi:
         """The member ids of one course (or program)."""
         return await self.ids(f"/api/v1/{kind}s/{container}/members")
 
-    async def completed(self, kind: Kind, container: str, member: str) -> bool:
-        """Whether a member completed a course (or program): its coursemember's `completed`."""
+    async def member_record(self, kind: Kind, container: str, member: str) -> dict[str, Any]:
+        """A member's coursemember (programmember): a JSON object with a `completed` field."""
         path = f"/api/v1/{kind}s/{container}/members/{member}/{kind}member"
         answer = await self.get(path)
         if not isinstance(answer, dict):
@@ -175,7 +175,15 @@ class FellowApi:
         field = self.config.completed_field
         if field not in answer:
             raise ShapeError(path, f"no {field!r} field in the object")
-        return bool(answer[field])
+        return answer
+
+    def is_completed(self, record: dict[str, Any]) -> bool:
+        """Whether a coursemember (programmember) says completed: its `completed` field."""
+        return bool(record[self.config.completed_field])
+
+    async def completed(self, kind: Kind, container: str, member: str) -> bool:
+        """Whether a member completed a course (or program): its coursemember's `completed`."""
+        return self.is_completed(await self.member_record(kind, container, member))
 
 
 def _decode(path: str, status: int, body: bytes) -> Any:

@@ -5,10 +5,12 @@ runs at a time across every process and host. It walks every course and program
 (worker.fellow.walk: one container at a time, comparing the API with the snapshot of the last
 pass, deciding with worker.fellow.plan), then commits what it decided: the missed events
 (worker.fellow.synth), the snapshot's updates and the pending changes, and the pass record with
-its counters (relay.store.reconcile.record_pass). The first pass only records what exists,
-unless `backfill`. A pass that fails (worker.fellow.api's FellowError) synthesizes nothing and
-writes nothing but its record, with the error's kind as its outcome; a pass whose lock was lost
-commits nothing. Each pass logs one summary line.
+its counters (relay.store.reconcile.record_pass). A synthesized completion routed to an enriching
+target is committed with the coursemember/programmember the pass read for it, as its enrichment
+record (relay.store.enrichment): the target's delivery never fetches it again. The first pass
+only records what exists, unless `backfill`. A pass that fails (worker.fellow.api's
+FellowError) synthesizes nothing and writes nothing but its record, with the error's kind as its
+outcome; a pass whose lock was lost commits nothing. Each pass logs one summary line.
 """
 
 from __future__ import annotations
@@ -16,20 +18,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import aiohttp
 import redis
 import structlog
 
-from relay.config.model import Reconcile, RouteTable, Source
-from relay.store.reconcile import PassOutcome, PassRecord, read_pass, record_pass
+from relay.config.model import ENRICHED_EVENTS, Reconcile, RouteTable, Source
+from relay.store.reconcile import Membership, PassOutcome, PassRecord, read_pass, record_pass
 from relay.store.reconcile_legacy import convert_legacy
 from relay.store.reconcile_snapshot import apply_changes, read_pending, write_pending
 from worker.fellow.api import FellowError
+from worker.fellow.enrich import wanted_kind
 from worker.fellow.lock import LOCK_TTL, PassLock
-from worker.fellow.plan import Change, Plan
+from worker.fellow.plan import COMPLETED, Change, Plan
 from worker.fellow.synth import commit_events, synthesize
 from worker.fellow.walk import Decisions, Walk, walk
 
@@ -143,6 +146,7 @@ def _locked_pass(
         pending,
         write_first=not options.dry_run,
         holding=(lambda: not lock.lost) if lock is not None else lambda: True,
+        keep_records=not options.dry_run and _enriches(table, source),
     )
 
     async def read() -> Decisions:
@@ -162,10 +166,20 @@ def _locked_pass(
     if lock is not None and not lock.held():
         raise PassBusy(source.name)  # another process may be running it: commit nothing
     if not options.dry_run:
-        result = _apply(conn, table, source, result, options.retention, record)
+        result = _apply(conn, table, source, result, options.retention, record, found.records)
     result = _with_seconds(result, time.monotonic() - started)
     _log_summary(result)
     return result
+
+
+def _enriches(table: RouteTable, source: Source) -> bool:
+    """Whether some target the source's completions are routed to enriches them: then a pass
+    keeps the records it reads for the completions it synthesizes."""
+    return any(
+        table.targets[name].enrich is not None
+        for event in ENRICHED_EVENTS
+        for name in table.match(source.name, event)
+    )
 
 
 def _apply(
@@ -175,9 +189,11 @@ def _apply(
     result: PassResult,
     retention: float,
     last: PassRecord,
+    records: Mapping[Membership, bytes],
 ) -> PassResult:
-    """Commit the missed events, then the snapshot: a crash between them leaves the events'
-    dedupe keys, so the next pass sees them as received and synthesizes nothing twice."""
+    """Commit the missed events (each completion with its record when a target enriches it),
+    then the snapshot: a crash between them leaves the events' dedupe keys, so the next pass
+    sees them as received and synthesizes nothing twice."""
     plan = result.plan
     # Received now (the due sets score by it), whatever clock the pass compared with.
     received = time.time()
@@ -186,7 +202,14 @@ def _apply(
     for start in range(0, len(plan.missed), COMMIT_CHUNK):
         chunk = plan.missed[start : start + COMMIT_CHUNK]
         events = [synthesize(table, source, change, received) for change in chunk]
-        firsts = commit_events(conn, source, events, retention)
+        kept = {
+            event.id: records[change.membership]
+            for change, event in zip(chunk, events, strict=True)
+            if change.action == COMPLETED
+            and change.membership in records
+            and any(wanted_kind(event, table.targets[name]) for name in event.targets)
+        }
+        firsts = commit_events(conn, source, events, retention, kept)
         repeats += sum(r is not None for r in firsts)
         made += [(c, e.id) for c, e in zip(chunk, events, strict=True)]
     apply_changes(conn, source.name, plan.accepted)

@@ -4,7 +4,9 @@ For each container (a course or program) the API lists, and each the snapshot ho
 no longer lists, the walk reads that container's snapshot, its members from the API and, for
 members not already completed, their coursemember/programmember; compares (worker.fellow.plan);
 and keeps only the decisions: the changes (missed, seen, waiting) and the snapshot updates they
-bring. Every membership is never held at once: memory follows the largest containers in flight
+bring, and, when some target enriches completions, the coursemember/programmember of each missed
+completion, read already, for its event to carry (worker.fellow.reconcile keeps it). Every
+membership is never held at once: memory follows the largest containers in flight
 (`concurrency` of them) and the number of changes, not the size of the academy.
 
 A first pass records each container as the API shows it (replace_container, as it goes: a first
@@ -16,6 +18,7 @@ failed pass synthesizes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -23,10 +26,11 @@ import aiohttp
 import redis
 
 from relay.config.model import Reconcile, Source
+from relay.store.enrichment import encode_record
 from relay.store.reconcile import ACTIONS, Kind, Membership, MemberState
 from relay.store.reconcile_snapshot import read_container, read_containers, replace_container
 from worker.fellow.api import FellowApi
-from worker.fellow.plan import Change, changes, decide
+from worker.fellow.plan import COMPLETED, Change, changes, decide
 from worker.fellow.synth import dedupe_key_of
 
 __all__ = ["Decisions", "Walk", "walk"]
@@ -46,6 +50,8 @@ class Walk:
     write_first: bool = True  # False for a dry run: a first pass records nothing either
     #: Whether the pass still holds its lock (a first pass stops recording once it is lost).
     holding: Callable[[], bool] = lambda: True
+    #: Keep the record read for each missed completion (some target enriches completions).
+    keep_records: bool = False
 
 
 @dataclass
@@ -60,6 +66,8 @@ class Decisions:
     accepted: dict[Membership, MemberState | None] = field(default_factory=dict)
     pending: dict[str, float] = field(default_factory=dict)
     requests: int = 0
+    #: The coursemember/programmember (encoded) of each missed completion, when kept.
+    records: dict[Membership, bytes] = field(default_factory=dict)
 
 
 async def each(items: Iterable[str], work: Callable[[str], Awaitable[None]], width: int) -> None:
@@ -85,11 +93,13 @@ def seen_names(conn: redis.Redis, source: Source, found: list[Change]) -> set[st
 
 
 async def _members(
-    api: FellowApi, kind: Kind, cid: str, before: Mapping[Membership, MemberState]
-) -> dict[Membership, MemberState]:
-    """A container's memberships as the API shows them; one completed in the snapshot costs
-    no coursemember request (completion is final)."""
+    api: FellowApi, kind: Kind, cid: str, before: Mapping[Membership, MemberState], keep: bool
+) -> tuple[dict[Membership, MemberState], dict[Membership, bytes]]:
+    """A container's memberships as the API shows them, and (`keep`) the record of each one
+    completed since the snapshot; one completed in the snapshot costs no coursemember request
+    (completion is final)."""
     found: dict[Membership, MemberState] = {}
+    records: dict[Membership, bytes] = {}
     todo: list[str] = []
     for member in dict.fromkeys(await api.members(kind, cid)):
         m = Membership(kind, cid, member)
@@ -99,12 +109,18 @@ async def _members(
             todo.append(member)
 
     async def check(member: str) -> None:
-        completed = await api.completed(kind, cid, member)
-        state = MemberState.COMPLETED if completed else MemberState.ENROLLED
-        found[Membership(kind, cid, member)] = state
+        record = await api.member_record(kind, cid, member)
+        m = Membership(kind, cid, member)
+        if not api.is_completed(record):
+            found[m] = MemberState.ENROLLED
+            return
+        found[m] = MemberState.COMPLETED
+        if keep:
+            with contextlib.suppress(ValueError):  # too large to keep: the enricher fails it
+                records[m] = encode_record(record)
 
     await each(todo, check, api.config.concurrency)
-    return dict(sorted(found.items()))
+    return dict(sorted(found.items())), records
 
 
 async def _container(
@@ -112,7 +128,8 @@ async def _container(
 ) -> None:
     source = w.source.name
     before = read_container(w.conn, source, kind, cid)
-    now_api = await _members(api, kind, cid, before) if listed else {}
+    keep = w.keep_records and not w.first
+    now_api, records = await _members(api, kind, cid, before, keep) if listed else ({}, {})
     out.memberships += len(now_api)
     if w.first:
         if w.write_first and w.holding():
@@ -128,6 +145,11 @@ async def _container(
     out.waiting += plan.waiting
     out.accepted.update(plan.accepted)
     out.pending.update(plan.pending)
+    out.records.update(
+        (c.membership, records[c.membership])
+        for c in plan.missed
+        if c.action == COMPLETED and c.membership in records
+    )
 
 
 async def walk(w: Walk, session: aiohttp.ClientSession) -> Decisions:
