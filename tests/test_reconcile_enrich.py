@@ -13,6 +13,7 @@ import redis
 
 from relay.config.loading import parse_routes
 from relay.config.model import RouteTable
+from relay.ops.events import get_event
 from relay.store import keys
 from tests.support.fellow_api import KEY, FellowApiServer
 from tests.support.targets import TargetServer
@@ -98,6 +99,9 @@ def test_a_synthesized_completion_is_delivered_with_the_record_its_pass_read(
         assert orjson.loads(redis_client.get(keys.enrichment_key(event_id)) or b"") == RECORD
         assert 0 < redis_client.ttl(keys.enrichment_key(event_id)) <= RETENTION
     assert not redis_client.exists(keys.enrichment_key(made["COURSEMEMBER_CREATED course:7:m3"]))
+    view = get_event(redis_client, course)  # what `relay events show` prints
+    assert view is not None
+    assert view.enrichment == orjson.dumps(RECORD)
 
     fellow_api.member_answer = {"completed": True, "score": 99}  # a fetch now would show it
     use_routes(table)
