@@ -48,6 +48,7 @@ import redis
 
 from bench.pyspy import Recorder, summarize
 from bench.stack import (
+    SOURCE_PATH,
     RedisSnapshot,
     Stack,
     digitalchalk_body,
@@ -56,9 +57,8 @@ from bench.stack import (
     post_events,
     set_mode,
     wait_count,
+    wait_workers,
 )
-
-SOURCE_PATH = "/hooks/digitalchalk"
 
 
 def routes_toml(live: int, backlog: int, backlog_attempts: int) -> str:
@@ -101,15 +101,6 @@ SCENARIOS = {
     "replay": Scenario("500", 1, ("replay", "--all", "--yes", "--json"), dead=True),
     "down": Scenario("503", 10, ()),
 }
-
-
-def wait_workers(conn: redis.Redis, count: int, seconds: float = 30) -> None:
-    """Wait until `count` RQ workers have registered (they then poll and take kicks)."""
-    deadline = time.monotonic() + seconds
-    while conn.scard("rq:workers") < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{count} workers did not register within {seconds:g} s")
-        time.sleep(0.1)
 
 
 def wait_dead(conn: redis.Redis, count: int, seconds: float) -> int:

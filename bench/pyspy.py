@@ -6,8 +6,9 @@
     print(summarize(recorder.files))              # top frames by own and by inclusive samples
 
 py-spy (`pip install py-spy`) needs ptrace rights over the processes (root, or
-kernel.yama.ptrace_scope 0). Only active samples are taken (no `--idle`): the figures say where
-the CPU went, and a thread waiting on a socket does not count.
+kernel.yama.ptrace_scope 0). Samples are taken without `--idle`, so mostly where the CPU went;
+py-spy's idle detection is approximate, though, and time a thread spends blocked in `epoll` or
+in a socket read (a Redis round trip) often counts too: read those frames as waiting.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def summarize(files: Sequence[Path], top: int = 12) -> str:
     def block(title: str, counts: Counter[str], n: int) -> list[str]:
         return [f"  {title}:"] + [f"    {c / total:6.1%}  {k}" for k, c in counts.most_common(n)]
 
-    lines = [f"  py-spy: {total} samples (CPU only) from {len(files)} process(es)"]
+    lines = [f"  py-spy: {total} samples of running threads (some waits count: bench/pyspy.py) "
+             f"from {len(files)} process(es)"]  # fmt: skip
     lines += block("by thread", threads, 6)
     lines += block("by package of the running frame", packages, 8)
     lines += block("own time (the running frame)", own, top)

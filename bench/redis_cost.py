@@ -51,8 +51,8 @@ sys.path.insert(0, str(ROOT))
 
 import redis
 
-from bench.backlog import SOURCE_PATH, wait_workers
 from bench.stack import (
+    SOURCE_PATH,
     RedisSnapshot,
     Stack,
     digitalchalk_body,
@@ -61,6 +61,7 @@ from bench.stack import (
     post_events,
     settle,
     wait_count,
+    wait_workers,
 )
 
 DEDUPE = 'dedupe = { key = ["body:event", "body:user.id", "body:date"], window = "24h" }'

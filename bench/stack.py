@@ -33,6 +33,8 @@ import redis
 from tests.support.redis_server import RedisServer, free_port
 
 PYTHON = sys.executable
+#: Where the DigitalChalk body is posted (the shipped source, without its path token).
+SOURCE_PATH = "/hooks/digitalchalk"
 
 # A target in its own process. It answers by its mode, which POST /mode changes at run time:
 # "ok" (200), "hang" (never answers), "fail-first" (500 the first time a webhook-id comes, then
@@ -175,6 +177,15 @@ class Stack:
                 proc.wait()
         self.children.clear()
         self.redis.kill()
+
+
+def wait_workers(conn: redis.Redis, count: int, seconds: float = 30) -> None:
+    """Wait until `count` RQ workers have registered (they then poll and take kicks)."""
+    deadline = time.monotonic() + seconds
+    while conn.scard("rq:workers") < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{count} workers did not register within {seconds:g} s")
+        time.sleep(0.1)
 
 
 async def wait_http(url: str, seconds: float = 20) -> None:
