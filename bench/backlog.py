@@ -47,13 +47,11 @@ sys.path.insert(0, str(ROOT))
 import redis
 
 from bench.pyspy import Recorder, summarize
+from bench.redis_stats import RedisSnapshot, load_average, median_spread
 from bench.stack import (
     SOURCE_PATH,
-    RedisSnapshot,
     Stack,
     digitalchalk_body,
-    load_average,
-    median_spread,
     post_events,
     set_mode,
     wait_count,

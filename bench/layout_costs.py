@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 import orjson
 import redis
 
-from bench.stack import RedisSnapshot, digitalchalk_body
+from bench.redis_stats import RedisSnapshot
+from bench.stack import digitalchalk_body
 from relay.core.ids import new_event_id
 from relay.store import scripts
 from relay.store.commit import commit_arguments

@@ -44,25 +44,21 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import redis
 
-from bench.stack import (
-    SOURCE_PATH,
+from bench.redis_stats import (
     RedisSnapshot,
-    Stack,
-    digitalchalk_body,
+    flat_memory_stats,
     load_average,
     median_spread,
-    post_events,
+    memory_breakdown,
+    memory_stats_lines,
     settle,
-    wait_count,
-    wait_workers,
 )
+from bench.stack import SOURCE_PATH, Stack, digitalchalk_body, post_events, wait_count, wait_workers
 
 DEDUPE = 'dedupe = { key = ["body:event", "body:user.id", "body:date"], window = "24h" }'
 
@@ -160,90 +156,6 @@ async def measure(
         return Run(len(sent), delta, intake)
     finally:
         stack.stop_all()
-
-
-def encoding(conn: redis.Redis, key: str) -> str:
-    """OBJECT ENCODING of a key, as text."""
-    value = conn.object("encoding", key)
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-#: Key kinds by name prefix; any other key is its own kind.
-KEY_KINDS = (
-    ("relay:ev:", "event hash relay:ev:*"),
-    ("relay:att:", "attempt log relay:att:*"),
-    ("relay:dd:", "dedupe key relay:dd:*"),
-    ("relay:due:", "due sets relay:due:*"),
-    ("relay:stats:", "counters relay:stats:*"),
-    ("rq:job:", "RQ jobs rq:job:*"),
-    ("rq:worker:", "RQ workers rq:worker:*"),
-)
-
-
-def key_kind(key: str) -> str:
-    """Which kind of key this is (KEY_KINDS), for adding up their sizes."""
-    for prefix, kind in KEY_KINDS:
-        if key.startswith(prefix):
-            return kind
-    return key
-
-
-def memory_breakdown(conn: redis.Redis, events: int) -> str:
-    """MEMORY USAGE of every key, added up by kind, per event, as text."""
-    keys = [k.decode() for k in conn.scan_iter(count=1000)]
-    sizes: list[int] = []
-    for start in range(0, len(keys), 500):
-        with conn.pipeline(transaction=False) as pipe:
-            for key in keys[start : start + 500]:
-                pipe.memory_usage(key, samples=0)
-            sizes += [int(size or 0) for size in pipe.execute()]
-    totals: dict[str, list[int]] = {}
-    example: dict[str, str] = {}
-    for key, size in zip(keys, sizes, strict=True):
-        kind = key_kind(key)
-        totals.setdefault(kind, []).append(size)
-        example.setdefault(kind, key)
-    lines = [f"  where the bytes are ({events:,} events; MEMORY USAGE of every key, by kind):"]
-    everything = 0
-    for kind, found in sorted(totals.items(), key=lambda kv: -sum(kv[1])):
-        everything += sum(found)
-        if sum(found) / events < 1:
-            continue
-        lines.append(
-            f"    {kind:<30} {sum(found) / events:6.0f} B per event   {len(found):>6} key(s), "
-            f"{encoding(conn, example[kind])}, {statistics.mean(found):,.0f} B each"
-        )
-    lines.append(f"    {'all keys':<30} {everything / events:6.0f} B per event")
-    return "\n".join(lines)
-
-
-def flat_memory_stats(conn: redis.Redis) -> dict[str, float]:
-    """MEMORY STATS with db0's figures lifted to the top level (numbers only)."""
-    raw: dict[str, Any] = conn.memory_stats()
-    flat = {k: float(v) for k, v in raw.items() if isinstance(v, int | float)}
-    flat.update({k: float(v) for k, v in raw.get("db.0", {}).items()})
-    return flat
-
-
-#: MEMORY STATS fields whose growth per event is printed, with what each is.
-MEMORY_STATS_FIELDS = (
-    ("keys.count", "keys per event"),
-    ("dataset.bytes", "dataset (used_memory less overhead)"),
-    ("overhead.hashtable.main", "main keyspace table (entries, buckets, robj)"),
-    ("overhead.hashtable.expires", "expiry table"),
-    ("clients.normal", "client buffers"),
-    ("overhead.total", "all overhead"),
-)
-
-
-def memory_stats_lines(before: dict[str, float], after: dict[str, float], events: int) -> str:
-    """Growth of MEMORY STATS per event, as text."""
-    lines = ["  MEMORY STATS, growth per event:"]
-    for field, meaning in MEMORY_STATS_FIELDS:
-        change = (after.get(field, 0.0) - before.get(field, 0.0)) / events
-        unit = "" if field == "keys.count" else " B"
-        lines.append(f"    {field:<28} {change:9.2f}{unit}   {meaning}")
-    return "\n".join(lines)
 
 
 def commands_table(run: Run, top: int = 14) -> str:

@@ -5,8 +5,8 @@ same stack: its own redis-server on a free loopback port (tests/support/redis_se
 relay's own commands started as an operator starts them, and targets that are small aiohttp
 sinks in processes of their own. Everything binds 127.0.0.1 and is stopped on exit.
 
-Also here: the DigitalChalk body the cost figures are quoted for, the client that posts events,
-and the Redis INFO snapshots (memory, CPU, command statistics) the cost figures are deltas of.
+Also here: the DigitalChalk body the cost figures are quoted for and the client that posts
+events. The Redis figures (INFO snapshots, memory by key kind) are bench/redis_stats.py's.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -269,73 +267,3 @@ async def wait_count(port: int, count: int, seconds: float) -> dict[str, Any]:
         if stats["count"] >= count or time.monotonic() > deadline:
             return stats
         await asyncio.sleep(0.1)
-
-
-# --- Redis statistics ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RedisSnapshot:
-    """What the cost figures are deltas of: memory, CPU seconds, commands (calls, usec) by name."""
-
-    used_memory: int
-    cpu: float  # used_cpu_user + used_cpu_sys, seconds
-    commands: int  # total_commands_processed (commands run by scripts included)
-    stats: dict[str, tuple[int, int]]  # command -> (calls, usec), from INFO commandstats
-
-    @classmethod
-    def take(cls, conn: redis.Redis) -> RedisSnapshot:
-        """Read INFO memory, cpu, stats and commandstats (the INFO calls count too: a few)."""
-        info: dict[str, Any] = conn.info("everything")  # type: ignore[assignment]
-        stats = {
-            name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
-            for name, v in info.items()
-            if name.startswith("cmdstat_")
-        }
-        return cls(
-            used_memory=int(info["used_memory"]),
-            cpu=float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
-            commands=int(info["total_commands_processed"]),
-            stats=stats,
-        )
-
-    def since(self, before: RedisSnapshot) -> RedisSnapshot:
-        """The delta from an earlier snapshot."""
-        stats = {}
-        for name, (calls, usec) in self.stats.items():
-            c0, u0 = before.stats.get(name, (0, 0))
-            if calls - c0:
-                stats[name] = (calls - c0, usec - u0)
-        return RedisSnapshot(
-            used_memory=self.used_memory - before.used_memory,
-            cpu=self.cpu - before.cpu,
-            commands=self.commands - before.commands,
-            stats=stats,
-        )
-
-
-def settle(conn: redis.Redis, seconds: float = 30) -> None:
-    """Wait until no delivery is due or leased and no kick waits (all outcomes recorded)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        targets: set[bytes] = conn.smembers("relay:duetargets")  # type: ignore[assignment]
-        with conn.pipeline(transaction=False) as pipe:
-            for target in targets:
-                pipe.zcard(b"relay:due:" + target)
-            pipe.llen("rq:queue:relay")
-            if not any(pipe.execute()):
-                return
-        time.sleep(0.1)
-
-
-def median_spread(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
-    """`median (min to max)` of some runs, or the one value."""
-    if len(values) == 1:
-        return fmt.format(values[0])
-    lo, hi = min(values), max(values)
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(lo)} to {fmt.format(hi)})"
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages, to print beside figures from a shared machine."""
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
