@@ -331,7 +331,8 @@ def test_collect_status_counts_figures_per_target(redis_client: redis.Redis) -> 
     doc = status.to_json()
     assert doc["queue"]["queued"] == 2
     assert doc["targets"][0]["name"] == "crm"
-    assert set(doc) == {"at", "queue", "workers", "targets", "sources"}
+    assert set(doc) == {"at", "queue", "workers", "targets", "sources", "reconciled"}
+    assert doc["reconciled"] == []  # no source with a reconcile table
 
 
 def test_collect_status_counts_each_delivery_once_where_it_stands(

@@ -30,8 +30,10 @@ from __future__ import annotations
 import concurrent.futures
 import random
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import structlog
 
@@ -51,6 +53,7 @@ from relay.store.queue import kick
 from worker.breaker import claim_gates, held_targets
 from worker.context import WorkerContext, current
 from worker.control import limits_of
+from worker.fellow.enrich import lease_allowance, wanted_kind
 from worker.outbound import build_request
 from worker.outcome import AttemptResult
 from worker.recording import Planned, finish_missing_target, record_attempt
@@ -146,7 +149,7 @@ def claim_due(ctx: WorkerContext, runtime: Runtime) -> Claimed:
             continue
         limit = gates.limit(name, min(CLAIM_PER_TARGET, runtime.free_slots(name)))
         if limit > 0:
-            lease_end = now + target.timeout + LEASE_MARGIN
+            lease_end = now + target.timeout + lease_allowance(ctx.routes, target) + LEASE_MARGIN
             wanted.append(Wanted(name, limit, lease_end, limits_of(target)))
     claimed = ctx.store.claim(wanted, CLAIM_TOTAL, now)
     gates.release_unused(claimed.ids)
@@ -216,12 +219,11 @@ def start_plans(ctx: WorkerContext, plans: list[Planned]) -> list[Started]:
         if target is None:
             finish_missing_target(ctx, plan)
             continue
-        request = build_request(plan.event, target, plan.attempt, int(time.time()))
         # The attempt's task copies this context: whatever it logs carries its event id.
         with structlog.contextvars.bound_contextvars(
             event_id=plan.event.id, target=plan.target, attempt=plan.attempt
         ):
-            future = runtime.submit(runtime.post(request, target.timeout), 0.0, plan.target)
+            future = runtime.submit(attempt_of(ctx, runtime, plan, target), 0.0, plan.target)
         if future is None:  # the claim raced another job of this process for the slots
             deferred.append((plan.event.id, plan.target))
             continue
@@ -229,6 +231,17 @@ def start_plans(ctx: WorkerContext, plans: list[Planned]) -> list[Started]:
     if deferred:
         due_again(ctx.connection, deferred, time.time() + DEFER_DELAY)
     return started
+
+
+def attempt_of(
+    ctx: WorkerContext, runtime: Runtime, plan: Planned, target: Target
+) -> Coroutine[Any, Any, AttemptResult]:
+    """One attempt, to run on the background loop: the POST, or for a Fellow completion to an
+    enriching target, its record first (fetched once per event, worker.fellow.enrich)."""
+    if wanted_kind(plan.event, target) is not None:
+        return runtime.enricher.attempt(ctx, plan.event, target, plan.attempt, runtime.post)
+    request = build_request(plan.event, target, plan.attempt, int(time.time()))
+    return runtime.post(request, target.timeout)
 
 
 class InFlight:

@@ -17,6 +17,7 @@ import structlog
 from redis import Redis
 
 from relay.config.model import RouteTable
+from relay.config.reconcile import reconciled_sources
 from relay.config.settings import Settings
 from relay.core import constants
 from relay.core.metrics import WorkerMetrics
@@ -57,7 +58,11 @@ def _serve_metrics(
 ) -> tuple[MetricsServer, WorkerMetrics] | None:
     """Serve process `index`'s metrics on its port; None (logged) when it cannot be bound."""
     assert ops.metrics_port is not None
-    registry, metrics = build_registry(lambda: conn, lambda: tuple(current().routes.targets))
+    registry, metrics = build_registry(
+        lambda: conn,
+        lambda: tuple(current().routes.targets),
+        lambda: reconciled_sources(current().routes),
+    )
     port = process_port(ops.metrics_port, index)
     try:
         return serve_metrics(registry, ops.metrics_host, port), metrics

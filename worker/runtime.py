@@ -23,6 +23,7 @@ import aiohttp
 import structlog
 
 from relay.core import constants
+from worker.fellow.enrich import Enricher
 from worker.outbound import OutboundRequest
 from worker.outcome import AttemptResult
 
@@ -58,6 +59,8 @@ class Runtime:
         self._slow_until: dict[str, float] = {}
         #: Late outcomes are recorded here: sync Redis calls must not block the event loop.
         self.recorder = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="relay-record")
+        #: Fetches the records of enriched deliveries (worker.fellow.enrich), on this loop.
+        self.enricher = Enricher()
         self._closed = False
         self._thread.start()
 
@@ -202,6 +205,7 @@ class Runtime:
                     task.cancel()
             if self._session is not None:
                 await self._session.close()
+            await self.enricher.close()
 
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             self.run(_finish(), timeout=5)

@@ -182,6 +182,7 @@ def _target_summary(result: CheckResult, target: Target) -> dict[str, Any]:
         "rate": target.rate.text if target.rate is not None else None,
         "concurrency": target.concurrency,
         "order": target.order.text if target.order is not None else None,
+        "enrich": target.enrich,
         "fed_by": list(fed_by),
     }
 
@@ -309,6 +310,11 @@ def _render_target(result: CheckResult, target: Target) -> list[str]:
     control = control_text(target)
     if control is not None:
         lines.append(f"  control  {control}")
+    if target.enrich:
+        lines.append(
+            f"  enrich   {target.enrich}: course and program completions as JSON with their API "
+            "record"
+        )
     lines.append(f"  fed by   {', '.join(info['fed_by']) or 'no source'}")
     return lines
 

@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from relay.cli.tables import render_fields, render_table
 from relay.core.states import DeliveryState
 from relay.core.times import format_time
@@ -155,6 +157,8 @@ def event_json(view: EventView, max_body: int, *, full_body: bool) -> dict[str, 
             "truncated": truncated,
         },
         "unrouted": view.unrouted,
+        # The kept API record (a JSON object) enriched deliveries carry; null when none is kept.
+        "enrichment": orjson.loads(view.enrichment) if view.enrichment is not None else None,
         "expires_in": view.expires_in,
         "attempts_omitted": view.attempts_omitted,
         "deliveries": [delivery_json(d) for d in view.deliveries],
@@ -228,6 +232,18 @@ def render_delivery(delivery: DeliveryView) -> str:
     return "\n".join(lines)
 
 
+def render_enrichment(record: bytes, max_body: int) -> list[str]:
+    """The kept enrichment record's lines: its size, then its JSON indented (cut like the body)."""
+    pretty = orjson.dumps(orjson.loads(record), option=orjson.OPT_INDENT_2)
+    note = "sent to enriching targets with the body"
+    if len(pretty) > max_body:
+        note += f"; first {max_body} bytes shown (--json: all)"
+    lines = [f"enrichment record: {len(record)} bytes ({note})"]
+    shown = printable(body_text(pretty, max_body), keep_newlines=True)
+    lines.extend("  " + line for line in shown.splitlines())
+    return lines
+
+
 def render_event(view: EventView, max_body: int) -> str:
     """The text of `relay events show`."""
     event = view.event
@@ -251,6 +267,8 @@ def render_event(view: EventView, max_body: int) -> str:
     out.append(f"body: {note}")
     preview = printable(body_text(event.body, max_body), keep_newlines=True)
     out.extend("  " + line for line in preview.splitlines())
+    if view.enrichment is not None:
+        out.extend(render_enrichment(view.enrichment, max_body))
     out.append("")
     if view.unrouted:
         out.append("deliveries: none (unrouted: no route matched this source and type)")

@@ -16,7 +16,7 @@ from typing import Any
 
 from relay.config.fields import Collector, hint, repeated, sort_problems, string_list, table_of
 from relay.config.filters import Filter, compile_filter, parse_field
-from relay.config.model import Route, RouteTable, compile_route
+from relay.config.model import ENRICHED_EVENTS, Route, RouteTable, Target, compile_route
 from relay.config.sources import load_source
 from relay.config.targets import load_target
 from relay.core.errors import ConfigError, Problem
@@ -112,6 +112,35 @@ def _filter_patterns(c: Collector, where: str, key: str, value: Any) -> tuple[st
     return None if wrong or len(set(items)) != len(items) else tuple(items)
 
 
+def check_enrichment(
+    c: Collector,
+    raw_sources: Mapping[str, Any],
+    targets: Mapping[str, Target],
+    routes: list[Route | None],
+) -> None:
+    """A target with `enrich` may receive Fellow completions only from a source whose API relay
+    can read: one with a [sources.NAME.reconcile] table, whose settings the fetch uses."""
+    for index, route in enumerate(routes):
+        if route is None:
+            continue
+        raw = raw_sources.get(route.source)
+        if isinstance(raw, Mapping) and "reconcile" in raw:
+            continue  # its own problems, if any, are reported with the table
+        completions = [event for event in ENRICHED_EVENTS if route.matches(event)]
+        for name in route.targets:
+            target = targets.get(name)
+            if not completions or target is None or target.enrich is None:
+                continue
+            c.add(
+                f"targets.{name}",
+                "enrich",
+                f"routes[{index}] sends {' and '.join(completions)} of source '{route.source}' "
+                f"to this target, but '{route.source}' has no [sources.{route.source}.reconcile] "
+                f"table: the record is fetched with that table's API settings. Add one, or "
+                f"route only other events of '{route.source}' here",
+            )
+
+
 def parse_routes(
     text: str, path: str, env: Mapping[str, str], *, require_env: bool = True
 ) -> RouteTable:
@@ -148,6 +177,7 @@ def parse_routes(
     sources = each("sources", raw_sources, load_source)
     targets = each("targets", raw_targets, load_target)
     routes = [load_route(c, i, r, raw_sources, raw_targets) for i, r in enumerate(raw_routes)]
+    check_enrichment(c, raw_sources, targets, routes)
     if c.problems:
         raise ConfigError(sort_problems(c.problems))
     return RouteTable(

@@ -51,6 +51,13 @@ SOURCE_KINDS: Mapping[SourceKind, str] = {
 
 HTTP_METHODS = ("POST", "PUT")
 BODY_FORMATS = ("original", "json")
+#: What `enrich` on a target may name: the providers whose events relay can enrich.
+ENRICH_PROVIDERS = ("fellow",)
+#: The Fellow events an enriching target receives with their API record, and the record's kind.
+ENRICHED_EVENTS: Mapping[str, str] = {
+    "COURSEMEMBER_COMPLETED": "course",
+    "PROGRAMMEMBER_COMPLETED": "program",
+}
 #: How many (source, event type) pairs a RouteTable remembers the match of.
 MATCH_MEMO = 4096
 #: Inbound dedupe window when a source does not say.
@@ -135,6 +142,8 @@ class Target:
     concurrency: int | None = None  # attempts in flight at once, across every worker
     order: Order | None = None  # FIFO per key (relay.config.control)
     breaker: Breaker | None = None  # circuit breaker (relay.config.breaker); None: none
+    # "fellow": Fellow completions delivered as JSON with their API record (worker.fellow.enrich)
+    enrich: str | None = None
 
 
 @dataclass(frozen=True)

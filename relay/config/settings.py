@@ -28,6 +28,8 @@ class Settings:
     status_token: str = ""  # protects /status when set; never logged
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
+    #: How often each worker looks whether a reconciliation pass is due (seconds).
+    reconcile_tick: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -50,6 +52,7 @@ class Settings:
             status_token=read.text("RELAY_STATUS_TOKEN", ""),
             log_format=log_format,
             log_level=read.text("RELAY_LOG_LEVEL", "info").lower(),
+            reconcile_tick=read.positive("RELAY_RECONCILE_TICK", 15.0),
         )
         if read.problems:
             raise ConfigError(read.problems)

@@ -177,9 +177,11 @@ def use_multiprocess_values(directory: str) -> None:
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
-def multiprocess_registry(directory: str, redis_collector: Collector) -> CollectorRegistry:
-    """A registry that sums every process's metrics files, plus the Redis-backed gauges."""
+def multiprocess_registry(directory: str, *collectors: Collector) -> CollectorRegistry:
+    """A registry that sums every process's metrics files, plus the collectors that read the
+    same truth from any process (the Redis-backed gauges, the spool on disk)."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    registry.register(redis_collector)
+    for collector in collectors:
+        registry.register(collector)
     return registry

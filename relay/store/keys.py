@@ -37,12 +37,25 @@
                                 STRING  held (SET NX PX) until the next probe of an open
                                         breaker is due: one probe per interval, all workers
     relay:breakers              SET     names of the targets that have a breaker record
-    relay:rc:{source}:members   HASH    reconciliation's snapshot: membership -> its state at the
-                                        last pass (relay.store.reconcile); no expiry
+    relay:rc:{source}:containers  SET   the courses and programs reconciliation's snapshot holds
+                                        ("course:{id}", "program:{id}"); no expiry
+    relay:rc:{source}:m:{kind}:{id}  HASH  the snapshot of one course or program: member -> its
+                                        state at the last pass (relay.store.reconcile_snapshot)
+    relay:rc:{source}:members   HASH    the snapshot's layout before 2026-12 (one hash of every
+                                        "{kind}:{id}:{member}"): converted into the per-container
+                                        hashes, then deleted, by the next pass
+                                        (relay.store.reconcile_legacy)
     relay:rc:{source}:pending   HASH    change seen in the API but not (yet) by webhook -> when
                                         a pass first saw it (declared missed after `grace`)
-    relay:rc:{source}:pass      HASH    the last pass: when, outcome, failures in a row
-    relay:lock:rc:{source}      STRING  held (SET NX EX) by the process running a pass
+    relay:rc:{source}:pass      HASH    the last pass: when, outcome, failures in a row, the error,
+                                        the last success, the first pass
+    relay:rc:{source}:stats     HASH    counters: passes by outcome, synthesized events by type
+    relay:rc:sources            SET     names of the sources that ever recorded a pass
+    relay:lock:rc:{source}      STRING  held (SET NX PX) by the process running a pass, extended
+                                        while it runs (worker.fellow.lock)
+    relay:enr:{id}              STRING  the API record an enriched delivery of the event carries
+                                        (JSON, relay.store.enrichment); expires with the event
+    relay:lock:enr:{id}         STRING  held (SET NX PX) by the process fetching that record
 
 Every per-event key expires with the retention period, so Redis memory stays bounded.
 """
@@ -59,6 +72,7 @@ __all__ = [
     "DEAD",
     "DUE_TARGETS",
     "EVENTS_INDEX",
+    "RECONCILED_SOURCES",
     "TRIM_LOCK",
     "UNROUTED",
     "attempts_key",
@@ -67,16 +81,21 @@ __all__ = [
     "dead_member",
     "dedupe_key",
     "due_key",
+    "enrichment_key",
+    "enrichment_lock_key",
     "event_key",
     "in_flight_key",
     "order_key",
     "order_queue_key",
     "paused_key",
     "rate_key",
+    "reconcile_container_key",
+    "reconcile_containers_key",
+    "reconcile_legacy_key",
     "reconcile_lock_key",
-    "reconcile_members_key",
     "reconcile_pass_key",
     "reconcile_pending_key",
+    "reconcile_stats_key",
     "source_stats_key",
     "split_dead_member",
     "target_stats_key",
@@ -85,6 +104,7 @@ __all__ = [
 EVENTS_INDEX = f"{KEY_PREFIX}:events"
 UNROUTED = f"{KEY_PREFIX}:unrouted"
 DEAD = f"{KEY_PREFIX}:dead"
+RECONCILED_SOURCES = f"{KEY_PREFIX}:rc:sources"
 
 
 def event_key(event_id: str) -> str:
@@ -154,8 +174,18 @@ def due_key(target: str) -> str:
     return f"{KEY_PREFIX}:due:{target}"
 
 
-def reconcile_members_key(source: str) -> str:
-    """The membership snapshot of a reconciled source's last pass."""
+def reconcile_containers_key(source: str) -> str:
+    """The courses and programs ("course:{id}") a reconciled source's snapshot holds."""
+    return f"{KEY_PREFIX}:rc:{source}:containers"
+
+
+def reconcile_container_key(source: str, container: str) -> str:
+    """The snapshot of one course or program (`container`: "course:{id}"), member -> state."""
+    return f"{KEY_PREFIX}:rc:{source}:m:{container}"
+
+
+def reconcile_legacy_key(source: str) -> str:
+    """The snapshot of a reconciled source as versions before 2026-12 kept it: one hash."""
     return f"{KEY_PREFIX}:rc:{source}:members"
 
 
@@ -167,6 +197,11 @@ def reconcile_pending_key(source: str) -> str:
 def reconcile_pass_key(source: str) -> str:
     """The record of a reconciled source's last pass."""
     return f"{KEY_PREFIX}:rc:{source}:pass"
+
+
+def reconcile_stats_key(source: str) -> str:
+    """The counters of a reconciled source's passes (relay.store.reconcile.PassStats)."""
+    return f"{KEY_PREFIX}:rc:{source}:stats"
 
 
 def reconcile_lock_key(source: str) -> str:
@@ -196,3 +231,13 @@ def order_key(target: str) -> str:
 def order_queue_key(target: str, digest: str) -> str:
     """One FIFO key's deliveries in intake order (the Lua scripts build the same name)."""
     return f"{order_key(target)}:{digest}"
+
+
+def enrichment_key(event_id: str) -> str:
+    """The record fetched once for an event's enriched deliveries (relay.store.enrichment)."""
+    return f"{KEY_PREFIX}:enr:{event_id}"
+
+
+def enrichment_lock_key(event_id: str) -> str:
+    """Held by the one process fetching an event's enrichment record."""
+    return f"{KEY_PREFIX}:lock:enr:{event_id}"

@@ -9,7 +9,7 @@ after it is an inbound duplicate, and a synthesized event racing a real one lose
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,6 +23,7 @@ from relay.core.headers import RECONCILED_HEADER
 from relay.core.ids import new_event_id
 from relay.store import keys
 from relay.store.commit import commit_arguments
+from relay.store.enrichment import queue_record
 from relay.store.queue import kick, make_queue
 from relay.store.records import Event
 from worker.fellow.plan import Change, form_body
@@ -94,18 +95,25 @@ class _Batch:
 
 
 def commit_events(
-    conn: redis.Redis, source: Source, events: Sequence[Event], retention: float
+    conn: redis.Redis,
+    source: Source,
+    events: Sequence[Event],
+    retention: float,
+    records: Mapping[str, bytes] | None = None,
 ) -> list[str | None]:
-    """Commit the events (one script call) and kick the workers; per event, the id of the
-    event it repeats (None: it is new)."""
+    """Commit the events (one script call) with the enrichment `records` read for them (by
+    event id), and kick the workers; per event, the id of the event it repeats (None: new)."""
     if not events:
         return []
     window = int(source.dedupe.window) if source.dedupe else 0
     queue = make_queue(conn)
     call = commit_arguments([_Batch(events, window)], retention, time.time(), queue.key)
     pipe: Any = conn.pipeline(transaction=True)  # redis-py leaves execute_command untyped
+    # In the same transaction, before the events: no worker can see an event without its record.
+    for event_id, record in (records or {}).items():
+        queue_record(pipe, event_id, record, retention)
     pipe.execute_command(*call.command())  # the same EVAL the receiver sends
-    (reply,) = pipe.execute()
+    *_, reply = pipe.execute()
     repeats: list[str | None] = [None] * len(events)
     for (_, index), first in zip(call.dedupe, list(reply)[1:], strict=True):
         text = first.decode() if isinstance(first, bytes) else str(first)

@@ -123,11 +123,12 @@ def _write_replay(
     )
     pipe.zrem(keys.DEAD, keys.dead_member(event_id, target))
     pipe.hincrby(keys.target_stats_key(target), TargetStat.REPLAYED, 1)
-    # A replay near the end of retention must not lose its body mid-retry: the event and its
-    # log live a full retention period from the replay (GT: only ever lengthened, and never on
-    # a key without expiry).
+    # A replay near the end of retention must not lose its body mid-retry: the event, its log
+    # and its enrichment record (relay.store.enrichment) live a full retention period from the
+    # replay (GT: only ever lengthened, and never on a key without expiry).
     pipe.expire(key, int(retention), gt=True)
     pipe.expire(keys.attempts_key(event_id), int(retention), gt=True)
+    pipe.expire(keys.enrichment_key(event_id), int(retention), gt=True)
     # Due at once (or, FIFO per key, once what waits for its key is over), and a kick so
     # that a worker takes it now. EVAL, not EVALSHA: a MULTI must not fail on NOSCRIPT.
     if order:

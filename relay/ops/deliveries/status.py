@@ -23,6 +23,7 @@ from rq.worker import Worker
 
 from relay.core import constants
 from relay.ops.deliveries.dead_letters import dead_count_by_target
+from relay.ops.reconciliation import ReconcileStatus, collect_reconciliation
 from relay.store import keys
 from relay.store.breakers import BreakerState, read_breakers
 from relay.store.control import ControlView, read_views
@@ -100,10 +101,14 @@ class Status:
     workers: int
     targets: tuple[TargetStatus, ...]
     sources: tuple[SourceStatus, ...]
+    reconciled: tuple[ReconcileStatus, ...] = ()  # sources with a `reconcile` table
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping (each target's as TargetStatus.to_json has it)."""
-        return asdict(self) | {"targets": [t.to_json() for t in self.targets]}
+        return asdict(self) | {
+            "targets": [t.to_json() for t in self.targets],
+            "reconciled": [r.to_json() for r in self.reconciled],
+        }
 
 
 def _counters(conn: Redis, pattern_prefix: str) -> dict[str, dict[str, int]]:
@@ -168,8 +173,10 @@ def collect_status(
     conn: Redis,
     configured_targets: Sequence[str] = (),
     queue_name: str = constants.QUEUE_NAME,
+    reconciled: Sequence[str] = (),
 ) -> Status:
-    """Per-target figures, per-source counters, queue depth and worker count, read-only."""
+    """Per-target figures, per-source counters, queue depth, worker count and each reconciled
+    source's last pass (`reconciled`: the configured ones), read-only."""
     queue = make_queue(conn, queue_name)
     queue_status = _queue_status(queue)
     targets = _target_statuses(conn, configured_targets)
@@ -183,4 +190,5 @@ def collect_status(
         workers=Worker.count(queue=queue),
         targets=targets,
         sources=sources,
+        reconciled=collect_reconciliation(conn, reconciled),
     )

@@ -13,6 +13,7 @@ import redis
 
 from relay.store import keys
 from relay.store.breakers import BreakerState, read_breakers
+from relay.store.enrichment import read_record
 from relay.store.records import (
     STATE_PREFIX,
     AttemptRecord,
@@ -52,6 +53,8 @@ class EventView:
     deliveries: tuple[DeliveryView, ...]
     expires_in: int | None  # seconds until the event hash expires; None when it has no TTL
     attempts_omitted: int = 0  # older attempt records not read (over MAX_ATTEMPT_RECORDS)
+    #: The API record enriched deliveries of the event carry (JSON bytes), when one is kept.
+    enrichment: bytes | None = None
 
     @property
     def unrouted(self) -> bool:
@@ -97,7 +100,8 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
     pipe.ttl(key)
     pipe.llen(log_key)
     pipe.lrange(log_key, -MAX_ATTEMPT_RECORDS, -1)
-    data, ttl, total, records = pipe.execute()
+    pipe.get(keys.enrichment_key(event_id))  # GET, not GETEX: looking renews nothing
+    data, ttl, total, records, enrichment = pipe.execute()
     if not data:
         return None
     event = Event.from_redis(event_id, data)
@@ -131,4 +135,5 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
         deliveries=tuple(deliveries),
         expires_in=int(ttl) if ttl is not None and ttl >= 0 else None,
         attempts_omitted=max(0, int(total) - len(records)),
+        enrichment=read_record(enrichment),
     )

@@ -104,6 +104,7 @@ class StatusPage:
             "workers": s.workers,
             "targets": [t.to_json() for t in self.targets],
             "sources": [src.to_json() for src in s.sources],
+            "reconciled": [r.to_json() for r in s.reconciled],
             "recent_failures": [f.to_json() for f in self.failures],
             "dead_letters": {
                 "total": self.dead_letters_total,

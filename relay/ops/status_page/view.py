@@ -7,13 +7,16 @@ Every value put into it is escaped here; the templates hold only fixed markup.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from html import escape
 from importlib import resources
 from string import Template
 from urllib.parse import quote
 
 from relay.core.times import format_age, format_time
+from relay.ops.status_page.cells import cell as _cell
+from relay.ops.status_page.cells import escape_text as _e
+from relay.ops.status_page.cells import num as _num
+from relay.ops.status_page.cells import table as _table
+from relay.ops.status_page.cells import when as _when
 from relay.ops.status_page.model import (
     DEGRADED,
     FAILING,
@@ -24,6 +27,7 @@ from relay.ops.status_page.model import (
     StatusPage,
     cut,
 )
+from relay.ops.status_page.reconcile_view import reconcile_banners, reconcile_section
 from relay.store.breakers import BreakerState, describe_breaker
 from relay.store.pauses import Pause, describe_pause
 
@@ -49,49 +53,6 @@ def _template(name: str) -> Template:
 PAGE = _template("page.html")
 #: The status page's body: header, figures, the four tables, the footer.
 STATUS = _template("status.html")
-
-
-def _e(value: object) -> str:
-    """Text for HTML: escaped, quotes included (it may land in an attribute)."""
-    return escape("" if value is None else str(value), quote=True)
-
-
-def _cell(field: str, value: object, cls: str = "") -> str:
-    text = "-" if value is None or value == "" else _e(value)
-    klass = f' class="{cls}"' if cls else ""
-    return f'<td data-field="{_e(field)}"{klass}>{text}</td>'
-
-
-def _num(field: str, value: int, alert: bool = False, cls: str = "") -> str:
-    return _cell(
-        field, value, " ".join(filter(None, ("num", cls, "alert" if alert and value else "")))
-    )
-
-
-def _when(field: str, at: float | None, now: float) -> str:
-    if at is None:
-        return _cell(field, None)
-    moment = _e(format_time(at))
-    return (
-        f'<td data-field="{_e(field)}"><time datetime="{moment}" title="{moment}">'
-        f"{_e(format_age(now - at))} ago</time></td>"
-    )
-
-
-def _table(
-    headers: Sequence[str],
-    rows: Sequence[str],
-    empty: str,
-    attr: str = "",
-    groups: Sequence[tuple[str, int]] = (),
-) -> str:
-    if not rows:
-        return f'<p class="empty"{attr}>{_e(empty)}</p>'
-    over = "".join(f'<th colspan="{span}" class="group">{_e(g)}</th>' for g, span in groups)
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    if groups:
-        head = f"{over}</tr><tr>{head}"
-    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _paused_note(pause: Pause, now: float) -> str:
@@ -254,6 +215,7 @@ def _banners(page: StatusPage) -> str:
         for t in s.targets
         if t.breaker is not None and t.breaker.is_open
     ]
+    banners += reconcile_banners(s.reconciled, s.at)
     return "".join(f'<div class="banner">{_e(b)}</div>' for b in banners)
 
 
@@ -290,6 +252,7 @@ def render_html(page: StatusPage, token: str | None = None) -> str:
         sources=_table(
             SOURCE_HEADERS, _source_rows(page), "No events received yet.", ' id="sources"'
         ),
+        reconciliation=reconcile_section(page.status.reconciled, page.status.at),
         health_sample=HEALTH_SAMPLE,
         health_minutes=int(HEALTH_WINDOW // 60),
     )
