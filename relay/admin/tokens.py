@@ -80,6 +80,19 @@ class TokenSet:
                 found = token.principal
         return found
 
+    def named(self, name: str) -> Principal | None:
+        """The principal of the token named `name`, or None (the console's session names it)."""
+        return next((t.principal for t in self.tokens if t.principal.name == name), None)
+
+    def sign(self, name: str, message: bytes) -> bytes | None:
+        """HMAC-SHA256 of `message` keyed by the value of the token named `name`, or None.
+
+        The console signs its sessions with it: the value never leaves this class, and
+        rotating or removing a token ends the console sessions signed in with it.
+        """
+        token = next((t for t in self.tokens if t.principal.name == name), None)
+        return None if token is None else hmac.digest(token.value, message, "sha256")
+
 
 def _parse_entry(entry: str, index: int) -> tuple[_Token | None, str | None]:
     """One `name:scope:value` entry, or why it is wrong (the message never quotes the value)."""
