@@ -31,6 +31,9 @@ class Settings:
     # `name:scope:value ...`, parsed (and checked) by relay.admin.tokens; never logged. Unset:
     # no admin listener, since nobody could use it.
     admin_tokens: str = field(default="", repr=False)
+    # The console's cookie is Secure when X-Forwarded-Proto says https: only a proxy in front
+    # of the admin listener may say so, hence off unless the operator turns it on.
+    admin_trust_proxy: bool = False
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
 
@@ -56,6 +59,7 @@ class Settings:
             admin_host=read.text("RELAY_ADMIN_HOST", "127.0.0.1"),
             admin_port=int(read.number("RELAY_ADMIN_PORT", constants.DEFAULT_ADMIN_PORT, int)),
             admin_tokens=read.text("RELAY_ADMIN_TOKENS", "").strip(),
+            admin_trust_proxy=read.choice("RELAY_ADMIN_TRUST_PROXY", ("0", "1")) == "1",
             log_format=log_format,
             log_level=read.text("RELAY_LOG_LEVEL", "info").lower(),
         )
