@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import cast
+from dataclasses import dataclass, replace
 
 import redis
 
+from relay.ops.pages import IndexWalk, Position
 from relay.store import keys
 from relay.store.records import (
     DeliveryState,
@@ -74,7 +74,9 @@ class EventQuery:
     type_glob: str | None = None  # fnmatch pattern, case-sensitive like routes.toml's globs
     target: str | None = None
     state: str | None = None  # one of STATES
-    since: float | None = None  # Unix seconds, inclusive
+    since: float | None = None  # received at or after, Unix seconds
+    until: float | None = None  # received at or before, Unix seconds
+    id_prefix: str | None = None  # event ids starting with this
 
     def wants_targets(self, targets: Sequence[str]) -> bool:
         """The filters that the target list alone decides."""
@@ -101,21 +103,7 @@ class EventListing:
     scanned: int
     partial: bool
     expired: int  # index entries whose event had expired (removed from the index)
-
-
-@dataclass
-class _Cursor:
-    """Position in the index walk: below `score`, after `ties` members at exactly `score`."""
-
-    score: float | str = "+inf"
-    ties: int = 0
-    seen: set[str] = field(default_factory=set)
-
-    def advance(self, page: Sequence[tuple[bytes, float]]) -> None:
-        last = page[-1][1]
-        same = sum(1 for _, score in page if score == last)
-        self.ties = self.ties + same if last == self.score else same
-        self.score = last
+    next: Position | None = None  # where the next page starts; None when nothing is left
 
 
 def _summaries(
@@ -183,46 +171,49 @@ def list_events(
     max_scan: int = MAX_SCAN,
     page_size: int = PAGE_SIZE,
     prune: bool = True,
+    start: Position | None = None,
 ) -> EventListing:
-    """Events newest first matching `query`, reading at most `max_scan` index entries."""
+    """Events newest first matching `query`, after `start`, reading at most `max_scan` entries."""
     query = query or EventQuery()
-    low: float | str = query.since if query.since is not None else "-inf"
-    cursor = _Cursor()
+    limit = max(1, limit)
+    walk = IndexWalk(
+        conn,
+        keys.EVENTS_INDEX,
+        low=query.since,
+        high=query.until,
+        start=start,
+        page_size=page_size,
+        max_scan=max_scan,
+    )
     found: list[EventSummary] = []
     expired: list[str] = []
-    scanned = 0
-    exhausted = False
-    while len(found) < limit and scanned < max_scan:
-        want = min(page_size, max_scan - scanned)
-        page = cast(
-            "list[tuple[bytes, float]]",
-            conn.zrevrangebyscore(
-                keys.EVENTS_INDEX, cursor.score, low, start=cursor.ties, num=want, withscores=True
-            ),
-        )
-        # An event indexed again between pages (same score) must not be listed twice.
-        ids = [m.decode() for m, _ in page if m.decode() not in cursor.seen]
-        scanned += len(page)
-        if ids:
-            matches, gone = _summaries(conn, ids, query)
+    stopped_at: Position | None = None
+    for page in walk.pages():
+        prefix = query.id_prefix
+        ids = [p.member for p in page if prefix is None or p.member.startswith(prefix)]
+        matches, gone = _summaries(conn, ids, query) if ids else ([], [])
+        expired.extend(gone)
+        if len(found) + len(matches) >= limit:
             found.extend(matches[: limit - len(found)])
-            cursor.seen.update(ids)
-            expired.extend(gone)
-        if len(page) < want:
-            exhausted = True
+            # The page may go on past the last event returned: the next page starts there.
+            last_id = found[-1].id
+            stopped_at = next(p for p in page if p.member == last_id)
             break
-        cursor.advance(page)
+        found.extend(matches)
     if expired and prune:
         # Lazily drop index entries whose event hash has expired (after the walk: removing them
-        # during it would shift the cursor's offset). trim_indexes drops old entries in bulk;
+        # during it would shift the walk's offsets). trim_indexes drops old entries in bulk;
         # this only keeps the next listing from reading these again.
         pipe = conn.pipeline(transaction=False)
         pipe.zrem(keys.EVENTS_INDEX, *expired)
         pipe.zrem(keys.UNROUTED, *expired)
         pipe.execute()
+    if stopped_at is None and not walk.exhausted:
+        stopped_at = walk.last  # the scan bound: go on after the last entry read
     return EventListing(
         events=tuple(found),
-        scanned=scanned,
-        partial=not exhausted and len(found) < limit,
+        scanned=walk.scanned,
+        partial=not walk.exhausted and len(found) < limit,
         expired=len(expired),
+        next=stopped_at,
     )
