@@ -54,9 +54,11 @@ def forbidden(code: str, message: str) -> ApiError:
     return ApiError(HTTPStatus.FORBIDDEN, code, message)
 
 
-def json_response(body: Any, status: int = 200) -> web.Response:
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     """A JSON answer with the API's headers."""
-    headers = dict(API_HEADERS)
+    headers = {**API_HEADERS, **(headers or {})}
     if status == HTTPStatus.UNAUTHORIZED:
         headers["WWW-Authenticate"] = 'Bearer realm="relay admin"'
     return web.Response(

@@ -5,6 +5,10 @@ a read token on a write (any method but GET/HEAD/OPTIONS) is 403. Authentication
 routing, so an unknown path under `/api/v1` is 401 too without a token: the API does not say
 which paths exist to someone who may not use it. Paths outside `/api/` (the console) pass
 through untouched; the console authenticates its own pages with the same `authenticate`.
+
+Every write under `/api/v1` (any method but GET/HEAD/OPTIONS), refused or not, is logged once
+as an `admin_audit` line: the principal's name (never a token value), the action, what it was
+about, and the result (handlers describe theirs with relay.admin.api.common.note).
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
+import redis
 import structlog
 from aiohttp import web
 
+from relay.admin.api.common import AUDIT
 from relay.admin.auth import PRINCIPAL, SAFE_METHODS, SessionRefused, authenticate
 from relay.admin.errors import (
     ApiError,
@@ -48,25 +54,62 @@ def _authorize(request: web.Request) -> None:
         if not request.app[TOKENS]:
             raise unauthorized("no admin tokens are configured: set RELAY_ADMIN_TOKENS")
         raise unauthorized("a valid token is needed: Authorization: Bearer <token>")
+    request[PRINCIPAL] = principal  # also for the audit line of a refused write
     if request.method not in SAFE_METHODS and not principal.can_write:
         raise forbidden(
             "insufficient_scope", f"token {principal.name!r} has scope read; this needs write"
         )
-    request[PRINCIPAL] = principal
+
+
+def _audit(request: web.Request, status: int, code: str | None) -> None:
+    """The one audit line of a write: who, what, and how it ended (never a token value)."""
+    principal = request.get(PRINCIPAL)
+    facts = dict(request.get(AUDIT) or {})
+    route = request.match_info.route.resource
+    log.info(
+        "admin_audit",
+        principal=principal.name if principal is not None else None,
+        action=facts.pop("action", None) or f"{request.method} {route.canonical if route else '?'}",
+        what=facts.pop("what", None) or request.path,
+        result=facts.pop("result", None) or code or str(status),
+        status=status,
+        **facts,
+    )
+
+
+async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamResponse, str | None]:
+    """The handler's answer, every failure in the API's error shape; and the error code."""
+    try:
+        if _protected(request.path):
+            _authorize(request)
+        return await handler(request), None
+    except ApiError as exc:
+        return error_response(exc), exc.code
+    except web.HTTPException as exc:
+        if exc.status < HTTPStatus.BAD_REQUEST:
+            raise  # redirects and the like are not errors
+        error = from_http_exception(exc)
+        response = error_response(error)
+        if "Allow" in exc.headers:  # a 405 says which methods the path takes
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response, error.code
+    except redis.RedisError as exc:
+        log.warning("admin_redis_error", path=request.path, error=type(exc).__name__)
+        error = ApiError(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "redis_unavailable",
+            f"Redis did not answer: {type(exc).__name__}",
+        )
+        return error_response(error), error.code
 
 
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate `/api/v1` requests and answer every `/api/` error in the stable shape."""
+    """Authenticate `/api/v1` requests, answer every `/api/` error in the stable shape, and
+    write one audit line per write."""
     if not request.path.startswith(API_PREFIX):
         return await handler(request)
-    try:
-        if _protected(request.path):
-            _authorize(request)
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < HTTPStatus.BAD_REQUEST:
-            raise  # redirects and the like are not errors
-        return error_response(from_http_exception(exc))
+    response, code = await _answer(request, handler)
+    if request.method not in SAFE_METHODS and _protected(request.path):
+        _audit(request, response.status, code)
+    return response

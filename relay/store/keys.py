@@ -23,6 +23,8 @@
                                         a pass first saw it (declared missed after `grace`)
     relay:rc:{source}:pass      HASH    the last pass: when, outcome, failures in a row
     relay:lock:rc:{source}      STRING  held (SET NX EX) by the process running a pass
+    relay:job:{id}              HASH    a bulk replay started through the management API: its
+                                        progress (relay.store.jobs); expires a day after
 
 Every per-event key expires with the retention period, so Redis memory stays bounded.
 """
@@ -44,6 +46,7 @@ __all__ = [
     "dedupe_key",
     "due_key",
     "event_key",
+    "job_key",
     "paused_key",
     "reconcile_lock_key",
     "reconcile_members_key",
@@ -131,3 +134,8 @@ def reconcile_pass_key(source: str) -> str:
 def reconcile_lock_key(source: str) -> str:
     """Held by the one process running a reconciliation pass of a source."""
     return f"{KEY_PREFIX}:lock:rc:{source}"
+
+
+def job_key(job_id: str) -> str:
+    """The record of one bulk replay job of the management API (its progress, to poll)."""
+    return f"{KEY_PREFIX}:job:{job_id}"

@@ -39,6 +39,7 @@ from relay.ops.deliveries.status import (
     Status,
     TargetStatus,
     collect_status,
+    source_statuses,
 )
 from relay.store.deliveries import due_counts
 
@@ -71,4 +72,5 @@ __all__ = [
     "replay_pairs",
     "replay_summary",
     "show_event",
+    "source_statuses",
 ]

@@ -217,3 +217,32 @@ def list_events(
         expired=len(expired),
         next=stopped_at,
     )
+
+
+def latest_by_source(
+    conn: redis.Redis, sources: Sequence[str], *, max_scan: int = MAX_SCAN
+) -> tuple[dict[str, EventSummary], int]:
+    """The newest event of each source (those found within `max_scan` index entries, read
+    newest first, stopping once every source has one), and how many entries were read."""
+    wanted = set(sources)
+    found: dict[str, EventSummary] = {}
+    if not wanted:
+        return found, 0
+    walk = IndexWalk(conn, keys.EVENTS_INDEX, page_size=PAGE_SIZE, max_scan=max_scan)
+    for page in walk.pages():
+        pipe = conn.pipeline(transaction=False)
+        for entry in page:
+            pipe.hmget(keys.event_key(entry.member), ("source", "type", "received"))
+        for entry, (source, type_, received) in zip(page, pipe.execute(), strict=True):
+            name = read_text(source)
+            if name in wanted and name not in found:
+                found[name] = EventSummary(
+                    entry.member,
+                    float(read_text(received) or 0),
+                    name,
+                    read_text(type_) or None,
+                    (),
+                )
+        if len(found) == len(wanted):
+            break
+    return found, walk.scanned
