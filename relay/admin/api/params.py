@@ -185,9 +185,10 @@ def read_query(query: MultiMapping[str], params: Sequence[Param]) -> dict[str, A
     for name in query:
         if name not in known:
             raise bad_field(name, "unknown parameter")
-        if name in values:
+        given = query.getall(name)
+        if len(given) > 1:
             raise bad_field(name, "given more than once")
-        values[name] = known[name].read(query[name])
+        values[name] = known[name].read(given[0])
     return values
 
 
