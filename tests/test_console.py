@@ -400,3 +400,183 @@ async def test_replaying_an_event_from_its_page(client: Client, redis_client: re
     await client.post(f"/events/{event_id}/replay", data={"csrf": csrf})
     assert redis_client.hget(keys.event_key(event_id), "s:analytics") == b"pending"
     assert redis_client.zcard(keys.DEAD) == 0
+
+
+async def test_the_sources_page_shows_counts_last_event_duplicates_and_unrouted(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    older = seed_event(redis_client, source="shop", received=NOW - 600)
+    newest = seed_event(redis_client, source="shop", received=NOW - 60)
+    redis_client.hset(
+        keys.source_stats_key("shop"), mapping={"received": 5, "duplicates": 2, "unrouted": 1}
+    )
+    await sign_in(client, READ_TOKEN)
+    html = await (await client.get("/sources")).text()
+    page = assert_readable(html)
+    assert f'href="/events/{newest}"' in html
+    assert older not in html
+    assert "none among the newest" in page.words  # fellow has sent nothing
+    row = html.split('data-source="shop"')[1].split("</tr>")[0]
+    assert '<td data-field="received" class="num">5</td>' in row
+    assert '<td data-field="duplicates" class="num">2</td>' in row
+    assert 'href="/events?source=shop&amp;state=unrouted">1</a>' in row
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+async def test_events_are_searched_by_the_api_filters_newest_first_a_page_at_a_time(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    shop = [
+        seed_event(redis_client, source="shop", event_type=f"order.{n}", received=NOW - 1000 + n)
+        for n in range(60)
+    ]
+    fellow = seed_event(redis_client, source="fellow", received=NOW)
+    await sign_in(client, READ_TOKEN)
+    html = await (await client.get("/events?source=shop&type=order.*&target=&state=")).text()
+    page = assert_readable(html)
+    ids = [r.get("data-id") for r in page.having("tr") if r.get("data-id")]
+    assert ids == shop[::-1][:50]  # newest first, one page
+    assert fellow not in ids
+    assert 'value="order.*"' in html  # the form keeps the search
+    live = next(p for p in page.having("p") if p.get("id") == "live")
+    assert live["data-poll"] == "/api/v1/events?source=shop&type=order.%2A&limit=50"
+    older = next(a["href"] for a in page.having("a") if a.get("class") == "older")
+    assert older is not None
+    html = await (await client.get(older)).text()
+    page = outline(html)
+    ids = [r.get("data-id") for r in page.having("tr") if r.get("data-id")]
+    assert ids == shop[::-1][50:]
+    assert not any(p.get("id") == "live" for p in page.having("p"))  # only the first page polls
+    assert "« Newest" in page.words
+
+
+async def test_a_bad_filter_is_400_naming_the_field(client: Client) -> None:
+    await sign_in(client, READ_TOKEN)
+    answer = await client.get("/events?state=lost&received_from=yesterday")
+    assert answer.status == 400
+    assert "state: must be one of" in await answer.text()
+    answer = await client.get("/events?cursor=garbage")
+    assert answer.status == 400
+    assert "cursor:" in await answer.text()
+
+
+# -- dead letters ----------------------------------------------------------------------------
+
+
+def seed_dead(conn: redis.Redis, n: int, target: str = "crm", source: str = "shop") -> list[str]:
+    """`n` events whose delivery to `target` is a dead letter, oldest first."""
+    return [
+        seed_event(
+            conn,
+            source=source,
+            received=NOW - 1000 + i,
+            deliveries={target: (DeliveryState.DEAD, 3, f"HTTP 500 #{i}")},
+            dead_at={target: NOW - 500 + i},
+        )
+        for i in range(n)
+    ]
+
+
+async def test_dead_letters_are_filtered_and_listed_newest_first(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    crm = seed_dead(redis_client, 3)
+    billing = seed_dead(redis_client, 2, target="billing")
+    await sign_in(client, WRITE_TOKEN)
+    html = await (await client.get("/dead-letters?target=crm&source=")).text()
+    page = assert_readable(html)
+    rows = [(r.get("data-id"), r.get("data-target")) for r in page.having("tr") if r.get("data-id")]
+    assert rows == [(i, "crm") for i in crm[::-1]]
+    assert not set(billing) & {i for i, _ in rows}
+    boxes = [i for i in page.having("input") if i.get("name") == "letter"]
+    assert [b["value"] for b in boxes] == [f"{i}:crm" for i in crm[::-1]]
+    assert {
+        i["name"]: i["value"]
+        for i in page.having("input")
+        if (i.get("name") or "").startswith("filter_")
+    } == {"filter_target": "crm"}
+
+
+async def test_a_read_token_lists_dead_letters_without_selection_or_replay(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    seed_dead(redis_client, 2)
+    await sign_in(client, READ_TOKEN)
+    html = await (await client.get("/dead-letters")).text()
+    page = assert_readable(html)
+    assert not [i for i in page.having("input") if i.get("name") == "letter"]
+    assert [f.get("action") for f in page.having("form") if f.get("method") == "post"] == [
+        "/sign-out"
+    ]
+
+
+async def test_bulk_replay_previews_the_count_then_replays_with_a_job(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    crm = seed_dead(redis_client, 4)
+    seed_dead(redis_client, 2, target="billing")
+    csrf = await sign_in(client, WRITE_TOKEN)
+    answer = await client.post(
+        "/dead-letters/replay",
+        data={"csrf": csrf, "scope": "filter", "filter_target": "crm"},
+        allow_redirects=False,
+    )
+    html = await answer.text()
+    assert answer.status == 200
+    page = assert_readable(html)
+    assert "4 dead letter(s) matching the filter will be replayed." in page.words
+    assert redis_client.zcard(keys.DEAD) == 6  # a preview changes nothing
+    answer = await client.post(
+        "/dead-letters/replay",
+        data={"csrf": csrf, "scope": "filter", "filter_target": "crm", "confirm": "1"},
+        allow_redirects=False,
+    )
+    assert answer.status == 303
+    job_page = answer.headers["Location"]
+    assert job_page.startswith("/dead-letters/jobs/job_")
+    html = await (await client.get(job_page)).text()
+    assert "Replaying 4 dead letter(s)." in outline(html).words  # the notice, once
+    for _ in range(100):  # bounded: the job runs on this loop, a chunk per thread hop
+        if "finished" in html:
+            break
+        html = await (await client.get(job_page)).text()
+    assert_readable(html)
+    assert '<progress id="job-progress" max="4" value="4">' in html
+    assert redis_client.zcard(keys.DEAD) == 2
+    assert {redis_client.hget(keys.event_key(i), "s:crm") for i in crm} == {b"pending"}
+
+
+async def test_bulk_replay_of_ticked_rows_counts_only_those(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    crm = seed_dead(redis_client, 5)
+    csrf = await sign_in(client, WRITE_TOKEN)
+    ticked = [f"{crm[1]}:crm", f"{crm[3]}:crm"]
+    html = await (
+        await client.post(
+            "/dead-letters/replay", data=[("csrf", csrf), ("scope", "selected")]
+            + [("letter", m) for m in ticked],
+        )
+    ).text()  # fmt: skip
+    assert "2 dead letter(s) selected will be replayed." in outline(html).words
+    assert [i["value"] for i in outline(html).having("input") if i.get("name") == "letter"] == (
+        ticked
+    )
+
+
+async def test_a_bulk_replay_needs_the_csrf_token_and_write_scope(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    seed_dead(redis_client, 2)
+    await sign_in(client, WRITE_TOKEN)
+    data = {"scope": "filter", "confirm": "1"}
+    answer = await client.post("/dead-letters/replay", data=data, allow_redirects=False)
+    assert answer.status == 403
+    csrf = await sign_in(client, READ_TOKEN)
+    answer = await client.post(
+        "/dead-letters/replay", data={**data, "csrf": csrf}, allow_redirects=False
+    )
+    assert answer.status == 403
+    assert redis_client.zcard(keys.DEAD) == 2

@@ -70,7 +70,8 @@ def csrf_of(html: str) -> str:
 
 
 async def sign_in(client: TestClient[web.Request, web.Application], token: str) -> str:
-    """Sign the client's cookie jar in with `token`; the session's CSRF token."""
+    """Sign the client's cookie jar in with `token` (afresh); the session's CSRF token."""
+    client.session.cookie_jar.clear()
     form = await (await client.get("/sign-in")).text()
     answer = await client.post(
         "/sign-in",

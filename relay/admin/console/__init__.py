@@ -19,7 +19,7 @@ from importlib import resources
 from aiohttp import web
 
 from relay.admin.auth import set_session_resolver
-from relay.admin.console import event, overview, targets
+from relay.admin.console import bulk, dead_letters, event, events, overview, sources, targets
 from relay.admin.console.guard import TRUST_PROXY, resolve_session
 from relay.admin.console.pages import READER, Handler
 from relay.admin.console.signin import add_sign_in_routes
@@ -60,10 +60,15 @@ def add_console_routes(app: web.Application) -> None:
     add_sign_in_routes(app)
     router = app.router
     router.add_get("/", overview.overview, allow_head=False)
+    router.add_get("/events", events.events_page, allow_head=False)
     router.add_get("/events/{event_id}", event.event_page, allow_head=False)
     router.add_post("/events/{event_id}/replay", event.replay)
+    router.add_get("/dead-letters", dead_letters.dead_letters_page, allow_head=False)
+    router.add_post("/dead-letters/replay", bulk.replay)
+    router.add_get("/dead-letters/jobs/{job_id}", bulk.job_page, allow_head=False)
     router.add_get("/targets", targets.targets_page, allow_head=False)
     router.add_post("/targets/{name}/pause", targets.pause)
     router.add_post("/targets/{name}/resume", targets.resume)
+    router.add_get("/sources", sources.sources_page, allow_head=False)
     for name, media_type in STATIC.items():
         router.add_get(f"/static/{name}", _static_handler(name, media_type), allow_head=False)

@@ -156,13 +156,14 @@
     function tick() {
       fetch(poll, { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (r) { return r.json(); })
-        .then(function (job) {
+        .then(function (data) {
+          var job = data.job || data;
           if (bar) {
             bar.max = job.total || 1;
             bar.value = job.done || 0;
           }
           if (text) text.textContent = (job.done || 0) + " of " + (job.total || 0) + " done";
-          if (job.finished) location.reload();
+          if (job.state && job.state !== "running") location.reload();
           else setTimeout(tick, 1000);
         })
         .catch(function () { setTimeout(tick, 3000); });
