@@ -580,3 +580,43 @@ async def test_a_bulk_replay_needs_the_csrf_token_and_write_scope(
     )
     assert answer.status == 403
     assert redis_client.zcard(keys.DEAD) == 2
+
+
+# -- the API with the console's session ------------------------------------------------------
+
+
+async def test_the_api_takes_the_session_cookie_and_wants_the_csrf_header_on_writes(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    assert (await client.get("/api/v1/status")).status == 401
+    csrf = await sign_in(client, WRITE_TOKEN)
+    assert (await client.get("/api/v1/events?limit=5")).status == 200
+    refused = await client.post("/api/v1/targets/crm/pause", json={"reason": "x"})
+    assert refused.status == 403
+    assert (await refused.json())["error"]["code"] == "csrf_failed"
+    cross = await client.post(
+        "/api/v1/targets/crm/pause",
+        json={"reason": "x"},
+        headers={"X-CSRF-Token": csrf, "Sec-Fetch-Site": "cross-site"},
+    )
+    assert cross.status == 403
+    assert redis_client.get(keys.paused_key("crm")) is None
+    answer = await client.post(
+        "/api/v1/targets/crm/pause", json={"reason": "x"}, headers={"X-CSRF-Token": csrf}
+    )
+    assert answer.status == 200, await answer.text()
+    assert redis_client.get(keys.paused_key("crm")) is not None
+    read_csrf = await sign_in(client, READ_TOKEN)
+    answer = await client.post("/api/v1/targets/crm/resume", headers={"X-CSRF-Token": read_csrf})
+    assert answer.status == 403
+    assert (await answer.json())["error"]["code"] == "insufficient_scope"
+
+
+async def test_static_files_are_served_and_nothing_else_there(client: Client) -> None:
+    css = await client.get("/static/console.css")
+    assert css.status == 200
+    assert css.content_type == "text/css"
+    js = await client.get("/static/console.js")
+    assert js.content_type == "text/javascript"
+    assert "innerHTML" not in (await js.text()).replace("never innerHTML", "")
+    assert (await client.get("/static/../session.py")).status == 404

@@ -34,6 +34,7 @@ from relay.ops.status_page import (
     HEALTH_SAMPLE,
     HEALTH_WINDOW,
     PAUSED,
+    REFRESH_SECONDS,
     StatusPage,
     TargetRow,
 )
@@ -185,6 +186,9 @@ def render_overview(sp: StatusPage, viewer: Viewer) -> str:
     """The overview's body."""
     minutes = int(HEALTH_WINDOW // 60)
     return (
+        # The script reloads the overview this often (not while a field has the focus), as
+        # the status page reloads itself.
+        f'<div data-refresh="{REFRESH_SECONDS}" hidden></div>'
         f'<p class="lead">Read at {when(sp.status.at, sp.status.at)} · queue '
         f"{e(sp.status.queue.name)} · {sp.status.workers} worker(s)</p>"
         + _attention(sp, viewer)
