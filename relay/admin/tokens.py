@@ -23,7 +23,7 @@ ENV_VAR = "RELAY_ADMIN_TOKENS"
 MIN_VALUE_LENGTH = 32
 
 #: Names appear in audit lines and on the console: keep them plain words.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]*")
 
 
 class Scope(StrEnum):
@@ -94,16 +94,25 @@ class TokenSet:
         return None if token is None else hmac.digest(token.value, message, "sha256")
 
 
+def _shown(text: str) -> str:
+    """A part of an entry as an error message may quote it: anything as long as a token value
+    might be one written in the wrong place, so it is withheld."""
+    return repr(text) if len(text) < MIN_VALUE_LENGTH else "(withheld: as long as a token)"
+
+
 def _parse_entry(entry: str, index: int) -> tuple[_Token | None, str | None]:
-    """One `name:scope:value` entry, or why it is wrong (the message never quotes the value)."""
+    """One `name:scope:value` entry, or why it is wrong (the message never quotes a value)."""
     parts = entry.split(":", 2)
     if len(parts) != 3:
         return None, f"entry {index} is not name:scope:value"
     name, scope, value = parts
-    if not _NAME.fullmatch(name):
-        return None, f"entry {index}: name {name!r} must be letters, digits, _ . @ - (<= 64)"
+    if not _NAME.fullmatch(name) or len(name) >= MIN_VALUE_LENGTH:
+        return None, (
+            f"entry {index}: the name {_shown(name)} must be letters, digits, _ . @ - "
+            f"(fewer than {MIN_VALUE_LENGTH})"
+        )
     if scope not in tuple(Scope):
-        return None, f"entry {index} ({name}): scope must be read or write, not {scope!r}"
+        return None, f"entry {index} ({name}): scope must be read or write, not {_shown(scope)}"
     if len(value) < MIN_VALUE_LENGTH:
         return None, (
             f"entry {index} ({name}): the token must be at least {MIN_VALUE_LENGTH} characters "

@@ -73,7 +73,7 @@ class IndexWalk:
         if self.start is not None and (self.high is None or self.start.score <= self.high):
             top = self.start.score
         bottom: float | str = "-inf" if self.low is None else self.low
-        ties = 0  # entries already read at exactly `top` (the offset into the range)
+        ties = self._offset_of_start(top)  # entries to pass at exactly `top`
         while self.max_scan is None or self.scanned < self.max_scan:
             want = self.page_size
             if self.max_scan is not None:
@@ -84,11 +84,13 @@ class IndexWalk:
                     self.key, top, bottom, start=ties, num=want, withscores=True
                 ),
             )
-            self.scanned += len(raw)
             page = [Position(float(s), m.decode("utf-8", "replace")) for m, s in raw]
             if page:
                 self.last = page[-1]
             fresh = [p for p in page if self._wanted(p)]
+            # Entries before `start` (met only when its member has left the index) are passed
+            # over without counting against the bound, so a resumed walk always moves on.
+            self.scanned += sum(1 for p in page if self._after_start(p))
             self._seen.update(p.member for p in fresh)
             if fresh:
                 yield fresh
@@ -100,10 +102,30 @@ class IndexWalk:
             ties = ties + same if last == top else same
             top = last
 
-    def _wanted(self, entry: Position) -> bool:
-        """Not seen before, and after `start` in walk order."""
-        if entry.member in self._seen:
-            return False
+    def _offset_of_start(self, top: float | str) -> int:
+        """How many entries scored exactly `top` come up to and with `start` (0 without one).
+
+        From the start member's rank when it is still in the index with its score (two cheap
+        commands, however many entries share that score); else 0, and `_wanted` passes over
+        them as they come.
+        """
+        start = self.start
+        if start is None or top != start.score:
+            return 0
+        with self.conn.pipeline(transaction=False) as pipe:
+            pipe.zscore(self.key, start.member)
+            pipe.zrevrank(self.key, start.member)
+            pipe.zcount(self.key, f"({start.score!r}", "+inf")
+            score, rank, above = pipe.execute()
+        if score is None or float(score) != start.score or rank is None:
+            return 0
+        return int(rank) - int(above) + 1
+
+    def _after_start(self, entry: Position) -> bool:
         start = self.start
         # Equal scores come in member-descending order: after `start` means a smaller member.
         return start is None or entry.score < start.score or entry.member < start.member
+
+    def _wanted(self, entry: Position) -> bool:
+        """Not seen before, and after `start` in walk order."""
+        return entry.member not in self._seen and self._after_start(entry)
