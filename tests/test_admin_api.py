@@ -550,3 +550,39 @@ async def test_redis_down_is_503_in_the_error_shape(aiohttp_client: Any) -> None
     client = await aiohttp_client(admin_app(f"redis://127.0.0.1:{free_port()}/0"))
     response = await client.get("/api/v1/events", headers=READ)
     assert_error(await answer(response, 503), "redis_unavailable")
+
+
+# -- one implementation under the CLI and the API ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "flags"),
+    [
+        ("", []),
+        ("source=shop", ["--source", "shop"]),
+        ("type=COURSEMEMBER_*", ["--event-type", "COURSEMEMBER_*"]),
+        ("target=crm&state=dead", ["--target", "crm", "--state", "dead"]),
+        ("state=unrouted", ["--state", "unrouted"]),
+        ("received_from=2026-09-21T14:10:00Z", ["--since", "2026-09-21T14:10:00Z"]),
+        ("received_to=2026-09-21T14:10:00Z", ["--until", "2026-09-21T14:10:00Z"]),
+        ("id_prefix=evt_06", ["--id-prefix", "evt_06"]),
+    ],
+)
+async def test_the_api_and_relay_events_list_give_the_same_events(
+    client: Client,
+    redis_client: redis.Redis,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    query: str,
+    flags: list[str],
+) -> None:
+    from relay.cli.main import main
+
+    seed_listing(redis_client)
+    api = await answer(await client.get(f"/api/v1/events?{query}", headers=READ), 200)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert main(["events", "list", "--json", *flags]) == 0
+    cli = orjson.loads(capsys.readouterr().out)
+    assert api["events"] == cli["events"]
+    assert api["events"]  # each filter matches something in the seeded listing
