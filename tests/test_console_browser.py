@@ -19,7 +19,11 @@ import orjson
 import pytest
 import redis
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -105,7 +109,10 @@ def shot(driver: WebDriver, name: str) -> None:
 def wait_for(driver: WebDriver, condition: object, message: str) -> None:
     """Wait (bounded) until `condition(driver)` is true; the page's text in the failure."""
     try:
-        WebDriverWait(driver, WAIT, poll_frequency=0.2).until(condition)  # type: ignore[arg-type]
+        # A click that loads a page leaves the old page's elements stale for a moment.
+        WebDriverWait(
+            driver, WAIT, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(condition)  # type: ignore[arg-type]
     except TimeoutException:
         pytest.fail(f"{message}; the page at {driver.current_url} says: {text_of(driver)}")
 

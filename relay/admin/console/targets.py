@@ -36,7 +36,7 @@ from relay.admin.console.pages import (
     redis_of,
 )
 from relay.admin.state import ROUTES
-from relay.ops.status_page import HEALTH_WINDOW, StatusPage, TargetRow
+from relay.ops.status_page import HEALTH_SAMPLE, HEALTH_WINDOW, StatusPage, TargetRow
 from relay.store.pauses import pause_target, resume_target
 
 #: A pause reason is a sentence, not a document.
@@ -45,7 +45,7 @@ DEFAULT_REASON = "paused from the console"
 
 HEADERS = (
     "Target", "State", "Due now", "Retrying", "Dead letters", "Delivered", "Failures",
-    "Last hour",
+    "Newest attempts",
 )  # fmt: skip
 
 
@@ -115,8 +115,9 @@ def render_targets(sp: StatusPage, viewer: Viewer) -> str:
     minutes = int(HEALTH_WINDOW // 60)
     return (
         '<p class="lead">A paused target\'s deliveries are held, not attempted, and keep their '
-        "attempt budget; resuming sends them within a second. Last hour: the target's newest "
-        f"attempts in the last {minutes} minutes.</p>"
+        "attempt budget; resuming sends them within a second. Newest attempts: how many of "
+        f"the target's newest {HEALTH_SAMPLE} attempts of the last {minutes} minutes "
+        "delivered.</p>"
         + table(
             "Targets",
             headers,
