@@ -4,14 +4,6 @@
 (function () {
   "use strict";
 
-  function age(seconds) {
-    var s = Math.max(0, Math.floor(seconds));
-    if (s < 60) return s + "s";
-    if (s < 3600) return Math.floor(s / 60) + "m";
-    if (s < 86400) return Math.floor(s / 3600) + "h" + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + "m";
-    return Math.floor(s / 86400) + "d" + Math.floor((s % 86400) / 3600) + "h";
-  }
-
   function el(tag, text, cls) {
     var node = document.createElement(tag);
     if (text !== undefined && text !== null) node.textContent = String(text);
@@ -24,9 +16,11 @@
   }
 
   function timeCell(unix) {
+    // A row added live arrived after the page was read: "just now" (the browser's clock may
+    // not agree with the server's to the second, so no age is computed from it).
     var td = el("td", null, "nowrap");
     var iso = new Date(unix * 1000).toISOString();
-    var t = el("time", age(Date.now() / 1000 - unix) + " ago");
+    var t = el("time", "just now");
     t.setAttribute("datetime", iso);
     t.title = iso;
     td.appendChild(t);
