@@ -81,3 +81,11 @@ def test_a_walk_goes_on_after_a_start_that_left_the_index(redis_client: redis.Re
     walk = IndexWalk(redis_client, KEY, page_size=3, max_scan=3, start=Position(100.0, "tie-06"))
     read = [p.member for page in walk.pages() for p in page]
     assert read == ["tie-05", "tie-04", "tie-03"]
+
+
+@pytest.mark.needs_redis_server
+def test_a_walk_past_its_deadline_stops_after_its_first_page(redis_client: redis.Redis) -> None:
+    redis_client.zadd(KEY, {f"m{n:02d}": float(n) for n in range(20)})
+    walk = IndexWalk(redis_client, KEY, page_size=4, deadline=0.0)  # long past
+    assert [p.member for page in walk.pages() for p in page] == ["m19", "m18", "m17", "m16"]
+    assert (walk.scanned, walk.exhausted, walk.last) == (4, False, Position(16.0, "m16"))

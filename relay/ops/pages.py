@@ -1,11 +1,12 @@
 """Walking an index (a sorted set scored by time) newest first, in pages, from a cursor.
 
-The events index and the dead-letter store are both read this way: `zrevrangebyscore` pages of
-a bounded size, at most `max_scan` entries in all, so that a filter which matches nothing costs a
-bounded number of round trips. A `Position` is where a walk stopped (the score and member of the
-last entry consumed); given back as `start`, the next walk goes on just after it, in the order
-Redis keeps: score descending, then member descending for equal scores. Positions travel as
-opaque cursors (`to_cursor`/`from_cursor`) in the management API.
+The events index and the dead-letter store are both read this way: `zrevrangebyscore` pages
+growing from a small first one, at most `max_scan` entries in all (and, with a deadline, no
+page after it), so that a filter which matches nothing costs a bounded number of round trips.
+A `Position` is where a walk stopped (the score and member of the last entry consumed); given
+back as `start`, the next walk goes on just after it, in the order Redis keeps: score
+descending, then member descending for equal scores. Positions travel as opaque cursors
+(`to_cursor`/`from_cursor`) in the management API.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import cast
@@ -60,8 +62,10 @@ class IndexWalk:
     low: float | None = None  # inclusive; None: no bound
     high: float | None = None  # inclusive; None: no bound
     start: Position | None = None  # exclusive: the walk goes on after this entry
-    page_size: int = 200
+    page_size: int = 200  # the first page; each next one is twice the last, to `max_page`
     max_scan: int | None = 10_000  # None: no bound (bulk operations that want everything)
+    max_page: int = 1000
+    deadline: float | None = None  # time.monotonic() after which no further page is read
     scanned: int = 0
     exhausted: bool = False  # the walk reached the end of the range
     last: Position | None = None  # the last entry read (where a walk that stops here ends)
@@ -74,8 +78,13 @@ class IndexWalk:
             top = self.start.score
         bottom: float | str = "-inf" if self.low is None else self.low
         ties = self._offset_of_start(top)  # entries to pass at exactly `top`
+        size = self.page_size
         while self.max_scan is None or self.scanned < self.max_scan:
-            want = self.page_size
+            if self.deadline is not None and self.scanned and time.monotonic() > self.deadline:
+                return  # out of time: not exhausted, so the caller's cursor goes on from here
+            # A filter that matches little walks far: growing pages make that fewer round
+            # trips, while the first page stays small for the common, quickly filled one.
+            want, size = size, min(size * 2, max(self.max_page, self.page_size))
             if self.max_scan is not None:
                 want = min(want, self.max_scan - self.scanned)
             raw = cast(

@@ -72,8 +72,21 @@ def record_preamble() -> str:
     )
 
 
+def rows_preamble() -> str:
+    """Lua locals holding the codec's names that the events listing reads."""
+    return _locals(
+        {
+            "RECEIVED_FIELD": _string(RECEIVED_FIELD),
+            "STATE": _string(STATE_PREFIX),
+            "ATTEMPTS": _string(ATTEMPTS_PREFIX),
+            "STATE_PENDING": _string(DeliveryState.PENDING),
+        }
+    )
+
+
 CLAIM = read("claim")
 PROBE = read("probe")
 RECORD = record_preamble() + read("record")
 ITEMS = read("items")
 COMMIT = ITEMS + commit_preamble() + read("commit")
+ROWS = rows_preamble() + read("rows")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -22,6 +23,7 @@ from relay.admin.api.params import (
     DEAD_FILTERS,
     DEFAULT_LIMIT,
     LIMIT,
+    SCAN_BUDGET,
     read_fields,
     read_query,
 )
@@ -70,6 +72,7 @@ async def list_dead_handler(request: web.Request) -> web.StreamResponse:
         limit=values.get("limit", DEFAULT_LIMIT),
         start=values.get("cursor"),
         max_scan=MAX_SCAN,
+        deadline=time.monotonic() + SCAN_BUDGET,
     )
     return json_response(
         {

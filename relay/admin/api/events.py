@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -15,6 +16,7 @@ from relay.admin.api.params import (
     EVENT_FILTERS,
     LIMIT,
     MAX_FILTER,
+    SCAN_BUDGET,
     read_query,
 )
 from relay.admin.api.schemas import BOOLEAN, obj
@@ -68,6 +70,7 @@ async def list_events_handler(request: web.Request) -> web.StreamResponse:
         limit=values.get("limit", DEFAULT_LIMIT),
         max_scan=MAX_SCAN,
         start=values.get("cursor"),
+        deadline=time.monotonic() + SCAN_BUDGET,
     )
     return json_response(
         {

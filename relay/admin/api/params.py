@@ -28,6 +28,10 @@ MAX_FILTER = 200
 MAX_ID_PREFIX = 40
 #: Longest pause reason kept.
 MAX_REASON = 500
+#: Seconds a listing page reads the index at most: past it the page is answered as far as it
+#: got (`partial`, with a cursor to go on), so a filter that matches little never holds a
+#: request long, whatever the machine's load.
+SCAN_BUDGET = 0.05
 #: Page size: default and most.
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

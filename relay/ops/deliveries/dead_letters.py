@@ -176,6 +176,7 @@ def page_dead(
     limit: int | None = None,
     start: Position | None = None,
     max_scan: int | None = None,
+    deadline: float | None = None,
 ) -> DeadPage:
     """Dead letters matching `selection`, newest first, after `start`, reading at most
     `max_scan` store entries (None: all of them); `limit` (else selection.limit) per page."""
@@ -188,6 +189,7 @@ def page_dead(
         start=start,
         page_size=CHUNK,
         max_scan=max_scan,
+        deadline=deadline,
     )
     wanted_ids = set(selection.event_ids)
     found: list[DeadLetter] = []
