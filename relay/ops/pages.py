@@ -21,8 +21,9 @@ from typing import cast
 
 import redis
 
-#: Longest cursor accepted: a score, a separator and a member (ids are ~30 characters).
-MAX_CURSOR = 200
+#: Longest cursor accepted: base64 of a score, a separator and a member (an event id, or a
+#: dead letter's `id:target`, whose target name routes.toml does not bound tightly).
+MAX_CURSOR = 512
 
 
 @dataclass(frozen=True, order=True)
