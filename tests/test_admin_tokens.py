@@ -105,3 +105,20 @@ def test_the_admin_port_must_differ_from_the_intake_port() -> None:
         Settings.from_env(
             {"PORT": "9100", "RELAY_ADMIN_PORT": "9100", "RELAY_ADMIN_TOKENS": f"a:read:{A}"}
         )
+
+
+def test_lookup_compares_every_value_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hmac
+
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    tokens = parse_tokens(f"alice:write:{A} ci:read:{B} ops:read:{'c' * 32}")
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    assert tokens.lookup(A) == Principal("alice", Scope.WRITE)  # the first matches...
+    assert len(calls) == 3  # ...and every other value is still compared: no early exit
+    assert {b for _, b in calls} == {A.encode(), B.encode(), b"c" * 32}
