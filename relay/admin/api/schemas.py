@@ -2,104 +2,29 @@
 
 They describe the documents of relay.ops (`relay events --json` and the API share them) and of
 the API's own answers; tests/test_admin_openapi.py checks real answers against them and
-Schemathesis fuzzes every operation against them.
+Schemathesis fuzzes every operation against them. Targets, sources, status and routes are in
+relay.admin.api.config_schemas; COMPONENTS here holds them all.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from relay.ops.events import STATES
+from relay.admin.api.config_schemas import CONFIG_COMPONENTS
+from relay.admin.api.schema_kit import (
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
+    STATE,
+    STRING,
+    TIME,
+    Schema,
+    array,
+    nullable,
+    obj,
+    ref,
+)
 from relay.store.jobs import JobState
 
-Schema = dict[str, Any]
-
-STRING: Schema = {"type": "string"}
-INTEGER: Schema = {"type": "integer"}
-NUMBER: Schema = {"type": "number"}
-BOOLEAN: Schema = {"type": "boolean"}
-
-
-def nullable(schema: Schema) -> Schema:
-    """The schema, or null."""
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def obj(properties: dict[str, Schema], *, optional: tuple[str, ...] = ()) -> Schema:
-    """An object with these properties, all required but `optional`."""
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": [name for name in properties if name not in optional],
-    }
-
-
-def array(items: Schema) -> Schema:
-    """A list of `items`."""
-    return {"type": "array", "items": items}
-
-
-def ref(name: str) -> Schema:
-    """A reference to one of COMPONENTS."""
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-_TIME = {"type": "string", "description": "ISO 8601, UTC: 2026-12-02T09:25:00.351Z"}
-_STATE = {"type": "string", "description": f"a delivery state: {', '.join(map(str, STATES))}"}
-
-_PAUSE = obj(
-    {
-        "target": STRING,
-        "reason": STRING,
-        "since": nullable(_TIME),
-        "at": nullable(NUMBER),
-        "event_id": nullable(STRING),
-    }
-)
-
-_TARGET_COUNTS = {
-    "name": STRING,
-    "configured": BOOLEAN,
-    "pending": INTEGER,
-    "scheduled": INTEGER,
-    "dead_letters": INTEGER,
-    "delivered": INTEGER,
-    "dead": INTEGER,
-    "gone": INTEGER,
-    "attempts": INTEGER,
-    "failures": INTEGER,
-    "replayed": INTEGER,
-    "paused": nullable(ref("Pause")),
-}
-
-_SOURCE_CONFIG = obj(
-    {
-        "kind": STRING,
-        "event": STRING,
-        "methods": array(STRING),
-        "path": STRING,
-        "token_env": nullable(STRING),
-        "secret_env": nullable(STRING),
-        "max_body": INTEGER,
-        "spool": BOOLEAN,
-        "call_once": BOOLEAN,
-        "content_encodings": array(STRING),
-        "dedupe": nullable(obj({"key": array(STRING), "window_s": NUMBER})),
-        "reconcile": nullable(obj({"api": STRING, "api_key_env": nullable(STRING)})),
-    }
-)
-
-_TARGET_CONFIG = obj(
-    {
-        "url": STRING,
-        "timeout_s": NUMBER,
-        "signing_secret_env": array(STRING),
-        "headers": array(obj({"name": STRING, "env": nullable(STRING)})),
-        "retry": obj({"attempts": INTEGER, "first_s": NUMBER, "max_s": NUMBER}),
-        "body": STRING,
-        "pause_on_gone": BOOLEAN,
-    }
-)
+__all__ = ["BOOLEAN", "COMPONENTS", "Schema", "obj", "ref"]
 
 _REPLAY_RESULT = obj(
     {
@@ -130,12 +55,12 @@ COMPONENTS: dict[str, Schema] = {
     "EventSummary": obj(
         {
             "id": STRING,
-            "received": _TIME,
+            "received": TIME,
             "received_at": NUMBER,
             "source": STRING,
             "type": nullable(STRING),
             "unrouted": BOOLEAN,
-            "targets": array(obj({"target": STRING, "state": _STATE, "attempts": INTEGER})),
+            "targets": array(obj({"target": STRING, "state": STATE, "attempts": INTEGER})),
         }
     ),
     "EventList": obj(
@@ -162,7 +87,7 @@ COMPONENTS: dict[str, Schema] = {
     "Delivery": obj(
         {
             "target": STRING,
-            "state": _STATE,
+            "state": STATE,
             "attempts_made": INTEGER,
             "attempts_before_replay": INTEGER,
             "reason": STRING,
@@ -174,7 +99,7 @@ COMPONENTS: dict[str, Schema] = {
             "id": STRING,
             "source": STRING,
             "type": nullable(STRING),
-            "received": _TIME,
+            "received": TIME,
             "received_at": NUMBER,
             "method": STRING,
             "content_type": STRING,
@@ -210,7 +135,7 @@ COMPONENTS: dict[str, Schema] = {
         {
             "event_id": STRING,
             "target": STRING,
-            "dead": _TIME,
+            "dead": TIME,
             "dead_at": NUMBER,
             "state": STRING,
             "source": STRING,
@@ -241,76 +166,12 @@ COMPONENTS: dict[str, Schema] = {
             "replayed": INTEGER,
             "failed": INTEGER,
             "error": nullable(STRING),
-            "created": _TIME,
-            "updated": _TIME,
+            "created": TIME,
+            "updated": TIME,
             "selection": {"type": "object"},
             "failures": array(ref("ReplayResult")),
         }
     ),
     "JobAnswer": obj({"job": ref("Job")}),
-    "Pause": _PAUSE,
-    "PauseResult": obj(
-        {"target": STRING, "paused": BOOLEAN, "changed": BOOLEAN, "pause": nullable(ref("Pause"))}
-    ),
-    "Target": obj({**_TARGET_COUNTS, "config": nullable(_TARGET_CONFIG)}),
-    "TargetList": obj({"targets": array(ref("Target"))}),
-    "Source": obj(
-        {
-            "name": STRING,
-            "configured": BOOLEAN,
-            "received": INTEGER,
-            "duplicates": INTEGER,
-            "unrouted": INTEGER,
-            "last_event": nullable(
-                obj(
-                    {
-                        "id": STRING,
-                        "received": _TIME,
-                        "received_at": NUMBER,
-                        "type": nullable(STRING),
-                    }
-                )
-            ),
-            "config": nullable(_SOURCE_CONFIG),
-        }
-    ),
-    "SourceList": obj({"sources": array(ref("Source")), "last_event_scanned": INTEGER}),
-    "Status": obj(
-        {
-            "at": NUMBER,
-            "queue": obj(
-                {
-                    "name": STRING,
-                    "queued": INTEGER,
-                    "started": INTEGER,
-                    "scheduled": INTEGER,
-                    "failed": INTEGER,
-                    "deferred": INTEGER,
-                }
-            ),
-            "workers": INTEGER,
-            "targets": array(obj(_TARGET_COUNTS)),
-            "sources": array(
-                obj(
-                    {
-                        "name": STRING,
-                        "received": INTEGER,
-                        "duplicates": INTEGER,
-                        "unrouted": INTEGER,
-                    }
-                )
-            ),
-        }
-    ),
-    "Routes": obj(
-        {
-            "path": STRING,
-            "sources": {"type": "object", "additionalProperties": _SOURCE_CONFIG},
-            "targets": {"type": "object", "additionalProperties": _TARGET_CONFIG},
-            "routes": array(
-                obj({"source": STRING, "events": array(STRING), "targets": array(STRING)})
-            ),
-            "missing_env": array(STRING),
-        }
-    ),
+    **CONFIG_COMPONENTS,
 }
