@@ -15,7 +15,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from relay.admin.api.dead_letters import dead_filter
-from relay.admin.api.params import CURSOR, DEAD_FILTERS, read_query
+from relay.admin.api.params import CURSOR, DEAD_FILTERS, SCAN_BUDGET, read_query
 from relay.admin.console.html import (
     button,
     cell,
@@ -38,6 +38,7 @@ from relay.admin.console.pages import Page, page, read, redis_of
 from relay.admin.errors import ApiError
 from relay.admin.state import ROUTES
 from relay.ops import deliveries as ops
+from relay.ops.events import MAX_SCAN
 from relay.ops.pages import Position
 from relay.ops.status_page.model import cut
 from relay.store import keys
@@ -133,6 +134,11 @@ def render_dead(
         hide_caption=True,
     )
     pager = _pager(found, values, first)
+    if found.partial:
+        pager = (
+            f'<p class="note">This page stopped early, after reading {found.scanned} dead '
+            "letters: Older goes on from there.</p>" + pager
+        )
     if not write:
         return listing + pager
     keep = "".join(hidden(f"filter_{k}", v) for k, v in values.items())
@@ -167,8 +173,16 @@ async def dead_letters_page(request: web.Request, viewer: Viewer) -> Page:
     except ApiError as exc:
         problem = f'<p class="notice error" role="alert">{e(exc.message)}</p>'
         return Page("Dead letters", form + problem, status=400)
+    # The API's bounds: at most MAX_SCAN store entries and SCAN_BUDGET seconds per page.
     found = await read(
-        request, ops.page_dead, redis_of(request), selection, limit=PAGE_SIZE, start=start
+        request,
+        ops.page_dead,
+        redis_of(request),
+        selection,
+        limit=PAGE_SIZE,
+        start=start,
+        max_scan=MAX_SCAN,
+        deadline=time.monotonic() + SCAN_BUDGET,
     )
     body = form + render_dead(found, values, viewer, start is None, time.time())
     return Page("Dead letters", body)

@@ -15,7 +15,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from relay.admin.api.events import event_query
-from relay.admin.api.params import CURSOR, EVENT_FILTERS, read_query
+from relay.admin.api.params import CURSOR, EVENT_FILTERS, SCAN_BUDGET, read_query
 from relay.admin.console.html import (
     cell,
     e,
@@ -33,7 +33,7 @@ from relay.admin.console.layout import Viewer
 from relay.admin.console.pages import Page, page, read, redis_of
 from relay.admin.errors import ApiError
 from relay.admin.state import ROUTES
-from relay.ops.events import STATES, EventListing, EventQuery, EventSummary, list_events
+from relay.ops.events import MAX_SCAN, STATES, EventListing, EventQuery, EventSummary, list_events
 from relay.ops.pages import Position
 
 #: Events per page (the API's default page size too).
@@ -114,8 +114,8 @@ def render_events(listing: EventListing, values: Mapping[str, str], first: bool,
         else ""
     )
     partial = (
-        f'<p class="note">Stopped after reading {listing.scanned} events: narrow the search '
-        "with Received from/to to look further back.</p>"
+        f'<p class="note">This page stopped early, after reading {listing.scanned} events: '
+        "Older goes on from there, or narrow the search with Received from and to.</p>"
         if listing.partial
         else ""
     )
@@ -158,8 +158,16 @@ async def events_page(request: web.Request, viewer: Viewer) -> Page:
     except ApiError as exc:
         problem = f'<p class="notice error" role="alert">{e(exc.message)}</p>'
         return Page("Events", form + problem, status=400)
+    # The API's bounds: at most MAX_SCAN index entries and SCAN_BUDGET seconds per page.
     listing = await read(
-        request, list_events, redis_of(request), query, limit=PAGE_SIZE, start=start
+        request,
+        list_events,
+        redis_of(request),
+        query,
+        limit=PAGE_SIZE,
+        start=start,
+        max_scan=MAX_SCAN,
+        deadline=time.monotonic() + SCAN_BUDGET,
     )
     body = form + render_events(listing, values, start is None, time.time())
     return Page("Events", body)
