@@ -11,6 +11,7 @@ import pytest
 import redis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
 
 from relay.admin.console.session import COOKIE
 from relay.core.states import DeliveryState
@@ -620,3 +621,22 @@ async def test_static_files_are_served_and_nothing_else_there(client: Client) ->
     assert js.content_type == "text/javascript"
     assert "innerHTML" not in (await js.text()).replace("never innerHTML", "")
     assert (await client.get("/static/../session.py")).status == 404
+
+
+async def test_every_write_and_refused_write_is_one_audit_line_without_a_token_value(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    csrf = await sign_in(client, WRITE_TOKEN)
+    with capture_logs() as logs:
+        await client.post("/targets/crm/pause", data={"csrf": csrf, "reason": "upgrade"})
+        await client.post("/targets/crm/pause", data={"csrf": "forged", "reason": "x"})
+        await client.post("/targets/crm/resume", data={"csrf": csrf})
+    lines = [line for line in logs if line["event"] == "admin_audit"]
+    assert [(line["action"], line["what"], line["result"]) for line in lines] == [
+        ("pause", "crm", "paused"),
+        ("POST /targets/crm/pause", "/targets/crm/pause", "refused: csrf_failed"),
+        ("resume", "crm", "resumed"),
+    ]
+    assert {line["principal"] for line in lines} == {"alice"}
+    assert {line["via"] for line in lines} == {"console"}
+    assert WRITE_TOKEN not in repr(logs)

@@ -199,8 +199,13 @@ async def start(request: web.Request, viewer: Viewer, form: Form) -> web.StreamR
         selection=described,
         retention=request.app[SETTINGS].retention,
     )
-    audit(viewer, "replay_dead_letters", "started", job=job.id, total=job.total,
-          scope=selection.scope)  # fmt: skip
+    what = (
+        "selected dead letters"
+        if selection.scope == "selected"
+        else (f"dead letters where {selection.filters}")
+    )
+    audit(viewer, "replay_dead_letters", what, f"job {job.id} started: {job.total} selected",
+          job=job.id)  # fmt: skip
     return done(request, job_path(job.id), True, f"Replaying {job.total} dead letter(s).")
 
 

@@ -205,8 +205,9 @@ async def replay(request: web.Request, viewer: Viewer, form: Form) -> web.Stream
 
     results = await read(request, run)
     ok, text = _replay_text(results)
-    audit(viewer, "replay", "replayed" if ok else "refused", event_id=event_id,
-          target=target or "*", replayed=sum(r.ok for r in results))  # fmt: skip
+    what = f"event {event_id}" + (f" to {target}" if target else "")
+    replayed = sum(r.ok for r in results)
+    audit(viewer, "replay_event", what, f"replayed {replayed}" if ok else "refused")
     return done(request, event_url(event_id), ok, text)
 
 

@@ -145,11 +145,12 @@ def done(request: web.Request, location: str, ok: bool, text: str) -> web.Respon
     return response
 
 
-def audit(viewer: Viewer, action_name: str, result: str, **what: object) -> None:
-    """The one audit line of a write: who (the token's name, never its value), what, result."""
-    structlog.get_logger("relay.audit").info(
-        "audit", principal=viewer.principal.name, action=action_name, result=result,
-        via="console", **what,
+def audit(viewer: Viewer, action_name: str, what: str, result: str, **facts: object) -> None:
+    """The one audit line of a write, in the API's words (`admin_audit`: who, never a token
+    value; the action; what it was done to; how it ended), marked as made in the console."""
+    structlog.get_logger("relay.admin").info(
+        "admin_audit", principal=viewer.principal.name, action=action_name, what=what,
+        result=result, via="console", **facts,
     )  # fmt: skip
 
 

@@ -149,7 +149,7 @@ async def pause(request: web.Request, viewer: Viewer, form: Form) -> web.StreamR
     reason = form_text(form, "reason", REASON_MAX) or DEFAULT_REASON
     reason = f"{reason} ({viewer.principal.name})"
     newly = await asyncio.to_thread(pause_target, redis_of(request), name, reason)
-    audit(viewer, "pause", "paused" if newly else "already_paused", target=name, reason=reason)
+    audit(viewer, "pause", name, "paused" if newly else "already paused", reason=reason)
     text = f"{name} is paused: its deliveries are held." if newly else f"{name} was paused already."
     return done(request, "/targets", True, text)
 
@@ -159,7 +159,7 @@ async def resume(request: web.Request, viewer: Viewer, form: Form) -> web.Stream
     """POST /targets/{name}/resume: release its held deliveries."""
     name = request.match_info["name"]
     was = await asyncio.to_thread(resume_target, redis_of(request), name)
-    audit(viewer, "resume", "resumed" if was else "not_paused", target=name)
+    audit(viewer, "resume", name, "resumed" if was else "was not paused")
     text = f"{name} is resumed: held deliveries go out now." if was else f"{name} was not paused."
     # The overview has a Resume button too: go back where the operator was.
     back = "/" if form_text(form, "back") == "/" else "/targets"
