@@ -7,7 +7,10 @@ reaches the terminal, so a hostile body cannot move the cursor or change the col
 from __future__ import annotations
 
 import codecs
+import time
 from collections.abc import Sequence
+
+import orjson
 
 from relay.cli.tables import render_fields, render_table
 from relay.core.states import DeliveryState
@@ -37,6 +40,7 @@ __all__ = [
     "render_listing",
     "summary_json",
 ]
+from relay.store.breakers import describe_breaker
 
 #: A response snippet in the text view is cut to one line of this many characters.
 SNIPPET_CHARS = 60
@@ -139,6 +143,14 @@ def render_delivery(delivery: DeliveryView) -> str:
     lines = [head]
     if delivery.reason:
         lines.append(f"  reason: {printable(delivery.reason)}")
+    if delivery.breaker is not None and not delivery.state.done:
+        held = describe_breaker(delivery.breaker, time.time())
+        lines.append(f"  held: the target's circuit breaker is {printable(held)}")
+    if delivery.order_ahead:
+        lines.append(
+            f"  held: {delivery.order_ahead} earlier deliveries of its FIFO key "
+            f"({delivery.order_key}) go first"
+        )
     if delivery.attempts:
         table = render_table(
             ("ATTEMPT", "AT", "RESULT", "MS", "OUTCOME", "RESPONSE"),
@@ -146,6 +158,18 @@ def render_delivery(delivery: DeliveryView) -> str:
         )
         lines.extend("  " + line for line in table.splitlines())
     return "\n".join(lines)
+
+
+def render_enrichment(record: bytes, max_body: int) -> list[str]:
+    """The kept enrichment record's lines: its size, then its JSON indented (cut like the body)."""
+    pretty = orjson.dumps(orjson.loads(record), option=orjson.OPT_INDENT_2)
+    note = "sent to enriching targets with the body"
+    if len(pretty) > max_body:
+        note += f"; first {max_body} bytes shown (--json: all)"
+    lines = [f"enrichment record: {len(record)} bytes ({note})"]
+    shown = printable(body_text(pretty, max_body), keep_newlines=True)
+    lines.extend("  " + line for line in shown.splitlines())
+    return lines
 
 
 def render_event(view: EventView, max_body: int) -> str:
@@ -171,6 +195,8 @@ def render_event(view: EventView, max_body: int) -> str:
     out.append(f"body: {note}")
     preview = printable(body_text(event.body, max_body), keep_newlines=True)
     out.extend("  " + line for line in preview.splitlines())
+    if view.enrichment is not None:
+        out.extend(render_enrichment(view.enrichment, max_body))
     out.append("")
     if view.unrouted:
         out.append("deliveries: none (unrouted: no route matched this source and type)")

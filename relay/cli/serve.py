@@ -23,6 +23,7 @@ from relay.admin.listener import AdminListenError, add_admin_listener
 from relay.cli.common import config_error, positive_int
 from relay.config.loading import load_routes
 from relay.config.model import RouteTable
+from relay.config.reconcile import reconciled_sources
 from relay.config.reload import route_updates
 from relay.config.settings import Settings
 from relay.core.errors import ConfigError
@@ -209,7 +210,11 @@ def receiver_app(
         metrics_dir=metrics_dir,
     )
     add_status_routes(  # GET /status (HTML) and /status.json, behind RELAY_STATUS_TOKEN
-        app, settings.status_token, lambda: app[REDIS], lambda: tuple(app[ROUTES].table.targets)
+        app,
+        settings.status_token,
+        lambda: app[REDIS],
+        lambda: tuple(app[ROUTES].table.targets),
+        lambda: tuple(name for name, _ in reconciled_sources(app[ROUTES].table)),
     )
     if settings.admin_tokens:
         tokens = parse_tokens(settings.admin_tokens)

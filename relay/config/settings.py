@@ -36,6 +36,8 @@ class Settings:
     admin_trust_proxy: bool = False
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
+    #: How often each worker looks whether a reconciliation pass is due (seconds).
+    reconcile_tick: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -62,6 +64,7 @@ class Settings:
             admin_trust_proxy=read.choice("RELAY_ADMIN_TRUST_PROXY", ("0", "1")) == "1",
             log_format=log_format,
             log_level=read.text("RELAY_LOG_LEVEL", "info").lower(),
+            reconcile_tick=read.positive("RELAY_RECONCILE_TICK", 15.0),
         )
         if settings.admin_tokens and settings.admin_port == settings.port and settings.port:
             read.problems.append(

@@ -92,6 +92,22 @@ COMPONENTS: dict[str, Schema] = {
             "attempts_before_replay": INTEGER,
             "reason": STRING,
             "attempts": array(ref("Attempt")),
+            # The target's circuit breaker while it is open (relay.store.breakers), else null.
+            "breaker": nullable(
+                obj(
+                    {
+                        "state": {"type": "string", "enum": ["open", "closed"]},
+                        "failures": INTEGER,
+                        "since": nullable(TIME),
+                        "at": nullable(NUMBER),
+                        "last_error": nullable(STRING),
+                        "last_at": nullable(NUMBER),
+                        "next_probe_in": nullable(NUMBER),
+                    }
+                )
+            ),
+            # FIFO per key: the key's digest and how many earlier deliveries of it go first.
+            "order": nullable(obj({"key": STRING, "ahead": INTEGER})),
         }
     ),
     "Event": obj(
@@ -113,6 +129,8 @@ COMPONENTS: dict[str, Schema] = {
                 }
             ),
             "unrouted": BOOLEAN,
+            # Fellow enrichment: the API record kept with the event, else null.
+            "enrichment": nullable({"type": "object"}),
             "expires_in": nullable(INTEGER),
             "attempts_omitted": INTEGER,
             "deliveries": array(ref("Delivery")),

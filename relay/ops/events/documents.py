@@ -10,6 +10,8 @@ import base64
 import codecs
 from typing import Any
 
+import orjson
+
 from relay.core.times import format_time
 from relay.ops.events.listing import EventSummary
 from relay.ops.events.view import Attempt, DeliveryView, EventView
@@ -55,6 +57,14 @@ def delivery_json(delivery: DeliveryView) -> dict[str, Any]:
         "attempts_before_replay": delivery.before_replay,
         "reason": delivery.reason,
         "attempts": [attempt_json(a) for a in delivery.attempts],
+        # The target's circuit breaker when it is open (BreakerState.to_view), else null.
+        "breaker": None if delivery.breaker is None else delivery.breaker.to_view(),
+        # FIFO per key: the key's digest and the earlier deliveries of it still to go first.
+        "order": (
+            {"key": delivery.order_key, "ahead": delivery.order_ahead}
+            if delivery.order_key
+            else None
+        ),
     }
 
 
@@ -85,6 +95,8 @@ def event_json(view: EventView, max_body: int, *, full_body: bool) -> dict[str, 
             "truncated": truncated,
         },
         "unrouted": view.unrouted,
+        # The kept API record (a JSON object) enriched deliveries carry; null when none is kept.
+        "enrichment": orjson.loads(view.enrichment) if view.enrichment is not None else None,
         "expires_in": view.expires_in,
         "attempts_omitted": view.attempts_omitted,
         "deliveries": [delivery_json(d) for d in view.deliveries],
