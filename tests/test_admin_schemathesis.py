@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from schemathesis import GenerationMode, checks
 
 from relay.admin.api import OPERATIONS
@@ -63,6 +63,15 @@ def api_schema(redis_url: str, redis_client: redis.Redis) -> Iterator[schemathes
 # Schemathesis' pytest plugin (`from_fixture`/`parametrize`) does not run under pytest 9 yet
 # (it reads a private attribute pytest 9 removed), so each operation is a test of ours driving
 # the operation's Hypothesis strategies directly: the same cases and the same checks.
+def _sent(name: str, value: object) -> bool:
+    """Whether a query parameter surely reaches the server as `name=...`."""
+    if not name:
+        return False
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(v, str | int | float | bool) for v in value)
+    return isinstance(value, str | int | float | bool)
+
+
 @pytest.mark.parametrize("operation_id", [op.operation_id for op in OPERATIONS])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_every_operation_answers_within_its_schema(
@@ -78,6 +87,11 @@ def test_every_operation_answers_within_its_schema(
         suppress_health_check=list(HealthCheck),
     )
     def run(case: schemathesis.Case) -> None:
+        # A query value that is empty, or a nested object, is sent as nothing at all (and an
+        # empty name is dropped by the URL parser): a negative case whose only fault is such an
+        # "unknown parameter" reaches the API as a valid request, and its 200 is no fault of the
+        # API (seen: `?id_prefix=0` reported as schema-violating).
+        assume(all(_sent(name, value) for name, value in (case.query or {}).items()))
         case.call_and_validate(headers=WRITE, checks=CHECKS)
 
     run()
