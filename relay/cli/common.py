@@ -156,12 +156,13 @@ def configured_reconciled(path: str) -> tuple[str, ...]:
     )
 
 
-def since_option(value: str | None) -> float | None:
-    """Unix seconds of a `--since` value (2h, 30m, 7d or ISO-8601), None when not given."""
+def since_option(value: str | None, flag: str = "--since") -> float | None:
+    """Unix seconds of a `--since` (or `flag`) value (2h, 30m, 7d or ISO-8601), None when not
+    given."""
     try:
         return None if value is None else parse_since(value)
     except ValueError as exc:
-        raise UsageError(f"--since: {exc}") from None
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def print_json(value: Any) -> None:

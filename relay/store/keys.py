@@ -56,6 +56,8 @@
     relay:enr:{id}              STRING  the API record an enriched delivery of the event carries
                                         (JSON, relay.store.enrichment); expires with the event
     relay:lock:enr:{id}         STRING  held (SET NX PX) by the process fetching that record
+    relay:job:{id}              HASH    a bulk replay started through the management API: its
+                                        progress (relay.store.jobs); expires a day after
 
 Every per-event key expires with the retention period, so Redis memory stays bounded.
 """
@@ -85,6 +87,7 @@ __all__ = [
     "enrichment_lock_key",
     "event_key",
     "in_flight_key",
+    "job_key",
     "order_key",
     "order_queue_key",
     "paused_key",
@@ -241,3 +244,8 @@ def enrichment_key(event_id: str) -> str:
 def enrichment_lock_key(event_id: str) -> str:
     """Held by the one process fetching an event's enrichment record."""
     return f"{KEY_PREFIX}:lock:enr:{event_id}"
+
+
+def job_key(job_id: str) -> str:
+    """The record of one bulk replay job of the management API (its progress, to poll)."""
+    return f"{KEY_PREFIX}:job:{job_id}"

@@ -88,6 +88,18 @@ def record_preamble() -> str:
     )
 
 
+def rows_preamble() -> str:
+    """Lua locals holding the codec's names that the events listing reads."""
+    return _locals(
+        {
+            "RECEIVED_FIELD": _string(RECEIVED_FIELD),
+            "STATE": _string(STATE_PREFIX),
+            "ATTEMPTS": _string(ATTEMPTS_PREFIX),
+            "STATE_PENDING": _string(DeliveryState.PENDING),
+        }
+    )
+
+
 #: FIFO per key's functions, put before every script that moves a key's queue on.
 ORDER = order_preamble() + read("order")
 CLAIM = claim_preamble() + read("claim")
@@ -97,3 +109,4 @@ RELEASE = ORDER + read("release")
 REQUEUE = ORDER + read("requeue")
 ITEMS = read("items")
 COMMIT = ITEMS + commit_preamble() + ORDER + read("commit")
+ROWS = rows_preamble() + read("rows")
