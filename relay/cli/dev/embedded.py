@@ -7,6 +7,11 @@ worker runs in the main thread, because RQ wants the main thread for its signal 
 becomes a warm shutdown) and for SIGALRM job timeouts. RQ's scheduler normally forks a process,
 which would get a copy of the in-memory data rather than share it; here it runs in a thread.
 
+fakeredis runs every command and script under one non-reentrant server lock, and Python runs
+signal handlers on the main thread, between two bytecodes of whatever it was doing: a handler
+that calls Redis can wait for a lock its own thread holds. The handlers here only record the stop
+(as RelayWorker's do, worker.rq_worker); Redis is touched again from the work loop.
+
 Everything lives in memory: stopping `relay dev` loses every queued event and retry.
 """
 
