@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from relay.core import constants
 from relay.core.errors import ConfigError, Problem
+from relay.core.redis_url import check_redis_url
 from relay.core.units import parse_duration, parse_size
 
 
@@ -28,6 +29,8 @@ class Settings:
     status_token: str = ""  # protects /status when set; never logged
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
+    #: Replicas that must confirm a batch's commit (WAIT) before its 202; 0: the primary's word.
+    ack_replicas: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -35,7 +38,7 @@ class Settings:
         read = _EnvReader(os.environ if env is None else env)
         log_format = read.choice("RELAY_LOG_FORMAT", ("auto", "json", "console"))
         settings = cls(
-            redis_url=read.text("REDIS_URL", constants.DEFAULT_REDIS_URL),
+            redis_url=read.redis_url("REDIS_URL", constants.DEFAULT_REDIS_URL),
             routes_path=read.text("RELAY_ROUTES", constants.DEFAULT_ROUTES_PATH),
             host=read.text("HOST", "127.0.0.1"),
             port=int(read.number("PORT", constants.DEFAULT_PORT, int)),
@@ -50,6 +53,7 @@ class Settings:
             status_token=read.text("RELAY_STATUS_TOKEN", ""),
             log_format=log_format,
             log_level=read.text("RELAY_LOG_LEVEL", "info").lower(),
+            ack_replicas=int(read.number("RELAY_ACK_REPLICAS", 0, int)),
         )
         if read.problems:
             raise ConfigError(read.problems)
@@ -70,6 +74,16 @@ class _EnvReader:
     def text(self, name: str, default: str) -> str:
         """The value, or `default` when unset or empty."""
         return self.env.get(name, "") or default
+
+    def redis_url(self, name: str, default: str) -> str:
+        """A Redis URL relay can connect with (plain or Sentinel); the message never shows it."""
+        value = self.text(name, default)
+        try:
+            check_redis_url(value)
+        except ValueError as exc:
+            self._problem(name, str(exc))
+            return default
+        return value
 
     def choice(self, name: str, allowed: tuple[str, ...]) -> str:
         """One of `allowed` (the first is the default)."""
