@@ -17,6 +17,8 @@
     relay:paused:{target}       STRING  JSON {at, event_id, reason}: the target is paused (set by a
                                         410 with pause_on_gone or `relay pause`; no expiry)
     relay:lock:trim             STRING  held (SET NX EX) by the worker trimming the indexes
+    relay:ack:mark              STRING  written just before a WAIT that must cover every earlier
+                                        write, not only the caller's own (relay.store.replication)
     relay:rc:{source}:members   HASH    reconciliation's snapshot: membership -> its state at the
                                         last pass (relay.store.reconcile); no expiry
     relay:rc:{source}:pending   HASH    change seen in the API but not (yet) by webhook -> when
@@ -34,6 +36,7 @@ import hashlib
 from relay.core.constants import KEY_PREFIX
 
 __all__ = [
+    "ACK_MARK",
     "DEAD",
     "DUE_TARGETS",
     "EVENTS_INDEX",
@@ -57,6 +60,7 @@ __all__ = [
 EVENTS_INDEX = f"{KEY_PREFIX}:events"
 UNROUTED = f"{KEY_PREFIX}:unrouted"
 DEAD = f"{KEY_PREFIX}:dead"
+ACK_MARK = f"{KEY_PREFIX}:ack:mark"
 
 
 def event_key(event_id: str) -> str:
