@@ -8,6 +8,8 @@ with network partitions are in tests/chaos/test_sentinel_failover.py.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,9 +34,12 @@ from relay.store.replication import (
     read_facts,
     startup_warnings,
 )
-from tests.support.processes import wait_until
+from tests.support.processes import post, relay_env, relay_processes, wait_until
 from tests.support.receiver import receiver_server
 from tests.support.sentinel import MakeTopology, SentinelTopology, Timings
+from tests.support.targets import TargetServer
+
+JSON = {"content-type": "application/json", "x-event-type": "thing"}
 
 
 def event(n: int, source: str = "s") -> Event:
@@ -124,6 +129,34 @@ def test_a_worker_client_follows_a_failover_without_an_error(make_topology: Make
         client.close()
     assert new is not old
     assert errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_a_dropped_connection_reconnects_to_the_new_primary(
+    make_topology: MakeTopology,
+) -> None:
+    """redis/redis-py#3874: a connection dropped inside the command retry reconnected to the
+    address it had (the dead primary) until the retries ran out."""
+    topology = make_topology()
+    sync = clients.sync_client(topology.url, clients.WORKER)
+    aclient = clients.async_client(topology.url, clients.OPERATOR)
+    try:
+        assert sync.ping()
+        assert await aclient.ping()
+        old = topology.primary()
+        old.kill()
+        started = time.monotonic()
+        assert sync.set("after", "1")  # one call, retried across the whole failover
+        assert await aclient.set("async-after", "1")
+        took = time.monotonic() - started
+        new = topology.primary()
+        with new.client() as direct:
+            assert direct.exists("after", "async-after") == 2
+    finally:
+        sync.close()
+        await aclient.aclose()
+    print(f"\nwrites went through {took:.1f} s after the primary was killed")
 
 
 # --- the intake: refused batches are sent again, uncertain ones never ------------------------
@@ -429,3 +462,63 @@ async def test_no_acknowledged_event_is_lost_across_a_failover(
     # Acknowledged again once the demoted primary replicates the new one (Sentinel demotes it
     # about 8 s after the switch): until then the new primary has no replica to confirm.
     assert any(int(i.removeprefix("evt_")) > 150 for i in acknowledged)
+
+
+# --- real processes: serve, worker and an operator command across a SIGKILLed primary --------
+
+
+E2E_ROUTES = """
+[sources.chalk]
+kind = "header"
+
+[targets.crm]
+url = "{url}"
+
+[[routes]]
+source = "chalk"
+targets = ["crm"]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_serve_worker_and_status_ride_out_a_killed_primary(
+    make_topology: MakeTopology, targets: TargetServer, tmp_path: Path
+) -> None:
+    topology = make_topology()
+    routes = tmp_path / "routes.toml"
+    routes.write_text(E2E_ROUTES.format(url=targets.url("/ok/crm")))
+    env = relay_env(topology.url, routes, RELAY_SPOOL_DIR=str(tmp_path / "spool"))
+    with relay_processes(tmp_path, env) as procs:
+        _, base = procs.serve()
+        worker = procs.worker(wait=False)
+
+        def delivered(n: int) -> bool:
+            return len(targets.by_name("crm")) >= n
+
+        status, _ = post(f"{base}/hooks/chalk", b'{"n": 1}', JSON)
+        assert status == 202
+        assert wait_until(lambda: delivered(1), 20), worker.output()[-3000:]
+        old = topology.primary()
+        old.kill()
+        new, took = topology.wait_new_primary(old)
+        # Posts go on through the failover; each is 202 or 503, never anything else.
+        answers = []
+        for n in range(2, 12):
+            answers.append(post(f"{base}/hooks/chalk", b'{"n": %d}' % n, JSON)[0])
+        assert set(answers) <= {202, 503}
+        accepted = answers.count(202)
+        assert accepted > 0
+        assert wait_until(lambda: delivered(1 + accepted), 20), worker.output()[-3000:]
+        assert worker.alive()  # nobody restarted it
+        done = subprocess.run(
+            [sys.executable, "-m", "relay", "status"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    print(f"\nfailover took {took:.1f} s; {accepted} of 10 posts during it were accepted")
+    assert new is not old

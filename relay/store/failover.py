@@ -9,6 +9,11 @@ ask again": READONLY, NOREPLICAS (a primary cut off from its replicas refuses wr
 through the Sentinels with backoff, and the receiver, which never re-sends a write blindly,
 knows that this one provably did not land and may be sent again (`not_written`).
 
+Every (re)connection asks the Sentinels for the address first. redis-py 8 reconnects a dropped
+connection inside its command retry without doing so, straight back to the address it had: the
+old primary, refused or silent until the retries run out (redis/redis-py#3874, still open); a
+worker blocked in its dequeue then stayed stuck for half a minute after a failover.
+
 TCP keep-alive with a short TCP_USER_TIMEOUT: a primary cut off by a network partition
 answers nothing, and without it a blocked read (RQ's idle dequeue) would wait for its socket
 timeout before anyone asked the Sentinels again.
@@ -98,6 +103,22 @@ def _refused(exc: ResponseError) -> NotPrimary:
 class PrimaryConnection(SentinelManagedConnection):
     """A Sentinel-managed connection to the primary that raises NotPrimary (see the module)."""
 
+    def _connect_retry(self) -> None:
+        if self._sock:
+            return
+        self.connect_check_health(
+            check_health=self.connection_pool.check_connection, retry_socket_connect=False
+        )
+
+    def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        """Connect to the primary the Sentinels name now (one attempt: callers retry)."""
+        if self._sock:
+            return
+        self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(check_health=check_health, retry_socket_connect=False)
+
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         """The reply; a "no primary here" refusal disconnects and raises NotPrimary."""
         try:
@@ -116,6 +137,22 @@ class PrimarySSLConnection(PrimaryConnection, SSLConnection):
 
 class AsyncPrimaryConnection(AsyncSentinelConnection):
     """The redis.asyncio PrimaryConnection."""
+
+    async def _connect_retry(self) -> None:
+        if self._reader:
+            return
+        await self.connect_check_health(
+            check_health=self.connection_pool.check_connection, retry_socket_connect=False
+        )
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        """Connect to the primary the Sentinels name now (one attempt: callers retry)."""
+        if self.is_connected:
+            return
+        self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(check_health=check_health, retry_socket_connect=False)
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         """The reply; a "no primary here" refusal disconnects and raises NotPrimary."""
