@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
+import redis
 from aiohttp import web
 
+from relay.store import keys
+from relay.store.records import RECEIVED_FIELD, state_field
 from tests.chaos.failover_stack import RECEIVERS, FailoverStack, FaultTimes
 from tests.support.loopback import LoopbackServer
 
@@ -157,6 +160,7 @@ class Figures:
     stream_s: float
     drain_s: float
     lost_ids: tuple[str, ...] = ()
+    lost_detail: tuple[str, ...] = ()  # how the current primary sees the first lost events
 
     def table(self) -> str:
         lines = [
@@ -174,7 +178,7 @@ class Figures:
                 f"  {f.what:<55} election {election:>7}  intake gap {f.intake_gap_s:5.2f} s  "
                 f"deliveries resumed {resumed:>7} after it  lost {f.lost}"
             )
-        lines.extend(f"  lost: {i}" for i in self.lost_ids[:20])
+        lines.extend(f"  lost: {d}" for d in self.lost_detail)
         return "\n".join(lines)
 
 
@@ -231,4 +235,21 @@ def figures(
         stream_s=stream_s,
         drain_s=drain_s,
         lost_ids=tuple(lost),
+        lost_detail=tuple(_describe(traffic.stack, lost[:20])),
     )
+
+
+def _describe(stack: FailoverStack, ids: list[str]) -> list[str]:
+    """Each lost event as the current primary sees it (a hash? its delivery state? due?)."""
+    if not ids:
+        return []
+    try:
+        with stack.topology.primary().client() as conn:
+            found = []
+            for event_id in ids:
+                state = conn.hmget(keys.event_key(event_id), [state_field("crm"), RECEIVED_FIELD])
+                due = conn.zscore(keys.due_key("crm"), event_id)
+                found.append(f"{event_id}: state={state[0]!r} received={state[1]!r} due={due}")
+            return found
+    except (redis.RedisError, OSError, RuntimeError) as exc:
+        return [f"(cannot read the primary: {exc})"]

@@ -13,6 +13,10 @@ with the reason printed). Two runs:
 - primary-acknowledged (`RELAY_ACK_REPLICAS=0`, no `min-replicas-to-write`): 2 SIGKILLs and a
   partition during 2,000 events, to measure what a failover loses when nobody waits for the
   replica (the Guarantees page quotes it).
+- two replicas with `RELAY_ACK_REPLICAS=1`: a partition and a SIGKILL during 1,500 events; one
+  replica stays with the new primary, so intake must be back within the election time plus 2 s
+  and deliveries within 2 s of the election. What it loses is measured, not asserted: a write
+  one replica confirmed is lost when Sentinel promotes the other.
 
 Each run prints its figures and appends them to tests/artifacts/chaos-figures.txt.
 """
@@ -20,6 +24,7 @@ Each run prints its figures and appends them to tests/artifacts/chaos-figures.tx
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -84,6 +89,7 @@ def run(
             result = figures(name, traffic, target, count, stream_s, drain_s)
             alive = stack.processes_alive()
         _publish(result)
+        _keep_logs(tmp_path, name)
         assert all(alive.values()), f"{alive}\n{stack.outputs()}"  # nobody restarted by hand
         return result
 
@@ -102,6 +108,16 @@ def wait_drained(traffic: Traffic, target: Target) -> None:
         elif time.monotonic() - quiet_since > QUIET:
             return
         time.sleep(0.25)
+
+
+def _keep_logs(workdir: Path, name: str) -> None:
+    """Copy the run's logs to tests/artifacts/chaos-logs/<run>/ (latest run of each only)."""
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:60]
+    kept = ARTIFACTS / "chaos-logs" / f"sentinel-{slug}"
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir(parents=True)
+    for log in [*workdir.glob("*.log"), *workdir.glob("redis/*/*.log")]:
+        shutil.copy2(log, kept / log.name)
 
 
 def _publish(result: Figures) -> None:
@@ -163,11 +179,12 @@ async def two_replica_chaos(stack: FailoverStack) -> None:
     await _fault(stack, stack.kill_primary)
 
 
-def test_two_replicas_keep_acknowledged_intake_and_deliveries_going(tmp_path: Path) -> None:
+def test_two_replicas_keep_intake_and_deliveries_going_through_a_failover(tmp_path: Path) -> None:
     timings = Timings(**TIMINGS, min_replicas_to_write=1, min_replicas_max_lag=10)
     name = "RELAY_ACK_REPLICAS=1, min-replicas-to-write 1, two replicas"
     result = run(tmp_path, name, 1, timings, two_replica_chaos, count=1500, rate=50.0, replicas=2)
-    assert result.lost == 0, result.table()
+    # No claim on `lost`: with more replicas than RELAY_ACK_REPLICAS a write one replica
+    # confirmed can be lost when Sentinel promotes the other (docs/guarantees.md quotes it).
     assert result.non_202["once"] == 0, result.table()
     for fault in result.faults:
         assert fault.election_s is not None

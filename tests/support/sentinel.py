@@ -4,193 +4,37 @@ Every node is a `redis-server` (Sentinels run as `redis-server CONF --sentinel`,
 binary as `redis-sentinel`) on a free port, with its data and config in a temp directory and
 short Sentinel timings so a failover takes a few seconds, not half a minute. Each node has a
 `Place`: 127.0.0.1 in this network namespace, or an address inside a namespace of its own
-(tests/support/netns.py) for the partition tests. Every wait here is bounded.
+(tests/support/netns.py) for the partition tests. The nodes themselves are in
+tests/support/redis_nodes.py. Every wait here is bounded.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from tests.support.redis_server import free_port, redis_server_binary
+from tests.support.redis_nodes import (
+    LOOPBACK,
+    SERVICE,
+    DataNode,
+    Place,
+    SentinelNode,
+    wait_for,
+)
+from tests.support.redis_server import redis_server_binary
+
+__all__ = ["LOOPBACK", "DataNode", "MakeTopology", "Place", "SentinelTopology", "Timings"]
 
 #: Sentinel timings of the tests: a primary is subjectively down after DOWN_AFTER_MS without an
 #: answer; FAILOVER_TIMEOUT_MS bounds one failover attempt (and the wait before another).
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000
-SERVICE = "relay"
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where a process runs: its address, and the network namespace it runs in (if any)."""
-
-    host: str = "127.0.0.1"
-    netns: str | None = None
-
-    def command(self, args: Sequence[str]) -> list[str]:
-        """`args`, run inside the namespace when there is one."""
-        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        return [*prefix, *args]
-
-
-LOOPBACK = Place()
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except (redis.RedisError, OSError):
-            pass
-        time.sleep(interval)
-    raise TimeoutError(f"{what} within {timeout:g} s")
-
-
-class Node:
-    """One redis-server process (data node or Sentinel), restartable on the same port and dir."""
-
-    def __init__(self, name: str, directory: Path, place: Place, port: int | None = None) -> None:
-        binary = redis_server_binary()
-        if binary is None:
-            raise RuntimeError("redis-server is not on PATH")
-        self.binary = binary
-        self.name = name
-        self.directory = directory
-        self.place = place
-        self.port = port if port is not None else free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        directory.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.place.host, self.port)
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / f"{self.name}.log"
-
-    def arguments(self) -> list[str]:
-        """The redis-server arguments (subclasses)."""
-        raise NotImplementedError
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Start the process and wait until it answers PING."""
-        self.process = subprocess.Popen(
-            self.place.command([self.binary, *self.arguments()]),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        with self.client(timeout=0.5) as client:
-            _wait(client.ping, timeout, f"{self.name} did not answer PING (see {self.log_path})")
-
-    def client(self, timeout: float = 2.0) -> redis.Redis:
-        """A plain client of this node, with short bounds and no re-sends."""
-        host, port = self.address
-        return redis.Redis(
-            host,
-            port,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash (or a lost machine) would."""
-        self._signal(signal.SIGKILL)
-
-    def stop(self) -> None:
-        """SIGTERM: a clean shutdown."""
-        self._signal(signal.SIGTERM)
-
-    def _signal(self, sig: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            # The process may be `ip netns exec`'s child: signal the whole group.
-            os.killpg(self.process.pid, sig)
-            self.process.wait(timeout=10)
-        self.process = None
-
-
-class DataNode(Node):
-    """A Redis server of the replication group (a primary or a replica)."""
-
-    def __init__(
-        self,
-        name: str,
-        directory: Path,
-        place: Place,
-        *,
-        replicaof: tuple[str, int] | None,
-        settings: Sequence[str],
-    ) -> None:
-        super().__init__(name, directory, place)
-        self.replicaof = replicaof
-        self.settings = list(settings)
-
-    def arguments(self) -> list[str]:
-        args = [
-            "--bind", self.place.host,
-            "--port", str(self.port),
-            "--dir", str(self.directory),
-            "--logfile", str(self.log_path),
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            *self.settings,
-        ]  # fmt: skip
-        if self.replicaof is not None:
-            args += ["--replicaof", self.replicaof[0], str(self.replicaof[1])]
-        return args
-
-    def role(self) -> str:
-        """master or slave, as the node itself says."""
-        with self.client() as client:
-            return str(client.info("replication")["role"])
-
-
-class SentinelNode(Node):
-    """A Sentinel watching the service (its config file is its own: Sentinel rewrites it)."""
-
-    def __init__(self, name: str, directory: Path, place: Place, monitor: str) -> None:
-        super().__init__(name, directory, place)
-        self.config = directory / "sentinel.conf"
-        self.config.write_text(
-            f"bind {place.host}\nport {self.port}\ndir {directory}\n"
-            f"logfile {self.log_path}\n{monitor}"
-        )
-
-    def arguments(self) -> list[str]:
-        return [str(self.config), "--sentinel"]
-
-    def primary(self) -> tuple[str, int] | None:
-        """The primary this Sentinel names now (None while it names none)."""
-        with self.client(timeout=1.0) as client:
-            found = client.sentinel_get_master_addr_by_name(SERVICE)
-        if not found:
-            return None
-        host = found[0].decode() if isinstance(found[0], bytes) else str(found[0])
-        return host, int(found[1])
-
-    def state(self) -> dict[str, object]:
-        """This Sentinel's view of the service (SENTINEL MASTER)."""
-        with self.client(timeout=1.0) as client:
-            return dict(client.sentinel_master(SERVICE))
 
 
 @dataclass
@@ -290,7 +134,7 @@ class SentinelTopology:
             synced = [info.get(f"slave{i}", {}) for i in range(replicas)]
             return all(isinstance(r, dict) and r.get("state") == "online" for r in synced)
 
-        _wait(settled, timeout, "the Sentinel topology did not settle", interval=0.2)
+        wait_for(settled, timeout, "the Sentinel topology did not settle", interval=0.2)
 
     def primary_address(self) -> tuple[str, int] | None:
         """The primary most live Sentinels name now (None when no majority names one)."""
@@ -338,7 +182,7 @@ class SentinelTopology:
             found.append(node)
             return True
 
-        _wait(promoted, timeout, f"no new primary replaced {old.name}", interval=0.05)
+        wait_for(promoted, timeout, f"no new primary replaced {old.name}", interval=0.05)
         return found[-1], time.monotonic() - started
 
     def wait_replica_of(self, node: DataNode, primary: DataNode, timeout: float = 30.0) -> None:
@@ -354,7 +198,7 @@ class SentinelTopology:
             )
 
         what = f"{node.name} did not become a replica of {primary.name}"
-        _wait(following, timeout, what, interval=0.1)
+        wait_for(following, timeout, what, interval=0.1)
 
     def close(self) -> None:
         """Kill every node."""
