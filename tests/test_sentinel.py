@@ -522,3 +522,11 @@ def test_serve_worker_and_status_ride_out_a_killed_primary(
         assert done.returncode == 0, done.stderr
     print(f"\nfailover took {took:.1f} s; {accepted} of 10 posts during it were accepted")
     assert new is not old
+
+
+def test_relay_devs_probes_work_through_the_sentinels(make_topology: MakeTopology) -> None:
+    from relay.cli.dev.own_redis import redis_answers, worker_registered
+
+    topology = make_topology()
+    assert redis_answers(topology.url)
+    assert not worker_registered(topology.url)  # no worker yet: answered, not an error

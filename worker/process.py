@@ -101,9 +101,11 @@ def _work(worker: RelayWorker, settings: Settings, maintenance_interval: int, bu
     level = settings.log_level.upper()
     while True:
         worker.work(burst=burst, with_scheduler=True, logging_level=level)
-        if burst or worker.stop_was_requested or not _pause(delay):
+        if burst or worker.stop_was_requested:
             return
         log.warning("rq work loop ended on its own; starting a new worker", after_s=delay)
+        if not _pause(delay):
+            return
         delay = min(RESTART_CAP, delay * 2)
         conn = worker.connection
         worker = relay_worker(conn, maintenance_interval)

@@ -32,6 +32,7 @@ __all__ = [
     "ReplicationFacts",
     "check_confirmed",
     "confirm_replicas",
+    "facts_from_info",
     "read_facts",
     "startup_warnings",
     "wait_command",
