@@ -13,6 +13,7 @@ if not, why; the tests then run on loopback and skip what only a partition can s
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import shutil
 import subprocess
@@ -20,6 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tests.support.sentinel import Place
+
+#: Networks made by this process so far: names and subnets of each are their own.
+_NETWORKS = itertools.count()
 
 
 def _ip(
@@ -48,15 +52,15 @@ class Network:
     """A bridge and one namespace per host name; `place(name)` is where a process runs."""
 
     hosts: Sequence[str]
-    tag: str = field(default_factory=lambda: f"rl{os.getpid() % 100000}")
+    tag: str = field(default_factory=lambda: f"rl{os.getpid() % 10000}n{next(_NETWORKS)}")
     subnet: str = ""
     _places: dict[str, Place] = field(default_factory=dict)
     _cut: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.subnet:
-            # One /24 per test process, inside 10.240.0.0/12, away from common LAN ranges.
-            n = os.getpid() % 4096
+            # One /24 per network, inside 10.240.0.0/12, away from common LAN ranges.
+            n = (os.getpid() * 7 + int(self.tag.rsplit("n", 1)[1])) % 4096
             self.subnet = f"10.{240 + n // 256}.{n % 256}.0/24"
         net = ipaddress.ip_network(self.subnet)
         self.gateway = str(net.network_address + 1)
