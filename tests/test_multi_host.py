@@ -100,7 +100,7 @@ def test_every_receiver_drains_its_own_spool_into_redis(
             _, base = procs.serve()
             hosts.append((base, spool))
         procs.env = relay_env(server.url, routes)
-        procs.worker()
+        worker = procs.worker()
         server.kill()
         spooled: dict[str, list[str]] = {base: [] for base, _ in hosts}
         for n in range(40):
@@ -118,9 +118,10 @@ def test_every_receiver_drains_its_own_spool_into_redis(
             return len(received) >= 40
 
         received = targets.wait_for(delivered, 60)
+        output = worker.output()[-4000:]
     with redis.Redis.from_url(server.url) as conn:
         for ids in spooled.values():
             assert all(conn.exists(keys.event_key(i)) for i in ids)
     got = Counter(r.headers["webhook-id"] for r in received)
-    assert set(got) == {i for ids in spooled.values() for i in ids}
+    assert set(got) == {i for ids in spooled.values() for i in ids}, output
     assert set(got.values()) == {1}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 from redis import Redis
+from redis.exceptions import RedisError
 
 from relay.config.model import RouteTable
 from relay.config.settings import Settings
@@ -100,10 +101,18 @@ def _work(worker: RelayWorker, settings: Settings, maintenance_interval: int, bu
     delay = RESTART_FIRST
     level = settings.log_level.upper()
     while True:
-        worker.work(burst=burst, with_scheduler=True, logging_level=level)
+        try:
+            worker.work(burst=burst, with_scheduler=True, logging_level=level)
+            error = None
+        except (RedisError, OSError) as exc:
+            # RQ's teardown (registering the worker's death) meets the same outage that ended
+            # its loop, and raises out of work().
+            error = f"{type(exc).__name__}: {exc}"
         if burst or worker.stop_was_requested:
             return
-        log.warning("rq work loop ended on its own; starting a new worker", after_s=delay)
+        log.warning(
+            "rq work loop ended on its own; starting a new worker", after_s=delay, error=error
+        )
         if not _pause(delay):
             return
         delay = min(RESTART_CAP, delay * 2)
