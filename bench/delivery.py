@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import signal
 import statistics
@@ -31,7 +30,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,35 +37,18 @@ sys.path.insert(0, str(ROOT))
 import aiohttp
 import redis
 
-from tests.support.redis_server import RedisServer, free_port
+from bench.stack import (
+    SINK_SERVER,
+    Stack,
+    post_events,
+    reset_targets,
+    target_stats,
+    wait_http,
+)
+from tests.support.redis_server import free_port
 
 PYTHON = sys.executable
 HANG_TIMEOUT = 2.0  # the hanging target's timeout in routes.toml
-
-# A tiny target server, run in its own process: answers 200 (or hangs when told to) and records
-# when each webhook-id arrived. GET /stats returns {"count": n, "arrivals": {id: t}}.
-TARGET_SERVER = r"""
-import asyncio, sys, time
-from aiohttp import web
-port, hang = int(sys.argv[1]), sys.argv[2] == "hang"
-arrivals = {}
-async def hook(request):
-    await request.read()
-    if hang:
-        await asyncio.sleep(3600)
-    arrivals.setdefault(request.headers.get("webhook-id", ""), time.time())
-    return web.Response(status=200)
-async def stats(request):
-    return web.json_response({"count": len(arrivals), "arrivals": arrivals})
-async def reset(request):
-    arrivals.clear()
-    return web.json_response({})
-app = web.Application()
-app.router.add_post("/hook", hook)
-app.router.add_get("/stats", stats)
-app.router.add_post("/reset", reset)
-web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
-"""
 
 NOOP_WORKER = r"""
 import sys
@@ -94,89 +75,12 @@ def routes_toml(ports: list[int], hang_port: int | None) -> str:
     )
 
 
-class Bench:
-    """Processes of one benchmark run, all stopped on exit."""
-
-    def __init__(self, workdir: Path, processes: int) -> None:
-        self.workdir = workdir
-        self.processes = processes
-        self.redis = RedisServer(workdir / "redis")
-        self.children: list[subprocess.Popen[bytes]] = []
-        self.env = dict(os.environ, RELAY_LOG_LEVEL="warning", RELAY_LOG_FORMAT="json")
-
-    def spawn(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"proc-{len(self.children)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(args, env=env or self.env, stdout=log, stderr=subprocess.STDOUT)
-        self.children.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.children:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.children:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.redis.kill()
+def padded_body(i: int) -> bytes:
+    """The event every throughput run posts: about 450 bytes of JSON."""
+    return json.dumps({"event": "bench.event", "n": i, "pad": "x" * 400}).encode()
 
 
-async def wait_http(url: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as resp:
-                    if resp.status < 500:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
-
-
-async def post_events(port: int, count: int, concurrency: int = 32) -> list[tuple[str, float]]:
-    """Post `count` events; (event id, time posted) of each acknowledged one."""
-    sent: list[tuple[str, float]] = []
-    url = f"http://127.0.0.1:{port}/hooks/bench"
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(count):
-        queue.put_nowait(i)
-
-    async def one(session: aiohttp.ClientSession) -> None:
-        while not queue.empty():
-            i = queue.get_nowait()
-            body = json.dumps({"event": "bench.event", "n": i, "pad": "x" * 400}).encode()
-            t0 = time.time()
-            async with session.post(
-                url, data=body, headers={"content-type": "application/json"}
-            ) as resp:
-                if resp.status == 202:
-                    sent.append(((await resp.json())["id"], t0))
-
-    async with aiohttp.ClientSession() as session:
-        await asyncio.gather(*(one(session) for _ in range(concurrency)))
-    return sent
-
-
-async def target_stats(port: int) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/stats") as resp,
-    ):
-        data: dict[str, Any] = await resp.json()
-        return data
-
-
-async def reset_targets(ports: list[int]) -> None:
-    async with aiohttp.ClientSession() as session:
-        for port in ports:
-            async with session.post(f"http://127.0.0.1:{port}/reset"):
-                pass
-
-
-def noop_baseline(bench: Bench, jobs: int) -> float:
+def noop_baseline(bench: Stack, jobs: int) -> float:
     """Jobs/s of P plain RQ SimpleWorker processes draining no-op jobs."""
     from rq import Queue
 
@@ -201,13 +105,13 @@ def noop_baseline(bench: Bench, jobs: int) -> float:
 
 
 async def drain_run(
-    bench: Bench, relay_port: int, ports: list[int], events: int, healthy: list[int]
+    bench: Stack, relay_port: int, ports: list[int], events: int, healthy: list[int]
 ) -> dict[str, float]:
     """Fill the queue with `events` events, then time `relay worker --burst` draining it."""
     conn = redis.Redis.from_url(bench.redis.url)
     conn.flushall()
     await reset_targets(ports)
-    sent = await post_events(relay_port, events)
+    sent = await post_events(relay_port, events, padded_body)
     t0 = time.time()
     worker = subprocess.Popen(
         [PYTHON, "-m", "relay", "worker", "--processes", str(bench.processes), "--burst"],
@@ -239,7 +143,7 @@ async def drain_run(
     }
 
 
-async def peak_run(bench: Bench, relay_port: int, ports: list[int], events: int) -> float:
+async def peak_run(bench: Stack, relay_port: int, ports: list[int], events: int) -> float:
     """Events/s of the whole live system: posting as fast as 32 connections go, workers running.
 
     This is the peak the latency run takes half of: receiver, workers, Redis and targets all
@@ -251,7 +155,7 @@ async def peak_run(bench: Bench, relay_port: int, ports: list[int], events: int)
     worker = bench.spawn([PYTHON, "-m", "relay", "worker", "--processes", str(bench.processes)])
     await asyncio.sleep(2.0)  # let the workers register
     t0 = time.time()
-    sent = await post_events(relay_port, events)
+    sent = await post_events(relay_port, events, padded_body)
     deadline = time.monotonic() + 300
     last = t0
     for port in ports:
@@ -267,7 +171,7 @@ async def peak_run(bench: Bench, relay_port: int, ports: list[int], events: int)
 
 
 async def latency_run(
-    bench: Bench, relay_port: int, ports: list[int], rate: float, seconds: float
+    bench: Stack, relay_port: int, ports: list[int], rate: float, seconds: float
 ) -> list[float]:
     """POST->receipt latencies (ms) at a fixed offered event rate, workers running."""
     conn = redis.Redis.from_url(bench.redis.url)
@@ -332,13 +236,13 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         workdir = Path(tmp)
-        bench = Bench(workdir, args.processes)
+        bench = Stack(workdir, args.processes)
         try:
             bench.redis.start()
             ports = [free_port() for _ in range(3)]
             relay_port = free_port()
             for port in ports:
-                bench.spawn([PYTHON, "-c", TARGET_SERVER, str(port), "ok"])
+                bench.spawn([PYTHON, "-c", SINK_SERVER, str(port), "ok"])
             routes = workdir / "routes.toml"
             routes.write_text(routes_toml(ports, hang_port=None))
             bench.env.update(REDIS_URL=bench.redis.url, RELAY_ROUTES=str(routes))
@@ -364,7 +268,7 @@ async def main() -> None:
             hang_port = ports[2]
             bench.children[2].kill()
             bench.children[2].wait()
-            bench.spawn([PYTHON, "-c", TARGET_SERVER, str(hang_port), "hang"])
+            bench.spawn([PYTHON, "-c", SINK_SERVER, str(hang_port), "hang"])
             await wait_http(f"http://127.0.0.1:{hang_port}/stats")
             routes.write_text(routes_toml(ports, hang_port=hang_port))
             relay.send_signal(signal.SIGTERM)
@@ -381,7 +285,7 @@ async def main() -> None:
 
             # Latency at half the peak event rate, all targets healthy again.
             bench.children[-2].kill()  # the hanging target
-            bench.spawn([PYTHON, "-c", TARGET_SERVER, str(hang_port), "ok"])
+            bench.spawn([PYTHON, "-c", SINK_SERVER, str(hang_port), "ok"])
             await wait_http(f"http://127.0.0.1:{hang_port}/stats")
             peak_events = await peak_run(bench, relay_port, ports, args.events)
             print(f"live peak: {peak_events:,.0f} events/s end to end (receiver and workers "

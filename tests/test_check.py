@@ -286,6 +286,7 @@ def test_dry_run_form_source(secrets_env: dict[str, str], relay_check: Run, tmp_
         "the receiver would answer 202 with 1 event\n"
         "event 1: COURSEMEMBER_CREATED\n"
         "  targets  crm, analytics\n"
+        "  routes[4]  matched      -> crm, analytics\n"
     )
 
 
@@ -352,12 +353,18 @@ def test_dry_run_aspnet_verified_split_and_deduped(
         "event 1: CourseCompleted\n"
         "  dedupe   abc#0\n"
         "  targets  crm, lms-archive\n"
+        "  routes[5]  matched      -> crm, lms-archive\n"
+        "  routes[6]  not matched  -> crm: the event type is none of EnrollmentApprovalRequest\n"
         "event 2: EnrollmentApprovalRequest\n"
         "  dedupe   abc#1\n"
         "  targets  crm\n"
+        "  routes[5]  not matched  -> crm, lms-archive: the event type is none of Course*\n"
+        "  routes[6]  matched      -> crm\n"
         "event 3: x\n"
         "  dedupe   abc#2\n"
         "  targets  none: recorded as unrouted\n"
+        "  routes[5]  not matched  -> crm, lms-archive: the event type is none of Course*\n"
+        "  routes[6]  not matched  -> crm: the event type is none of EnrollmentApprovalRequest\n"
     )
     assert signature not in out
 
@@ -488,7 +495,20 @@ def test_dry_run_json(secrets_env: dict[str, str], relay_check: Run, tmp_path: P
         "message": "accepted",
         "signature": None,
         "events": [
-            {"type": "COURSEMEMBER_CREATED", "dedupe": None, "targets": ["crm", "analytics"]}
+            {
+                "type": "COURSEMEMBER_CREATED",
+                "dedupe": None,
+                "targets": ["crm", "analytics"],
+                "routes": [
+                    {
+                        "route": 4,
+                        "targets": ["crm", "analytics"],
+                        "matched": True,
+                        "event_matched": True,
+                        "failed": None,
+                    }
+                ],
+            }
         ],
     }
 

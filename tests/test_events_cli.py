@@ -31,9 +31,11 @@ from relay.cli.main import main
 from relay.config.loading import parse_routes
 from relay.config.settings import Settings
 from relay.core.states import DeliveryState
+from relay.core.times import format_time
 from relay.ops.events import EventSummary, TargetState
 from relay.receiver.app import create_app
 from relay.store import keys
+from relay.store.breakers import Breakers
 from tests.support.seed_states import LISTING_NOW as NOW
 from tests.support.seed_states import logged_attempt as record
 from tests.support.seed_states import seed_received_event as seed_event
@@ -300,6 +302,7 @@ def test_show_json_shape(
             "truncated": False,
         },
         "unrouted": False,
+        "enrichment": None,
         "attempts_omitted": 0,
         "deliveries": [
             {
@@ -321,6 +324,8 @@ def test_show_json_shape(
                         "retry_in_s": None,
                     }
                 ],
+                "breaker": None,
+                "order": None,
             },
             {
                 "target": "analytics",
@@ -352,9 +357,72 @@ def test_show_json_shape(
                         "retry_in_s": None,
                     },
                 ],
+                "breaker": None,
+                "order": None,
             },
         ],
     }
+
+
+def test_show_says_a_delivery_is_held_by_its_targets_open_breaker(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_two(redis_client)
+    now = time.time()
+    breakers = Breakers(redis_client)
+    for target in ("analytics", "crm"):
+        breakers.record(target, True, 1, 30.0, "HTTP 503", now)
+    code, out, _ = run_cli(capsys, "show", ID_A)
+    assert code == 0
+    lines = out.splitlines()
+    reason = lines.index("  reason: HTTP 503")
+    assert lines[reason + 1].startswith(
+        f"  held: the target's circuit breaker is open since {format_time(now)} ("
+    )
+    assert "after 1 failed attempt in a row (last: HTTP 503); next probe in" in lines[reason + 1]
+    assert out.count("held:") == 1  # crm's delivery is over: its breaker holds nothing of it
+    _, out, _ = run_cli(capsys, "show", ID_A, "--json")
+    crm, analytics = orjson.loads(out)["deliveries"]
+    assert analytics["breaker"]["state"] == "open"
+    assert analytics["breaker"]["at"] == now
+    assert crm["breaker"]["state"] == "open"  # the JSON says it all the same
+
+
+def test_show_the_kept_enrichment_record(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_two(redis_client)
+    record = b'{"completed":true,"score":80,"note":"\xe2\x80\xaeevil"}'
+    redis_client.set(keys.enrichment_key(ID_A), record, ex=600)
+    code, out, _ = run_cli(capsys, "show", ID_A)
+    assert code == 0
+    assert (
+        "body: 30 bytes\n"
+        "  event=COURSEMEMBER_ADDED&id=42\n"
+        "enrichment record: 46 bytes (sent to enriching targets with the body)\n"
+        "  {\n"
+        '    "completed": true,\n'
+        '    "score": 80,\n'
+        '    "note": "\\u202eevil"\n'  # a provider's text cannot turn the terminal around
+        "  }\n"
+        "\n"
+        "target crm: delivered, 1 attempt\n"
+    ) in out
+    code, out, _ = run_cli(capsys, "show", ID_A, "--max-body", "20")
+    assert "enrichment record: 46 bytes (sent to enriching targets with the body; first 20 " in out
+    code, out, _ = run_cli(capsys, "show", ID_A, "--json")
+    assert orjson.loads(out)["enrichment"] == {
+        "completed": True,
+        "score": 80,
+        "note": "\u202eevil",
+    }
+    assert redis_client.ttl(keys.enrichment_key(ID_A)) <= 600  # looking renews nothing
+    # A value that is not a JSON object is no record: not shown.
+    redis_client.set(keys.enrichment_key(ID_A), b"[1, 2]")
+    code, out, _ = run_cli(capsys, "show", ID_A)
+    assert "enrichment" not in out
+    code, out, _ = run_cli(capsys, "show", ID_A, "--json")
+    assert orjson.loads(out)["enrichment"] is None
 
 
 def test_show_unrouted_replayed(

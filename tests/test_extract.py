@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
+from relay.config.filters import EventFields
 from relay.config.model import Dedupe, Source
 from relay.core.errors import BadRequest, UnsupportedMediaType
 from relay.core.headers import (
@@ -203,8 +204,9 @@ def test_parse_json_rejects_with_400(body: bytes) -> None:
 def test_a_byte_order_mark_is_skipped_for_parsing_and_kept_in_the_body() -> None:
     body = b'\xef\xbb\xbf{"event": "element_published"}'
     assert parse_json(body) == {"event": "element_published"}
+    fields = EventFields({"event": "element_published"}, False, headers())
     assert parse_request(source("json"), JSON_CT, headers(), body) == [
-        ParsedEvent("element_published", body, None)
+        ParsedEvent("element_published", body, None, True, fields)
     ]
     for bad in (b"\xef\xbb\xbf", b"\xef\xbb\xbf  ", b"\xef\xbb\xbf\xef\xbb\xbf{}"):
         with pytest.raises(BadRequest):
@@ -229,8 +231,9 @@ def test_parse_form_rejects_with_400(body: bytes) -> None:
 
 def test_json_source() -> None:
     body = b'{"event": "element_published", "id": 1}'
+    fields = EventFields({"event": "element_published", "id": 1}, False, headers())
     assert parse_request(source("json"), JSON_CT, headers(), body) == [
-        ParsedEvent("element_published", body, None)
+        ParsedEvent("element_published", body, None, True, fields)
     ]
 
 
@@ -254,7 +257,9 @@ def test_json_sources_refuse_other_media_types(kind: str) -> None:
 def test_form_source() -> None:
     body = b"courseId=1&memberId=2&event=COURSEMEMBER_COMPLETED"
     (parsed,) = parse_request(source("form"), FORM_CT, headers(), body)
-    assert parsed == ParsedEvent("COURSEMEMBER_COMPLETED", body, None)
+    form = {"courseId": "1", "memberId": "2", "event": "COURSEMEMBER_COMPLETED"}
+    fields = EventFields(form, True, headers())
+    assert parsed == ParsedEvent("COURSEMEMBER_COMPLETED", body, None, True, fields)
 
 
 def test_form_source_refuses_json() -> None:
@@ -276,8 +281,10 @@ def test_json_or_form_takes_both_and_refuses_others() -> None:
     [(JSON_CT, b'{"id": 1}'), (JSON_CT, b"not json"), ("text/xml", b"<a/>"), ("", b"")],
 )
 def test_header_sources_take_any_body_as_is(kind: str, content_type: str, body: bytes) -> None:
-    (parsed,) = parse_request(source(kind), content_type, headers(X_Event_Type="e.x"), body)
-    assert parsed == ParsedEvent("e.x", body, None)
+    sent = headers(X_Event_Type="e.x")
+    (parsed,) = parse_request(source(kind), content_type, sent, body)
+    document = {"id": 1} if body == b'{"id": 1}' else None  # JSON bodies are parsed for filters
+    assert parsed == ParsedEvent("e.x", body, None, True, EventFields(document, False, sent))
 
 
 def test_dedupe_from_body_and_header() -> None:
@@ -308,7 +315,8 @@ def test_aspnet_single_notification_is_the_original_body() -> None:
     body = b'{"Id": "i1", "Attempt": 2, "Notifications": [{"Action": "CourseCompleted"}]}'
     s = source("aspnet", dedupe=("body:Id",))
     (parsed,) = parse_request(s, JSON_CT, headers(), body)
-    assert parsed == ParsedEvent("CourseCompleted", body, "i1", original_body=True)
+    fields = EventFields(json.loads(body), False, headers())
+    assert parsed == ParsedEvent("CourseCompleted", body, "i1", original_body=True, fields=fields)
 
 
 def test_aspnet_several_notifications_are_split_with_their_envelope() -> None:

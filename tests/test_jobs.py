@@ -25,7 +25,8 @@ from relay.core import constants
 from relay.core.states import FINAL_STATES, DeliveryState
 from relay.ops.deliveries import replay_delivery
 from relay.store import keys
-from relay.store.deliveries import LEASE_MARGIN, Record, Store, attempt_records
+from relay.store.control import NO_LIMITS
+from relay.store.deliveries import LEASE_MARGIN, Record, Store, Wanted, attempt_records
 from relay.store.queue import DELIVER_DUE, make_queue
 from relay.store.records import AttemptRecord, Outcome, TargetStat
 from tests.support.seed_events import make_event, routes_toml, store_events
@@ -377,7 +378,7 @@ def test_an_attempt_in_flight_elsewhere_is_not_repeated_until_its_lease_ends(
     # Another worker claims it: the entry moves to the end of that worker's lease.
     now = time.time()
     other = Store(redis_client, 3600)
-    assert other.claim([("a", 10, now + 30)], 10, now) == {"a": [event.id]}
+    assert other.claim([Wanted("a", 10, now + 30)], 10, now).ids == {"a": [event.id]}
     jobs.deliver_due()
     assert targets.received == []
     assert due(redis_client, "a") == {event.id: pytest.approx(now + 30)}
@@ -398,10 +399,10 @@ def test_a_claim_leases_what_is_due_and_takes_it_again_after_the_lease(
     t0 = time.time()
     redis_client.zadd(keys.due_key("a"), {"e1": t0 - 5, "e2": t0 - 1, "e3": t0, "e4": t0 + 30})
     redis_client.zadd(keys.due_key("b"), {"f1": t0 - 2, "f2": t0 - 1})
-    assert store.anything_due(["a", "b"], t0) is True
+    assert store.anything_due([("a", NO_LIMITS), ("b", NO_LIMITS)], t0) is True
 
     # Per-target limit and total limit; oldest first; a retry due later is not taken.
-    taken = store.claim([("a", 2, t0 + 15), ("b", 5, t0 + 20)], 3, t0)
+    taken = store.claim([Wanted("a", 2, t0 + 15), Wanted("b", 5, t0 + 20)], 3, t0).ids
     assert taken == {"a": ["e1", "e2"], "b": ["f1"]}
     assert due(redis_client, "a") == {
         "e1": pytest.approx(t0 + 15),
@@ -410,22 +411,24 @@ def test_a_claim_leases_what_is_due_and_takes_it_again_after_the_lease(
         "e4": pytest.approx(t0 + 30),
     }
     assert due(redis_client, "b") == {"f1": pytest.approx(t0 + 20), "f2": pytest.approx(t0 - 1)}
-    assert store.claim([("a", 5, t0 + 15), ("b", 5, t0 + 20)], 10, t0) == {
+    assert store.claim([Wanted("a", 5, t0 + 15), Wanted("b", 5, t0 + 20)], 10, t0).ids == {
         "a": ["e3"],
         "b": ["f2"],
     }
 
     # Another worker, before the leases end, finds nothing to take.
-    assert store.anything_due(["a", "b"], t0 + 14) is False
-    assert store.claim([("a", 10, t0 + 99), ("b", 10, t0 + 99)], 100, t0 + 14) == {}
+    assert store.anything_due([("a", NO_LIMITS), ("b", NO_LIMITS)], t0 + 14) is False
+    assert store.claim([Wanted("a", 10, t0 + 99), Wanted("b", 10, t0 + 99)], 100, t0 + 14).ids == {}
     assert due(redis_client, "a")["e1"] == pytest.approx(t0 + 15)
 
     # The worker that held them died: once its lease ends they are claimable again.
-    assert store.claim([("a", 10, t0 + 40), ("b", 10, t0 + 40)], 100, t0 + 15) == {
+    assert store.claim([Wanted("a", 10, t0 + 40), Wanted("b", 10, t0 + 40)], 100, t0 + 15).ids == {
         "a": ["e1", "e2", "e3"]
     }
-    assert store.claim([("a", 10, t0 + 60)], 100, t0 + 30) == {"a": ["e4"]}
-    assert store.claim([("a", 0, t0 + 99)], 100, t0 + 99) == {}  # no free slot: nothing taken
+    assert store.claim([Wanted("a", 10, t0 + 60)], 100, t0 + 30).ids == {"a": ["e4"]}
+    assert (
+        store.claim([Wanted("a", 0, t0 + 99)], 100, t0 + 99).ids == {}
+    )  # no free slot: nothing taken
 
 
 def test_a_record_sets_the_next_due_time_with_the_state_and_stale_ones_change_nothing(
@@ -435,7 +438,7 @@ def test_a_record_sets_the_next_due_time_with_the_state_and_stale_ones_change_no
     event = make_event(["a"])
     store_events(redis_client, [event], enqueue=False)
     now = time.time()
-    assert store.claim([("a", 10, now + 20)], 10, now) == {"a": [event.id]}
+    assert store.claim([Wanted("a", 10, now + 20)], 10, now).ids == {"a": [event.id]}
 
     def record(attempt: int, state: str, due_at: float | None) -> int:
         counter = TargetStat(state) if state in FINAL_STATES else None

@@ -18,7 +18,7 @@ from relay.cli.tables import cell_text, render_fields, render_table
 from relay.core.states import DeliveryState
 from relay.ops import deliveries as ops
 from relay.store import keys
-from relay.store.deliveries import Record, Store
+from relay.store.deliveries import Record, Store, Wanted
 from relay.store.queue import DELIVER_DUE, kick, make_queue
 from relay.store.records import AttemptRecord, TargetStat
 from tests.support.seed_events import make_event, store_events
@@ -331,7 +331,8 @@ def test_collect_status_counts_figures_per_target(redis_client: redis.Redis) -> 
     doc = status.to_json()
     assert doc["queue"]["queued"] == 2
     assert doc["targets"][0]["name"] == "crm"
-    assert set(doc) == {"at", "queue", "workers", "targets", "sources"}
+    assert set(doc) == {"at", "queue", "workers", "targets", "sources", "reconciled"}
+    assert doc["reconciled"] == []  # no source with a reconcile table
 
 
 def test_collect_status_counts_each_delivery_once_where_it_stands(
@@ -348,7 +349,7 @@ def test_collect_status_counts_each_delivery_once_where_it_stands(
 
     assert crm() == (4, 0)  # fresh events: due since they were received
     now = time.time()
-    taken = store.claim([("crm", 3, now + 40)], 10, now)["crm"]
+    taken = store.claim([Wanted("crm", 3, now + 40)], 10, now).ids["crm"]
     assert len(taken) == 3
     # In flight: due again only when the lease ends, so counted later, never also pending.
     assert crm() == (1, 3)

@@ -20,6 +20,7 @@ from relay.core.states import DeliveryState
 from relay.core.times import format_time
 from relay.ops import deliveries as ops
 from relay.store import keys
+from relay.store.breakers import Breakers
 from relay.store.pauses import paused
 from relay.store.queue import DELIVER_DUE, make_queue
 from tests.support.processes import post, relay_env, relay_processes, wait_until
@@ -159,6 +160,8 @@ def test_status_json(
         "failures": 0,
         "replayed": 1,
         "paused": None,
+        "breaker": None,
+        "control": None,
     }
 
 
@@ -193,6 +196,49 @@ def test_status_shows_a_paused_target_with_why_and_since_when(
         "event_id": None,
     }
     assert idle["paused"] is None
+
+
+def test_status_shows_an_open_breaker_with_since_when_and_the_next_probe(
+    env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    seed_event(redis_client, deliveries={"crm": ("pending", 0, "")}, due={"crm": now - 1})
+    breakers = Breakers(redis_client)
+    for _ in range(2):
+        breakers.record("crm", True, 2, 30.0, "HTTP 503", now)
+    breakers.record("idle", True, 2, 30.0, "timeout after 10s", now)  # one failure: closed
+
+    code, out, _ = run(capsys, "status")
+    assert code == 0
+    table = rows(out.split("\n\n")[1])
+    assert table[1][:3] == ["crm", "breaker-open", "1"]
+    assert table[2][:2] == ["idle", "active"]
+    listing = out.rstrip().split("\n\n")[-1].splitlines()
+    assert listing[0] == (
+        "Breaker open (deliveries held, one probe per interval; all go out again when one "
+        "succeeds):"
+    )
+    assert listing[1].startswith(
+        f"  crm  open since {format_time(now)} (0s ago) after 2 failed attempts in a row "
+        "(last: HTTP 503); next probe in "
+    )
+    assert len(listing) == 2
+
+    _, out, _ = run(capsys, "status", "--json")
+    crm, idle = orjson.loads(out)["targets"]
+    assert crm["breaker"]["state"] == "open"
+    assert crm["breaker"]["at"] == now
+    assert crm["breaker"]["failures"] == 2
+    assert 0 < crm["breaker"]["next_probe_in"] <= 30
+    assert idle["breaker"]["state"] == "closed"
+    assert idle["breaker"]["last_error"] == "timeout after 10s"
+
+    # Paused too: the pause is the state shown (it holds everything), the breaker still listed.
+    assert main(["pause", "crm", "--reason", "maintenance window"]) == 0
+    capsys.readouterr()
+    _, out, _ = run(capsys, "status")
+    assert rows(out.split("\n\n")[1])[1][:2] == ["crm", "paused"]
+    assert "  crm  open since" in out
 
 
 def test_status_routes_option_and_missing_routes(

@@ -17,7 +17,8 @@ from relay.config.loading import parse_routes
 from relay.config.model import RouteTable
 from relay.core.states import DeliveryState
 from relay.store import keys
-from relay.store.reconcile import read_pass, read_snapshot
+from relay.store.reconcile import read_pass
+from relay.store.reconcile_snapshot import read_snapshot
 from tests.support.fellow_api import KEY, FellowApiServer
 from tests.support.receiver import receiver_server
 from tests.support.stored import field
@@ -267,6 +268,6 @@ def test_a_fault_fails_the_pass_loudly_and_synthesizes_nothing(
     assert KEY not in repr(logs)
     record = read_pass(redis_client, "fellow")
     assert record.failures == 1
-    assert words in record.outcome
+    assert words in record.error
     assert redis_client.zcard(keys.EVENTS_INDEX) == 0
     assert [m.member for m in read_snapshot(redis_client, "fellow")] == ["m1"]

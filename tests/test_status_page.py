@@ -30,6 +30,7 @@ from relay.core.times import format_time
 from relay.ops import deliveries as ops
 from relay.ops import status_page
 from relay.ops.status_page import (
+    BREAKER_OPEN,
     DEGRADED,
     FAILING,
     IDLE,
@@ -44,6 +45,7 @@ from relay.ops.status_page import (
     summarize,
 )
 from relay.store import keys
+from relay.store.breakers import Breakers
 from relay.store.pauses import Pause
 from relay.store.queue import kick, make_queue
 from tests.support.redis_server import free_port
@@ -277,6 +279,11 @@ def shown(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
+def is_open(target: Mapping[str, Any]) -> bool:
+    """Whether a target of /status.json has an open circuit breaker."""
+    return target["breaker"] is not None and target["breaker"]["state"] == "open"
+
+
 def assert_page_matches_json(html: str, doc: Mapping[str, Any]) -> None:
     """Every figure on the page equals the one /status.json reports, row for row."""
     page = parse_page(html)
@@ -284,6 +291,7 @@ def assert_page_matches_json(html: str, doc: Mapping[str, Any]) -> None:
     queue = doc["queue"]
     assert page.figures == {
         "targets.paused": str(healths.count(PAUSED)),
+        "targets.breaker_open": str(sum(is_open(t) for t in doc["targets"])),
         "targets.failing": str(healths.count(FAILING)),
         "targets.degraded": str(healths.count(DEGRADED)),
         "dead_letters.total": str(doc["dead_letters"]["total"]),
@@ -305,6 +313,8 @@ def assert_page_matches_json(html: str, doc: Mapping[str, Any]) -> None:
             assert row["@name"] == t["paused"]["since"] == format_time(t["paused"]["at"])
         else:
             assert "paused" not in row["name"]
+            assert (t["health"] == BREAKER_OPEN) is is_open(t)
+        assert ("breaker open since" in row["name"]) is is_open(t)
         assert row["health"] == t["health"]
         assert row["recent"] == f"{t['recent_failures']}/{t['recent_attempts']}"
         for field in (
@@ -670,6 +680,60 @@ def test_a_paused_target_beats_its_recent_attempts_and_is_escaped() -> None:
     assert parse_page(html).keyed("targets")["crm"]["name"].endswith(" ".join(EVIL.split()))
     assert page.to_json()["targets"][0]["paused"]["event_id"] == "evt_410"
     assert_page_matches_json(html, page.to_json())
+
+
+async def test_a_target_with_an_open_breaker_is_shown_held_with_since_when_and_next_probe(
+    make_client: MakeClient, redis_client: redis.Redis
+) -> None:
+    now = time.time()
+    seed_scene(redis_client, now)
+    seed_event(
+        redis_client, deliveries={"crm": (DeliveryState.PENDING, 0, "")}, due={"crm": now - 1}
+    )
+    breakers = Breakers(redis_client)
+    for _ in range(3):
+        breakers.record("crm", True, 3, 30.0, "HTTP 503", now - 120)
+    breakers.record("billing", True, 3, 30.0, "HTTP 500", now)  # failing, still closed
+    client = await make_client()
+
+    doc = await (await client.get("/status.json")).json()
+    targets = {t["name"]: t for t in doc["targets"]}
+    crm = targets["crm"]
+    assert crm["health"] == BREAKER_OPEN  # not failing: its deliveries are held, not tried
+    assert crm["breaker"]["state"] == "open"
+    assert crm["breaker"]["since"] == format_time(now - 120)
+    assert crm["breaker"]["failures"] == 3
+    assert crm["breaker"]["last_error"] == "HTTP 503"
+    assert 0 < crm["breaker"]["next_probe_in"] <= 30
+    assert targets["billing"]["breaker"]["state"] == "closed"
+    assert targets["billing"]["breaker"]["failures"] == 1
+    assert targets["billing"]["health"] != BREAKER_OPEN
+    assert targets["analytics"]["breaker"] is None
+
+    html = await (await client.get("/status")).text()
+    assert_page_matches_json(html, doc)
+    page = parse_page(html)
+    assert page.figures["targets.breaker_open"] == "1"
+    row = page.keyed("targets")["crm"]
+    assert row["health"] == BREAKER_OPEN
+    assert row["name"].startswith(
+        f"crm breaker open since {format_time(now - 120)} (2m ago) after 3 failed attempts in a "
+        "row (last: HTTP 503); next probe in "
+    )
+    assert "crm&#x27;s circuit breaker is open since" in html
+    assert "go out again on their own when a probe succeeds" in html
+
+    # Paused as well: pause wins the health, the breaker still shows and counts.
+    assert pause_target(redis_client, "crm", "maintenance window", now=now - 60)
+    client = await make_client()  # a fresh page, not the one cached for CACHE_SECONDS
+    doc = await (await client.get("/status.json")).json()
+    html = await (await client.get("/status")).text()
+    assert {t["name"]: t["health"] for t in doc["targets"]}["crm"] == PAUSED
+    assert parse_page(html).figures["targets.breaker_open"] == "1"
+    assert parse_page(html).figures["targets.paused"] == "1"
+    name = parse_page(html).keyed("targets")["crm"]["name"]
+    assert name.startswith(f"crm paused since {format_time(now - 60)} (1m ago): maintenance window")
+    assert f" breaker open since {format_time(now - 120)} (2m ago) after 3 failed" in name
 
 
 async def test_status_page_of_an_empty_redis(make_client: MakeClient) -> None:

@@ -26,16 +26,19 @@ log = structlog.get_logger("relay.worker")
 
 
 def build_registry(
-    connection: Callable[[], redis.Redis], targets: Callable[[], Iterable[str]]
+    connection: Callable[[], redis.Redis],
+    targets: Callable[[], Iterable[str]],
+    reconciled: Callable[[], Iterable[tuple[str, float]]] | None = None,
 ) -> tuple[CollectorRegistry, WorkerMetrics]:
     """A registry with the worker's counters and the gauges read from Redis at scrape time.
 
     The Redis gauges (relay_target_paused among them) are the receiver's own collector, given
-    the configured targets so that each has a sample.
+    the configured targets so that each has a sample, and the reconciled sources with their
+    `every`.
     """
     registry = CollectorRegistry(auto_describe=True)
     metrics = WorkerMetrics(registry)
-    registry.register(RedisCollector(connection, targets=targets))
+    registry.register(RedisCollector(connection, targets=targets, reconciled=reconciled))
     return registry, metrics
 
 

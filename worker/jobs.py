@@ -12,7 +12,13 @@ is due or in flight, up to LOOP_BUDGET, so kicks coalesce under load.
 Claims are bounded per target by free in-flight slots: a hanging target holds at most its own
 slots and costs no RQ job per delivery; targets that recently outlived the inline wait are not
 waited for at all. A paused target (relay.store.pauses) is not claimed: its deliveries stay due,
-with their attempt budget untouched, until `relay resume`.
+with their attempt budget untouched, until `relay resume`. A target whose circuit breaker is
+open (worker.breaker) is held the same way, but for one probe delivery per probe interval.
+
+A target's `rate` and `concurrency` (relay.store.control) are enforced by the claim itself, in
+Redis, across all workers: what they hold stays due and uses no attempt. A kick whose only due
+work is held by a rate sleeps until the rate allows a start (at most RATE_NAP, else the poller
+kicks then): it never spins. FIFO per key needs nothing here: only heads are ever due.
 
 Recording what an attempt came to is worker.recording's. Every state change is checked against
 the attempt counter (relay.store.deliveries), so a delivery attempted twice (a lease that ended
@@ -24,14 +30,18 @@ from __future__ import annotations
 import concurrent.futures
 import random
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import structlog
 
 from relay.config.model import Target
 from relay.store.deliveries import (
     LEASE_MARGIN,
+    Claimed,
+    Wanted,
     drop_due,
     due_again,
     duplicates,
@@ -40,7 +50,10 @@ from relay.store.deliveries import (
 )
 from relay.store.pauses import paused
 from relay.store.queue import kick
+from worker.breaker import claim_gates, held_targets
 from worker.context import WorkerContext, current
+from worker.control import limits_of
+from worker.fellow.enrich import lease_allowance, wanted_kind
 from worker.outbound import build_request
 from worker.outcome import AttemptResult
 from worker.recording import Planned, finish_missing_target, record_attempt
@@ -61,6 +74,9 @@ CLAIM_TOTAL = 256
 UNKNOWN_TARGET_LEASE = 60.0
 #: A claimed delivery that finds no free slot after all is due again this much later.
 DEFER_DELAY = 1.0
+#: Longest a kick sleeps for a rate to allow the next start; longer waits are left to the due
+#: poller (worker.poller.POLL_INTERVAL), whose lateness the rate's tolerance makes up for.
+RATE_NAP = 0.5
 
 
 @dataclass(frozen=True)
@@ -84,49 +100,72 @@ def deliver_due() -> None:
     deadline = time.monotonic() + LOOP_BUDGET
     in_flight = InFlight(ctx, runtime)
     while True:
-        claimed = claim(ctx, runtime)
-        if claimed:
-            in_flight.add(start_claimed(ctx, claimed))
+        claimed = claim_due(ctx, runtime)
+        if claimed.ids:
+            in_flight.add(start_claimed(ctx, pairs(claimed)))
             if time.monotonic() > deadline:
                 in_flight.finish()
                 # More may be due: hand over to a fresh kick rather than hold this worker forever.
                 kick(ctx.queue)
                 return
         elif not in_flight:
-            return
+            nap = claimed.rate_wait()
+            if nap is None or nap > RATE_NAP:
+                return  # nothing due, or not before the poller looks again
+            if time.monotonic() + nap > deadline:
+                kick(ctx.queue)  # held by a rate only: a fresh kick goes on after the nap
+                return
+            time.sleep(nap)
+            continue
         in_flight.wait(CLAIM_TICK)
 
 
 def claim(ctx: WorkerContext, runtime: Runtime) -> list[tuple[str, str]]:
     """Claim deliveries due now across every target with free slots: (event id, target)."""
+    return pairs(claim_due(ctx, runtime))
+
+
+def pairs(claimed: Claimed) -> list[tuple[str, str]]:
+    """(event id, target) of every delivery a claim took."""
+    return [(event_id, target) for target, ids in claimed.ids.items() for event_id in ids]
+
+
+def claim_due(ctx: WorkerContext, runtime: Runtime) -> Claimed:
+    """Claim deliveries due now across every target with free slots, within their limits."""
     now = time.time()
     names = ctx.store.due_targets()
     holds = paused(ctx.connection, names)
+    # An open breaker lets one probe through per interval, or nothing (worker.breaker).
+    gates = claim_gates(ctx, [n for n in names if n not in holds])
     # Start at a random target each time: with more due than one claim takes, none starves.
     shift = random.randrange(len(names)) if names else 0
-    wanted: list[tuple[str, int, float]] = []
+    wanted: list[Wanted] = []
     for name in names[shift:] + names[:shift]:
         if name in holds:
             continue
         target = ctx.routes.targets.get(name)
         if target is None:  # removed from routes.toml: taken to be dead-lettered
-            wanted.append((name, CLAIM_PER_TARGET, now + UNKNOWN_TARGET_LEASE))
+            wanted.append(Wanted(name, CLAIM_PER_TARGET, now + UNKNOWN_TARGET_LEASE))
             continue
-        limit = min(CLAIM_PER_TARGET, runtime.free_slots(name))
+        limit = gates.limit(name, min(CLAIM_PER_TARGET, runtime.free_slots(name)))
         if limit > 0:
-            wanted.append((name, limit, now + target.timeout + LEASE_MARGIN))
-    taken = ctx.store.claim(wanted, CLAIM_TOTAL, now)
-    return [(event_id, target) for target, ids in taken.items() for event_id in ids]
+            lease_end = now + target.timeout + lease_allowance(ctx.routes, target) + LEASE_MARGIN
+            wanted.append(Wanted(name, limit, lease_end, limits_of(target)))
+    claimed = ctx.store.claim(wanted, CLAIM_TOTAL, now)
+    gates.release_unused(claimed.ids)
+    return claimed
 
 
 def anything_due(ctx: WorkerContext, runtime: Runtime) -> bool:
-    """Whether this process could claim something now (due, not paused, slots free)."""
+    """Whether this process could claim something now (due, not paused, not held by an open
+    breaker until its next probe, slots free)."""
     names = ctx.store.due_targets()
-    holds = paused(ctx.connection, names)
+    holds = paused(ctx.connection, names).keys() | held_targets(ctx, names)
+    targets = ctx.routes.targets
     open_targets = [
-        n
+        (n, limits_of(targets.get(n)))
         for n in names
-        if n not in holds and (n not in ctx.routes.targets or runtime.free_slots(n))
+        if n not in holds and (n not in targets or runtime.free_slots(n))
     ]
     return ctx.store.anything_due(open_targets, time.time())
 
@@ -180,12 +219,11 @@ def start_plans(ctx: WorkerContext, plans: list[Planned]) -> list[Started]:
         if target is None:
             finish_missing_target(ctx, plan)
             continue
-        request = build_request(plan.event, target, plan.attempt, int(time.time()))
         # The attempt's task copies this context: whatever it logs carries its event id.
         with structlog.contextvars.bound_contextvars(
             event_id=plan.event.id, target=plan.target, attempt=plan.attempt
         ):
-            future = runtime.submit(runtime.post(request, target.timeout), 0.0, plan.target)
+            future = runtime.submit(attempt_of(ctx, runtime, plan, target), 0.0, plan.target)
         if future is None:  # the claim raced another job of this process for the slots
             deferred.append((plan.event.id, plan.target))
             continue
@@ -193,6 +231,17 @@ def start_plans(ctx: WorkerContext, plans: list[Planned]) -> list[Started]:
     if deferred:
         due_again(ctx.connection, deferred, time.time() + DEFER_DELAY)
     return started
+
+
+def attempt_of(
+    ctx: WorkerContext, runtime: Runtime, plan: Planned, target: Target
+) -> Coroutine[Any, Any, AttemptResult]:
+    """One attempt, to run on the background loop: the POST, or for a Fellow completion to an
+    enriching target, its record first (fetched once per event, worker.fellow.enrich)."""
+    if wanted_kind(plan.event, target) is not None:
+        return runtime.enricher.attempt(ctx, plan.event, target, plan.attempt, runtime.post)
+    request = build_request(plan.event, target, plan.attempt, int(time.time()))
+    return runtime.post(request, target.timeout)
 
 
 class InFlight:

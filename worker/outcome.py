@@ -4,7 +4,8 @@ Rules (Standard Webhooks conventions, https://www.standardwebhooks.com/):
 - 2xx: delivered.
 - 410 Gone: stop this delivery at once (state GONE, dead-lettered, logged at error level).
 - 429, 503 (and 502, 504): slow down; a `Retry-After` (seconds or HTTP date, capped) replaces
-  the backoff delay for the next attempt.
+  the backoff delay for the next attempt. So does the Retry-After of an attempt that failed
+  before its POST (an enrichment fetch answered 429: worker.fellow.enrich).
 - 3xx (redirects are not followed), any other status, timeouts, connection errors: retry with
   backoff; when the round's attempts are used up the delivery is dead-lettered.
 """
@@ -77,7 +78,7 @@ def next_step(
         reason = f"out of attempts ({policy.attempts}); last: {what}"
         return Step(DeliveryState.DEAD, Outcome.DEAD, None, reason)
     delay: float | None = None
-    if status in SLOW_DOWN:
+    if status in SLOW_DOWN or status is None:
         delay = parse_retry_after(result.retry_after, now)
     if delay is None:
         delay = backoff_delay(policy, round_attempt, uniform)

@@ -19,16 +19,18 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from relay.config.model import RouteTable
+from relay.config.reconcile import reconciled_sources
 from relay.config.settings import Settings
 from relay.core import constants
 from relay.core.metrics import WorkerMetrics
 from relay.store.clients import WORKER, sync_client
 from worker import jobs
 from worker.context import build_context, configure, current, swap_routes
+from worker.control import publish_controls
 from worker.exporter import MetricsServer, build_registry, process_port, serve_metrics
 from worker.reloading import RouteWatcher, install_sighup
 from worker.rq_worker import DEFAULT_MAINTENANCE_INTERVAL, RelayWorker, relay_worker
-from worker.runtime import shutdown_runtime
+from worker.runtime import get_runtime, shutdown_runtime
 
 __all__ = ["DRAIN_LIMIT", "Operations", "drain_limit", "run_worker"]
 
@@ -62,7 +64,11 @@ def _serve_metrics(
 ) -> tuple[MetricsServer, WorkerMetrics] | None:
     """Serve process `index`'s metrics on its port; None (logged) when it cannot be bound."""
     assert ops.metrics_port is not None
-    registry, metrics = build_registry(lambda: conn, lambda: tuple(current().routes.targets))
+    registry, metrics = build_registry(
+        lambda: conn,
+        lambda: tuple(current().routes.targets),
+        lambda: reconciled_sources(current().routes),
+    )
     port = process_port(ops.metrics_port, index)
     try:
         return serve_metrics(registry, ops.metrics_host, port), metrics
@@ -73,12 +79,18 @@ def _serve_metrics(
         return None
 
 
-def _reload_routes(routes: RouteTable, enabled: bool) -> Callable[[], None]:
+def _reload_routes(routes: RouteTable, enabled: bool, conn: Redis) -> Callable[[], None]:
     """Start route reloads if `enabled` (a file watch; SIGHUP too in the main thread).
 
     Returns what stops them and restores SIGHUP's old handler.
     """
-    watcher = RouteWatcher(routes.path, swap_routes).start() if enabled else None
+
+    def apply(table: RouteTable) -> bool:
+        swapped = swap_routes(table)
+        publish_controls(conn, table)  # the rate, concurrency and order now in force
+        return swapped
+
+    watcher = RouteWatcher(routes.path, apply).start() if enabled else None
     main = threading.current_thread() is threading.main_thread()
     restore_sighup = install_sighup(watcher) if watcher is not None and main else None
     if main:
@@ -156,7 +168,9 @@ def run_worker(
             return 1
         server, metrics = served
     configure(build_context(settings, routes, conn, metrics))
-    stop_reloads = _reload_routes(routes, ops.reload_routes)
+    publish_controls(conn, routes)
+    get_runtime().warm()
+    stop_reloads = _reload_routes(routes, ops.reload_routes, conn)
     worker = relay_worker(conn, maintenance_interval)
     worker.retention = settings.retention
     log.info(

@@ -2,8 +2,9 @@
 
 `finalize` turns an attempt's result into the next step (worker.outcome), records it with its next
 due time in one script (relay.store.deliveries: a stale duplicate is refused there), then counts it
-in this process's metrics, pauses a `pause_on_gone` target that answered 410, and logs the one
-line of the attempt. A delivery whose target has left routes.toml is dead-lettered here too.
+in this process's metrics, pauses a `pause_on_gone` target that answered 410, logs the one
+line of the attempt, and counts its result in the target's circuit breaker (worker.breaker).
+A delivery whose target has left routes.toml is dead-lettered here too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import structlog
 from relay.config.model import Target
 from relay.store.deliveries import Record
 from relay.store.records import AttemptRecord, DeliveryState, Event, Outcome, TargetStat
+from worker.breaker import count_attempt
 from worker.context import WorkerContext
 from worker.outcome import AttemptResult, Step, next_step
 from worker.pause import pause_target
@@ -90,6 +92,8 @@ def finalize(ctx: WorkerContext, plan: Planned, target: Target, result: AttemptR
         if step.outcome is Outcome.GONE and target.pause_on_gone:
             _pause_on_gone(ctx, plan)
     _log_attempt(plan, result, step, entry, applied)
+    # Even a stale duplicate's result is news of the target: its breaker counts it.
+    count_attempt(ctx, plan.target, target, result)
 
 
 def _log_attempt(

@@ -28,7 +28,9 @@ from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.worker import WorkerStatus
 
+from relay.core.errors import ConfigError
 from relay.store.queue import OrjsonSerializer, make_queue
+from worker.breaker import close_removed_breakers
 from worker.context import current
 from worker.fellow.schedule import ReconcileLoop
 from worker.poller import DuePoller, kick_if_due
@@ -103,7 +105,8 @@ class RelayWorker(SimpleWorker):
         self._stop_requested = True
 
     def run_maintenance_tasks(self) -> None:
-        """RQ's maintenance, then the retention trim (one process per TRIM_INTERVAL)."""
+        """RQ's maintenance, the retention trim (one process per TRIM_INTERVAL), and closing the
+        breakers that routes.toml no longer has."""
         super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
         retention = self.retention if self.retention is not None else current().settings.retention
         try:
@@ -111,6 +114,11 @@ class RelayWorker(SimpleWorker):
         except (RedisError, OSError) as exc:
             # RQ quits its work loop on any exception here; a missed trim waits for the next pass.
             log.warning("retention trim failed", error=f"{type(exc).__name__}: {exc}")
+        try:
+            close_removed_breakers(self.connection, current().routes, time.time())
+        except (RedisError, OSError, ConfigError) as exc:
+            # ConfigError: no routes in force yet (a bare worker whose first job builds them).
+            log.warning("breaker clean-up failed", error=f"{type(exc).__name__}: {exc}")
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         """TTL of the started-job entry: short, since relay jobs never run long."""

@@ -23,6 +23,7 @@ import aiohttp
 import structlog
 
 from relay.core import constants
+from worker.fellow.enrich import Enricher
 from worker.outbound import OutboundRequest
 from worker.outcome import AttemptResult
 
@@ -58,6 +59,8 @@ class Runtime:
         self._slow_until: dict[str, float] = {}
         #: Late outcomes are recorded here: sync Redis calls must not block the event loop.
         self.recorder = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="relay-record")
+        #: Fetches the records of enriched deliveries (worker.fellow.enrich), on this loop.
+        self.enricher = Enricher()
         self._closed = False
         self._thread.start()
 
@@ -75,6 +78,15 @@ class Runtime:
             )
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
+
+    def warm(self, timeout: float = 10.0) -> None:
+        """Create the HTTP session now: a new worker process's first deliveries then go out as
+        they are claimed, not all together once it exists (which would bunch a rate's starts)."""
+
+        async def create() -> None:
+            self._get_session()
+
+        self.run(create(), timeout)
 
     @property
     def in_flight(self) -> int:
@@ -193,6 +205,7 @@ class Runtime:
                     task.cancel()
             if self._session is not None:
                 await self._session.close()
+            await self.enricher.close()
 
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             self.run(_finish(), timeout=5)

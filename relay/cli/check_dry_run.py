@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from relay.config.model import RouteTable, Source, SourceKind
+from relay.cli.check_filters import verdict_json, verdict_lines
+from relay.config.model import RouteTable, RouteVerdict, Source, SourceKind
 from relay.receiver.accept import Accepted, Handshake, Refused, Request, Step, accept
 from relay.receiver.handshakes import HandshakeKind
 
@@ -42,6 +43,8 @@ class DryEvent:
     type: str | None
     dedupe: str | None
     targets: tuple[str, ...]
+    # Every route of the source: taken, or why not (the first filter field that failed).
+    routes: tuple[RouteVerdict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,8 @@ def dry_run(
         return DryRun(source_name, method, ctype, outcome.status, _HANDSHAKES[outcome.kind])
     note = _signature_note(source, headers, outcome)
     if isinstance(outcome, Accepted):
-        return DryRun(source_name, method, ctype, 202, "accepted", note, _dry_events(outcome))
+        found = _dry_events(table, outcome)
+        return DryRun(source_name, method, ctype, 202, "accepted", note, found)
     message = outcome.message
     if outcome.step is Step.SOURCE:
         message += f" ({', '.join(table.sources) or 'none'})"
@@ -115,13 +119,18 @@ def dry_run(
             table, request, body, event_id=SAMPLE_ID, received_at=SAMPLE_TIME, signatures=False
         )
         if isinstance(unsigned, Accepted):
-            events = _dry_events(unsigned)
+            events = _dry_events(table, unsigned)
     return DryRun(source_name, method, ctype, outcome.status, message, note, events)
 
 
-def _dry_events(accepted: Accepted) -> tuple[DryEvent, ...]:
+def _dry_events(table: RouteTable, accepted: Accepted) -> tuple[DryEvent, ...]:
     return tuple(
-        DryEvent(event.type, part.dedupe_value, event.targets)
+        DryEvent(
+            event.type,
+            part.dedupe_value,
+            event.targets,
+            table.explain(event.source, event.type, part.fields),
+        )
         for event, part in zip(accepted.events, accepted.parsed, strict=True)
     )
 
@@ -152,7 +161,13 @@ def dry_run_json(run: DryRun) -> dict[str, Any]:
         "message": run.message,
         "signature": run.signature or None,
         "events": [
-            {"type": e.type, "dedupe": e.dedupe, "targets": list(e.targets)} for e in run.events
+            {
+                "type": e.type,
+                "dedupe": e.dedupe,
+                "targets": list(e.targets),
+                "routes": [verdict_json(v) for v in e.routes],
+            }
+            for e in run.events
         ],
     }
 
@@ -176,4 +191,5 @@ def render_dry_run(run: DryRun) -> str:
             lines.append(f"  dedupe   {event.dedupe.replace(chr(0x1F), ' | ')}")
         if event.type is not None:
             lines.append(f"  targets  {', '.join(event.targets) or 'none: recorded as unrouted'}")
+            lines.extend(verdict_lines(event.routes))
     return "\n".join(lines) + "\n"

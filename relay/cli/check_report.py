@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from relay.cli.check_filters import filter_warnings, route_text
 from relay.config.fields import sort_problems
 from relay.config.loading import load_routes
-from relay.config.model import RouteTable, Source, Target, event_location
+from relay.config.model import Route, RouteTable, Source, Target, event_location
 from relay.core.errors import ConfigError, Problem
 from relay.core.units import format_duration, format_size
 
@@ -100,7 +101,7 @@ def lint(table: RouteTable, raw: Mapping[str, Any] | None = None) -> list[Proble
         parts = urlsplit(target.url)
         if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
             warn(f"targets.{name}", "plain http to a remote host: use https")
-    return warnings
+    return warnings + filter_warnings(table, raw)
 
 
 def _is_loopback(host: str) -> bool:
@@ -157,10 +158,7 @@ def _source_summary(result: CheckResult, source: Source) -> dict[str, Any]:
             else None
         ),
         "spool": source.spool,
-        "routes": [
-            {"events": list(r.events), "targets": list(r.targets)}
-            for r in table.routes_of(source.name)
-        ],
+        "routes": [_route_json(r) for r in table.routes_of(source.name)],
         "reaches": list(table.reachable(source.name)),
     }
 
@@ -181,7 +179,38 @@ def _target_summary(result: CheckResult, target: Target) -> dict[str, Any]:
         "headers": [name for name, _ in target.headers],
         "body": target.body,
         "pause_on_gone": target.pause_on_gone,
+        "rate": target.rate.text if target.rate is not None else None,
+        "concurrency": target.concurrency,
+        "order": target.order.text if target.order is not None else None,
+        "enrich": target.enrich,
         "fed_by": list(fed_by),
+    }
+
+
+def control_text(target: Target) -> str | None:
+    """`rate 10/s (one start every 100ms); concurrency 4; FIFO per body:memberId`, or None."""
+    parts = []
+    if target.rate is not None:
+        parts.append(
+            f"rate {target.rate.text} (one start every {format_duration(target.rate.interval)})"
+        )
+    if target.concurrency is not None:
+        parts.append(
+            "serial (concurrency 1)"
+            if target.concurrency == 1
+            else f"concurrency {target.concurrency}"
+        )
+    if target.order is not None:
+        whole = target.order.field is None
+        parts.append("FIFO for the whole target" if whole else f"FIFO per {target.order.text}")
+    return "; ".join(parts) or None
+
+
+def _route_json(route: Route) -> dict[str, Any]:
+    return {
+        "events": list(route.events),
+        "targets": list(route.targets),
+        "filter": route.filter.to_dict() if route.filter is not None else None,
     }
 
 
@@ -204,10 +233,7 @@ def result_json(result: CheckResult) -> dict[str, Any]:
         table = result.table
         out["sources"] = {n: _source_summary(result, s) for n, s in table.sources.items()}
         out["targets"] = {n: _target_summary(result, t) for n, t in table.targets.items()}
-        out["routes"] = [
-            {"source": r.source, "events": list(r.events), "targets": list(r.targets)}
-            for r in table.routes
-        ]
+        out["routes"] = [{"source": r.source, **_route_json(r)} for r in table.routes]
     return out
 
 
@@ -258,8 +284,8 @@ def _render_source(result: CheckResult, source: Source) -> list[str]:
     if source.spool:
         extras.append("spools to disk while Redis is down")
     lines.append(f"  intake   {'; '.join(extras)}")
-    for route in info["routes"]:
-        lines.append(f"  route    {', '.join(route['events'])} -> {', '.join(route['targets'])}")
+    routes = result.table.routes_of(source.name) if result.table is not None else ()
+    lines.extend(f"  route    {route_text(route)}" for route in routes)
     lines.append(f"  reaches  {', '.join(info['reaches']) or 'nothing (unrouted)'}")
     return lines
 
@@ -280,6 +306,14 @@ def _render_target(result: CheckResult, target: Target) -> list[str]:
     if info["headers"] or target.body != "original":
         lines.append(
             f"  extra    headers: {', '.join(info['headers']) or 'none'}; body: {target.body}"
+        )
+    control = control_text(target)
+    if control is not None:
+        lines.append(f"  control  {control}")
+    if target.enrich:
+        lines.append(
+            f"  enrich   {target.enrich}: course and program completions as JSON with their API "
+            "record"
         )
     lines.append(f"  fed by   {', '.join(info['fed_by']) or 'no source'}")
     return lines

@@ -119,30 +119,53 @@ def connect(url: str) -> redis.Redis:
     return sync_client(url, OPERATOR)
 
 
+def _routes_data(path: str, quiet: bool = False) -> dict[str, object] | None:
+    """routes.toml as plain TOML (no secret resolved); None when missing or unreadable (said
+    on stderr unless `quiet`)."""
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        return None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        if not quiet:
+            print(f"relay: {path}: {exc} (target names taken from Redis only)", file=sys.stderr)
+        return None
+
+
 def configured_targets(path: str) -> tuple[str, ...] | None:
     """Target names in routes.toml, in file order; None when there is no file or it is unreadable.
 
     Only the names are read, without resolving any secret: an operator's machine need not have
     the targets' environment variables. An unreadable file is reported on stderr.
     """
-    try:
-        with open(path, "rb") as file:
-            data = tomllib.load(file)
-    except FileNotFoundError:
-        return None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        print(f"relay: {path}: {exc} (target names taken from Redis only)", file=sys.stderr)
+    data = _routes_data(path)
+    if data is None:
         return None
     targets = data.get("targets")
     return tuple(str(name) for name in targets) if isinstance(targets, dict) else ()
 
 
-def since_option(value: str | None) -> float | None:
-    """Unix seconds of a `--since` value (2h, 30m, 7d or ISO-8601), None when not given."""
+def configured_reconciled(path: str) -> tuple[str, ...]:
+    """Names of the sources with a `reconcile` table in routes.toml, in file order (quietly
+    none when the file is missing or unreadable: configured_targets says so)."""
+    sources = (_routes_data(path, quiet=True) or {}).get("sources")
+    if not isinstance(sources, dict):
+        return ()
+    return tuple(
+        str(name)
+        for name, table in sources.items()
+        if isinstance(table, dict) and isinstance(table.get("reconcile"), dict)
+    )
+
+
+def since_option(value: str | None, flag: str = "--since") -> float | None:
+    """Unix seconds of a `--since` (or `flag`) value (2h, 30m, 7d or ISO-8601), None when not
+    given."""
     try:
         return None if value is None else parse_since(value)
     except ValueError as exc:
-        raise UsageError(f"--since: {exc}") from None
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def print_json(value: Any) -> None:

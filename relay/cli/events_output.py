@@ -6,15 +6,41 @@ reaches the terminal, so a hostile body cannot move the cursor or change the col
 
 from __future__ import annotations
 
-import base64
 import codecs
+import time
 from collections.abc import Sequence
-from typing import Any
+
+import orjson
 
 from relay.cli.tables import render_fields, render_table
 from relay.core.states import DeliveryState
 from relay.core.times import format_time
 from relay.ops.events import Attempt, DeliveryView, EventSummary, EventView
+from relay.ops.events.documents import (
+    attempt_json,
+    delivery_json,
+    event_json,
+    millis,
+    summary_json,
+)
+
+# The JSON documents are relay.ops.events.documents', shared with the management API; they are
+# imported here for `relay events --json` and kept importable under their old names.
+__all__ = [
+    "attempt_json",
+    "body_text",
+    "compact_states",
+    "delivery_json",
+    "event_json",
+    "human_duration",
+    "millis",
+    "printable",
+    "render_delivery",
+    "render_event",
+    "render_listing",
+    "summary_json",
+]
+from relay.store.breakers import describe_breaker
 
 #: A response snippet in the text view is cut to one line of this many characters.
 SNIPPET_CHARS = 60
@@ -72,90 +98,6 @@ def human_duration(seconds: float) -> str:
     return " ".join(parts[:2])
 
 
-# -- JSON ------------------------------------------------------------------------------------
-
-
-def summary_json(summary: EventSummary) -> dict[str, Any]:
-    """One listed event as JSON."""
-    return {
-        "id": summary.id,
-        "received": format_time(summary.received_at),
-        "received_at": summary.received_at,
-        "source": summary.source,
-        "type": summary.type,
-        "unrouted": summary.unrouted,
-        "targets": [
-            {"target": t.target, "state": t.state, "attempts": t.attempts_made}
-            for t in summary.targets
-        ],
-    }
-
-
-def attempt_json(attempt: Attempt) -> dict[str, Any]:
-    """One attempt record as JSON (times in ISO and Unix seconds, duration in milliseconds)."""
-    return {
-        "attempt": attempt.attempt,
-        "at": format_time(attempt.at),
-        "at_unix": attempt.at,
-        "status": attempt.status,
-        "error": attempt.error or None,
-        "duration_ms": millis(attempt.duration),
-        "outcome": attempt.outcome,
-        "response": attempt.response,
-        "retry_in_s": attempt.retry_in,
-    }
-
-
-def delivery_json(delivery: DeliveryView) -> dict[str, Any]:
-    """One target of an event as JSON."""
-    return {
-        "target": delivery.target,
-        "state": delivery.state,
-        "attempts_made": delivery.attempts_made,
-        "attempts_before_replay": delivery.before_replay,
-        "reason": delivery.reason,
-        "attempts": [attempt_json(a) for a in delivery.attempts],
-    }
-
-
-def event_json(view: EventView, max_body: int, *, full_body: bool) -> dict[str, Any]:
-    """One event as JSON; the body as UTF-8 text when it is, else base64."""
-    event = view.event
-    shown = event.body if full_body else event.body[:max_body]
-    truncated = len(shown) < len(event.body)
-    try:
-        # final=False: a character cut by the preview limit is left out, not an error.
-        data = codecs.getincrementaldecoder("utf-8")().decode(shown, final=not truncated)
-        encoding = "utf-8"
-    except UnicodeDecodeError:
-        data, encoding = base64.b64encode(shown).decode(), "base64"
-    return {
-        "id": event.id,
-        "source": event.source,
-        "type": event.type,
-        "received": format_time(event.received_at),
-        "received_at": event.received_at,
-        "method": event.method,
-        "content_type": event.content_type,
-        "headers": [list(pair) for pair in event.headers],
-        "body": {
-            "size": len(event.body),
-            "encoding": encoding,
-            "data": data,
-            "truncated": truncated,
-        },
-        "unrouted": view.unrouted,
-        "expires_in": view.expires_in,
-        "attempts_omitted": view.attempts_omitted,
-        "deliveries": [delivery_json(d) for d in view.deliveries],
-    }
-
-
-def millis(duration: float | None) -> int | None:
-    """A duration in whole milliseconds, None kept."""
-    return round(duration * 1000) if duration is not None else None
-
-
 # -- text ------------------------------------------------------------------------------------
 
 
@@ -201,6 +143,14 @@ def render_delivery(delivery: DeliveryView) -> str:
     lines = [head]
     if delivery.reason:
         lines.append(f"  reason: {printable(delivery.reason)}")
+    if delivery.breaker is not None and not delivery.state.done:
+        held = describe_breaker(delivery.breaker, time.time())
+        lines.append(f"  held: the target's circuit breaker is {printable(held)}")
+    if delivery.order_ahead:
+        lines.append(
+            f"  held: {delivery.order_ahead} earlier deliveries of its FIFO key "
+            f"({delivery.order_key}) go first"
+        )
     if delivery.attempts:
         table = render_table(
             ("ATTEMPT", "AT", "RESULT", "MS", "OUTCOME", "RESPONSE"),
@@ -208,6 +158,18 @@ def render_delivery(delivery: DeliveryView) -> str:
         )
         lines.extend("  " + line for line in table.splitlines())
     return "\n".join(lines)
+
+
+def render_enrichment(record: bytes, max_body: int) -> list[str]:
+    """The kept enrichment record's lines: its size, then its JSON indented (cut like the body)."""
+    pretty = orjson.dumps(orjson.loads(record), option=orjson.OPT_INDENT_2)
+    note = "sent to enriching targets with the body"
+    if len(pretty) > max_body:
+        note += f"; first {max_body} bytes shown (--json: all)"
+    lines = [f"enrichment record: {len(record)} bytes ({note})"]
+    shown = printable(body_text(pretty, max_body), keep_newlines=True)
+    lines.extend("  " + line for line in shown.splitlines())
+    return lines
 
 
 def render_event(view: EventView, max_body: int) -> str:
@@ -233,6 +195,8 @@ def render_event(view: EventView, max_body: int) -> str:
     out.append(f"body: {note}")
     preview = printable(body_text(event.body, max_body), keep_newlines=True)
     out.extend("  " + line for line in preview.splitlines())
+    if view.enrichment is not None:
+        out.extend(render_enrichment(view.enrichment, max_body))
     out.append("")
     if view.unrouted:
         out.append("deliveries: none (unrouted: no route matched this source and type)")

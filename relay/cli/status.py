@@ -1,8 +1,9 @@
 """`relay status`: per-target delivery figures, queue depth and workers, like `rq info`.
 
 `--interval/-i` refreshes until Ctrl-C; `--json` prints one document (one per line with
-`--interval`). Paused targets are marked and listed with why. Data access lives in
-`relay.ops.deliveries`.
+`--interval`). Paused targets, and targets whose circuit breaker is open, are marked and listed
+with why; so is each reconciled source's last pass, with a note when it failed. Data access lives
+in `relay.ops.deliveries`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from collections.abc import Callable
 import orjson
 import redis
 
-from relay.cli.common import EXIT_FAILED, configured_targets, with_redis
+from relay.cli.common import (
+    EXIT_FAILED,
+    configured_reconciled,
+    configured_targets,
+    with_redis,
+)
 from relay.cli.options import add_connection_options
 from relay.cli.tables import render_table
 from relay.config.settings import Settings
-from relay.core.times import format_time
+from relay.core.times import format_age, format_time
 from relay.ops import deliveries as ops
+from relay.ops.reconciliation import ReconcileStatus
+from relay.store.breakers import describe_breaker
 from relay.store.pauses import describe_pause
 
 #: What the status table shows per target, in order.
@@ -42,10 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _state(t: ops.TargetStatus) -> str:
+    """paused, breaker-open or active: a pause holds everything, so it is shown first."""
+    if t.paused is not None:
+        return "paused"
+    return "breaker-open" if t.breaker is not None and t.breaker.is_open else "active"
+
+
 def _target_row(t: ops.TargetStatus) -> tuple[object, ...]:
     return (
         t.name if t.configured else f"{t.name} *",
-        "paused" if t.paused else "active",
+        _state(t),
         t.pending,
         t.scheduled,
         t.dead_letters,
@@ -72,6 +87,49 @@ def _render_targets(status: ops.Status) -> list[str]:
             for t in held
             if t.paused is not None
         ]
+    tripped = [t for t in status.targets if t.breaker is not None and t.breaker.is_open]
+    if tripped:
+        lines += [
+            "",
+            "Breaker open (deliveries held, one probe per interval; all go out again when one "
+            "succeeds):",
+        ]
+        lines += [
+            f"  {t.name}  {describe_breaker(t.breaker, status.at)}"
+            for t in tripped
+            if t.breaker is not None
+        ]
+    controlled = [(t.name, t.control) for t in status.targets if t.control is not None]
+    if controlled:
+        lines += ["", "Delivery control (held: due deliveries waiting for the limit):"]
+        lines += [f"  {name}  {control.describe()}" for name, control in controlled]
+    return lines
+
+
+RECONCILE_HEADERS = ("SOURCE", "LAST PASS", "OUTCOME", "FAILURES", "MISSED", "MISSED ALL")
+
+
+def _reconcile_row(r: ReconcileStatus, now: float) -> tuple[object, ...]:
+    record = r.record
+    return (
+        r.name if r.configured else f"{r.name} *",
+        f"{format_age(now - record.at)} ago" if record.at else "never",
+        "-" if record.outcome is None else str(record.outcome),
+        record.failures,
+        record.missed,
+        r.missed_total,
+    )
+
+
+def _render_reconciled(status: ops.Status) -> list[str]:
+    """Each reconciled source's last pass; a failed one is spelled out below the table."""
+    if not status.reconciled:
+        return []
+    rows = [_reconcile_row(r, status.at) for r in status.reconciled]
+    lines = ["", "Reconciliation (MISSED: synthesized by the last good pass; ALL: since the first)"]
+    lines.append(render_table(RECONCILE_HEADERS, rows))
+    failed = [r for r in status.reconciled if r.failed]
+    lines += [f"  {r.note(status.at)}" for r in failed]
     return lines
 
 
@@ -87,6 +145,7 @@ def render_status(status: ops.Status) -> str:
     if status.sources:
         rows = [(s.name, s.received, s.duplicates, s.unrouted) for s in status.sources]
         lines += ["", render_table(("SOURCE", "RECEIVED", "DUPLICATES", "UNROUTED"), rows)]
+    lines += _render_reconciled(status)
     return "\n".join(lines)
 
 
@@ -113,10 +172,12 @@ def status_loop(
 
 
 def _status(args: argparse.Namespace, settings: Settings, conn: redis.Redis) -> int:
-    names = configured_targets(args.routes or settings.routes_path) or ()
+    routes = args.routes or settings.routes_path
+    names = configured_targets(routes) or ()
+    reconciled = configured_reconciled(routes)
 
     def show() -> None:
-        status = ops.collect_status(conn, names)
+        status = ops.collect_status(conn, names, reconciled=reconciled)
         if args.json:
             # One document per refresh, one per line with --interval (JSON Lines).
             line = orjson.dumps(

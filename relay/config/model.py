@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from relay.config.breaker import Breaker
+from relay.config.control import Order, Rate
+from relay.config.filters import NO_FIELDS, EventFields, Filter, Unmatched
 from relay.core import constants
 from relay.core.headers import SUPPORTED, Coding
 from relay.core.secrets import Secret
@@ -48,6 +51,13 @@ SOURCE_KINDS: Mapping[SourceKind, str] = {
 
 HTTP_METHODS = ("POST", "PUT")
 BODY_FORMATS = ("original", "json")
+#: What `enrich` on a target may name: the providers whose events relay can enrich.
+ENRICH_PROVIDERS = ("fellow",)
+#: The Fellow events an enriching target receives with their API record, and the record's kind.
+ENRICHED_EVENTS: Mapping[str, str] = {
+    "COURSEMEMBER_COMPLETED": "course",
+    "PROGRAMMEMBER_COMPLETED": "program",
+}
 #: How many (source, event type) pairs a RouteTable remembers the match of.
 MATCH_MEMO = 4096
 #: Inbound dedupe window when a source does not say.
@@ -128,15 +138,23 @@ class Target:
     headers: tuple[tuple[str, Secret], ...] = ()  # extra headers; values may come from the env
     body: str = "original"  # "json": form bodies delivered as a JSON object
     pause_on_gone: bool = False
+    rate: Rate | None = None  # deliveries started per period, across every worker
+    concurrency: int | None = None  # attempts in flight at once, across every worker
+    order: Order | None = None  # FIFO per key (relay.config.control)
+    breaker: Breaker | None = None  # circuit breaker (relay.config.breaker); None: none
+    # "fellow": Fellow completions delivered as JSON with their API record (worker.fellow.enrich)
+    enrich: str | None = None
 
 
 @dataclass(frozen=True)
 class Route:
-    """Events of `source` whose type matches one of `events` go to `targets`."""
+    """Events of `source` whose type matches one of `events` (and whose fields pass `filter`,
+    when it has one) go to `targets`."""
 
     source: str
     events: tuple[str, ...]
     targets: tuple[str, ...]
+    filter: Filter | None = None
     _patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -151,6 +169,38 @@ class Route:
         return any(p.match(event_type) for p in self._patterns)
 
 
+@dataclass(frozen=True, slots=True)
+class _Filtered:
+    """What `RouteTable.match` remembers for an event type that some filtered route takes:
+    the routes taking it (their filters and targets), whose filters run on each event."""
+
+    steps: tuple[tuple[Filter | None, tuple[str, ...]], ...]  # per route: filter, targets
+
+    def targets(self, fields: EventFields) -> tuple[str, ...]:
+        found: tuple[str, ...] = ()
+        several = False  # only then can a target repeat
+        for route_filter, targets in self.steps:
+            if route_filter is None or route_filter.failing(fields) is None:
+                several = bool(found)
+                found += targets
+        return tuple(dict.fromkeys(found)) if several else found
+
+
+@dataclass(frozen=True)
+class RouteVerdict:
+    """Whether one route took an event, and if not why (for `relay check`'s dry run)."""
+
+    index: int  # position in the file: routes[index]
+    route: Route
+    event_matched: bool  # the event type matches one of the route's `events`
+    unmatched: Unmatched | None = None  # the filter's first failing field
+
+    @property
+    def matched(self) -> bool:
+        """Whether the route sends this event to its targets."""
+        return self.event_matched and self.unmatched is None
+
+
 @dataclass(frozen=True)
 class RouteTable:
     """Everything routes.toml says, validated."""
@@ -163,30 +213,56 @@ class RouteTable:
     missing_env: tuple[str, ...] = ()
     #: (source, event type) -> `match`'s answer, for the first MATCH_MEMO pairs seen: the
     #: receiver matches every event, and a provider sends few distinct types. Bounded, because
-    #: event types come from outside. (The table is frozen; a reload builds a new one.)
-    _memo: dict[tuple[str, str], tuple[str, ...]] = field(
+    #: event types come from outside. (The table is frozen; a reload builds a new one.) When a
+    #: route with a filter takes the type, the answer depends on each event's fields: the memo
+    #: keeps the routes taking the type (`_Filtered`), and only their filters run per event.
+    _memo: dict[tuple[str, str], tuple[str, ...] | _Filtered] = field(
         default_factory=dict, compare=False, repr=False
     )
 
-    def match(self, source: str, event_type: str | None) -> tuple[str, ...]:
-        """Target names an event reaches, in first-mention order, each once."""
+    def match(
+        self, source: str, event_type: str | None, fields: EventFields = NO_FIELDS
+    ) -> tuple[str, ...]:
+        """Target names an event reaches, in first-mention order, each once.
+
+        `fields` are what route filters read (by default none: every filtered field missing).
+        """
         if event_type is None:
             return ()
         memo = self._memo
         found = memo.get((source, event_type))
         if found is None:
-            found = self._match(source, event_type)
+            found = self._plan(source, event_type)
             if len(memo) < MATCH_MEMO:
                 memo[source, event_type] = found
-        return found
+        if isinstance(found, _Filtered):
+            return found.targets(fields)
+        return found  # no filter concerned: the answer for every event of the type
 
-    def _match(self, source: str, event_type: str) -> tuple[str, ...]:
-        found: dict[str, None] = {}
-        for route in self.routes:
-            if route.source == source and route.matches(event_type):
-                for target in route.targets:
-                    found[target] = None
-        return tuple(found)
+    def _plan(self, source: str, event_type: str) -> tuple[str, ...] | _Filtered:
+        routes = tuple(r for r in self.routes if r.source == source and r.matches(event_type))
+        if any(r.filter is not None for r in routes):
+            return _Filtered(tuple((r.filter, r.targets) for r in routes))
+        return tuple(dict.fromkeys(t for r in routes for t in r.targets))
+
+    def explain(
+        self, source: str, event_type: str | None, fields: EventFields = NO_FIELDS
+    ) -> tuple[RouteVerdict, ...]:
+        """Each route of `source`, in file order, with whether it takes the event and why not.
+
+        Decided by the same tests as `match`: the targets of the routes it finds matched are
+        exactly `match`'s answer.
+        """
+        verdicts = []
+        for index, route in enumerate(self.routes):
+            if route.source != source:
+                continue
+            if event_type is None or not route.matches(event_type):
+                verdicts.append(RouteVerdict(index, route, event_matched=False))
+                continue
+            failed = route.filter.first_failure(fields) if route.filter is not None else None
+            verdicts.append(RouteVerdict(index, route, event_matched=True, unmatched=failed))
+        return tuple(verdicts)
 
     def routes_of(self, source: str) -> tuple[Route, ...]:
         """The routes that take events from one source, in file order."""
@@ -200,10 +276,15 @@ class RouteTable:
         return tuple(found)
 
 
-def compile_route(source: str, events: tuple[str, ...], targets: tuple[str, ...]) -> Route:
-    """A Route with its glob patterns compiled once."""
+def compile_route(
+    source: str,
+    events: tuple[str, ...],
+    targets: tuple[str, ...],
+    filter: Filter | None = None,
+) -> Route:
+    """A Route with its glob patterns (and its filter's, already in `filter`) compiled once."""
     patterns = tuple(re.compile(fnmatch.translate(e)) for e in events)
-    return Route(source=source, events=events, targets=targets, _patterns=patterns)
+    return Route(source, events, targets, filter, _patterns=patterns)
 
 
 def event_location(source: Source) -> str:

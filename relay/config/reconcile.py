@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from relay.config.fields import Collector, table_of
-from relay.config.model import Reconcile, SourceKind
+from relay.config.model import Reconcile, RouteTable, SourceKind
 from relay.core.units import parse_duration
 
 RECONCILE_KEYS = (
@@ -124,4 +124,13 @@ def load_reconcile(c: Collector, source: str, kind: SourceKind, value: Any) -> R
         page_size=page_size,
         concurrency=concurrency,
         timeout=timeout,
+    )
+
+
+def reconciled_sources(table: RouteTable) -> tuple[tuple[str, float], ...]:
+    """(name, every in seconds) of each source with a `reconcile` table, in file order."""
+    return tuple(
+        (name, source.reconcile.every)
+        for name, source in table.sources.items()
+        if source.reconcile is not None
     )

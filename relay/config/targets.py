@@ -6,8 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.config.breaker import load_breaker
+from relay.config.control import CONTROL_KEYS, load_control
 from relay.config.fields import ENV_REF, HEADER_NAME, NAME, Collector, table_of
-from relay.config.model import BODY_FORMATS, RetryPolicy, Target
+from relay.config.model import BODY_FORMATS, ENRICH_PROVIDERS, RetryPolicy, Target
 from relay.core import constants
 from relay.core.headers import is_reserved
 from relay.core.secrets import Secret
@@ -25,6 +27,9 @@ TARGET_KEYS = (
     "headers",
     "body",
     "pause_on_gone",
+    "breaker",
+    *CONTROL_KEYS,
+    "enrich",
 )
 RETRY_KEYS = ("attempts", "first", "max")
 
@@ -63,6 +68,12 @@ def load_target(c: Collector, name: str, data: Mapping[str, Any]) -> Target | No
     if body not in BODY_FORMATS:
         c.add(table, "body", f"must be one of: {', '.join(BODY_FORMATS)}")
     pause = c.flag(table, data, "pause_on_gone", False)
+    breaker = load_breaker(c, table, data["breaker"]) if "breaker" in data else None
+    rate, concurrency, order = load_control(c, table, data)
+    enrich = data.get("enrich")
+    if enrich is not None and enrich not in ENRICH_PROVIDERS:
+        names = " or ".join(f'"{name}"' for name in ENRICH_PROVIDERS)
+        c.add(table, "enrich", f"must be {names} (the provider whose events are enriched)")
     if len(c.problems) != ok:
         return None
     return Target(
@@ -74,6 +85,11 @@ def load_target(c: Collector, name: str, data: Mapping[str, Any]) -> Target | No
         headers=headers,
         body=str(body),
         pause_on_gone=pause,
+        breaker=breaker,
+        rate=rate,
+        concurrency=concurrency,
+        order=order,
+        enrich=enrich,
     )
 
 

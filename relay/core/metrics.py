@@ -124,6 +124,19 @@ class WorkerMetrics:
             ["target", "reason"],
             registry=registry,
         )
+        # Counted by the worker whose attempt opened or closed it: sum() over workers.
+        self.breaker_opens = Counter(
+            "relay_target_breaker_opens",
+            "Times a target's circuit breaker opened (failed attempts in a row), by target.",
+            ["target"],
+            registry=registry,
+        )
+        self.breaker_closes = Counter(
+            "relay_target_breaker_closes",
+            "Times a target's open circuit breaker closed (an attempt succeeded), by target.",
+            ["target"],
+            registry=registry,
+        )
         self.end_to_end_seconds = Histogram(
             "relay_delivery_latency_seconds",
             "Time from the provider's request reaching relay to the target's 2xx, by target.",
@@ -164,9 +177,11 @@ def use_multiprocess_values(directory: str) -> None:
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
-def multiprocess_registry(directory: str, redis_collector: Collector) -> CollectorRegistry:
-    """A registry that sums every process's metrics files, plus the Redis-backed gauges."""
+def multiprocess_registry(directory: str, *collectors: Collector) -> CollectorRegistry:
+    """A registry that sums every process's metrics files, plus the collectors that read the
+    same truth from any process (the Redis-backed gauges, the spool on disk)."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    registry.register(redis_collector)
+    for collector in collectors:
+        registry.register(collector)
     return registry

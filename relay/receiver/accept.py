@@ -31,6 +31,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import NamedTuple, TypeVar
 
+from relay.config.control import order_keys
 from relay.config.model import RouteTable, Source, SourceKind
 from relay.core.errors import (
     BadRequest,
@@ -247,8 +248,10 @@ def _events(
     table = read.table
     name = source.name
     single = len(parsed) == 1
-    events = [
-        Event(
+    events = []
+    for index, part in enumerate(parsed):
+        targets = table.match(name, part.type, part.fields)
+        event = Event(
             id=event_id if single else derived_event_id(event_id, index),
             source=name,
             type=part.type,
@@ -258,13 +261,14 @@ def _events(
             # The provider's signature would not verify on a body relay cut out of its own.
             headers=stored if part.original_body else _unsigned(stored),
             body=part.body,
-            targets=table.match(name, part.type),
+            targets=targets,
             dedupe_key=(
                 keys.dedupe_key(name, part.dedupe_value) if part.dedupe_value is not None else ""
             ),
+            # FIFO per key: computed once, here, and kept with the event (relay.config.control).
+            order=order_keys(table.targets, targets, part.fields),
         )
-        for index, part in enumerate(parsed)
-    ]
+        events.append(event)
     return Accepted(event_id, source, tuple(events), tuple(parsed))
 
 

@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from relay.config.model import RouteTable
+from relay.config.reconcile import reconciled_sources
 from relay.config.reload import POLL_INTERVAL, RouteReloader
 from relay.config.settings import Settings
 from relay.core.metrics import ReceiverMetrics, multiprocess_registry
@@ -30,6 +31,7 @@ from relay.receiver.intake import IntakeWriter
 from relay.receiver.middleware import canonical_middleware, error_response
 from relay.receiver.spool.drain import SpoolDrainer, redis_commit
 from relay.receiver.spool.spool import Spool
+from relay.receiver.spool.usage import SpoolCollector
 from relay.receiver.state import (
     DRAINER,
     METRICS,
@@ -180,12 +182,18 @@ def create_app(
     app[ROUTES] = RoutesHolder(routes)
     # Every configured target gets a relay_target_paused sample, even before its first delivery.
     redis_gauges = RedisCollector(
-        lambda: app[REDIS], targets=lambda: tuple(app[ROUTES].table.targets)
+        lambda: app[REDIS],
+        targets=lambda: tuple(app[ROUTES].table.targets),
+        reconciled=lambda: reconciled_sources(app[ROUTES].table),
     )
     registry.register(redis_gauges)
+    spool_gauge = SpoolCollector(settings.spool_dir)
+    registry.register(spool_gauge)
     app[METRICS] = receiver_metrics
     app[SCRAPE] = (
-        multiprocess_registry(metrics_dir, redis_gauges) if metrics_dir is not None else registry
+        multiprocess_registry(metrics_dir, redis_gauges, spool_gauge)
+        if metrics_dir is not None
+        else registry
     )
     app.cleanup_ctx.append(_redis_and_writer(settings, connection))
     if reload_routes:

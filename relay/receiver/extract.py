@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 import orjson
 
+# Dedupe keys and route filters read fields with the same lookup (relay.config.filters).
+from relay.config.filters import NO_FIELDS, EventFields, field_lookup
+from relay.config.filters import lookup_path as lookup_path  # re-exported: callers had it here
 from relay.config.model import Source, SourceKind
 from relay.core.errors import BadRequest, UnsupportedMediaType
 from relay.core.headers import is_form, is_json, media_type
@@ -27,30 +29,20 @@ _ASPNET = SourceKind.ASPNET
 _HEADER_KINDS = frozenset(kind for kind in SourceKind if kind.reads_header)
 
 
-@dataclass(frozen=True)
-class ParsedEvent:
-    """One event found in a request."""
+class ParsedEvent(NamedTuple):
+    """One event found in a request.
+
+    A NamedTuple, as the values of relay.receiver.accept are: one is made per event, and a frozen
+    dataclass's __init__ costs about three times as much.
+    """
 
     type: str | None  # None: the request names no event type (acknowledged, unrouted)
     body: bytes  # the bytes to deliver downstream
     dedupe_value: str | None  # None: no dedupe for this event
     # Whether `body` is the provider's own bytes: provider signatures are forwarded only then.
     original_body: bool = True
-
-
-def lookup_path(document: Any, path: str) -> Any:
-    """The value at a dotted path (`course.id`, `items.0.type`), or None when absent."""
-    node = document
-    for part in path.split("."):
-        if isinstance(node, Mapping):
-            if part not in node:
-                return None
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
+    # What route filters read of this event (RouteTable.match): its parsed body and headers.
+    fields: EventFields = NO_FIELDS
 
 
 def event_name(value: Any) -> str | None:
@@ -96,20 +88,13 @@ def parse_form(body: bytes) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
-def _field_lookup(document: Any, path: str, form: bool) -> Any:
-    """A field of a form (its literal name) or of a JSON document (a dotted path)."""
-    if form:
-        return document.get(path) if isinstance(document, dict) else None
-    return lookup_path(document, path)
-
-
 def _first_field(document: Any, names: str, form: bool) -> str | None:
     """`name=value` of the first field of `a|b` the document has (the name keeps a course and
     a program with the same id apart), or None."""
     if document is None:
         return None
     for name in names.split("|"):
-        value = _field_lookup(document, name, form)
+        value = field_lookup(document, name, form)
         if value is not None and value != "" and not isinstance(value, dict | list):
             return f"{name}={value}"
     return None
@@ -135,7 +120,7 @@ def dedupe_value(
             # "a|b": the first of several fields present (Fellow sends courseId or programId).
             value = _first_field(document, name, form)
         else:
-            value = _field_lookup(document, name, form) if document is not None else None
+            value = field_lookup(document, name, form) if document is not None else None
         if value is None or isinstance(value, dict | list) or value == "":
             return None
         parts.append(str(value))
@@ -158,7 +143,8 @@ def parse_request(
             except orjson.JSONDecodeError:
                 document = None  # a header source forwards any body as it is
         etype = event_name(headers.get(source.event))
-        return [ParsedEvent(etype, body, dedupe_value(source, document, headers))]
+        fields = EventFields(document, False, headers)
+        return [ParsedEvent(etype, body, dedupe_value(source, document, headers), True, fields)]
     if kind is _ASPNET:
         return _parse_aspnet(source, content_type, headers, body)
     form = False
@@ -182,8 +168,9 @@ def parse_request(
             f"source '{source.name}' takes application/json or "
             f"application/x-www-form-urlencoded, not {media_type(content_type)!r}"
         )
-    etype = event_name(_field_lookup(document, source.event, form))
-    return [ParsedEvent(etype, body, dedupe_value(source, document, headers, form=form))]
+    etype = event_name(field_lookup(document, source.event, form))
+    dedupe = dedupe_value(source, document, headers, form=form)
+    return [ParsedEvent(etype, body, dedupe, True, EventFields(document, form, headers))]
 
 
 _DECODER = json.JSONDecoder()
@@ -256,7 +243,8 @@ def _parse_aspnet(
     if len(notifications) == 1:
         n = notifications[0]
         etype = event_name(n.get("Action")) if isinstance(n, dict) else None
-        return [ParsedEvent(etype, body, dedupe_value(source, document, headers))]
+        fields = EventFields(document, False, headers)
+        return [ParsedEvent(etype, body, dedupe_value(source, document, headers), True, fields)]
     events = []
     try:
         head, parts, tail = split_array_text(body.decode("utf-8"), "Notifications")
@@ -265,12 +253,15 @@ def _parse_aspnet(
     for index, n in enumerate(notifications):
         etype = event_name(n.get("Action")) if isinstance(n, dict) else None
         part = (head + "[" + parts[index] + "]" + tail).encode("utf-8")
+        # Filters read the event as it is delivered: its body holds this notification only.
+        own = EventFields({**document, "Notifications": [n]}, False, headers)
         events.append(
             ParsedEvent(
                 etype,
                 part,
                 dedupe_value(source, document, headers, suffix=f"#{index}"),
                 original_body=False,
+                fields=own,
             )
         )
     return events

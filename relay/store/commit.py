@@ -25,12 +25,14 @@ from relay.store.records import EVENT_FIELDS, DeliveryState, Event, attempts_fie
 
 #: KEYS: [1] events index, [2] unrouted index, [3] due-targets set, [4] the RQ queue (only
 #:   read: its length), then per event in order: its hash, its source's counters, its dedupe
-#:   key (when it has one), one due set per target.
+#:   key (when it has one), one due set per target, each followed by the target's order hash
+#:   when the delivery is ordered (FIFO per key: relay.store.control).
 #: ARGV: [1] hash TTL in seconds, [2] trim index entries scored below this, [3] the hash's
 #:   field names (`pack_record` of EVENT_FIELDS), [4] and [5] the prefixes of the per-target
 #:   state and attempts fields, [6] the state of a new delivery, then one record per event
 #:   (`pack_record`): id, dedupe window in seconds ("0": no dedupe key), the hash's values in
-#:   the order of [3] (its `received` is the event's score in the indexes), the target names.
+#:   the order of [3] (its `received` is the event's score in the indexes), the target names,
+#:   and when a delivery is ordered, "" and one FIFO key digest per target ("" unordered).
 #: Returns the queue's length (the kicks waiting, read in the same atomic step), then one
 #: string per event that has a dedupe key, in order: the id of the event that claimed the key
 #: first, or "" if this event is the first. A repeat (an earlier id that is not the event's
@@ -90,6 +92,9 @@ def commit_arguments(
                 dedupe.append((r, e))
             if event.targets:
                 routed = True
+            if event.order:
+                _ordered_keys(call_keys, event)
+            else:
                 call_keys.extend(keys.due_key(target) for target in event.targets)
             args.append(
                 pack_record(
@@ -98,10 +103,24 @@ def commit_arguments(
                         window,
                         *event.redis_values(),
                         *(target.encode() for target in event.targets),
+                        *_order_items(event.order),
                     )
                 )
             )
     return CommitCall(call_keys, args, dedupe, routed)
+
+
+def _ordered_keys(call_keys: list[str], event: Event) -> None:
+    """The due set of each target, followed by its order hash when the delivery is ordered."""
+    for target, digest in zip(event.targets, event.order, strict=True):
+        call_keys.append(keys.due_key(target))
+        if digest:
+            call_keys.append(keys.order_key(target))
+
+
+def _order_items(order: Sequence[str]) -> tuple[bytes, ...]:
+    """ "" then each target's FIFO key digest, when any delivery is ordered; () otherwise."""
+    return (b"", *(digest.encode() for digest in order)) if order else ()
 
 
 def pack_record(items: Sequence[bytes]) -> bytes:

@@ -2,14 +2,17 @@
 
 Taking work is one Lua script (lua/claim.lua): the deliveries due now in each target's due set are
 moved to the end of their lease in the same set, so two workers never take the same one, and
-one whose worker dies becomes due again when its lease ends. Recording an attempt is another
+one whose worker dies becomes due again when its lease ends; a target's rate and concurrency
+(relay.store.control) are checked and counted in the same step. Recording an attempt is another
 (lua/record.lua), so the check "is this attempt still the current one?" and the writes (state,
-attempt log, counters, dead-letter entry, the next due time or removal from the due set) are
-atomic: a stale duplicate can never overwrite a newer outcome.
+attempt log, counters, dead-letter entry, the next due time or removal from the due set, the
+freed concurrency slot, the next delivery of a FIFO key) are atomic: a stale duplicate can never
+overwrite a newer outcome.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,8 +20,10 @@ from typing import Any
 
 import orjson
 from redis import Redis
+from redis.client import Pipeline
 
 from relay.store import keys, scripts
+from relay.store.control import NO_LIMITS, Held, Hold, Limits
 from relay.store.records import (
     AttemptRecord,
     DeliveryRecord,
@@ -74,34 +79,53 @@ def duplicates(conn: Redis, events: Iterable[Event]) -> set[str]:
 
 
 def mark_duplicate(conn: Redis, event: Event, retention: float) -> None:
-    """Mark every target of an inbound duplicate as such and take it off the due sets.
+    """Mark every target of an inbound duplicate as such and release it (lua/release.lua: off
+    the due sets, concurrency slots freed, the next delivery of a FIFO key due).
 
     Not counted here: the receiver counted it when it took it in (relay.receiver.intake).
     """
     fields = {state_field(t): str(DeliveryState.DUPLICATE) for t in event.targets}
     fields.update({reason_field(t): "inbound duplicate (dedupe)" for t in event.targets})
+    now = repr(time.time())
     with conn.pipeline(transaction=True) as pipe:
         if fields:
             pipe.hset(keys.event_key(event.id), mapping=fields)  # type: ignore[arg-type]
         for target in event.targets:
-            pipe.zrem(keys.due_key(target), event.id)
+            _release(pipe, event.id, target, now)
         pipe.expire(keys.event_key(event.id), int(retention))
         pipe.execute()
 
 
 def drop_due(conn: Redis, pairs: Iterable[tuple[str, str]]) -> None:
-    """Take (event id, target) deliveries off their due sets: nothing is left to do for them."""
+    """Release (event id, target) deliveries claimed with nothing left to do for them: off their
+    due sets, their concurrency slots freed, the next delivery of their FIFO key due."""
+    now = repr(time.time())
     with conn.pipeline(transaction=False) as pipe:
         for event_id, target in pairs:
-            pipe.zrem(keys.due_key(target), event_id)
+            _release(pipe, event_id, target, now)
         pipe.execute()
 
 
+def _release(pipe: Pipeline, event_id: str, target: str, now: str) -> None:
+    # EVAL, not EVALSHA: these paths are rare, and a MULTI must not fail on NOSCRIPT.
+    pipe.eval(
+        scripts.RELEASE,
+        3,
+        keys.due_key(target),
+        keys.in_flight_key(target),
+        keys.order_key(target),
+        event_id,
+        now,
+    )
+
+
 def due_again(conn: Redis, pairs: Iterable[tuple[str, str]], at: float) -> None:
-    """Make claimed deliveries due again at `at` (they could not be started now)."""
+    """Make claimed deliveries due again at `at` (they could not be started now); their
+    concurrency slots are freed."""
     with conn.pipeline(transaction=False) as pipe:
         for event_id, target in pairs:
             pipe.zadd(keys.due_key(target), {event_id: at}, xx=True)
+            pipe.zrem(keys.in_flight_key(target), event_id)
         pipe.execute()
 
 
@@ -121,6 +145,30 @@ class Record:
     due_at: float | None = None  # when the next attempt is due; None: the delivery is over
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """What one claim asks of a target: at most `limit` deliveries, leased until `lease_end`,
+    within the target's rate and concurrency."""
+
+    target: str
+    limit: int
+    lease_end: float
+    limits: Limits = NO_LIMITS
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What one claim took, per target, and the targets its limits held back."""
+
+    ids: dict[str, list[str]]
+    holds: dict[str, Hold]
+
+    def rate_wait(self) -> float | None:
+        """Seconds until a target held by its rate may start again (the soonest), or None."""
+        waits = [h.wait for h in self.holds.values() if h.held is Held.RATE]
+        return min(waits) if waits else None
+
+
 class Store:
     """Delivery state writes on one Redis connection."""
 
@@ -128,34 +176,52 @@ class Store:
         self.conn = conn
         self.retention = int(retention)
         self._record = conn.register_script(scripts.RECORD)
+        #: Targets whose claims took concurrency slots in this process: only their records
+        #: free one (an attempt is always recorded by the process that claimed it).
+        self._slotted: set[str] = set()
         self._claim = conn.register_script(scripts.CLAIM)
         self._probe = conn.register_script(scripts.PROBE)
 
-    def claim(
-        self, wanted: Sequence[tuple[str, int, float]], total: int, now: float
-    ) -> dict[str, list[str]]:
-        """Take deliveries due now, up to `limit` per (target, limit, lease end) and `total`.
+    def claim(self, wanted: Sequence[Wanted], total: int, now: float) -> Claimed:
+        """Take deliveries due now, up to each target's limit (and its rate and concurrency)
+        and `total` in all.
 
         Targets are served in the order given; callers rotate it so none is starved.
         """
-        wanted = [w for w in wanted if w[1] > 0]
+        wanted = [w for w in wanted if w.limit > 0]
         if not wanted or total <= 0:
-            return {}
+            return Claimed({}, {})
         args: list[Any] = [repr(now), total]
-        for _, limit, lease_end in wanted:
-            args += [limit, repr(lease_end)]
-        result = self._claim(keys=[keys.due_key(t) for t, _, _ in wanted], args=args)
-        return {
-            target: [i.decode() for i in ids]
-            for (target, _, _), ids in zip(wanted, result, strict=True)
-            if ids
-        }
+        claim_keys: list[str] = []
+        for w in wanted:
+            args += [w.limit, repr(w.lease_end), *w.limits.claim_args()]
+            if w.limits.concurrency:
+                self._slotted.add(w.target)
+            claim_keys += [
+                keys.due_key(w.target),
+                keys.rate_key(w.target),
+                keys.in_flight_key(w.target),
+            ]
+        result = self._claim(keys=claim_keys, args=args)
+        taken: dict[str, list[str]] = {}
+        holds: dict[str, Hold] = {}
+        for w, (ids, held, wait_ms) in zip(wanted, result, strict=True):
+            if ids:
+                taken[w.target] = [i.decode() for i in ids]
+            if held:
+                holds[w.target] = Hold(Held(int(held)), int(wait_ms) / 1000)
+        return Claimed(taken, holds)
 
-    def anything_due(self, targets: Sequence[str], now: float) -> bool:
-        """Whether any of those targets has a delivery due now."""
+    def anything_due(self, targets: Sequence[tuple[str, Limits]], now: float) -> bool:
+        """Whether any of those targets has a delivery due now that its limits let start."""
         if not targets:
             return False
-        return int(self._probe(keys=[keys.due_key(t) for t in targets], args=[repr(now)])) > 0
+        probe_keys: list[str] = []
+        args: list[Any] = [repr(now)]
+        for name, limits in targets:
+            probe_keys += [keys.due_key(name), keys.rate_key(name), keys.in_flight_key(name)]
+            args += ["1" if limits.interval else "0", limits.concurrency]
+        return int(self._probe(keys=probe_keys, args=args)) > 0
 
     def due_targets(self) -> list[str]:
         """Names of every target that has a due set."""
@@ -172,6 +238,8 @@ class Store:
                 keys.target_stats_key(rec.target),
                 keys.DEAD,
                 keys.due_key(rec.target),
+                keys.in_flight_key(rec.target),
+                keys.order_key(rec.target),
             ],
             args=[
                 rec.target,
@@ -186,6 +254,7 @@ class Store:
                 "1" if rec.failed else "0",
                 "1" if rec.counts else "0",
                 "" if rec.due_at is None else repr(rec.due_at),
+                "1" if rec.target in self._slotted else "0",
             ],
         )
         return int(result)

@@ -14,17 +14,52 @@
                                         worker's delivery becomes due again when it ends); removed
                                         when the delivery is over
     relay:duetargets            SET     names of the targets that have a due set
+    relay:rate:{target}         STRING  a target with `rate`: Unix time from which its next
+                                        delivery may start (GCRA; expires once in the past)
+    relay:inflight:{target}     ZSET    a target with `concurrency`: event id -> lease end of
+                                        each attempt in flight (a crashed worker's slot comes
+                                        back when its lease ends)
+    relay:order:{target}        HASH    a target with `order`: the head of each FIFO key, event
+                                        id -> key digest, and "#waiting" -> deliveries waiting
+                                        behind a head (relay.store.control)
+    relay:order:{target}:{digest}  LIST  the deliveries of one FIFO key in intake order, the
+                                        head (in the due set) first; removed when empty
+    relay:controls              HASH    target -> JSON of the rate, concurrency and order the
+                                        workers enforce (written by each worker at start and
+                                        route reload; read by status, the page and metrics)
     relay:paused:{target}       STRING  JSON {at, event_id, reason}: the target is paused (set by a
                                         410 with pause_on_gone or `relay pause`; no expiry)
     relay:lock:trim             STRING  held (SET NX EX) by the worker trimming the indexes
     relay:ack:mark              STRING  written just before a WAIT that must cover every earlier
                                         write, not only the caller's own (relay.store.replication)
-    relay:rc:{source}:members   HASH    reconciliation's snapshot: membership -> its state at the
-                                        last pass (relay.store.reconcile); no expiry
+    relay:breaker:{target}      HASH    the target's circuit breaker (relay.store.breakers):
+                                        failed attempts in a row, since when it is open, the
+                                        last failure; absent: closed, no failure since a success
+    relay:breaker:{target}:probe
+                                STRING  held (SET NX PX) until the next probe of an open
+                                        breaker is due: one probe per interval, all workers
+    relay:breakers              SET     names of the targets that have a breaker record
+    relay:rc:{source}:containers  SET   the courses and programs reconciliation's snapshot holds
+                                        ("course:{id}", "program:{id}"); no expiry
+    relay:rc:{source}:m:{kind}:{id}  HASH  the snapshot of one course or program: member -> its
+                                        state at the last pass (relay.store.reconcile_snapshot)
+    relay:rc:{source}:members   HASH    the snapshot's layout before 2026-12 (one hash of every
+                                        "{kind}:{id}:{member}"): converted into the per-container
+                                        hashes, then deleted, by the next pass
+                                        (relay.store.reconcile_legacy)
     relay:rc:{source}:pending   HASH    change seen in the API but not (yet) by webhook -> when
                                         a pass first saw it (declared missed after `grace`)
-    relay:rc:{source}:pass      HASH    the last pass: when, outcome, failures in a row
-    relay:lock:rc:{source}      STRING  held (SET NX EX) by the process running a pass
+    relay:rc:{source}:pass      HASH    the last pass: when, outcome, failures in a row, the error,
+                                        the last success, the first pass
+    relay:rc:{source}:stats     HASH    counters: passes by outcome, synthesized events by type
+    relay:rc:sources            SET     names of the sources that ever recorded a pass
+    relay:lock:rc:{source}      STRING  held (SET NX PX) by the process running a pass, extended
+                                        while it runs (worker.fellow.lock)
+    relay:enr:{id}              STRING  the API record an enriched delivery of the event carries
+                                        (JSON, relay.store.enrichment); expires with the event
+    relay:lock:enr:{id}         STRING  held (SET NX PX) by the process fetching that record
+    relay:job:{id}              HASH    a bulk replay started through the management API: its
+                                        progress (relay.store.jobs); expires a day after
 
 Every per-event key expires with the retention period, so Redis memory stays bounded.
 """
@@ -37,21 +72,36 @@ from relay.core.constants import KEY_PREFIX
 
 __all__ = [
     "ACK_MARK",
+    "BREAKERS",
+    "CONTROLS",
     "DEAD",
     "DUE_TARGETS",
     "EVENTS_INDEX",
+    "RECONCILED_SOURCES",
     "TRIM_LOCK",
     "UNROUTED",
     "attempts_key",
+    "breaker_key",
+    "breaker_probe_key",
     "dead_member",
     "dedupe_key",
     "due_key",
+    "enrichment_key",
+    "enrichment_lock_key",
     "event_key",
+    "in_flight_key",
+    "job_key",
+    "order_key",
+    "order_queue_key",
     "paused_key",
+    "rate_key",
+    "reconcile_container_key",
+    "reconcile_containers_key",
+    "reconcile_legacy_key",
     "reconcile_lock_key",
-    "reconcile_members_key",
     "reconcile_pass_key",
     "reconcile_pending_key",
+    "reconcile_stats_key",
     "source_stats_key",
     "split_dead_member",
     "target_stats_key",
@@ -61,6 +111,7 @@ EVENTS_INDEX = f"{KEY_PREFIX}:events"
 UNROUTED = f"{KEY_PREFIX}:unrouted"
 DEAD = f"{KEY_PREFIX}:dead"
 ACK_MARK = f"{KEY_PREFIX}:ack:mark"
+RECONCILED_SOURCES = f"{KEY_PREFIX}:rc:sources"
 
 
 def event_key(event_id: str) -> str:
@@ -111,14 +162,37 @@ def paused_key(target: str) -> str:
 
 DUE_TARGETS = f"{KEY_PREFIX}:duetargets"
 
+#: Names of the targets that have a breaker record (so one removed from routes.toml is found).
+BREAKERS = f"{KEY_PREFIX}:breakers"
+
+
+def breaker_key(target: str) -> str:
+    """The hash of a target's circuit breaker (relay.store.breakers holds its fields)."""
+    return f"{KEY_PREFIX}:breaker:{target}"
+
+
+def breaker_probe_key(target: str) -> str:
+    """Held while an open breaker's next probe is not due yet (names never contain ':')."""
+    return f"{KEY_PREFIX}:breaker:{target}:probe"
+
 
 def due_key(target: str) -> str:
     """The sorted set of a target's deliveries by the time they are due (or their lease ends)."""
     return f"{KEY_PREFIX}:due:{target}"
 
 
-def reconcile_members_key(source: str) -> str:
-    """The membership snapshot of a reconciled source's last pass."""
+def reconcile_containers_key(source: str) -> str:
+    """The courses and programs ("course:{id}") a reconciled source's snapshot holds."""
+    return f"{KEY_PREFIX}:rc:{source}:containers"
+
+
+def reconcile_container_key(source: str, container: str) -> str:
+    """The snapshot of one course or program (`container`: "course:{id}"), member -> state."""
+    return f"{KEY_PREFIX}:rc:{source}:m:{container}"
+
+
+def reconcile_legacy_key(source: str) -> str:
+    """The snapshot of a reconciled source as versions before 2026-12 kept it: one hash."""
     return f"{KEY_PREFIX}:rc:{source}:members"
 
 
@@ -132,6 +206,50 @@ def reconcile_pass_key(source: str) -> str:
     return f"{KEY_PREFIX}:rc:{source}:pass"
 
 
+def reconcile_stats_key(source: str) -> str:
+    """The counters of a reconciled source's passes (relay.store.reconcile.PassStats)."""
+    return f"{KEY_PREFIX}:rc:{source}:stats"
+
+
 def reconcile_lock_key(source: str) -> str:
     """Held by the one process running a reconciliation pass of a source."""
     return f"{KEY_PREFIX}:lock:rc:{source}"
+
+
+#: The delivery control settings the workers enforce, per target (relay.store.control).
+CONTROLS = f"{KEY_PREFIX}:controls"
+
+
+def rate_key(target: str) -> str:
+    """When a rate-limited target's next delivery may start (relay.store.control)."""
+    return f"{KEY_PREFIX}:rate:{target}"
+
+
+def in_flight_key(target: str) -> str:
+    """The attempts in flight to a target with `concurrency`, scored by their lease end."""
+    return f"{KEY_PREFIX}:inflight:{target}"
+
+
+def order_key(target: str) -> str:
+    """The heads of an ordered target's FIFO keys, and how many deliveries wait behind them."""
+    return f"{KEY_PREFIX}:order:{target}"
+
+
+def order_queue_key(target: str, digest: str) -> str:
+    """One FIFO key's deliveries in intake order (the Lua scripts build the same name)."""
+    return f"{order_key(target)}:{digest}"
+
+
+def enrichment_key(event_id: str) -> str:
+    """The record fetched once for an event's enriched deliveries (relay.store.enrichment)."""
+    return f"{KEY_PREFIX}:enr:{event_id}"
+
+
+def enrichment_lock_key(event_id: str) -> str:
+    """Held by the one process fetching an event's enrichment record."""
+    return f"{KEY_PREFIX}:lock:enr:{event_id}"
+
+
+def job_key(job_id: str) -> str:
+    """The record of one bulk replay job of the management API (its progress, to poll)."""
+    return f"{KEY_PREFIX}:job:{job_id}"

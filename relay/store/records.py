@@ -10,6 +10,8 @@ The event hash (relay:ev:{id}) holds the event's own fields (EVENT_FIELDS) and, 
     r:{t}  why the delivery ended as it did ("" while under way)
     b:{t}  `before_replay`: attempts made before the latest replay (absent: never replayed).
            A round may make attempts while n - b < the target's retry attempts.
+    o:{t}  the digest of the delivery's FIFO key, for a target with `order` (absent: unordered;
+           relay.store.control)
 The attempt log (relay:att:{id}) holds one AttemptRecord per attempt as JSON, oldest first; its
 record lives in relay.store.attempts and is re-exported here, so readers import the codec from one
 place.
@@ -30,6 +32,7 @@ __all__ = [
     "ATTEMPTS_PREFIX",
     "BEFORE_REPLAY_PREFIX",
     "EVENT_FIELDS",
+    "ORDER_PREFIX",
     "REASON_PREFIX",
     "RECEIVED_FIELD",
     "STATE_PREFIX",
@@ -42,6 +45,7 @@ __all__ = [
     "TargetStat",
     "attempts_field",
     "before_replay_field",
+    "order_field",
     "read_int",
     "read_state",
     "read_text",
@@ -70,6 +74,7 @@ STATE_PREFIX = "s:"
 ATTEMPTS_PREFIX = "n:"
 REASON_PREFIX = "r:"
 BEFORE_REPLAY_PREFIX = "b:"
+ORDER_PREFIX = "o:"
 
 
 class TargetStat(StrEnum):
@@ -111,6 +116,11 @@ def before_replay_field(target: str) -> str:
     return BEFORE_REPLAY_PREFIX + target
 
 
+def order_field(target: str) -> str:
+    """Field of the event hash with the digest of a delivery's FIFO key (ordered targets)."""
+    return ORDER_PREFIX + target
+
+
 def read_text(value: object) -> str:
     """A Redis reply as text ("" when absent)."""
     if isinstance(value, bytes):
@@ -140,6 +150,9 @@ class Event:
     body: bytes
     targets: tuple[str, ...]  # matched at intake: in-flight events keep the routes they started on
     dedupe_key: str = ""  # Redis key of the inbound dedupe value, "" when the source has none
+    #: Per target (aligned with `targets`), the digest of its FIFO key; "" for an unordered
+    #: delivery, () when none is ordered. Written as the o:{t} fields (relay.store.commit).
+    order: tuple[str, ...] = ()
 
     def redis_values(self) -> tuple[bytes, ...]:
         """The values of the event hash, as bytes, in the order of `EVENT_FIELDS`."""
@@ -177,7 +190,13 @@ class Event:
             body=data.get(b"body", b""),
             targets=targets_of(data.get(b"targets")),
             dedupe_key=text("dedupe"),
+            order=_order_of(data, targets_of(data.get(b"targets"))),
         )
+
+
+def _order_of(data: Mapping[bytes, bytes], targets: tuple[str, ...]) -> tuple[str, ...]:
+    order = tuple(read_text(data.get(order_field(t).encode())) for t in targets)
+    return order if any(order) else ()
 
 
 def targets_of(raw: bytes | None) -> tuple[str, ...]:
@@ -209,6 +228,7 @@ class DeliveryRecord:
     attempts: int  # n: attempts made in all rounds
     reason: str = ""
     before_replay: int = 0  # b: attempts made before the latest replay
+    order_key: str = ""  # o: the digest of its FIFO key ("" unordered)
 
     @property
     def done(self) -> bool:
@@ -221,7 +241,8 @@ class DeliveryRecord:
         return self.attempts - self.before_replay
 
     def to_redis(self, target: str) -> dict[str, str]:
-        """The target's fields of the event hash (b: only once a replay has set it)."""
+        """The target's fields of the event hash (b: only once a replay has set it, o: only
+        for an ordered delivery)."""
         fields = {
             state_field(target): str(self.state),
             attempts_field(target): str(self.attempts),
@@ -229,6 +250,8 @@ class DeliveryRecord:
         }
         if self.before_replay:
             fields[before_replay_field(target)] = str(self.before_replay)
+        if self.order_key:
+            fields[order_field(target)] = self.order_key
         return fields
 
     @classmethod
@@ -239,4 +262,5 @@ class DeliveryRecord:
             attempts=read_int(data.get(attempts_field(target).encode())),
             reason=read_text(data.get(reason_field(target).encode())),
             before_replay=read_int(data.get(before_replay_field(target).encode())),
+            order_key=read_text(data.get(order_field(target).encode())),
         )

@@ -12,8 +12,10 @@ from collections.abc import Iterable
 from importlib.resources import files
 
 from relay.core.states import DEAD_LETTER_STATES, DONE_STATES
+from relay.store.control import WAITING_FIELD, Held
 from relay.store.records import (
     ATTEMPTS_PREFIX,
+    ORDER_PREFIX,
     REASON_PREFIX,
     RECEIVED_FIELD,
     STATE_PREFIX,
@@ -23,7 +25,7 @@ from relay.store.records import (
 )
 
 #: What a name rendered into Lua may hold: quoting is then never needed.
-_SAFE = re.compile(r"^[A-Za-z0-9_:.-]*$")
+_SAFE = re.compile(r"^[A-Za-z0-9_:.#-]*$")
 
 
 def read(name: str) -> str:
@@ -53,7 +55,20 @@ def commit_preamble() -> str:
             "RECEIVED": _string(SourceStat.RECEIVED),
             "UNROUTED": _string(SourceStat.UNROUTED),
             "DUPLICATES": _string(SourceStat.DUPLICATES),
+            "ORDER": _string(ORDER_PREFIX),
         }
+    )
+
+
+def order_preamble() -> str:
+    """Lua locals holding the names FIFO per key writes (lua/order.lua)."""
+    return _locals({"WAITING": _string(WAITING_FIELD)})
+
+
+def claim_preamble() -> str:
+    """Lua locals holding the codes a claim answers for a target it held back."""
+    return _locals(
+        {"HELD_RATE": str(Held.RATE.value), "HELD_CONCURRENCY": str(Held.CONCURRENCY.value)}
     )
 
 
@@ -64,6 +79,7 @@ def record_preamble() -> str:
             "STATE": _string(STATE_PREFIX),
             "ATTEMPTS": _string(ATTEMPTS_PREFIX),
             "REASON": _string(REASON_PREFIX),
+            "ORDER": _string(ORDER_PREFIX),
             "DONE": _set(DONE_STATES),
             "DEAD_LETTER": _set(DEAD_LETTER_STATES),
             "ATTEMPTS_STAT": _string(TargetStat.ATTEMPTS),
@@ -72,8 +88,25 @@ def record_preamble() -> str:
     )
 
 
-CLAIM = read("claim")
+def rows_preamble() -> str:
+    """Lua locals holding the codec's names that the events listing reads."""
+    return _locals(
+        {
+            "RECEIVED_FIELD": _string(RECEIVED_FIELD),
+            "STATE": _string(STATE_PREFIX),
+            "ATTEMPTS": _string(ATTEMPTS_PREFIX),
+            "STATE_PENDING": _string(DeliveryState.PENDING),
+        }
+    )
+
+
+#: FIFO per key's functions, put before every script that moves a key's queue on.
+ORDER = order_preamble() + read("order")
+CLAIM = claim_preamble() + read("claim")
 PROBE = read("probe")
-RECORD = record_preamble() + read("record")
+RECORD = record_preamble() + ORDER + read("record")
+RELEASE = ORDER + read("release")
+REQUEUE = ORDER + read("requeue")
 ITEMS = read("items")
-COMMIT = ITEMS + commit_preamble() + read("commit")
+COMMIT = ITEMS + commit_preamble() + ORDER + read("commit")
+ROWS = rows_preamble() + read("rows")

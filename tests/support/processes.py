@@ -84,11 +84,16 @@ def secrets_of_env(env: Mapping[str, str]) -> dict[str, str]:
     """The secret values a relay process with this environment holds, by name.
 
     Variables named *_TOKEN, *_SECRET, *_WHSEC, *_KEY or RELAY_STATUS_TOKEN, any `whsec_`
-    value (and the key after its prefix), and every secret its routes.toml reads from the env.
+    value (and the key after its prefix), every secret its routes.toml reads from the env, and
+    the value of each RELAY_ADMIN_TOKENS entry.
     """
     found = {name: value for name, value in env.items() if _is_secret_name(name)}
     found |= {name: value for name, value in env.items() if value.startswith("whsec_")}
     found |= _route_secrets(env)
+    # RELAY_ADMIN_TOKENS="name:scope:value ...": each value is a secret; the whole is not one.
+    for entry in env.get("RELAY_ADMIN_TOKENS", "").split():
+        name, _, rest = entry.partition(":")
+        found[f"RELAY_ADMIN_TOKENS ({name})"] = rest.partition(":")[2]
     for name, value in list(found.items()):
         if value.startswith("whsec_"):
             found[f"{name} (key after whsec_)"] = value.removeprefix("whsec_")

@@ -8,7 +8,8 @@ One aiohttp server in a background thread serves every behaviour by path:
     /gone/{name}                    410
     /slow/{name}/{n}/{seconds}      429 + Retry-After: seconds, n times per webhook-id, then 200
     /redirect/{name}                302 to /ok/{name} (must not be followed)
-    /delay/{name}/{seconds}         200 after a pause (a delivery "in hand")
+    /delay/{name}/{seconds}         200 after a pause (a delivery "in hand"); `max_open[name]` is
+                                    the most such requests open at once
 
 `refused_url()` is an address where nothing listens (connection refused).
 """
@@ -49,6 +50,8 @@ class TargetServer(LoopbackServer):
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = defaultdict(int)
+        self._open: dict[str, int] = defaultdict(int)
+        self.max_open: dict[str, int] = defaultdict(int)
 
     def url(self, path: str) -> str:
         """Full URL of a path on this server."""
@@ -120,8 +123,16 @@ class TargetServer(LoopbackServer):
         raise web.HTTPFound(f"/ok/{request.match_info['name']}")
 
     async def _delay(self, request: web.Request) -> web.Response:
-        await self._record(request, 200)
-        await asyncio.sleep(float(request.match_info["seconds"]))
+        name = request.match_info["name"]
+        with self._lock:
+            self._open[name] += 1
+            self.max_open[name] = max(self.max_open[name], self._open[name])
+        try:
+            await self._record(request, 200)
+            await asyncio.sleep(float(request.match_info["seconds"]))
+        finally:
+            with self._lock:
+                self._open[name] -= 1
         return web.Response(text="ok, eventually")
 
     def by_name(self, name: str) -> list[Received]:

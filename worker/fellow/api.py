@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
 
 from relay.config.model import Reconcile
-from relay.store.reconcile import Kind
+from relay.store.reconcile import Kind, PassOutcome
 
 __all__ = [
     "ApiStatusError",
@@ -47,6 +47,9 @@ MAX_PAGES = 10_000
 class FellowError(Exception):
     """The API could not be read; `endpoint` is the path asked (never the key)."""
 
+    #: The pass outcome this error is recorded and counted as.
+    outcome: ClassVar[PassOutcome] = PassOutcome.API_ERROR
+
     def __init__(self, endpoint: str, message: str) -> None:
         super().__init__(f"{endpoint}: {message}")
         self.endpoint = endpoint
@@ -55,13 +58,21 @@ class FellowError(Exception):
 class AuthError(FellowError):
     """401 or 403: the API key is wrong, revoked or lacks the right."""
 
+    outcome = PassOutcome.AUTH
+
 
 class RateLimited(FellowError):
     """429 after MAX_RETRIES waits (or a Retry-After beyond MAX_RETRY_AFTER)."""
 
+    outcome = PassOutcome.RATE_LIMITED
+    #: The Retry-After (seconds) of a 429 that asked for too long a wait to be waited out.
+    retry_after: float | None = None
+
 
 class ApiTimeout(FellowError):
     """No complete answer within the per-request timeout."""
+
+    outcome = PassOutcome.TIMEOUT
 
 
 class ApiStatusError(FellowError):
@@ -70,6 +81,8 @@ class ApiStatusError(FellowError):
 
 class ShapeError(FellowError):
     """An answer that does not have the shape relay assumes."""
+
+    outcome = PassOutcome.SHAPE
 
 
 def _retry_after(value: str | None) -> float:
@@ -114,7 +127,9 @@ class FellowApi:
                     raise ApiStatusError(path, f"request failed: {type(exc).__name__}") from exc
             if status == 429:
                 if wait > MAX_RETRY_AFTER:
-                    raise RateLimited(path, f"429 with Retry-After {wait:g}s (too long)")
+                    limited = RateLimited(path, f"429 with Retry-After {wait:g}s (too long)")
+                    limited.retry_after = wait  # enrichment's retry waits it out instead
+                    raise limited
                 await self._sleep(wait)  # outside the slot: others may go on meanwhile
                 continue
             return _decode(path, status, body)
@@ -151,8 +166,8 @@ class FellowApi:
         """The member ids of one course (or program)."""
         return await self.ids(f"/api/v1/{kind}s/{container}/members")
 
-    async def completed(self, kind: Kind, container: str, member: str) -> bool:
-        """Whether a member completed a course (or program): its coursemember's `completed`."""
+    async def member_record(self, kind: Kind, container: str, member: str) -> dict[str, Any]:
+        """A member's coursemember (programmember): a JSON object with a `completed` field."""
         path = f"/api/v1/{kind}s/{container}/members/{member}/{kind}member"
         answer = await self.get(path)
         if not isinstance(answer, dict):
@@ -160,7 +175,15 @@ class FellowApi:
         field = self.config.completed_field
         if field not in answer:
             raise ShapeError(path, f"no {field!r} field in the object")
-        return bool(answer[field])
+        return answer
+
+    def is_completed(self, record: dict[str, Any]) -> bool:
+        """Whether a coursemember (programmember) says completed: its `completed` field."""
+        return bool(record[self.config.completed_field])
+
+    async def completed(self, kind: Kind, container: str, member: str) -> bool:
+        """Whether a member completed a course (or program): its coursemember's `completed`."""
+        return self.is_completed(await self.member_record(kind, container, member))
 
 
 def _decode(path: str, status: int, body: bytes) -> Any:

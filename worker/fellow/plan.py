@@ -14,11 +14,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from relay.store.reconcile import Membership, MemberState
+from relay.store.reconcile import ACTIONS, Membership, MemberState
 
 __all__ = ["Change", "Plan", "changes", "decide", "form_body"]
 
-CREATED, COMPLETED, DELETED = "CREATED", "COMPLETED", "DELETED"
+CREATED, COMPLETED, DELETED = ACTIONS
 
 
 @dataclass(frozen=True, order=True)
@@ -104,8 +104,3 @@ def decide(
     held = {c.membership for c in waiting}
     accepted = {c.membership: api.get(c.membership) for c in found if c.membership not in held}
     return Plan(tuple(missed), tuple(was_seen), tuple(waiting), accepted, still)
-
-
-def baseline(api: Mapping[Membership, MemberState]) -> Plan:
-    """The first pass: the API's memberships recorded as they are, nothing synthesized."""
-    return Plan((), (), (), dict(api), {})

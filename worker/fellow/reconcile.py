@@ -1,44 +1,42 @@
 """One reconciliation pass of a Fellow source: read the API, compare, synthesize what was missed.
 
-A pass holds relay:lock:rc:{source} (SET NX EX) so that one runs at a time across every process
-and host; reads the snapshot of the last pass; reads every course and program with their
-members and, for memberships not already completed, their coursemember/programmember; decides
-(worker.fellow.plan); commits the missed events (worker.fellow.synth); and writes the snapshot
-and the pass record. The first pass only records what exists, unless `backfill`. A pass that
-fails (worker.fellow.api's FellowError) synthesizes nothing and writes nothing but its record.
-Each pass logs one summary line.
+A pass holds relay:lock:rc:{source} (worker.fellow.lock: extended while it runs) so that one
+runs at a time across every process and host. It walks every course and program
+(worker.fellow.walk: one container at a time, comparing the API with the snapshot of the last
+pass, deciding with worker.fellow.plan), then commits what it decided: the missed events
+(worker.fellow.synth), the snapshot's updates and the pending changes, and the pass record with
+its counters (relay.store.reconcile.record_pass). A synthesized completion routed to an enriching
+target is committed with the coursemember/programmember the pass read for it, as its enrichment
+record (relay.store.enrichment): the target's delivery never fetches it again. The first pass
+only records what exists, unless `backfill`. A pass that fails (worker.fellow.api's
+FellowError) synthesizes nothing and writes nothing but its record, with the error's kind as its
+outcome; a pass whose lock was lost commits nothing. Each pass logs one summary line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import aiohttp
 import redis
 import structlog
 
-from relay.config.model import Reconcile, RouteTable, Source
-from relay.store import keys
-from relay.store.reconcile import (
-    Kind,
-    Membership,
-    MemberState,
-    PassRecord,
-    read_pass,
-    read_pending,
-    read_snapshot,
-    write_pass,
-    write_state,
-)
-from worker.fellow.api import FellowApi, FellowError
-from worker.fellow.plan import Change, Plan, baseline, changes, decide
-from worker.fellow.synth import commit_events, dedupe_key_of, synthesize
+from relay.config.model import ENRICHED_EVENTS, Reconcile, RouteTable, Source
+from relay.store.reconcile import Membership, PassOutcome, PassRecord, read_pass, record_pass
+from relay.store.reconcile_legacy import convert_legacy
+from relay.store.reconcile_snapshot import apply_changes, read_pending, write_pending
+from worker.fellow.api import FellowError
+from worker.fellow.enrich import wanted_kind
+from worker.fellow.lock import LOCK_TTL, PassLock
+from worker.fellow.plan import COMPLETED, Change, Plan
+from worker.fellow.synth import commit_events, synthesize
+from worker.fellow.walk import Decisions, Walk, walk
 
-__all__ = ["PassBusy", "PassResult", "read_api", "run_pass"]
+__all__ = ["COMMIT_CHUNK", "PassBusy", "PassResult", "run_pass"]
 
 
 def _log() -> structlog.typing.FilteringBoundLogger:
@@ -47,14 +45,13 @@ def _log() -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger("relay.reconcile")  # type: ignore[no-any-return]
 
 
-#: How long a pass may hold the lock: a crashed holder frees it after this long.
-LOCK_TTL = 600
-#: Releases the lock only if this pass still holds it (its expiry may have handed it on).
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
+#: Synthesized events committed per script call: a backfill of 100,000 stays in bounded calls.
+COMMIT_CHUNK = 500
 
 
 class PassBusy(Exception):
-    """Another process holds the source's pass lock (or, with `when_due`, none is due)."""
+    """Another process holds the source's pass lock (or, with `when_due`, none is due, or the
+    pass lost its lock before it could commit)."""
 
 
 @dataclass(frozen=True)
@@ -85,40 +82,6 @@ class _Options:
     session_factory: SessionFactory
 
 
-async def read_api(
-    config: Reconcile, skip: set[Membership], session: aiohttp.ClientSession
-) -> tuple[dict[Membership, MemberState], int]:
-    """Every membership the API shows with its state, and the requests made; memberships in
-    `skip` are already completed (completion is final) and cost no coursemember request."""
-    api = FellowApi(config, session)
-    found: dict[Membership, MemberState] = {}
-
-    async def container(kind: Kind, cid: str) -> None:
-        members = await api.members(kind, cid)
-        ships = [Membership(kind, cid, member) for member in dict.fromkeys(members)]
-        todo = [m for m in ships if m not in skip]
-        done = await asyncio.gather(*(api.completed(kind, cid, m.member) for m in todo))
-        for m in ships:
-            found[m] = MemberState.COMPLETED
-        for m, completed in zip(todo, done, strict=True):
-            found[m] = MemberState.COMPLETED if completed else MemberState.ENROLLED
-
-    for kind in Kind:
-        ids = dict.fromkeys(await api.containers(kind))
-        await asyncio.gather(*(container(kind, cid) for cid in ids))
-    return found, api.requests
-
-
-def _seen(conn: redis.Redis, source: Source, found: list[Change]) -> set[str]:
-    """Names of the changes whose dedupe key relay holds (the webhook came, or was made)."""
-    with_keys = [(c, dedupe_key_of(source, c)) for c in found]
-    with_keys = [(c, k) for c, k in with_keys if k]
-    if not with_keys:
-        return set()
-    values = conn.mget([k for _, k in with_keys])
-    return {c.name for (c, _), v in zip(with_keys, values, strict=True) if v is not None}
-
-
 def run_pass(
     conn: redis.Redis,
     table: RouteTable,
@@ -130,25 +93,25 @@ def run_pass(
     backfill: bool = False,
     session_factory: SessionFactory = aiohttp.ClientSession,
     when_due: Callable[[PassRecord], bool] | None = None,
+    lock_ttl: float = LOCK_TTL,
 ) -> PassResult:
     """One pass now (PassBusy when another holds the lock); a failure is in `error`.
 
     `when_due` is asked under the lock with the last pass's record: the workers' loop runs a
-    pass only if it is still due once the lock is theirs (PassBusy otherwise).
+    pass only if it is still due once the lock is theirs (PassBusy otherwise). A dry run takes
+    no lock: it writes nothing.
     """
     assert source.reconcile is not None, "only reconciled sources have a pass"
-    token = secrets.token_hex(8)
-    lock = keys.reconcile_lock_key(source.name)
-    if not dry_run and not conn.set(lock, token, nx=True, ex=LOCK_TTL):
+    options = _Options(retention, now, dry_run, backfill, session_factory)
+    if dry_run:
+        return _locked_pass(conn, table, source, source.reconcile, options, None)
+    lock = PassLock(conn, source.name, ttl=lock_ttl)
+    if not lock.acquire():
         raise PassBusy(source.name)
-    try:
+    with lock:
         if when_due is not None and not when_due(read_pass(conn, source.name)):
             raise PassBusy(source.name)
-        options = _Options(retention, now, dry_run, backfill, session_factory)
-        return _locked_pass(conn, table, source, source.reconcile, options)
-    finally:
-        if not dry_run:
-            conn.eval(_RELEASE, 1, lock, token)
+        return _locked_pass(conn, table, source, source.reconcile, options, lock)
 
 
 def _locked_pass(
@@ -157,37 +120,66 @@ def _locked_pass(
     source: Source,
     config: Reconcile,
     options: _Options,
+    lock: PassLock | None,
 ) -> PassResult:
-    now, dry_run, backfill = options.now, options.dry_run, options.backfill
     started = time.monotonic()
+    # An upgrade over the snapshot's old layout: read it as the last pass's, never as nothing.
+    converted = convert_legacy(conn, source.name)
+    if converted:
+        _log().info(
+            "reconcile: snapshot converted to the per-course layout",
+            source=source.name,
+            memberships=converted,
+        )
     record = read_pass(conn, source.name)
-    first = not record.ran and not backfill
-    snapshot = read_snapshot(conn, source.name)
-    done = {m for m, s in snapshot.items() if s is MemberState.COMPLETED}
+    first = not record.ran and not options.backfill
+    at = time.time() if options.now is None else options.now
+    grace = 0.0 if options.backfill else config.grace
+    pending = {} if first else read_pending(conn, source.name)
+    plan_walk = Walk(
+        conn,
+        source,
+        config,
+        first,
+        at,
+        grace,
+        pending,
+        write_first=not options.dry_run,
+        holding=(lambda: not lock.lost) if lock is not None else lambda: True,
+        keep_records=not options.dry_run and _enriches(table, source),
+    )
 
-    async def read() -> tuple[dict[Membership, MemberState], int]:
+    async def read() -> Decisions:
         async with options.session_factory() as session:
-            return await read_api(config, done, session)
+            return await walk(plan_walk, session)
 
     try:
-        api, requests = asyncio.run(read())
+        found = asyncio.run(read())
     except FellowError as exc:
-        return _failed(conn, source, record, exc, dry_run, time.monotonic() - started)
-    at = time.time() if now is None else now
-    found = changes(snapshot, api)
-    if first:
-        plan = baseline(api)
-    else:
-        seen = _seen(conn, source, found)
-        pending = read_pending(conn, source.name)
-        grace = 0.0 if backfill else config.grace
-        plan = decide(found, api, seen=seen, pending=pending, now=at, grace=grace)
-    result = PassResult(source.name, first, dry_run, len(api), plan, requests=requests)
-    if not dry_run:
-        result = _apply(conn, table, source, result, options.retention)
+        return _failed(conn, source, record, exc, options.dry_run, time.monotonic() - started)
+    plan = Plan(
+        tuple(found.missed), tuple(found.seen), tuple(found.waiting), found.accepted, found.pending
+    )
+    result = PassResult(
+        source.name, first, options.dry_run, found.memberships, plan, requests=found.requests
+    )
+    if lock is not None and not lock.held():
+        raise PassBusy(source.name)  # another process may be running it: commit nothing
+    if not options.dry_run:
+        result = _apply(conn, table, source, result, options.retention, record, found.records)
     result = _with_seconds(result, time.monotonic() - started)
     _log_summary(result)
     return result
+
+
+def _enriches(table: RouteTable, source: Source) -> bool:
+    """Whether some target the source's completions are routed to enriches them: then a pass
+    keeps the records it reads for the completions it synthesizes."""
+    return any(
+        table.targets[name].enrich is not None
+        for event in ENRICHED_EVENTS
+        for name in table.match(source.name, event)
+    )
 
 
 def _apply(
@@ -196,19 +188,37 @@ def _apply(
     source: Source,
     result: PassResult,
     retention: float,
+    last: PassRecord,
+    records: Mapping[Membership, bytes],
 ) -> PassResult:
-    """Commit the missed events, then the snapshot: a crash between them leaves the events'
-    dedupe keys, so the next pass sees them as received and synthesizes nothing twice."""
+    """Commit the missed events (each completion with its record when a target enriches it),
+    then the snapshot: a crash between them leaves the events' dedupe keys, so the next pass
+    sees them as received and synthesizes nothing twice."""
     plan = result.plan
     # Received now (the due sets score by it), whatever clock the pass compared with.
     received = time.time()
-    events = [synthesize(table, source, change, received) for change in plan.missed]
-    repeats = commit_events(conn, source, events, retention)
-    write_state(conn, source.name, plan.accepted, plan.pending)
-    outcome = "baseline" if result.baseline else "ok"
-    write_pass(conn, source.name, PassRecord(time.time(), outcome, 0, len(events)))
-    made = tuple((c, e.id) for c, e in zip(plan.missed, events, strict=True))
-    return replace(result, synthesized=made, repeats=sum(r is not None for r in repeats))
+    made: list[tuple[Change, str]] = []
+    repeats = 0
+    for start in range(0, len(plan.missed), COMMIT_CHUNK):
+        chunk = plan.missed[start : start + COMMIT_CHUNK]
+        events = [synthesize(table, source, change, received) for change in chunk]
+        kept = {
+            event.id: records[change.membership]
+            for change, event in zip(chunk, events, strict=True)
+            if change.action == COMPLETED
+            and change.membership in records
+            and any(wanted_kind(event, table.targets[name]) for name in event.targets)
+        }
+        firsts = commit_events(conn, source, events, retention, kept)
+        repeats += sum(r is not None for r in firsts)
+        made += [(c, e.id) for c, e in zip(chunk, events, strict=True)]
+    apply_changes(conn, source.name, plan.accepted)
+    write_pending(conn, source.name, plan.pending)
+    outcome = PassOutcome.BASELINE if result.baseline else PassOutcome.OK
+    at = time.time()
+    record = PassRecord(at, outcome, 0, len(made), ok_at=at, since=last.since)
+    record_pass(conn, source.name, record, Counter(c.event for c in plan.missed))
+    return replace(result, synthesized=tuple(made), repeats=repeats)
 
 
 def _failed(
@@ -222,11 +232,15 @@ def _failed(
     """Record and log a failed pass: nothing synthesized, the snapshot untouched."""
     failures = record.failures + 1
     if not dry_run:
-        # The snapshot's time stays the last good pass's: `at` is when this one failed.
-        write_pass(conn, source.name, PassRecord(time.time(), str(exc), failures, 0))
+        # `at` is when this one failed; the last success stays the last good pass's.
+        failed = replace(
+            record, at=time.time(), outcome=exc.outcome, failures=failures, error=str(exc)
+        )
+        record_pass(conn, source.name, failed, {})
     _log().error(
         "reconcile: pass failed; nothing synthesized",
         source=source.name,
+        outcome=str(exc.outcome),
         endpoint=exc.endpoint,
         error=str(exc),
         error_type=type(exc).__name__,

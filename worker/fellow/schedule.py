@@ -1,11 +1,12 @@
 """Reconciliation run by the workers: a daemon thread per worker process, like the due poller.
 
-Every TICK seconds each worker looks at each reconciled source's last pass record
-(relay:rc:{source}:pass) and runs a pass when one is due: `every` after the last one, or after a
-failed pass, sooner, with exponential backoff (FIRST_RETRY doubling, never beyond `every`). The
-pass lock (worker.fellow.reconcile) makes one process in the whole deployment run it, and the
-due check is repeated under the lock, so two workers never run the same pass back to back.
-A pass runs in this thread, not in RQ's loop: it may take minutes, deliveries go on meanwhile.
+Every tick (RELAY_RECONCILE_TICK, default TICK seconds) each worker looks at each reconciled
+source's last pass record (relay:rc:{source}:pass) and runs a pass when one is due: `every`
+after the last one, or after a failed pass, sooner, with exponential backoff (FIRST_RETRY
+doubling, never beyond `every`). The pass lock (worker.fellow.lock) makes one process in the
+whole deployment run it, and the due check is repeated under the lock, so two workers never run
+the same pass back to back. A pass runs in this thread, not in RQ's loop: it may take minutes,
+deliveries go on meanwhile.
 """
 
 from __future__ import annotations
@@ -72,9 +73,10 @@ def reconcile_due(now: float | None = None) -> int:
 
 
 class ReconcileLoop:
-    """Runs `reconcile_due` every TICK in a daemon thread until stopped."""
+    """Runs `reconcile_due` every `interval` in a daemon thread until stopped (None: the
+    context's RELAY_RECONCILE_TICK, read when the thread starts)."""
 
-    def __init__(self, interval: float = TICK) -> None:
+    def __init__(self, interval: float | None = None) -> None:
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="relay-reconcile", daemon=True)
@@ -91,7 +93,8 @@ class ReconcileLoop:
             self._thread.join(timeout=1)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        interval = self.interval if self.interval is not None else current().settings.reconcile_tick
+        while not self._stop.wait(interval):
             try:
                 reconcile_due()
             except (RedisError, OSError) as exc:

@@ -24,7 +24,7 @@ import fakeredis
 from rq.scheduler import RQScheduler
 
 from relay.cli.dev.app_thread import THREAD_TIMEOUT, AppThread
-from relay.cli.dev.banner import BannerInfo, local_url, render_banner
+from relay.cli.dev.banner import BannerInfo, admin_url, local_url, render_banner
 from relay.cli.dev.echo import EchoTarget, start_echo_targets
 from relay.cli.serve import receiver_app
 from relay.config.model import RouteTable
@@ -124,6 +124,7 @@ def _banner_info(
     generated: Mapping[str, str],
     echoes: Sequence[EchoTarget],
     env_file: Path | None,
+    admin_token: str = "",
 ) -> BannerInfo:
     return BannerInfo(
         redis_url="embedded (fakeredis, in this process)",
@@ -135,6 +136,8 @@ def _banner_info(
         echo_urls=tuple(e.url for e in echoes),
         processes=(("relay dev", os.getpid()),),
         env_file=env_file,
+        admin_url=admin_url(settings),
+        admin_token=admin_token,
     )
 
 
@@ -145,6 +148,7 @@ def run_embedded(
     *,
     echo_ports: Sequence[int] = (),
     env_file: Path | None = None,
+    admin_token: str = "",
 ) -> int:
     """Receiver, worker and an in-memory Redis in this process, until Ctrl-C."""
     server = fakeredis.FakeServer()
@@ -172,7 +176,7 @@ def run_embedded(
         except (OSError, RuntimeError) as exc:
             print(f"relay dev: cannot start: {exc}", file=sys.stderr)
             return 1
-        info = _banner_info(settings, routes, generated, echoes, env_file)
+        info = _banner_info(settings, routes, generated, echoes, env_file, admin_token)
 
         def ready(worker: RelayWorker) -> None:
             if pending:

@@ -6,14 +6,24 @@ states are those of relay.store.keys and relay.store.records. Reading is side-ef
 deliveries as ops`) for all of them (`due_counts`, the exact due figures, is the store's).
 """
 
+from relay.ops.deliveries.bulk import (
+    Pair,
+    done_key,
+    event_pairs,
+    nothing_to_replay,
+    replay_pairs,
+    replay_summary,
+)
 from relay.ops.deliveries.dead_letters import (
     DeadFilter,
     DeadLetter,
+    DeadPage,
     dead_count_by_target,
     dead_of_event,
     dead_targets_of,
     iter_dead,
     list_dead,
+    page_dead,
 )
 from relay.ops.deliveries.detail import (
     Attempt,
@@ -29,6 +39,7 @@ from relay.ops.deliveries.status import (
     Status,
     TargetStatus,
     collect_status,
+    source_statuses,
 )
 from relay.store.deliveries import due_counts
 
@@ -36,8 +47,10 @@ __all__ = [
     "Attempt",
     "DeadFilter",
     "DeadLetter",
+    "DeadPage",
     "Delivery",
     "EventDetail",
+    "Pair",
     "QueueStatus",
     "ReplayResult",
     "SourceStatus",
@@ -48,9 +61,16 @@ __all__ = [
     "dead_of_event",
     "dead_targets_of",
     "delivery_states",
+    "done_key",
     "due_counts",
+    "event_pairs",
     "iter_dead",
     "list_dead",
+    "nothing_to_replay",
+    "page_dead",
     "replay_delivery",
+    "replay_pairs",
+    "replay_summary",
     "show_event",
+    "source_statuses",
 ]

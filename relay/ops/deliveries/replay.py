@@ -1,7 +1,9 @@
 """Replay: put one dead delivery back on the queue, atomically, keeping its webhook-id.
 
 The only writer among the operator reads: one MULTI/EXEC guarded by WATCH on the event hash, so a
-worker or another replay that changes the event in between makes us read it again.
+worker or another replay that changes the event in between makes us read it again. A delivery to
+an ordered target (FIFO per key) joins the end of its key's queue: it goes after what is already
+waiting for its key (relay.store.control).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from rq import Queue
 
 from relay.core import constants
 from relay.core.states import DEAD_LETTER_STATES
-from relay.store import keys
+from relay.store import keys, scripts
 from relay.store.queue import kick, make_queue
 from relay.store.records import (
     DeliveryState,
     TargetStat,
     attempts_field,
     before_replay_field,
+    order_field,
     read_int,
     read_text,
     reason_field,
@@ -68,13 +71,13 @@ def replay_delivery(
     """Put one dead delivery back on the queue at attempt n+1, atomically; same webhook-id."""
     queue = queue if queue is not None else make_queue(conn)
     key = keys.event_key(event_id)
-    fields = ["targets", state_field(target), attempts_field(target)]
+    fields = ["targets", state_field(target), attempts_field(target), order_field(target)]
     with conn.pipeline() as pipe:
         for _ in range(WATCH_RETRIES):
             try:
                 pipe.watch(key)  # type: ignore[no-untyped-call]
                 has_body = bool(pipe.hexists(key, "body"))
-                raw_targets, raw_state, raw_attempts = cast(
+                raw_targets, raw_state, raw_attempts, raw_order = cast(
                     list[bytes | None], pipe.hmget(key, fields)
                 )
                 state = read_text(raw_state)
@@ -88,7 +91,8 @@ def replay_delivery(
                     return ReplayResult(
                         event_id, target, "would_replay", state, attempt=attempts + 1
                     )
-                _write_replay(pipe, queue, event_id, target, attempts, retention)
+                order = read_text(raw_order)
+                _write_replay(pipe, queue, event_id, target, attempts, retention, order)
             except WatchError:
                 continue  # the worker or another replay changed the event: read it again
             return ReplayResult(event_id, target, "replayed", state, attempt=attempts + 1)
@@ -98,7 +102,13 @@ def replay_delivery(
 
 
 def _write_replay(
-    pipe: Pipeline, queue: Queue, event_id: str, target: str, attempts: int, retention: float
+    pipe: Pipeline,
+    queue: Queue,
+    event_id: str,
+    target: str,
+    attempts: int,
+    retention: float,
+    order: str,
 ) -> None:
     """The replay's writes, in one MULTI/EXEC on the watching pipeline."""
     key = keys.event_key(event_id)
@@ -113,13 +123,19 @@ def _write_replay(
     )
     pipe.zrem(keys.DEAD, keys.dead_member(event_id, target))
     pipe.hincrby(keys.target_stats_key(target), TargetStat.REPLAYED, 1)
-    # A replay near the end of retention must not lose its body mid-retry: the event and its
-    # log live a full retention period from the replay (GT: only ever lengthened, and never on
-    # a key without expiry).
+    # A replay near the end of retention must not lose its body mid-retry: the event, its log
+    # and its enrichment record (relay.store.enrichment) live a full retention period from the
+    # replay (GT: only ever lengthened, and never on a key without expiry).
     pipe.expire(key, int(retention), gt=True)
     pipe.expire(keys.attempts_key(event_id), int(retention), gt=True)
-    # Due at once, and a kick so that a worker takes it now.
-    pipe.zadd(keys.due_key(target), {event_id: time.time()})
+    pipe.expire(keys.enrichment_key(event_id), int(retention), gt=True)
+    # Due at once (or, FIFO per key, once what waits for its key is over), and a kick so
+    # that a worker takes it now. EVAL, not EVALSHA: a MULTI must not fail on NOSCRIPT.
+    if order:
+        args = (event_id, order, repr(time.time()))
+        pipe.eval(scripts.REQUEUE, 2, keys.order_key(target), keys.due_key(target), *args)
+    else:
+        pipe.zadd(keys.due_key(target), {event_id: time.time()})
     pipe.sadd(keys.DUE_TARGETS, target)
     kick(queue, pipeline=pipe)
     pipe.execute()

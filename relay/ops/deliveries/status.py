@@ -23,7 +23,10 @@ from rq.worker import Worker
 
 from relay.core import constants
 from relay.ops.deliveries.dead_letters import dead_count_by_target
+from relay.ops.reconciliation import ReconcileStatus, collect_reconciliation
 from relay.store import keys
+from relay.store.breakers import BreakerState, read_breakers
+from relay.store.control import ControlView, read_views
 from relay.store.deliveries import due_counts
 from relay.store.pauses import Pause, paused
 from relay.store.queue import make_queue
@@ -46,10 +49,17 @@ class TargetStatus:
     failures: int = 0
     replayed: int = 0
     paused: Pause | None = None  # deliveries are held (relay pause, or a 410 with pause_on_gone)
+    breaker: BreakerState | None = None  # its circuit breaker's record: open, or failures counted
+    control: ControlView | None = None  # rate, concurrency, order in force, and what they hold
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping; `paused` is null or {reason, since (ISO), at, event_id}."""
-        return asdict(self) | {"paused": None if self.paused is None else self.paused.to_view()}
+        """A JSON-ready mapping; `paused` is null or {reason, since (ISO), at, event_id};
+        `breaker` is null (closed, no failure since a success) or BreakerState.to_view's."""
+        return asdict(self) | {
+            "paused": None if self.paused is None else self.paused.to_view(),
+            "breaker": None if self.breaker is None else self.breaker.to_view(),
+            "control": None if self.control is None else self.control.to_view(),
+        }
 
 
 @dataclass(frozen=True)
@@ -91,10 +101,14 @@ class Status:
     workers: int
     targets: tuple[TargetStatus, ...]
     sources: tuple[SourceStatus, ...]
+    reconciled: tuple[ReconcileStatus, ...] = ()  # sources with a `reconcile` table
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping (each target's as TargetStatus.to_json has it)."""
-        return asdict(self) | {"targets": [t.to_json() for t in self.targets]}
+        return asdict(self) | {
+            "targets": [t.to_json() for t in self.targets],
+            "reconciled": [r.to_json() for r in self.reconciled],
+        }
 
 
 def _counters(conn: Redis, pattern_prefix: str) -> dict[str, dict[str, int]]:
@@ -129,13 +143,16 @@ def _target_statuses(conn: Redis, configured_targets: Sequence[str]) -> tuple[Ta
     # Pending = due now; scheduled = due later (a retry time, or an attempt in flight whose
     # lease ends later). Exact: read from the targets' due sets.
     due_targets = sorted(read_text(t) for t in conn.smembers(keys.DUE_TARGETS))
-    pending, waiting = due_counts(conn, due_targets, time.time())
+    now = time.time()
+    pending, waiting = due_counts(conn, due_targets, now)
     dead_now = dead_count_by_target(conn)
     counters = _counters(conn, keys.target_stats_key(""))
     configured = list(dict.fromkeys(configured_targets))
     seen = set(counters) | set(pending) | set(waiting) | set(dead_now)
     names = configured + sorted(seen - set(configured))
     pauses = paused(conn, names)
+    breakers = read_breakers(conn, names)
+    controls = read_views(conn, names, pending, now)
     return tuple(
         TargetStatus(
             name=name,
@@ -145,8 +162,18 @@ def _target_statuses(conn: Redis, configured_targets: Sequence[str]) -> tuple[Ta
             dead_letters=dead_now[name],
             **{k: counters.get(name, {}).get(k, 0) for k in TargetStat},
             paused=pauses.get(name),
+            breaker=breakers.get(name),
+            control=controls.get(name),
         )
         for name in names
+    )
+
+
+def source_statuses(conn: Redis) -> tuple[SourceStatus, ...]:
+    """Every source's counters since the start (those Redis has figures for), by name."""
+    return tuple(
+        SourceStatus(name=name, **{k: counters.get(k, 0) for k in SourceStat})
+        for name, counters in _counters(conn, keys.source_stats_key("")).items()
     )
 
 
@@ -154,19 +181,18 @@ def collect_status(
     conn: Redis,
     configured_targets: Sequence[str] = (),
     queue_name: str = constants.QUEUE_NAME,
+    reconciled: Sequence[str] = (),
 ) -> Status:
-    """Per-target figures, per-source counters, queue depth and worker count, read-only."""
+    """Per-target figures, per-source counters, queue depth, worker count and each reconciled
+    source's last pass (`reconciled`: the configured ones), read-only."""
     queue = make_queue(conn, queue_name)
     queue_status = _queue_status(queue)
     targets = _target_statuses(conn, configured_targets)
-    sources = tuple(
-        SourceStatus(name=name, **{k: counters.get(k, 0) for k in SourceStat})
-        for name, counters in _counters(conn, keys.source_stats_key("")).items()
-    )
     return Status(
         at=time.time(),
         queue=queue_status,
         workers=Worker.count(queue=queue),
         targets=targets,
-        sources=sources,
+        sources=source_statuses(conn),
+        reconciled=collect_reconciliation(conn, reconciled),
     )

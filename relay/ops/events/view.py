@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import redis
 
 from relay.store import keys
+from relay.store.breakers import BreakerState, read_breakers
+from relay.store.enrichment import read_record
 from relay.store.records import (
     STATE_PREFIX,
     AttemptRecord,
@@ -38,6 +40,9 @@ class DeliveryView:
     reason: str
     before_replay: int  # attempts made before the latest replay, 0 if never replayed
     attempts: tuple[Attempt, ...]
+    breaker: BreakerState | None = None  # the target's circuit breaker, when it is open
+    order_key: str = ""  # the digest of its FIFO key (an ordered target), else ""
+    order_ahead: int | None = None  # earlier deliveries of its key still to go first (open ones)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class EventView:
     deliveries: tuple[DeliveryView, ...]
     expires_in: int | None  # seconds until the event hash expires; None when it has no TTL
     attempts_omitted: int = 0  # older attempt records not read (over MAX_ATTEMPT_RECORDS)
+    #: The API record enriched deliveries of the event carry (JSON bytes), when one is kept.
+    enrichment: bytes | None = None
 
     @property
     def unrouted(self) -> bool:
@@ -67,6 +74,24 @@ def _target_names(data: Mapping[bytes, bytes], targets: Iterable[str]) -> list[s
     return names
 
 
+def _order_positions(
+    conn: redis.Redis, event_id: str, data: Mapping[bytes, bytes], names: Iterable[str]
+) -> dict[str, int]:
+    """For each open ordered delivery, how many deliveries of its FIFO key are ahead of it."""
+    ordered = []
+    for target in names:
+        stored = DeliveryRecord.from_redis(target, data)
+        if stored.order_key and not stored.done:
+            ordered.append((target, keys.order_queue_key(target, stored.order_key)))
+    if not ordered:
+        return {}
+    with conn.pipeline(transaction=False) as pipe:
+        for _, queue in ordered:
+            pipe.lpos(queue, event_id)
+        found = pipe.execute()
+    return {t: int(at) for (t, _), at in zip(ordered, found, strict=True) if at is not None}
+
+
 def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
     """The event with its deliveries and attempts, or None when unknown or expired."""
     key, log_key = keys.event_key(event_id), keys.attempts_key(event_id)
@@ -75,13 +100,17 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
     pipe.ttl(key)
     pipe.llen(log_key)
     pipe.lrange(log_key, -MAX_ATTEMPT_RECORDS, -1)
-    data, ttl, total, records = pipe.execute()
+    pipe.get(keys.enrichment_key(event_id))  # GET, not GETEX: looking renews nothing
+    data, ttl, total, records, enrichment = pipe.execute()
     if not data:
         return None
     event = Event.from_redis(event_id, data)
     attempts = [AttemptRecord.from_redis(raw) for raw in records]
+    names = _target_names(data, event.targets)
+    breakers = {n: b for n, b in read_breakers(conn, names).items() if b.is_open}
+    ahead = _order_positions(conn, event_id, data, names)
     deliveries = []
-    for target in _target_names(data, event.targets):
+    for target in names:
         stored = DeliveryRecord.from_redis(target, data)
         deliveries.append(
             DeliveryView(
@@ -91,6 +120,9 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
                 reason=stored.reason,
                 before_replay=stored.before_replay,
                 attempts=tuple(a for a in attempts if a.target == target),
+                breaker=breakers.get(target),
+                order_key=stored.order_key,
+                order_ahead=ahead.get(target),
             )
         )
     # Records for a target the hash does not name (should not happen) are still shown.
@@ -103,4 +135,5 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
         deliveries=tuple(deliveries),
         expires_in=int(ttl) if ttl is not None and ttl >= 0 else None,
         attempts_omitted=max(0, int(total) - len(records)),
+        enrichment=read_record(enrichment),
     )

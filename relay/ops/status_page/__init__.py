@@ -8,6 +8,7 @@ reads, `view` the HTML (templates `page.html` and `status.html`), `auth` who may
 from relay.ops.status_page.auth import check_token, given_token, is_direct_local
 from relay.ops.status_page.handlers import add_status_routes, status_handlers
 from relay.ops.status_page.model import (
+    BREAKER_OPEN,
     DEGRADED,
     FAILING,
     FAILURES_SHOWN,
@@ -29,6 +30,7 @@ from relay.ops.status_page.reads import collect_page, read_recent_attempts
 from relay.ops.status_page.view import render_html
 
 __all__ = [
+    "BREAKER_OPEN",
     "DEGRADED",
     "FAILING",
     "FAILURES_SHOWN",

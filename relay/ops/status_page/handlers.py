@@ -33,9 +33,11 @@ def status_handlers(
     targets: Callable[[], Sequence[str]],
     *,
     cache_seconds: float = CACHE_SECONDS,
+    reconciled: Callable[[], Sequence[str]] = tuple,
 ) -> tuple[Handler, Handler]:
-    """The handlers of /status and /status.json; `token` ("" for none) guards both."""
-    reader = PageReader(connection, targets, cache_seconds)
+    """The handlers of /status and /status.json; `token` ("" for none) guards both.
+    `reconciled` names the sources with a `reconcile` table."""
+    reader = PageReader(connection, targets, cache_seconds, reconciled)
 
     async def page_html(request: web.Request) -> web.StreamResponse:
         refusal, kept = check_token(request, token)
@@ -79,8 +81,9 @@ def add_status_routes(
     token: str,
     connection: Callable[[], redis.Redis],
     targets: Callable[[], Sequence[str]],
+    reconciled: Callable[[], Sequence[str]] = tuple,
 ) -> None:
     """Add GET /status and GET /status.json to the receiver app."""
-    page_html, page_json = status_handlers(token, connection, targets)
+    page_html, page_json = status_handlers(token, connection, targets, reconciled=reconciled)
     app.router.add_get("/status", page_html, allow_head=False)
     app.router.add_get("/status.json", page_json, allow_head=False)

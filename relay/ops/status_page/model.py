@@ -24,6 +24,8 @@ TEXT_MAX = 120
 OK, DEGRADED, FAILING, IDLE = "ok", "degraded", "failing", "idle"
 #: A paused target's deliveries are held whatever its recent attempts say: that comes first.
 PAUSED = "paused"
+#: Next: an open circuit breaker holds them too, but for one probe per interval.
+BREAKER_OPEN = "breaker-open"
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class TargetRow:
     """One target's figures from `relay status` plus its health from recent attempts."""
 
     figures: ops.TargetStatus
-    health: str  # paused | ok | degraded | failing | idle
+    health: str  # paused | breaker-open | ok | degraded | failing | idle
     recent_attempts: int  # attempts that decided the health
     recent_failures: int
 
@@ -102,6 +104,7 @@ class StatusPage:
             "workers": s.workers,
             "targets": [t.to_json() for t in self.targets],
             "sources": [src.to_json() for src in s.sources],
+            "reconciled": [r.to_json() for r in s.reconciled],
             "recent_failures": [f.to_json() for f in self.failures],
             "dead_letters": {
                 "total": self.dead_letters_total,
@@ -143,10 +146,19 @@ def _target_row(
     ][:HEALTH_SAMPLE]
     return TargetRow(
         figures=figures,
-        health=PAUSED if figures.paused is not None else health_of(sample),
+        health=_held(figures) or health_of(sample),
         recent_attempts=len(sample),
         recent_failures=sum(a.failed for a in sample),
     )
+
+
+def _held(figures: ops.TargetStatus) -> str | None:
+    """PAUSED or BREAKER_OPEN when the target's deliveries are held, whatever its attempts say."""
+    if figures.paused is not None:
+        return PAUSED
+    if figures.breaker is not None and figures.breaker.is_open:
+        return BREAKER_OPEN
+    return None
 
 
 def _failure(recent: RecentAttempt) -> Failure:
@@ -169,8 +181,8 @@ def summarize(
     dead_letters: Sequence[ops.DeadLetter],
     now: float,
 ) -> StatusPage:
-    """The page's values: each target's health (paused, else from its newest attempts), and
-    the newest failures."""
+    """The page's values: each target's health (paused, else breaker-open, else from its
+    newest attempts), and the newest failures."""
     ordered = _newest_first(recent)
     failures = [_failure(a) for a in ordered if a.failed][:FAILURES_SHOWN]
     return StatusPage(

@@ -68,9 +68,12 @@ def read_recent_attempts(
     ]
 
 
-def collect_page(conn: redis.Redis, configured_targets: Sequence[str] = ()) -> StatusPage:
-    """Read everything the page shows: ops status, newest dead letters, recent attempts."""
-    status = ops.collect_status(conn, configured_targets)
+def collect_page(
+    conn: redis.Redis, configured_targets: Sequence[str] = (), reconciled: Sequence[str] = ()
+) -> StatusPage:
+    """Read everything the page shows: ops status (with the reconciled sources' last passes),
+    newest dead letters, recent attempts."""
+    status = ops.collect_status(conn, configured_targets, reconciled=reconciled)
     dead = ops.list_dead(conn, ops.DeadFilter(limit=DEAD_LETTERS_SHOWN))
     return summarize(status, read_recent_attempts(conn), dead, now=status.at)
 
@@ -83,12 +86,18 @@ class PageReader:
         connection: Callable[[], redis.Redis],
         targets: Callable[[], Sequence[str]],
         cache_seconds: float = CACHE_SECONDS,
+        reconciled: Callable[[], Sequence[str]] = tuple,
     ) -> None:
         self._connection = connection
         self._targets = targets
+        self._reconciled = reconciled
         self._cache_seconds = cache_seconds
         self._lock = asyncio.Lock()
         self._last: tuple[float, StatusPage] | None = None
+
+    def forget(self) -> None:
+        """Drop the shared read: the next one reads Redis (after a write that changes it)."""
+        self._last = None
 
     async def read(self) -> StatusPage:
         """The page, read now or within the last `cache_seconds`; raises one of UNAVAILABLE."""
@@ -97,7 +106,12 @@ class PageReader:
             if self._last is not None and now - self._last[0] < self._cache_seconds:
                 return self._last[1]
             page = await asyncio.wait_for(
-                asyncio.to_thread(collect_page, self._connection(), tuple(self._targets())),
+                asyncio.to_thread(
+                    collect_page,
+                    self._connection(),
+                    tuple(self._targets()),
+                    tuple(self._reconciled()),
+                ),
                 COLLECT_TIMEOUT,
             )
             self._last = (now, page)

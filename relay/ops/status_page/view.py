@@ -7,13 +7,16 @@ Every value put into it is escaped here; the templates hold only fixed markup.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from html import escape
 from importlib import resources
 from string import Template
 from urllib.parse import quote
 
 from relay.core.times import format_age, format_time
+from relay.ops.status_page.cells import cell as _cell
+from relay.ops.status_page.cells import escape_text as _e
+from relay.ops.status_page.cells import num as _num
+from relay.ops.status_page.cells import table as _table
+from relay.ops.status_page.cells import when as _when
 from relay.ops.status_page.model import (
     DEGRADED,
     FAILING,
@@ -24,6 +27,8 @@ from relay.ops.status_page.model import (
     StatusPage,
     cut,
 )
+from relay.ops.status_page.reconcile_view import reconcile_banners, reconcile_section
+from relay.store.breakers import BreakerState, describe_breaker
 from relay.store.pauses import Pause, describe_pause
 
 #: Column groups of the targets table: what is true now, and counters since the start.
@@ -50,49 +55,6 @@ PAGE = _template("page.html")
 STATUS = _template("status.html")
 
 
-def _e(value: object) -> str:
-    """Text for HTML: escaped, quotes included (it may land in an attribute)."""
-    return escape("" if value is None else str(value), quote=True)
-
-
-def _cell(field: str, value: object, cls: str = "") -> str:
-    text = "-" if value is None or value == "" else _e(value)
-    klass = f' class="{cls}"' if cls else ""
-    return f'<td data-field="{_e(field)}"{klass}>{text}</td>'
-
-
-def _num(field: str, value: int, alert: bool = False, cls: str = "") -> str:
-    return _cell(
-        field, value, " ".join(filter(None, ("num", cls, "alert" if alert and value else "")))
-    )
-
-
-def _when(field: str, at: float | None, now: float) -> str:
-    if at is None:
-        return _cell(field, None)
-    moment = _e(format_time(at))
-    return (
-        f'<td data-field="{_e(field)}"><time datetime="{moment}" title="{moment}">'
-        f"{_e(format_age(now - at))} ago</time></td>"
-    )
-
-
-def _table(
-    headers: Sequence[str],
-    rows: Sequence[str],
-    empty: str,
-    attr: str = "",
-    groups: Sequence[tuple[str, int]] = (),
-) -> str:
-    if not rows:
-        return f'<p class="empty"{attr}>{_e(empty)}</p>'
-    over = "".join(f'<th colspan="{span}" class="group">{_e(g)}</th>' for g, span in groups)
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    if groups:
-        head = f"{over}</tr><tr>{head}"
-    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
 def _paused_note(pause: Pause, now: float) -> str:
     """The pause under a paused target's name: since when (a <time>) and why."""
     since = pause.since
@@ -107,6 +69,16 @@ def _paused_note(pause: Pause, now: float) -> str:
     return f'<span class="note pause">paused {when}: {reason}</span>'
 
 
+def _breaker_note(state: BreakerState, now: float) -> str:
+    """The open breaker under a target's name: since when (a <time>), after what, next probe."""
+    assert state.opened_at is not None
+    moment = _e(format_time(state.opened_at))
+    since = f'<time datetime="{moment}" title="{moment}">{moment}</time>'
+    rest = describe_breaker(state, now).split(" ago) ", 1)[-1]
+    age = _e(format_age(now - state.opened_at))
+    return f'<span class="note breaker">breaker open since {since} ({age} ago) {_e(rest)}</span>'
+
+
 def _target_rows(page: StatusPage) -> list[str]:
     rows = []
     for row in page.targets:
@@ -114,6 +86,10 @@ def _target_rows(page: StatusPage) -> list[str]:
         name = _e(t.name) + ("" if t.configured else ' <span class="note">not in routes</span>')
         if t.paused is not None:
             name += " " + _paused_note(t.paused, page.status.at)
+        if t.breaker is not None and t.breaker.is_open:
+            name += " " + _breaker_note(t.breaker, page.status.at)
+        if t.control is not None:  # rate, concurrency, order, and what they hold
+            name += f' <span class="note control">{_e(t.control.describe())}</span>'
         rows.append(
             f'<tr data-target="{_e(t.name)}"><td data-field="name" class="name">{name}</td>'
             f'<td data-field="health"><span class="pill {row.health}">{row.health}</span></td>'
@@ -193,6 +169,7 @@ def _figures(page: StatusPage) -> str:
     return "".join(
         (
             _figure("targets.paused", "targets paused", _count(page, PAUSED), alert=True),
+            _figure("targets.breaker_open", "breakers open", _breakers_open(page), alert=True),
             _figure("targets.failing", "targets failing", _count(page, FAILING), alert=True),
             _figure("targets.degraded", "targets degraded", _count(page, DEGRADED), alert=True),
             _figure("dead_letters.total", "dead letters", page.dead_letters_total, alert=True),
@@ -213,6 +190,11 @@ def _count(page: StatusPage, health: str) -> int:
     return sum(r.health == health for r in page.targets)
 
 
+def _breakers_open(page: StatusPage) -> int:
+    # Counted apart from health: a paused target's health is paused, open breaker or not.
+    return sum(t.breaker is not None and t.breaker.is_open for t in page.status.targets)
+
+
 def _banners(page: StatusPage) -> str:
     s, q = page.status, page.status.queue
     banners = []
@@ -227,6 +209,13 @@ def _banners(page: StatusPage) -> str:
         for t in s.targets
         if t.paused is not None
     ]
+    banners += [
+        f"{t.name}'s circuit breaker is {describe_breaker(t.breaker, s.at)}. Its deliveries are "
+        "held with their attempts untouched, and go out again on their own when a probe succeeds."
+        for t in s.targets
+        if t.breaker is not None and t.breaker.is_open
+    ]
+    banners += reconcile_banners(s.reconciled, s.at)
     return "".join(f'<div class="banner">{_e(b)}</div>' for b in banners)
 
 
@@ -263,6 +252,7 @@ def render_html(page: StatusPage, token: str | None = None) -> str:
         sources=_table(
             SOURCE_HEADERS, _source_rows(page), "No events received yet.", ' id="sources"'
         ),
+        reconciliation=reconcile_section(page.status.reconciled, page.status.at),
         health_sample=HEALTH_SAMPLE,
         health_minutes=int(HEALTH_WINDOW // 60),
     )

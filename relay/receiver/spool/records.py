@@ -47,6 +47,7 @@ def encode_record(record: SpooledEvent) -> bytes:
             "targets": event.targets,
             "dedupe_key": event.dedupe_key,
             "dedupe_window": record.dedupe_window,
+            "order": event.order,
         }
     )
     payload = b"".join((_META_LEN.pack(len(meta)), meta, event.body))
@@ -73,6 +74,8 @@ def decode_payload(payload: bytes) -> SpooledEvent:
             body=payload[start + meta_len :],
             targets=tuple(str(t) for t in meta["targets"]),
             dedupe_key=str(meta["dedupe_key"]),
+            # Absent from records spooled by a version without FIFO per key: unordered.
+            order=tuple(str(k) for k in meta.get("order", ())),
         )
         return SpooledEvent(event, float(meta["dedupe_window"]))
     except (struct.error, KeyError, TypeError, ValueError) as exc:

@@ -1,6 +1,7 @@
 -- The intake commit: every event of a batch in one call (relay.store.commit documents KEYS and
--- ARGV). items.lua and the preamble of relay.store.scripts (RECEIVED_FIELD, the event hash's
--- field scoring the indexes; RECEIVED, UNROUTED, DUPLICATES, the source counters) come first.
+-- ARGV). items.lua, order.lua and the preamble of relay.store.scripts (RECEIVED_FIELD, the
+-- event hash's field scoring the indexes; RECEIVED, UNROUTED, DUPLICATES, the source counters;
+-- ORDER, the prefix of the FIFO key field) come first.
 local ttl, trim = ARGV[1], ARGV[2]
 local names = items(ARGV[3])
 local state_prefix, attempts_prefix, pending = ARGV[4], ARGV[5], ARGV[6]
@@ -18,12 +19,23 @@ for a = 7, #ARGV do
     fields[2 * f - 1] = names[f]
     fields[2 * f] = it[2 + f]
   end
-  local first_target = 3 + nnames
+  -- The target names, then, when a target is ordered, '' and one key digest per target.
+  local first_target, last_target, digests = 3 + nnames, #it, nil
   for t = first_target, #it do
+    if it[t] == '' then
+      last_target, digests = t - 1, t + 1 - first_target
+      break
+    end
+  end
+  for t = first_target, last_target do
     fields[#fields + 1] = state_prefix .. it[t]
     fields[#fields + 1] = pending
     fields[#fields + 1] = attempts_prefix .. it[t]
     fields[#fields + 1] = '0'
+    if digests and it[t + digests] ~= '' then
+      fields[#fields + 1] = ORDER .. it[t]
+      fields[#fields + 1] = it[t + digests]
+    end
   end
   local hash, stats = KEYS[k], KEYS[k + 1]
   k = k + 2
@@ -45,15 +57,23 @@ for a = 7, #ARGV do
   end
   indexed[#indexed + 1] = received
   indexed[#indexed + 1] = id
-  if first_target > #it then
+  if first_target > last_target then
     unrouted[#unrouted + 1] = received
     unrouted[#unrouted + 1] = id
     count[UNROUTED] = count[UNROUTED] + 1
   end
-  for t = first_target, #it do
-    redis.call('ZADD', KEYS[k], received, id)
+  for t = first_target, last_target do
+    local digest = digests and it[t + digests] or ''
+    if digest == '' then
+      redis.call('ZADD', KEYS[k], received, id)
+      k = k + 1
+    else
+      -- FIFO per key: due now only at the head of its key's queue (order.lua); the target's
+      -- order hash follows its due set in KEYS.
+      order_push(KEYS[k + 1], KEYS[k], id, digest, received)
+      k = k + 2
+    end
     due_targets[it[t]] = true
-    k = k + 1
   end
 end
 -- Once per batch, not per event: the indexes, the counters, the due-targets set.
