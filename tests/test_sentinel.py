@@ -229,18 +229,20 @@ async def test_a_refused_batch_is_answered_503_at_its_deadline(
 
 
 def test_store_scripts_are_loaded_again_after_script_flush(redis_client: redis.Redis) -> None:
-    from relay.store.deliveries import Store
+    from relay.store.control import NO_LIMITS
+    from relay.store.deliveries import Store, Wanted
 
     store = Store(redis_client, retention=3600)
     redis_client.zadd(keys.due_key("crm"), {"evt_1": 0})
-    assert store.anything_due(["crm"], time.time())  # loads the probe script
+    assert store.anything_due([("crm", NO_LIMITS)], time.time())  # loads the probe script
     redis_client.script_flush()
     assert not redis_client.script_exists(store._probe.sha)[0]
-    assert store.anything_due(["crm"], time.time())  # NOSCRIPT: loaded again, then run
-    claimed = store.claim([("crm", 10, time.time() + 30)], 10, time.time())
-    assert claimed == {"crm": ["evt_1"]}
+    assert store.anything_due([("crm", NO_LIMITS)], time.time())  # NOSCRIPT: loaded again, run
+    claimed = store.claim([Wanted("crm", 10, time.time() + 30)], 10, time.time())
+    assert claimed.ids == {"crm": ["evt_1"]}
     redis_client.script_flush()
-    assert store.claim([("crm", 10, time.time() + 30)], 10, time.time() + 60) == {"crm": ["evt_1"]}
+    again = store.claim([Wanted("crm", 10, time.time() + 30)], 10, time.time() + 60)
+    assert again.ids == {"crm": ["evt_1"]}
 
 
 # --- RELAY_ACK_REPLICAS ---------------------------------------------------------------------
