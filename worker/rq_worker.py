@@ -73,6 +73,9 @@ class RelayWorker(SimpleWorker):
 
     #: Retention period enforced by maintenance; None: the jobs' context settings (embedded).
     retention: float | None = None
+    #: RQ waits 1 s, 2 s, 4 s ... up to 60 s between dequeues that failed to reach Redis: a
+    #: worker would stay idle for up to a minute after Redis (or a new primary) is back.
+    max_connection_wait_time = 2.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -83,6 +86,11 @@ class RelayWorker(SimpleWorker):
         """RQ's warm shutdown, remembering where the signal landed (see worker.stopping)."""
         self._stop_frame = frame
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    @property
+    def stop_was_requested(self) -> bool:
+        """Whether a signal (or stop_before_next_job) asked this worker to stop."""
+        return bool(self._stop_requested or self._shutdown_requested_date is not None)
 
     def stop_before_next_job(self) -> None:
         """A warm stop asked for without a signal: RQ checks for it before every dequeue."""

@@ -21,6 +21,7 @@ import redis
 
 from relay.config.settings import Settings
 from relay.core.errors import ConfigError
+from relay.core.redis_url import SENTINEL_SCHEMES, redact_sentinel_url, scheme_of
 from relay.core.times import parse_since
 from relay.store.clients import OPERATOR, sync_client
 
@@ -62,6 +63,8 @@ class UsageError(Exception):
 
 def redact_url(url: str) -> str:
     """A URL safe to print: its password and the token of a relay hook path masked."""
+    if scheme_of(url) in SENTINEL_SCHEMES:  # several hosts: not for urlsplit
+        return redact_sentinel_url(url) or MASK
     try:
         parts = urlsplit(url)
         port = parts.port

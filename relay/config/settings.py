@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from relay.core import constants
 from relay.core.errors import ConfigError, Problem
+from relay.core.redis_url import check_redis_url
 from relay.core.units import parse_duration, parse_size
 
 
@@ -36,6 +37,8 @@ class Settings:
     admin_trust_proxy: bool = False
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
+    #: Replicas that must confirm a batch's commit (WAIT) before its 202; 0: the primary's word.
+    ack_replicas: int = 0
     #: How often each worker looks whether a reconciliation pass is due (seconds).
     reconcile_tick: float = 15.0
 
@@ -45,7 +48,7 @@ class Settings:
         read = _EnvReader(os.environ if env is None else env)
         log_format = read.choice("RELAY_LOG_FORMAT", ("auto", "json", "console"))
         settings = cls(
-            redis_url=read.text("REDIS_URL", constants.DEFAULT_REDIS_URL),
+            redis_url=read.redis_url("REDIS_URL", constants.DEFAULT_REDIS_URL),
             routes_path=read.text("RELAY_ROUTES", constants.DEFAULT_ROUTES_PATH),
             host=read.text("HOST", "127.0.0.1"),
             port=int(read.number("PORT", constants.DEFAULT_PORT, int)),
@@ -64,6 +67,7 @@ class Settings:
             admin_trust_proxy=read.choice("RELAY_ADMIN_TRUST_PROXY", ("0", "1")) == "1",
             log_format=log_format,
             log_level=read.text("RELAY_LOG_LEVEL", "info").lower(),
+            ack_replicas=int(read.number("RELAY_ACK_REPLICAS", 0, int)),
             reconcile_tick=read.positive("RELAY_RECONCILE_TICK", 15.0),
         )
         if settings.admin_tokens and settings.admin_port == settings.port and settings.port:
@@ -89,6 +93,16 @@ class _EnvReader:
     def text(self, name: str, default: str) -> str:
         """The value, or `default` when unset or empty."""
         return self.env.get(name, "") or default
+
+    def redis_url(self, name: str, default: str) -> str:
+        """A Redis URL relay can connect with (plain or Sentinel); the message never shows it."""
+        value = self.text(name, default)
+        try:
+            check_redis_url(value)
+        except ValueError as exc:
+            self._problem(name, str(exc))
+            return default
+        return value
 
     def choice(self, name: str, allowed: tuple[str, ...]) -> str:
         """One of `allowed` (the first is the default)."""

@@ -30,6 +30,8 @@
     relay:paused:{target}       STRING  JSON {at, event_id, reason}: the target is paused (set by a
                                         410 with pause_on_gone or `relay pause`; no expiry)
     relay:lock:trim             STRING  held (SET NX EX) by the worker trimming the indexes
+    relay:ack:mark              STRING  written just before a WAIT that must cover every earlier
+                                        write, not only the caller's own (relay.store.replication)
     relay:breaker:{target}      HASH    the target's circuit breaker (relay.store.breakers):
                                         failed attempts in a row, since when it is open, the
                                         last failure; absent: closed, no failure since a success
@@ -69,6 +71,7 @@ import hashlib
 from relay.core.constants import KEY_PREFIX
 
 __all__ = [
+    "ACK_MARK",
     "BREAKERS",
     "CONTROLS",
     "DEAD",
@@ -107,6 +110,7 @@ __all__ = [
 EVENTS_INDEX = f"{KEY_PREFIX}:events"
 UNROUTED = f"{KEY_PREFIX}:unrouted"
 DEAD = f"{KEY_PREFIX}:dead"
+ACK_MARK = f"{KEY_PREFIX}:ack:mark"
 RECONCILED_SOURCES = f"{KEY_PREFIX}:rc:sources"
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,12 +141,21 @@ def find_leaks(registered: Mapping[Path, Mapping[str, str]] | None = None) -> li
 class RelayProcess:
     """One `relay ...` child process with its output in a file."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], cwd: Path, name: str) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        name: str,
+        *,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """Start `relay ARGS`; `prefix` runs it through another command (`ip netns exec NS`)."""
         self.log_path = cwd / f"{name}-{time.monotonic_ns()}.log"
         register_log(self.log_path, secrets_of_env(env))
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "relay", *args],
+            [*prefix, sys.executable, "-m", "relay", *args],
             env=dict(env),
             cwd=cwd,
             stdout=self._log,
