@@ -75,6 +75,7 @@ class _Children(Generic[State]):
         self.latest = state  # what a child started (or restarted) now starts from
         self.processes: list[multiprocessing.process.BaseProcess] = []
         self.stopping = False
+        self._stop_signal = signal.SIGTERM  # the signal that asked for the stop
         self.restarts = 0
 
     def spawn(self, index: int) -> multiprocessing.process.BaseProcess:
@@ -97,6 +98,7 @@ class _Children(Generic[State]):
         """The parent's handler: pass the signal on; anything but SIGHUP means stopping."""
         if signum != signal.SIGHUP:
             self.stopping = True
+            self._stop_signal = signal.Signals(signum)
         for process in self.processes:
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signum)
@@ -131,6 +133,10 @@ class _Children(Generic[State]):
                 )
                 self.restarts += 1
                 self.processes[i] = self.spawn(i)
+                # A stop that came while it was forked found only the exited one in the list:
+                # the new child gets it now, or it would run on while the parent waits for it.
+                if self.stopping and self.processes[i].pid is not None:
+                    os.kill(self.processes[i].pid, self._stop_signal)
             if updates is not None and time.monotonic() >= next_poll:
                 self.latest = updates() or self.latest
                 next_poll = time.monotonic() + POLL_INTERVAL
