@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -34,6 +35,8 @@ __all__ = [
     "FellowError",
     "RateLimited",
     "ShapeError",
+    "member_path",
+    "members_path",
 ]
 
 #: 429s answered in a row for one request before the pass gives up (it is retried later).
@@ -42,6 +45,23 @@ MAX_RETRIES = 3
 MAX_RETRY_AFTER = 60.0
 #: Pages read for one list at most: a provider that ignores `limit` must not loop for ever.
 MAX_PAGES = 10_000
+
+
+def members_path(kind: Kind, container: str) -> str:
+    """The path of a course's (program's) member list, the id quoted as one path segment."""
+    return f"/api/v1/{kind}s/{_segment(container)}/members"
+
+
+def member_path(kind: Kind, container: str, member: str) -> str:
+    """The path of a member's coursemember (programmember), each id quoted as one segment:
+    both the pass and enrichment build it here, so they read the same resource."""
+    return f"{members_path(kind, container)}/{_segment(member)}/{kind}member"
+
+
+def _segment(value: str) -> str:
+    # Ids are Fellow's (and, for enrichment, a form's): an id with `/`, `?`, `#`, `%` or a
+    # space must stay one segment, not split the path or start a query.
+    return quote(str(value), safe="")
 
 
 class FellowError(Exception):
@@ -164,11 +184,11 @@ class FellowApi:
 
     async def members(self, kind: Kind, container: str) -> list[str]:
         """The member ids of one course (or program)."""
-        return await self.ids(f"/api/v1/{kind}s/{container}/members")
+        return await self.ids(members_path(kind, container))
 
     async def member_record(self, kind: Kind, container: str, member: str) -> dict[str, Any]:
         """A member's coursemember (programmember): a JSON object with a `completed` field."""
-        path = f"/api/v1/{kind}s/{container}/members/{member}/{kind}member"
+        path = member_path(kind, container, member)
         answer = await self.get(path)
         if not isinstance(answer, dict):
             raise ShapeError(path, f"expected a JSON object, got {type(answer).__name__}")

@@ -33,7 +33,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 import redis
@@ -51,7 +50,7 @@ from relay.store.enrichment import (
 from relay.store.reconcile import Kind
 from relay.store.records import Event
 from worker.context import WorkerContext
-from worker.fellow.api import FellowApi, FellowError, RateLimited, ShapeError
+from worker.fellow.api import FellowApi, FellowError, RateLimited, ShapeError, member_path
 from worker.outbound import Enrichment, OutboundRequest, build_request, form_fields
 from worker.outcome import AttemptResult
 
@@ -103,8 +102,7 @@ class Wanted:
     @property
     def path(self) -> str:
         """The API path of the record, each id quoted as one path segment."""
-        cid, mid = quote(self.container, safe=""), quote(self.member, safe="")
-        return f"/api/v1/{self.kind}s/{cid}/members/{mid}/{self.field}"
+        return member_path(self.kind, self.container, self.member)
 
 
 def wanted_kind(event: Event, target: Target) -> Kind | None:
