@@ -94,7 +94,17 @@ def test_two_workers_run_each_due_pass_once(
         # The new enrolment waits inside grace (5m by default): seen, not synthesized yet.
         assert redis_client.hlen(keys.reconcile_pending_key("fellow")) == 1
         assert all(w.alive() for w in workers)
-        logs = [w.output() for w in workers]
 
-    assert worker_lines(logs, "reconcile: pass done") == 2
-    assert not redis_client.exists(keys.reconcile_lock_key("fellow"))
+        # Each pass logs its summary just after recording it: wait for the line, not a sleep.
+        def done() -> int:
+            return worker_lines([w.output() for w in workers], "reconcile: pass done")
+
+        assert wait_until(lambda: done() >= 2, 20)
+        assert done() == 2
+        # The passes released the lock. Checked while the workers run: every tick of each
+        # worker takes it for a moment (its due check under the lock), so seen free once is
+        # enough; a pass's lock left behind would stay taken (its TTL is a minute). Not after
+        # the with block: that SIGKILLs the workers, maybe in the middle of a due check, and a
+        # killed holder leaves the lock until its TTL, as designed (worker/fellow/lock.py).
+        lock = keys.reconcile_lock_key("fellow")
+        assert wait_until(lambda: not redis_client.exists(lock), 10, 0.01)
