@@ -371,3 +371,18 @@ def test_the_script_reads_a_record_as_python_wrote_it(
 ) -> None:
     script = ITEMS_LUA + "return items(ARGV[1])"
     assert redis_client.eval(script, 0, pack_record(items)) == items
+
+
+async def test_a_long_body_is_committed_in_parts_so_the_hash_stays_compact(
+    writer: IntakeWriter, redis_client: redis.Redis
+) -> None:
+    long = Event(**{**event(3, ("crm", "bi")).__dict__, "body": b'{"pad": "%s"}' % (b"x" * 300)})
+    await writer.submit([long, event(4, ("crm",))], max_wait=5)
+    key = keys.event_key(long.id)
+    assert redis_client.object("encoding", key) == b"listpack"
+    # 313 bytes in parts of 64: "body", then "body.1" to "body.4".
+    assert redis_client.hget(key, "body.4") is not None
+    assert redis_client.hget(key, "body.5") is None
+    assert Event.from_redis(long.id, redis_client.hgetall(key)) == long
+    assert redis_client.hget(key, "s:bi") == b"pending"
+    assert redis_client.hget(keys.event_key(event(4).id), "s:crm") == b"pending"

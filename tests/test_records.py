@@ -14,12 +14,16 @@ from relay.ops.events import get_event
 from relay.store import keys, scripts
 from relay.store.deliveries import Record, Store, parse_stored, read_attempts
 from relay.store.records import (
+    PART,
+    PARTS_MAX,
     AttemptRecord,
     DeliveryRecord,
     DeliveryState,
     Event,
     Outcome,
     TargetStat,
+    joined,
+    split_value,
 )
 
 #: A record as worker.jobs writes it, and its stored bytes: a change to either is a format change.
@@ -147,3 +151,35 @@ def test_what_the_worker_writes_every_reader_reads_back_equal(redis_client: redi
     assert stored.event == event
     assert detail.deliveries[0].state == view.deliveries[0].state == DeliveryState.DEAD
     assert orjson.loads(raw[0])["outcome"] == "dead"
+
+
+@given(st.binary(max_size=PARTS_MAX + 200))
+def test_a_value_split_into_parts_reads_back_whole(value: bytes) -> None:
+    pairs = split_value("body", value)
+    data = {name.encode(): part for name, part in pairs}
+    assert joined(data, "body") == value
+    if PART < len(value) <= PARTS_MAX:
+        assert all(len(part) <= PART for _, part in pairs)
+        assert [name for name, _ in pairs][:2] == ["body", "body.1"]
+    else:
+        assert pairs == [("body", value)]  # short, or too long for a listpack: whole
+
+
+def test_an_event_hash_keeps_its_compact_encoding_and_reads_the_old_layout(
+    redis_client: redis.Redis,
+) -> None:
+    body = bytes(range(256)) * 2  # 512 bytes, not UTF-8
+    headers = tuple((f"x-header-{i}", "v" * 20) for i in range(4))
+    event = Event(
+        "evt_2", "digitalchalk", "X", time.time(), "application/json", "POST", headers, body, ("a",)
+    )
+    stored = {**event.to_redis(), **DeliveryRecord(DeliveryState.PENDING, 0).to_redis("a")}
+    redis_client.hset(keys.event_key(event.id), mapping=stored)  # type: ignore[arg-type]
+    assert redis_client.object("encoding", keys.event_key(event.id)) == b"listpack"
+    assert Event.from_redis(event.id, redis_client.hgetall(keys.event_key(event.id))) == event
+    # The layout before 2026-12: the whole body and headers under their own names.
+    old = {**stored, "body": body, "headers": orjson.dumps(headers)}
+    old = {k: v for k, v in old.items() if "." not in k}
+    redis_client.hset(keys.event_key("evt_old"), mapping=old)  # type: ignore[arg-type]
+    data = redis_client.hgetall(keys.event_key("evt_old"))
+    assert Event.from_redis("evt_old", data) == Event(**{**event.__dict__, "id": "evt_old"})

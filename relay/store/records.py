@@ -4,7 +4,9 @@ Key names are relay.store.keys'; field names, state words and outcomes are here,
 scripts take them from here too (relay.store.lua). Readers are tolerant, since a record may have
 been written by another version of relay: a missing or malformed value reads as "not known".
 
-The event hash (relay:ev:{id}) holds the event's own fields (EVENT_FIELDS) and, per target t:
+The event hash (relay:ev:{id}) holds the event's own fields (EVENT_FIELDS; a body or headers
+longer than PART bytes in parts, "body", "body.1", ..., so that the hash keeps Redis's compact
+listpack encoding) and, per target t:
     s:{t}  its DeliveryState
     n:{t}  attempts made to it, in every round
     r:{t}  why the delivery ended as it did ("" while under way)
@@ -45,11 +47,13 @@ __all__ = [
     "TargetStat",
     "attempts_field",
     "before_replay_field",
+    "joined",
     "order_field",
     "read_int",
     "read_state",
     "read_text",
     "reason_field",
+    "split_value",
     "state_field",
     "targets_of",
 ]
@@ -69,6 +73,18 @@ EVENT_FIELDS = (
     "targets",
     "dedupe",
 )
+
+#: Redis keeps a hash compact (a listpack: about half the bytes of a hashtable) while each of
+#: its fields and values is at most `hash-max-listpack-value` bytes (64 by default) and it has
+#: at most `hash-max-listpack-entries` fields (128). A longer value of SPLIT_FIELDS (a body of a
+#: few hundred bytes) is therefore stored in parts of PART bytes: the first under the field's
+#: own name, the rest under "{name}.1", "{name}.2", ... (`split_value`; `joined` reads both this
+#: and a hash written before 2026-12, whose whole value is under the name).
+PART = 64
+#: A value longer than this is stored whole (the hash becomes a hashtable, as it would anyway:
+#: its parts would take more fields than a listpack holds).
+PARTS_MAX = 2048
+SPLIT_FIELDS = frozenset({"headers", "body"})
 
 STATE_PREFIX = "s:"
 ATTEMPTS_PREFIX = "n:"
@@ -136,6 +152,29 @@ def read_int(value: object) -> int:
         return 0
 
 
+def split_value(name: str, value: bytes) -> list[tuple[str, bytes]]:
+    """The (field, value) pairs that store `value` under `name`: parts of PART bytes when it is
+    longer than PART (and at most PARTS_MAX), so the event hash stays a listpack."""
+    if len(value) <= PART or len(value) > PARTS_MAX:
+        return [(name, value)]
+    return [
+        (f"{name}.{i}" if i else name, value[at : at + PART])
+        for i, at in enumerate(range(0, len(value), PART))
+    ]
+
+
+def joined(data: Mapping[bytes, bytes], name: str) -> bytes | None:
+    """The value stored under `name` in parts (`split_value`) or whole; None when absent."""
+    value = data.get(name.encode())
+    if value is None:
+        return None
+    parts, i = [value], 1
+    while (part := data.get(f"{name}.{i}".encode())) is not None:
+        parts.append(part)
+        i += 1
+    return b"".join(parts) if i > 1 else value
+
+
 @dataclass(frozen=True)
 class Event:
     """One inbound event; `body` is the exact bytes the provider sent (or its split part)."""
@@ -154,8 +193,21 @@ class Event:
     #: delivery, () when none is ordered. Written as the o:{t} fields (relay.store.commit).
     order: tuple[str, ...] = ()
 
-    def redis_values(self) -> tuple[bytes, ...]:
-        """The values of the event hash, as bytes, in the order of `EVENT_FIELDS`."""
+    def redis_fields(self) -> tuple[tuple[bytes, ...], tuple[tuple[str, bytes], ...]]:
+        """The values of the event hash, as bytes, in the order of `EVENT_FIELDS` (of a split
+        value its first part), and the (field, value) pairs of the further parts."""
+        values: list[bytes] = []
+        more: list[tuple[str, bytes]] = []
+        for name, value in zip(EVENT_FIELDS, self._values(), strict=True):
+            if name in SPLIT_FIELDS:
+                first, *rest = split_value(name, value)
+                values.append(first[1])
+                more.extend(rest)
+            else:
+                values.append(value)
+        return tuple(values), tuple(more)
+
+    def _values(self) -> tuple[bytes, ...]:
         return (
             self.source.encode(),
             self.type.encode() if self.type is not None else b"",
@@ -169,8 +221,9 @@ class Event:
         )
 
     def to_redis(self) -> dict[str, bytes]:
-        """The event's own fields of its hash."""
-        return dict(zip(EVENT_FIELDS, self.redis_values(), strict=True))
+        """The event's own fields of its hash (a long body or headers in parts)."""
+        values, more = self.redis_fields()
+        return {**dict(zip(EVENT_FIELDS, values, strict=True)), **dict(more)}
 
     @classmethod
     def from_redis(cls, event_id: str, data: Mapping[bytes, bytes]) -> Event:
@@ -186,8 +239,10 @@ class Event:
             received_at=float(text(RECEIVED_FIELD) or 0.0),
             content_type=text("ctype"),
             method=text("method") or "POST",
-            headers=tuple((str(k), str(v)) for k, v in orjson.loads(data.get(b"headers", b"[]"))),
-            body=data.get(b"body", b""),
+            headers=tuple(
+                (str(k), str(v)) for k, v in orjson.loads(joined(data, "headers") or b"[]")
+            ),
+            body=joined(data, "body") or b"",
             targets=targets_of(data.get(b"targets")),
             dedupe_key=text("dedupe"),
             order=_order_of(data, targets_of(data.get(b"targets"))),

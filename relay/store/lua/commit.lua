@@ -19,8 +19,13 @@ for a = 7, #ARGV do
     fields[2 * f - 1] = names[f]
     fields[2 * f] = it[2 + f]
   end
+  -- The further parts of a long body or headers: a count, then names and values.
+  local more = 2 * tonumber(it[3 + nnames])
+  for m = 1, more do
+    fields[2 * nnames + m] = it[3 + nnames + m]
+  end
   -- The target names, then, when a target is ordered, '' and one key digest per target.
-  local first_target, last_target, digests = 3 + nnames, #it, nil
+  local first_target, last_target, digests = 4 + nnames + more, #it, nil
   for t = first_target, #it do
     if it[t] == '' then
       last_target, digests = t - 1, t + 1 - first_target
