@@ -22,6 +22,9 @@ from relay.store.records import (
     Event,
     Outcome,
     TargetStat,
+    attempt_field,
+    attempt_log,
+    attempts_in,
     joined,
     split_value,
 )
@@ -183,3 +186,20 @@ def test_an_event_hash_keeps_its_compact_encoding_and_reads_the_old_layout(
     redis_client.hset(keys.event_key("evt_old"), mapping=old)  # type: ignore[arg-type]
     data = redis_client.hgetall(keys.event_key("evt_old"))
     assert Event.from_redis("evt_old", data) == Event(**{**event.__dict__, "id": "evt_old"})
+
+
+def test_attempt_fields_read_back_equal_in_parts_and_after_an_old_list() -> None:
+    old = AttemptRecord("crm", 1, 100.0, 0.5, 503, "", Outcome.RETRY, "busy", 30.0)
+    second = AttemptRecord("crm", 2, 200.0, 0.25, 200, "", Outcome.DELIVERED, "ok " * 100)
+    other = AttemptRecord("bi.eu", 1, 150.0, None, None, "timeout after 1s", Outcome.RETRY, "")
+    assert len(other.to_field()) <= PART  # the usual record: one listpack entry
+    data: dict[bytes, bytes] = {b"s:crm": b"delivered"}
+    for record in (second, other):
+        raw = record.to_field()
+        parts = [raw[at : at + PART] for at in range(0, len(raw), PART)]  # as record.lua writes
+        for i, part in enumerate(parts):
+            name = attempt_field(record.target, record.attempt) + (f".{i}" if i else "")
+            data[name.encode()] = part
+    assert attempts_in(data) == [other, second]  # oldest first
+    assert attempt_log(data, [old.to_redis()]) == [old, other, second]
+    assert AttemptRecord.from_field("crm", 1, b"{}").error.startswith("unreadable")

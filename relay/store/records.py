@@ -14,9 +14,10 @@ listpack encoding) and, per target t:
            A round may make attempts while n - b < the target's retry attempts.
     o:{t}  the digest of the delivery's FIFO key, for a target with `order` (absent: unordered;
            relay.store.control)
-The attempt log (relay:att:{id}) holds one AttemptRecord per attempt as JSON, oldest first; its
-record lives in relay.store.attempts and is re-exported here, so readers import the codec from one
-place.
+    a:{t}:{n}  its attempt n, an AttemptRecord (`to_field`; in parts like a long body)
+Events stored before 2026-12 kept their attempts in a list of their own (relay:att:{id}), read
+too until they expire (`attempt_log`). The record lives in relay.store.attempts and is
+re-exported here, so readers import the codec from one place.
 """
 
 from __future__ import annotations
@@ -28,13 +29,22 @@ from enum import StrEnum
 import orjson
 
 from relay.core.states import DeliveryState, Outcome
-from relay.store.attempts import AttemptRecord
+from relay.store.attempts import (
+    ATTEMPT_PREFIX,
+    AttemptRecord,
+    attempt_field,
+    attempt_log,
+    attempts_in,
+)
 
 __all__ = [
     "ATTEMPTS_PREFIX",
+    "ATTEMPT_PREFIX",
     "BEFORE_REPLAY_PREFIX",
     "EVENT_FIELDS",
     "ORDER_PREFIX",
+    "PART",
+    "PARTS_MAX",
     "REASON_PREFIX",
     "RECEIVED_FIELD",
     "STATE_PREFIX",
@@ -45,7 +55,10 @@ __all__ = [
     "Outcome",
     "SourceStat",
     "TargetStat",
+    "attempt_field",
+    "attempt_log",
     "attempts_field",
+    "attempts_in",
     "before_replay_field",
     "joined",
     "order_field",
