@@ -7,7 +7,8 @@ one whose worker dies becomes due again when its lease ends; a target's rate and
 (lua/record.lua), so the check "is this attempt still the current one?" and the writes (state,
 attempt log, counters, dead-letter entry, the next due time or removal from the due set, the
 freed concurrency slot, the next delivery of a FIFO key) are atomic: a stale duplicate can never
-overwrite a newer outcome.
+overwrite a newer outcome. One call records every attempt a worker saw finish in one tick
+(`Store.record_many`): what they share (counters, due sets, expiries) is written once per call.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from relay.store.records import (
 
 #: Seconds a lease outlives the attempt's own timeout (clock skew, slow recording).
 LEASE_MARGIN = 10.0
+#: Most records one script call writes (a claim takes at most 256 deliveries); more are split
+#: over several calls, so that no call holds Redis for long.
+RECORD_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -230,34 +234,47 @@ class Store:
 
     def record(self, rec: Record, now: float) -> int:
         """Apply a state change if the attempt is still current: 1 applied, 0 stale, -1 no event."""
-        entry = rec.entry.to_redis() if rec.entry is not None else b""
-        result = self._record(
-            keys=[
-                keys.event_key(rec.event_id),
-                keys.attempts_key(rec.event_id),
-                keys.target_stats_key(rec.target),
-                keys.DEAD,
-                keys.due_key(rec.target),
-                keys.in_flight_key(rec.target),
-                keys.order_key(rec.target),
-            ],
-            args=[
-                rec.target,
-                rec.attempt,
-                str(rec.state),
-                rec.reason,
-                entry,
-                self.retention,
-                now,
-                keys.dead_member(rec.event_id, rec.target),
-                "" if rec.counter is None else str(rec.counter),
-                "1" if rec.failed else "0",
-                "1" if rec.counts else "0",
-                "" if rec.due_at is None else repr(rec.due_at),
-                "1" if rec.target in self._slotted else "0",
-            ],
-        )
-        return int(result)
+        return self.record_many([rec], now)[0]
+
+    def record_many(self, recs: Sequence[Record], now: float) -> list[int]:
+        """Apply many state changes in one script call (lua/record.lua), each only if its
+        attempt is still current, in order: per record 1 applied, 0 stale, -1 no event."""
+        results: list[int] = []
+        for start in range(0, len(recs), RECORD_BATCH):
+            chunk = recs[start : start + RECORD_BATCH]
+            record_keys: list[str] = [keys.DEAD]
+            args: list[Any] = [self.retention, repr(now)]
+            for rec in chunk:
+                record_keys += _record_keys(rec)
+                args += self._record_args(rec)
+            results += [int(r) for r in self._record(keys=record_keys, args=args)]
+        return results
+
+    def _record_args(self, rec: Record) -> list[Any]:
+        return [
+            rec.target,
+            rec.attempt,
+            str(rec.state),
+            rec.reason,
+            rec.entry.to_redis() if rec.entry is not None else b"",
+            keys.dead_member(rec.event_id, rec.target),
+            "" if rec.counter is None else str(rec.counter),
+            "1" if rec.failed else "0",
+            "1" if rec.counts else "0",
+            "" if rec.due_at is None else repr(rec.due_at),
+            "1" if rec.target in self._slotted else "0",
+        ]
+
+
+def _record_keys(rec: Record) -> list[str]:
+    return [
+        keys.event_key(rec.event_id),
+        keys.attempts_key(rec.event_id),
+        keys.target_stats_key(rec.target),
+        keys.due_key(rec.target),
+        keys.in_flight_key(rec.target),
+        keys.order_key(rec.target),
+    ]
 
 
 def due_counts(
