@@ -32,9 +32,9 @@ from relay.store.records import EVENT_FIELDS, DeliveryState, Event, attempts_fie
 #:   state and attempts fields, [6] the state of a new delivery, then one record per event
 #:   (`pack_record`): id, dedupe window in seconds ("0": no dedupe key), the hash's values in
 #:   the order of [3] (its `received` is the event's score in the indexes; of a long body or
-#:   headers, the first part), the number of further fields, their names and values (the other
-#:   parts: records.split_value), the target names,
-#:   and when a delivery is ordered, "" and one FIFO key digest per target ("" unordered).
+#:   headers, the first part; "": the field is left out, records.Event.to_redis), the number
+#:   of further fields, their names and values (the other parts: records.split_value), the
+#:   target names, and when a delivery is ordered, "" and one FIFO key digest per target.
 #: Returns the queue's length (the kicks waiting, read in the same atomic step), then one
 #: string per event that has a dedupe key, in order: the id of the event that claimed the key
 #: first, or "" if this event is the first. A repeat (an earlier id that is not the event's

@@ -98,6 +98,10 @@ PART = 64
 #: its parts would take more fields than a listpack holds).
 PARTS_MAX = 2048
 SPLIT_FIELDS = frozenset({"headers", "body"})
+#: The one field stored even when empty (a replay tells a stored event by it); any other field
+#: whose value is empty (a POST's method, no headers, no dedupe key, no type) is left out, and
+#: reads as its default, so the hash spends no entries on them.
+BODY_FIELD = "body"
 
 STATE_PREFIX = "s:"
 ATTEMPTS_PREFIX = "n:"
@@ -226,17 +230,20 @@ class Event:
             self.type.encode() if self.type is not None else b"",
             repr(self.received_at).encode(),
             self.content_type.encode(),
-            self.method.encode(),
-            orjson.dumps(self.headers),
+            b"" if self.method == "POST" else self.method.encode(),
+            orjson.dumps(self.headers) if self.headers else b"",
             self.body,
             orjson.dumps(self.targets),
             self.dedupe_key.encode(),
         )
 
     def to_redis(self) -> dict[str, bytes]:
-        """The event's own fields of its hash (a long body or headers in parts)."""
+        """The event's own fields of its hash, as the commit writes them (a long body or headers
+        in parts, no empty field but the body)."""
         values, more = self.redis_fields()
-        return {**dict(zip(EVENT_FIELDS, values, strict=True)), **dict(more)}
+        fields = dict(zip(EVENT_FIELDS, values, strict=True))
+        kept = {k: v for k, v in fields.items() if v or k == BODY_FIELD}
+        return {**kept, **dict(more)}
 
     @classmethod
     def from_redis(cls, event_id: str, data: Mapping[bytes, bytes]) -> Event:

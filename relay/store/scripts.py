@@ -15,6 +15,7 @@ from relay.core.states import DEAD_LETTER_STATES, DONE_STATES
 from relay.store.control import WAITING_FIELD, Held
 from relay.store.records import (
     ATTEMPTS_PREFIX,
+    BODY_FIELD,
     ORDER_PREFIX,
     REASON_PREFIX,
     RECEIVED_FIELD,
@@ -52,6 +53,7 @@ def commit_preamble() -> str:
     return _locals(
         {
             "RECEIVED_FIELD": _string(RECEIVED_FIELD),
+            "BODY_FIELD": _string(BODY_FIELD),
             "RECEIVED": _string(SourceStat.RECEIVED),
             "UNROUTED": _string(SourceStat.UNROUTED),
             "DUPLICATES": _string(SourceStat.DUPLICATES),
