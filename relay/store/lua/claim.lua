@@ -40,9 +40,14 @@ for i = 1, #KEYS / 3 do
   local ids = {}
   if limit > 0 then
     ids = redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[1], 'LIMIT', 0, limit)
-    for _, id in ipairs(ids) do redis.call('ZADD', due, lease, id) end
-    if slots > 0 then
-      for _, id in ipairs(ids) do redis.call('ZADD', flight, lease, id) end
+    if #ids > 0 then
+      -- One ZADD for every id taken, not one per id.
+      local leased = {}
+      for j, id in ipairs(ids) do
+        leased[2 * j - 1], leased[2 * j] = lease, id
+      end
+      redis.call('ZADD', due, unpack(leased))
+      if slots > 0 then redis.call('ZADD', flight, unpack(leased)) end
     end
     if interval > 0 and #ids > 0 then
       local at = base + #ids * interval
