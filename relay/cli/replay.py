@@ -130,16 +130,29 @@ def _replay_all(
 ) -> list[ops.ReplayResult]:
     # Bound here, not at import: structlog caches a logger with the stream of its first use.
     log = structlog.get_logger("relay.ops")
-    results = []
     bar = ProgressBar(len(pairs), sys.stderr)
-    for done, (event_id, target) in enumerate(pairs, start=1):
-        result = ops.replay_delivery(
-            conn, event_id, target, retention=settings.retention, dry_run=dry_run
+    if dry_run:
+        results = []
+        for done, (event_id, target) in enumerate(pairs, start=1):
+            results.append(
+                ops.replay_delivery(
+                    conn, event_id, target, retention=settings.retention, dry_run=True
+                )
+            )
+            bar.update(done)
+    else:
+        # In batches, with a kick per batch at most (relay.ops.deliveries.bulk).
+        results = ops.replay_deliveries(
+            conn, pairs, retention=settings.retention, progress=bar.update
         )
-        results.append(result)
-        if result.outcome == "replayed":
-            log.debug("replayed", event_id=event_id, target=target, attempt=result.attempt)
-        bar.update(done)
+        for result in results:
+            if result.outcome == "replayed":
+                log.debug(
+                    "replayed",
+                    event_id=result.event_id,
+                    target=result.target,
+                    attempt=result.attempt,
+                )
     bar.finish()
     return results
 

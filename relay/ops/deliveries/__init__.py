@@ -2,10 +2,12 @@
 
 Functions take a sync `redis.Redis` and return frozen values; `relay.cli` renders them. Keys and
 states are those of relay.store.keys and relay.store.records. Reading is side-effect free; only
-`replay_delivery` writes. One module per concern; import this package (`from relay.ops import
-deliveries as ops`) for all of them (`due_counts`, the exact due figures, is the store's).
+`replay_delivery` and `replay_deliveries` (bulk) write. One module per concern; import this
+package (`from relay.ops import deliveries as ops`) for all of them (`due_counts`, the exact
+due figures, is the store's).
 """
 
+from relay.ops.deliveries.bulk import replay_deliveries
 from relay.ops.deliveries.dead_letters import (
     DeadFilter,
     DeadLetter,
@@ -51,6 +53,7 @@ __all__ = [
     "due_counts",
     "iter_dead",
     "list_dead",
+    "replay_deliveries",
     "replay_delivery",
     "show_event",
 ]
