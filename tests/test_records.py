@@ -138,8 +138,10 @@ def test_what_the_worker_writes_every_reader_reads_back_equal(redis_client: redi
     )
     assert Store(redis_client, 3600).record(record, now) == 1
 
-    raw = redis_client.lrange(keys.attempts_key(event.id), 0, -1)
-    assert raw == [attempt.to_redis()]
+    # The attempt is a field of the event hash (no list of its own), which stays a listpack.
+    assert redis_client.exists(keys.attempts_key(event.id)) == 0
+    assert redis_client.hget(keys.event_key(event.id), "a:crm:3") == attempt.to_field()
+    assert redis_client.object("encoding", keys.event_key(event.id)) == b"listpack"
     assert read_attempts(redis_client, event.id) == [attempt]
     detail = ops.show_event(redis_client, event.id)
     assert detail is not None
@@ -153,7 +155,31 @@ def test_what_the_worker_writes_every_reader_reads_back_equal(redis_client: redi
     assert stored.deliveries == {"crm": written}
     assert stored.event == event
     assert detail.deliveries[0].state == view.deliveries[0].state == DeliveryState.DEAD
-    assert orjson.loads(raw[0])["outcome"] == "dead"
+    assert orjson.loads(attempt.to_field())[4] == "dead"
+
+
+def test_a_long_response_is_recorded_in_parts_and_an_old_list_is_still_read(
+    redis_client: redis.Redis,
+) -> None:
+    now = time.time()
+    event = Event("evt_3", "fellow", "X", now, "application/json", "POST", (), b"{}", ("crm",))
+    fields = {**event.to_redis(), **DeliveryRecord(DeliveryState.PENDING, 1).to_redis("crm")}
+    redis_client.hset(keys.event_key(event.id), mapping=fields)  # type: ignore[arg-type]
+    # Attempt 1 was recorded by a relay before 2026-12, in the list.
+    first = AttemptRecord("crm", 1, now - 60, 0.5, 503, "", Outcome.RETRY, "busy", 30.0)
+    redis_client.rpush(keys.attempts_key(event.id), first.to_redis())
+    second = AttemptRecord("crm", 2, now, 0.5, 200, "", Outcome.DELIVERED, "é" * 150)
+    record = Record(
+        event.id, "crm", 2, DeliveryState.DELIVERED, "", second, TargetStat.DELIVERED, False, True
+    )
+    assert Store(redis_client, 3600).record(record, now) == 1
+    key = keys.event_key(event.id)
+    assert redis_client.hget(key, "a:crm:2.4") is not None  # 300-odd bytes, parts of 64
+    assert redis_client.object("encoding", key) == b"listpack"
+    assert read_attempts(redis_client, event.id) == [first, second]
+    view = get_event(redis_client, event.id)
+    assert view is not None
+    assert view.deliveries[0].attempts == (first, second)
 
 
 @given(st.binary(max_size=PARTS_MAX + 200))

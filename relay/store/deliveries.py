@@ -19,7 +19,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from redis import Redis
 from redis.client import Pipeline
 
@@ -31,6 +30,7 @@ from relay.store.records import (
     DeliveryState,
     Event,
     TargetStat,
+    attempt_log,
     reason_field,
     state_field,
 )
@@ -256,7 +256,7 @@ class Store:
             rec.attempt,
             str(rec.state),
             rec.reason,
-            rec.entry.to_redis() if rec.entry is not None else b"",
+            rec.entry.to_field() if rec.entry is not None else b"",
             keys.dead_member(rec.event_id, rec.target),
             "" if rec.counter is None else str(rec.counter),
             "1" if rec.failed else "0",
@@ -298,11 +298,16 @@ def due_counts(
 
 
 def read_attempts(conn: Redis, event_id: str) -> list[AttemptRecord]:
-    """The attempt log of an event, oldest first."""
-    raws: list[bytes] = conn.lrange(keys.attempts_key(event_id), 0, -1)  # type: ignore[assignment]
-    return [AttemptRecord.from_redis(raw) for raw in raws]
+    """The attempt log of an event, oldest first: its hash's attempt fields, after the list of
+    an event stored before 2026-12 (relay.store.attempts)."""
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.event_key(event_id))
+        pipe.lrange(keys.attempts_key(event_id), 0, -1)
+        data, listed = pipe.execute()
+    return attempt_log(data, listed)
 
 
 def attempt_records(conn: Redis, event_id: str) -> list[dict[str, Any]]:
-    """The attempt log of an event as the stored JSON objects, oldest first (tests, tools)."""
-    return [orjson.loads(raw) for raw in conn.lrange(keys.attempts_key(event_id), 0, -1)]
+    """The attempt log of an event as JSON objects (AttemptRecord.to_dict), oldest first (tests,
+    tools)."""
+    return [a.to_dict() for a in read_attempts(conn, event_id)]

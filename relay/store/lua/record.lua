@@ -7,13 +7,15 @@
 -- records of the same delivery in one call behave as two calls would; what many deliveries
 -- share (the counters, the due sets, the in-flight sets, the dead-letter store, the expiry of
 -- an event's keys) is written once per call at the end, which is most of what batching saves.
--- The codec's names (STATE, ATTEMPTS, REASON, ORDER, DONE, DEAD_LETTER, ATTEMPTS_STAT,
--- FAILURES_STAT) are defined by the preamble relay.store.scripts puts before this file.
--- KEYS: the dead-letter zset, then per delivery: event hash, attempt log, target stats, the
---       target's due set, its in-flight set, its order hash
+-- The codec's names (STATE, ATTEMPTS, REASON, ORDER, ATTEMPT, PART, PARTS_MAX, DONE,
+-- DEAD_LETTER, ATTEMPTS_STAT, FAILURES_STAT) are defined by the preamble relay.store.scripts
+-- puts before this file.
+-- KEYS: the dead-letter zset, then per delivery: event hash, attempt log (the list of an event
+--       stored before 2026-12: no longer written), target stats, the target's due set, its
+--       in-flight set, its order hash
 -- ARGV: retention s, now, then per delivery: target, attempt, state, reason, attempt record
---       JSON ("" for none), dead member, counter ("" for none), failed ("1"/"0"), counts as
---       attempt ("1"/"0"), next due time ("" when the delivery is over), whether the attempt
+--       (AttemptRecord.to_field; "" for none), dead member, counter ("" for none), failed
+--       ("1"/"0"), counts as attempt ("1"/"0"), next due time ("" when the delivery is over), whether the attempt
 --       holds a concurrency slot to free ("1"/"0": only when its claim took one)
 -- Returns per delivery: 1 applied, 0 stale (or already over), -1 the event is gone.
 local retention, now = ARGV[1], ARGV[2]
@@ -87,12 +89,23 @@ for i = 1, (#KEYS - 1) / 6 do
       fields[5], fields[6] = ATTEMPTS .. t, attempt
       count(stats, ATTEMPTS_STAT)
     end
+    local entry = ARGV[a + 4]
+    if entry ~= '' then
+      -- The attempt is a field of the event hash, in parts of PART bytes when longer, as
+      -- relay.store.records.split_value does, so the hash stays a listpack (one key).
+      local name = ATTEMPT .. t .. ':' .. attempt
+      if #entry <= PART or #entry > PARTS_MAX then
+        fields[#fields + 1] = name
+        fields[#fields + 1] = entry
+      else
+        for p = 0, math.ceil(#entry / PART) - 1 do
+          fields[#fields + 1] = p == 0 and name or name .. '.' .. p
+          fields[#fields + 1] = entry:sub(p * PART + 1, (p + 1) * PART)
+        end
+      end
+    end
     redis.call('HSET', hash, unpack(fields))
     expiring[hash] = true
-    if ARGV[a + 4] ~= '' then
-      redis.call('RPUSH', log, ARGV[a + 4])
-      expiring[log] = true
-    end
     if ARGV[a + 6] ~= '' then count(stats, ARGV[a + 6]) end
     if ARGV[a + 7] == '1' then count(stats, FAILURES_STAT) end
     if DEAD_LETTER[state] then
