@@ -155,7 +155,7 @@ def test_what_the_worker_writes_every_reader_reads_back_equal(redis_client: redi
     assert stored.deliveries == {"crm": written}
     assert stored.event == event
     assert detail.deliveries[0].state == view.deliveries[0].state == DeliveryState.DEAD
-    assert orjson.loads(attempt.to_field())[4] == "dead"
+    assert orjson.loads(attempt.to_field())[3] == "dead"
 
 
 def test_a_long_response_is_recorded_in_parts_and_an_old_list_is_still_read(
@@ -229,3 +229,14 @@ def test_attempt_fields_read_back_equal_in_parts_and_after_an_old_list() -> None
     assert attempts_in(data) == [other, second]  # oldest first
     assert attempt_log(data, [old.to_redis()]) == [old, other, second]
     assert AttemptRecord.from_field("crm", 1, b"{}").error.startswith("unreadable")
+
+
+@given(attempt_records)
+def test_an_attempt_field_reads_back_equal(record: AttemptRecord) -> None:
+    raw = record.to_field()
+    assert AttemptRecord.from_field(record.target, record.attempt, raw) == record
+
+
+def test_a_delivered_attempt_is_a_short_field() -> None:
+    record = AttemptRecord("crm", 1, 1764671100.25, 0.0012, 200, "", Outcome.DELIVERED, "")
+    assert record.to_field() == b'[1764671100.25,1.2,200,"delivered"]'

@@ -1,8 +1,8 @@
 """The attempt log's record: one AttemptRecord per attempt.
 
 Since 2026-12 each attempt is a field of the event hash, "a:{target}:{attempt}", whose value is
-a JSON array (`to_field`: at, duration in ms, status, error, outcome, response, and the retry
-delay when one was scheduled), in parts of 64 bytes when longer, like a long body
+a JSON array (`to_field`: at, duration in ms, status, outcome, response, error, retry delay,
+without trailing empty values), in parts of 64 bytes when longer, like a long body
 (relay.store.records.split_value), so the hash stays a listpack and the event one key. Before,
 the log was a list of its own (relay:att:{id}) of JSON objects (`to_redis`), oldest first: an
 event stored then is read from both (`attempt_log`) until it expires.
@@ -154,17 +154,20 @@ class AttemptRecord:
         )
 
     def to_field(self) -> bytes:
-        """The record as the event hash's field `attempt_field(target, attempt)` stores it."""
+        """The record as the event hash's field `attempt_field(target, attempt)` stores it: a
+        JSON array of at, duration in ms, status, outcome, response, error and retry delay in
+        seconds, without its trailing empty values (a delivery: `[at,1.2,200,"delivered"]`)."""
         row: list[Any] = [
             self.at,
             None if self.duration is None else round(self.duration * 1000, 1),
             self.status,
-            self.error or None,
             str(self.outcome),
             self.response,
+            self.error or None,
+            None if self.retry_in is None else round(self.retry_in, 3),
         ]
-        if self.retry_in is not None:
-            row.append(round(self.retry_in, 3))
+        while len(row) > 4 and row[-1] in (None, ""):
+            row.pop()
         return orjson.dumps(row)
 
     @classmethod
@@ -174,19 +177,20 @@ class AttemptRecord:
             row = orjson.loads(raw)
         except orjson.JSONDecodeError:
             row = None
-        if not isinstance(row, list) or len(row) < 6:
+        if not isinstance(row, list) or len(row) < 4:
             return cls.unreadable(f"unreadable attempt record: {raw[:80]!r}")
-        millis, status = _number(row[1]), row[2]
+        at, millis, status, outcome, response, error, retry_in = [*row, "", None, None][:7]
+        millis = _number(millis)
         return cls(
             target=target,
             attempt=attempt,
-            at=_timestamp(row[0]),
+            at=_timestamp(at),
             duration=None if millis is None else millis / 1000,
             status=status if isinstance(status, int) and not isinstance(status, bool) else None,
-            error=str(row[3] or ""),
-            outcome=_outcome(row[4]),
-            response=str(row[5] or ""),
-            retry_in=_number(row[6]) if len(row) > 6 else None,
+            error=str(error or ""),
+            outcome=_outcome(outcome),
+            response=str(response or ""),
+            retry_in=_number(retry_in),
         )
 
     @classmethod
