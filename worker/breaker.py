@@ -4,7 +4,8 @@ A target with `breaker = {...}` (relay.config.breaker) has its attempts' results
 across every worker (relay.store.breakers). Once it opens, a claim takes nothing from the target
 but one probe delivery per interval (worker.jobs.claim): the others stay in the due set with
 their due times and attempts untouched, exactly like a paused target's, and are claimed again as
-usual as soon as a success closes the breaker. No command is needed.
+soon as a success closes the breaker; the close makes those still waiting for a retry time due at
+once (relay.store.breakers), so the backlog drains at the workers' pace. No command is needed.
 
 A probe is an ordinary attempt of the delivery it takes: it is logged and recorded, and a failed
 one uses an attempt of that delivery, with its backoff, like any failed attempt. Probes take the
@@ -133,7 +134,8 @@ def count_attempt(ctx: WorkerContext, name: str, target: Target, result: Attempt
             status=result.status,
             open_for_s=None if open_for is None else round(max(0.0, open_for), 3),
             failures=recorded.failures,
-            effect="held deliveries go out again",
+            made_due=recorded.released,
+            effect="held deliveries go out again, those waiting for a retry time at once",
         )
         if ctx.metrics is not None:
             ctx.metrics.breaker_closes.labels(name).inc()

@@ -151,7 +151,8 @@ def claim_due(ctx: WorkerContext, runtime: Runtime) -> Claimed:
         limit = gates.limit(name, min(CLAIM_PER_TARGET, runtime.free_slots(name)))
         if limit > 0:
             lease_end = now + target.timeout + lease_allowance(ctx.routes, target) + LEASE_MARGIN
-            wanted.append(Wanted(name, limit, lease_end, limits_of(target)))
+            track = target.breaker is not None  # its closing tells leases from retries
+            wanted.append(Wanted(name, limit, lease_end, limits_of(target), track))
     claimed = ctx.store.claim(wanted, CLAIM_TOTAL, now)
     gates.release_unused(claimed.ids)
     return claimed

@@ -158,6 +158,9 @@ class Wanted:
     limit: int
     lease_end: float
     limits: Limits = NO_LIMITS
+    #: Keep its leases in the in-flight set even without a concurrency: a target with a
+    #: breaker, whose closing makes its held deliveries due (relay.store.breakers).
+    track: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,8 +201,8 @@ class Store:
         args: list[Any] = [repr(now), total]
         claim_keys: list[str] = []
         for w in wanted:
-            args += [w.limit, repr(w.lease_end), *w.limits.claim_args()]
-            if w.limits.concurrency:
+            args += [w.limit, repr(w.lease_end), *w.limits.claim_args(), "1" if w.track else "0"]
+            if w.limits.concurrency or w.track:
                 self._slotted.add(w.target)
             claim_keys += [
                 keys.due_key(w.target),
