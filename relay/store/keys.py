@@ -2,7 +2,13 @@
 
     relay:ev:{id}        HASH  the event and each target's delivery state (relay.store.records)
     relay:att:{id}       LIST  one JSON record per delivery attempt, oldest first (records)
-    relay:events         ZSET  event id -> received time (for listing; trimmed to retention)
+    relay:events:{minute}  LIST  ids of the events received in one minute (Unix s // 60), in
+                         intake order; expires a minute after the retention period
+                         (relay.store.events_index)
+    relay:events:minutes ZSET  minute -> minute: the minutes that have a list (trimmed to
+                         retention)
+    relay:events         ZSET  event id -> received time: the index before 2026-12, read after
+                         the minute lists until trimmed to retention
     relay:unrouted       ZSET  event id -> received time, events no route matched
     relay:dead           ZSET  "{id}:{target}" -> time it went dead (dead-letter store)
     relay:dd:{source}:{digest}  STRING  inbound dedupe value -> first event id (expires)
@@ -71,7 +77,9 @@ __all__ = [
     "CONTROLS",
     "DEAD",
     "DUE_TARGETS",
+    "EVENTS_BUCKET_PREFIX",
     "EVENTS_INDEX",
+    "EVENTS_MINUTES",
     "RECONCILED_SOURCES",
     "TRIM_LOCK",
     "UNROUTED",
@@ -102,6 +110,9 @@ __all__ = [
 ]
 
 EVENTS_INDEX = f"{KEY_PREFIX}:events"
+#: The minute lists of the events index: "{EVENTS_BUCKET_PREFIX}{minute}" (events_index).
+EVENTS_BUCKET_PREFIX = f"{KEY_PREFIX}:events:"
+EVENTS_MINUTES = f"{KEY_PREFIX}:events:minutes"
 UNROUTED = f"{KEY_PREFIX}:unrouted"
 DEAD = f"{KEY_PREFIX}:dead"
 RECONCILED_SOURCES = f"{KEY_PREFIX}:rc:sources"
