@@ -5,6 +5,8 @@ now, once; a delivery in flight keeps its lease; the claim then keeps to the tar
 from __future__ import annotations
 
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from relay.store import keys
 from relay.store.breakers import Breakers, Transition
@@ -65,3 +67,28 @@ def test_what_a_close_made_due_is_claimed_within_the_targets_limits(
     assert len(store.claim(wanted, 256, NOW).ids["crm"]) == 10
     assert store.claim(wanted, 256, NOW).ids == {}  # held by its concurrency
     assert redis_client.zcard(keys.in_flight_key("crm")) == 10
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(threshold=st.integers(1, 4), results=st.lists(st.booleans(), min_size=1, max_size=30))
+def test_one_call_counts_results_as_one_call_per_result(
+    redis_client: redis.Redis, threshold: int, results: list[bool]
+) -> None:
+    """A worker counts every result of a tick in one call (Breakers.record_many)."""
+    redis_client.flushall()
+    breakers = Breakers(redis_client)
+    for name in ("one", "each"):
+        redis_client.zadd(keys.due_key(name), {f"r{i}": NOW + 60 + i for i in range(3)})
+    pairs = [(failed, "HTTP 503" if failed else "") for failed in results]
+    batched = breakers.record_many("one", pairs, threshold, 5.0, now=NOW)
+    single = [breakers.record("each", f, threshold, 5.0, e, now=NOW) for f, e in pairs]
+    assert batched == single
+    assert redis_client.hgetall(keys.breaker_key("one")) == redis_client.hgetall(
+        keys.breaker_key("each")
+    )
+    assert due(redis_client, "one") == due(redis_client, "each")
+    assert redis_client.exists(keys.breaker_probe_key("one")) == redis_client.exists(
+        keys.breaker_probe_key("each")
+    )

@@ -34,6 +34,7 @@ from relay.core.units import format_duration
 from relay.store.breakers import (
     Breakers,
     Gate,
+    Recorded,
     Transition,
     describe_breaker,
     forget_breakers,
@@ -102,19 +103,33 @@ def held_targets(ctx: WorkerContext, names: Iterable[str]) -> set[str]:
 
 def count_attempt(ctx: WorkerContext, name: str, target: Target, result: AttemptResult) -> None:
     """Count one attempt's result in the target's breaker; log and count an opening or closing."""
+    count_attempts(ctx, name, target, [result])
+
+
+def count_attempts(
+    ctx: WorkerContext, name: str, target: Target, results: Sequence[AttemptResult]
+) -> None:
+    """Count attempts' results in the target's breaker, in order, in one Redis call; log and
+    count each opening or closing."""
     breaker = target.breaker
-    if breaker is None:
+    if breaker is None or not results:
         return
-    failed = not is_success(result.status)
-    recorded = _breakers(ctx.connection).record(
+    every = breaker.probe_interval(target.timeout)
+    counted = _breakers(ctx.connection).record_many(
         name,
-        failed,
+        [(not is_success(r.status), "" if is_success(r.status) else describe(r)) for r in results],
         breaker.failures,
-        breaker.probe_interval(target.timeout),
-        describe(result) if failed else "",
+        every,
     )
+    for result, recorded in zip(results, counted, strict=True):
+        _report(ctx, name, format_duration(every), result, recorded)
+
+
+def _report(
+    ctx: WorkerContext, name: str, every: str, result: AttemptResult, recorded: Recorded
+) -> None:
+    """Log and count what one result did to the breaker (nothing unless it opened or closed)."""
     if recorded.transition is Transition.OPENED:
-        every = format_duration(breaker.probe_interval(target.timeout))
         log.error(
             "circuit breaker opened",
             target=name,

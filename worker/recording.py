@@ -23,7 +23,7 @@ import structlog
 from relay.config.model import Target
 from relay.store.deliveries import Record
 from relay.store.records import AttemptRecord, DeliveryState, Event, Outcome, TargetStat
-from worker.breaker import count_attempt
+from worker.breaker import count_attempt, count_attempts
 from worker.context import WorkerContext
 from worker.outcome import AttemptResult, Step, next_step
 from worker.pause import pause_target
@@ -78,7 +78,14 @@ def record_attempts(
     applied = ctx.store.record_many([f.record for f in finished], now)
     for item, result in zip(finished, applied, strict=True):
         with _bound(item.plan):
-            follow_up(ctx, item, result == 1, now)
+            follow_up(ctx, item, result == 1, now, breaker=False)
+    # Their breakers count them once per target, in order (worker.breaker).
+    by_target: dict[str, list[Finished]] = {}
+    for item in finished:
+        if item.target.breaker is not None:
+            by_target.setdefault(item.plan.target, []).append(item)
+    for name, items in by_target.items():
+        count_attempts(ctx, name, items[0].target, [i.result for i in items])
 
 
 def _bound(plan: Planned) -> AbstractContextManager[None]:
@@ -132,8 +139,11 @@ def decide(plan: Planned, target: Target, result: AttemptResult, now: float) -> 
     return Finished(plan, target, result, step, entry, record)
 
 
-def follow_up(ctx: WorkerContext, item: Finished, applied: bool, now: float) -> None:
-    """After the record: metrics, a `pause_on_gone` pause, the log line, the breaker's count."""
+def follow_up(
+    ctx: WorkerContext, item: Finished, applied: bool, now: float, *, breaker: bool = True
+) -> None:
+    """After the record: metrics, a `pause_on_gone` pause, the log line, the breaker's count
+    (unless `breaker` is False: the caller counts a batch at once)."""
     plan, step = item.plan, item.step
     if applied:
         _observe(ctx, plan, item.result, step.outcome, now)
@@ -141,7 +151,8 @@ def follow_up(ctx: WorkerContext, item: Finished, applied: bool, now: float) -> 
             _pause_on_gone(ctx, plan)
     _log_attempt(plan, item.result, step, item.entry, applied)
     # Even a stale duplicate's result is news of the target: its breaker counts it.
-    count_attempt(ctx, plan.target, item.target, item.result)
+    if breaker:
+        count_attempt(ctx, plan.target, item.target, item.result)
 
 
 def _log_attempt(

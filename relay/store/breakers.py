@@ -166,6 +166,16 @@ class Recorded:
     released: int = 0  # held deliveries a close made due at once (they waited for a retry time)
 
 
+def _recorded(transition: Any, failures: Any, opened: Any, released: Any) -> Recorded:
+    opened_text = read_text(opened)
+    return Recorded(
+        transition=Transition(read_text(transition)),
+        failures=int(failures),
+        opened_at=float(opened_text) if opened_text else None,
+        released=int(released),
+    )
+
+
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -189,6 +199,20 @@ class Breakers:
         now: float | None = None,
     ) -> Recorded:
         """Count one attempt's result; an opening or closing is reported to exactly one caller."""
+        return self.record_many(target, [(failed, error)], threshold, probe_interval, now)[0]
+
+    def record_many(
+        self,
+        target: str,
+        results: Sequence[tuple[bool, str]],
+        threshold: int,
+        probe_interval: float,
+        now: float | None = None,
+    ) -> list[Recorded]:
+        """Count (failed, what it came to) results of attempts to one target, in order, in one
+        call: what each did, as one `record` per result would say."""
+        if not results:
+            return []
         now = time.time() if now is None else now
         keys_ = [
             keys.breaker_key(target),
@@ -197,15 +221,10 @@ class Breakers:
             keys.due_key(target),
             keys.in_flight_key(target),
         ]
-        args = [target, "1" if failed else "0", threshold, repr(now), _ms(probe_interval), error]
-        transition, failures, opened, released = self._record(keys=keys_, args=args)
-        opened_text = read_text(opened)
-        return Recorded(
-            transition=Transition(read_text(transition)),
-            failures=int(failures),
-            opened_at=float(opened_text) if opened_text else None,
-            released=int(released),
-        )
+        args: list[Any] = [target, threshold, repr(now), _ms(probe_interval)]
+        for failed, error in results:
+            args += ["1" if failed else "0", error]
+        return [_recorded(*reply) for reply in self._record(keys=keys_, args=args)]
 
     def gate(self, targets: Sequence[tuple[str, float]], token: str) -> dict[str, Gate]:
         """What each (target, probe interval)'s breaker lets be claimed now, in one round trip;
