@@ -42,7 +42,7 @@ from bench.stack import digitalchalk_body
 from relay.core.ids import new_event_id
 from relay.store import scripts
 from relay.store.commit import commit_arguments
-from relay.store.records import Event
+from relay.store.records import AttemptRecord, Event, Outcome, attempt_field
 from tests.support.redis_server import RedisServer
 
 TTL = 7 * 86400
@@ -86,6 +86,21 @@ def as_now(p: Any, i: int) -> None:
     p.zadd("relay:events", {key: 1764686400.0 + i / 1000})
 
 
+def as_built(p: Any, i: int) -> None:
+    """The layout relay writes since 2026-12 (relay.store.records' codec): one listpack hash
+    with the body in parts and the attempts as fields, and the id in its minute's list."""
+    event = Event(event_id(i), "digitalchalk", "offering_registered", float(RECEIVED),
+                  "application/json", "POST", (), digitalchalk_body(i), TARGETS)  # fmt: skip
+    fields: dict[str, Any] = dict(event.to_redis())
+    for t in TARGETS:
+        fields.update({f"s:{t}": "delivered", f"n:{t}": 1, f"r:{t}": "delivered: HTTP 200"})
+        record = AttemptRecord(t, 1, 1764686400.123, 0.0012, 200, "", Outcome.DELIVERED, "")
+        fields[attempt_field(t, 1)] = record.to_field()
+    p.hset(f"relay:ev:{event.id}", mapping=fields)
+    p.expire(f"relay:ev:{event.id}", TTL)
+    minute_lists(600)(p, i)
+
+
 def one_hash(p: Any, i: int) -> None:
     key = f"relay:ev:{event_id(i)}"
     p.hset(key, mapping={**event_fields(i), **state_fields(), **COMPACT})
@@ -122,8 +137,9 @@ def dedupe_key(p: Any, i: int) -> None:
 
 LISTPACK = (("hash-max-listpack-value", "1024"),)
 BYTES_CASES: tuple[tuple[str, Callable[[Any, int], None], tuple[tuple[str, str], ...]], ...] = (
-    ("as now: event hash + attempt list + index zset", as_now, ()),
-    ("as now, hash-max-listpack-value 1024", as_now, LISTPACK),
+    ("before 2026-12: event hash + attempt list + index zset", as_now, ()),
+    ("as built: listpack hash (body parts, attempt fields) + minute list", as_built, ()),
+    ("before 2026-12, hash-max-listpack-value 1024", as_now, LISTPACK),
     ("one hash, compact attempts, no list; listpack 1024", one_hash, LISTPACK),
     ("one hash, compact attempts, no list; Redis defaults", one_hash, ()),
     ("event string + state hash with compact attempts", blob_and_state, ()),
