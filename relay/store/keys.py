@@ -1,7 +1,11 @@
 """Names of relay's Redis keys: the storage contract between the receiver and the workers.
 
-    relay:ev:{id}        HASH  the event and each target's delivery state (relay.store.records)
-    relay:att:{id}       LIST  one JSON record per delivery attempt, oldest first (records)
+    relay:ev:{id}        HASH  the event, each target's delivery state and its attempt log, one
+                         field a:{target}:{n} per attempt (relay.store.records, the codec):
+                         a value over 64 bytes is stored in parts ("body", "body.1", ...) so
+                         the hash keeps Redis's compact listpack encoding
+    relay:att:{id}       LIST  the attempt log of an event stored before 2026-12: one JSON
+                         record per attempt, oldest first (read until it expires)
     relay:events:{minute}  LIST  ids of the events received in one minute (Unix s // 60), in
                          intake order; expires a minute after the retention period
                          (relay.store.events_index)
@@ -124,7 +128,8 @@ def event_key(event_id: str) -> str:
 
 
 def attempts_key(event_id: str) -> str:
-    """The list of attempt records of one event, all targets together."""
+    """The list of attempt records of one event stored before 2026-12, all targets together
+    (since, the attempts are fields of the event hash)."""
     return f"{KEY_PREFIX}:att:{event_id}"
 
 
