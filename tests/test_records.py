@@ -25,8 +25,10 @@ from relay.store.records import (
     attempt_field,
     attempt_log,
     attempts_in,
+    delivered_reason,
     joined,
     split_value,
+    stored_reason,
 )
 
 #: A record as worker.jobs writes it, and its stored bytes: a change to either is a format change.
@@ -240,3 +242,38 @@ def test_an_attempt_field_reads_back_equal(record: AttemptRecord) -> None:
 def test_a_delivered_attempt_is_a_short_field() -> None:
     record = AttemptRecord("crm", 1, 1764671100.25, 0.0012, 200, "", Outcome.DELIVERED, "")
     assert record.to_field() == b'[1764671100.25,1.2,200,"delivered"]'
+
+
+def test_a_delivered_reason_is_not_stored_twice_and_reads_back(redis_client: redis.Redis) -> None:
+    now = time.time()
+    event = Event("evt_4", "fellow", "X", now, "application/json", "POST", (), b"{}", ("a", "b"))
+    fields = {
+        **event.to_redis(),
+        **DeliveryRecord(DeliveryState.RETRYING, 1, "HTTP 500").to_redis("a"),
+    }
+    fields.update(DeliveryRecord(DeliveryState.PENDING, 0).to_redis("b"))
+    redis_client.hset(keys.event_key(event.id), mapping=fields)  # type: ignore[arg-type]
+    store = Store(redis_client, 3600)
+    for target, attempt, status in (("a", 2, 204), ("b", 1, 200)):
+        entry = AttemptRecord(target, attempt, now, 0.1, status, "", Outcome.DELIVERED, "")
+        reason = delivered_reason(status)
+        store.record(
+            Record(event.id, target, attempt, DeliveryState.DELIVERED, reason, entry,
+                   TargetStat.DELIVERED, False, True),
+            now,
+        )  # fmt: skip
+    key = keys.event_key(event.id)
+    assert redis_client.hmget(key, ["r:a", "r:b"]) == [b"", b""]  # the retry's reason is gone
+    stored = parse_stored(event.id, redis_client.hgetall(key))  # type: ignore[arg-type]
+    assert stored is not None
+    assert stored.deliveries["a"] == DeliveryRecord(
+        DeliveryState.DELIVERED, 2, "delivered: HTTP 204"
+    )
+    assert stored.deliveries["b"].reason == "delivered: HTTP 200"
+    view = get_event(redis_client, event.id)
+    assert view is not None
+    assert [d.reason for d in view.deliveries] == ["delivered: HTTP 204", "delivered: HTTP 200"]
+    # Any other reason is stored as it is.
+    other = AttemptRecord("a", 1, now, 0.1, 200, "", Outcome.DELIVERED, "")
+    assert stored_reason(DeliveryState.DELIVERED, "delivered late", other) == "delivered late"
+    assert stored_reason(DeliveryState.DEAD, "out", other) == "out"

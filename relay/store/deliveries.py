@@ -33,6 +33,7 @@ from relay.store.records import (
     attempt_log,
     reason_field,
     state_field,
+    stored_reason,
 )
 
 #: Seconds a lease outlives the attempt's own timeout (clock skew, slow recording).
@@ -258,7 +259,7 @@ class Store:
             rec.target,
             rec.attempt,
             str(rec.state),
-            rec.reason,
+            stored_reason(rec.state, rec.reason, rec.entry),
             rec.entry.to_field() if rec.entry is not None else b"",
             keys.dead_member(rec.event_id, rec.target),
             "" if rec.counter is None else str(rec.counter),

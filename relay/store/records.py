@@ -9,7 +9,8 @@ longer than PART bytes in parts, "body", "body.1", ..., so that the hash keeps R
 listpack encoding) and, per target t:
     s:{t}  its DeliveryState
     n:{t}  attempts made to it, in every round
-    r:{t}  why the delivery ended as it did ("" while under way)
+    r:{t}  why the delivery ended as it did ("" while under way, and for a delivery delivered
+           by its last attempt, whose reason that attempt's field says: `stored_reason`)
     b:{t}  `before_replay`: attempts made before the latest replay (absent: never replayed).
            A round may make attempts while n - b < the target's retry attempts.
     o:{t}  the digest of the delivery's FIFO key, for a target with `order` (absent: unordered;
@@ -60,6 +61,7 @@ __all__ = [
     "attempts_field",
     "attempts_in",
     "before_replay_field",
+    "delivered_reason",
     "joined",
     "order_field",
     "read_int",
@@ -68,6 +70,7 @@ __all__ = [
     "reason_field",
     "split_value",
     "state_field",
+    "stored_reason",
     "targets_of",
 ]
 
@@ -295,6 +298,32 @@ def read_state(raw: bytes | None) -> DeliveryState:
         return DeliveryState.UNKNOWN
 
 
+def delivered_reason(status: int | None) -> str:
+    """The reason of a delivery its attempt delivered with HTTP `status` (worker.outcome)."""
+    return f"delivered: HTTP {status}"
+
+
+def stored_reason(state: DeliveryState, reason: str, entry: AttemptRecord | None) -> str:
+    """The reason as the event hash stores it: "" when it is the one the attempt's own field
+    gives back (`delivered_reason` of its status), so a delivery does not store it twice
+    (`DeliveryRecord.from_redis` derives it again)."""
+    if (
+        state is DeliveryState.DELIVERED
+        and entry is not None
+        and reason == delivered_reason(entry.status)
+    ):
+        return ""
+    return reason
+
+
+def _derived_reason(target: str, data: Mapping[bytes, bytes], attempts: int) -> str:
+    """The reason of a delivered delivery stored as "": its last attempt's."""
+    raw = joined(data, attempt_field(target, attempts))
+    if raw is None:
+        return ""
+    return delivered_reason(AttemptRecord.from_field(target, attempts, raw).status)
+
+
 @dataclass(frozen=True)
 class DeliveryRecord:
     """One target's delivery state, as its four fields of the event hash hold it."""
@@ -332,10 +361,15 @@ class DeliveryRecord:
     @classmethod
     def from_redis(cls, target: str, data: Mapping[bytes, bytes]) -> DeliveryRecord:
         """A target's delivery from the event hash as HGETALL returns it."""
+        state = read_state(data.get(state_field(target).encode()))
+        attempts = read_int(data.get(attempts_field(target).encode()))
+        reason = read_text(data.get(reason_field(target).encode()))
+        if not reason and state is DeliveryState.DELIVERED:
+            reason = _derived_reason(target, data, attempts)
         return cls(
-            state=read_state(data.get(state_field(target).encode())),
-            attempts=read_int(data.get(attempts_field(target).encode())),
-            reason=read_text(data.get(reason_field(target).encode())),
+            state=state,
+            attempts=attempts,
+            reason=reason,
             before_replay=read_int(data.get(before_replay_field(target).encode())),
             order_key=read_text(data.get(order_field(target).encode())),
         )
