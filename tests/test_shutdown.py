@@ -40,9 +40,7 @@ import redis
 
 from relay.cli.serve import SHUTDOWN_GRACE
 from relay.store import keys
-from relay.store.records import Event
 from tests.support.processes import relay_env, relay_processes
-from tests.support.stored import indexed
 
 TOKEN = "shutdown-token-" + "4b" * 12
 TOTAL = 2000  # requests in the stream (bounded)
@@ -195,10 +193,11 @@ def logged_requests(output: str) -> list[dict[str, object]]:
 def stored_events(conn: redis.Redis) -> dict[str, int]:
     """Every event in Redis (index and hash both present): event id -> the request's number."""
     stored = {}
-    for event_id in indexed(conn):
-        data = conn.hgetall(keys.event_key(event_id))
-        assert data, f"event {event_id} is indexed but its hash is missing"
-        stored[event_id] = int(orjson.loads(Event.from_redis(event_id, data).body)["n"])
+    for raw in conn.zrange(keys.EVENTS_INDEX, 0, -1):
+        event_id = raw.decode()
+        body = conn.hget(keys.event_key(event_id), "body")
+        assert body is not None, f"event {event_id} is indexed but its hash is missing"
+        stored[event_id] = int(orjson.loads(body)["n"])
     return stored
 
 

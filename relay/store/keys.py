@@ -6,13 +6,7 @@
                          the hash keeps Redis's compact listpack encoding
     relay:att:{id}       LIST  the attempt log of an event stored before 2026-12: one JSON
                          record per attempt, oldest first (read until it expires)
-    relay:events:{minute}  LIST  ids of the events received in one minute (Unix s // 60), in
-                         intake order; expires a minute after the retention period
-                         (relay.store.events_index)
-    relay:events:minutes ZSET  minute -> minute: the minutes that have a list (trimmed to
-                         retention)
-    relay:events         ZSET  event id -> received time: the index before 2026-12, read after
-                         the minute lists until trimmed to retention
+    relay:events         ZSET  event id -> received time (for listing; trimmed to retention)
     relay:unrouted       ZSET  event id -> received time, events no route matched
     relay:dead           ZSET  "{id}:{target}" -> time it went dead (dead-letter store)
     relay:dd:{source}:{digest}  STRING  inbound dedupe value -> first event id (expires)
@@ -81,9 +75,7 @@ __all__ = [
     "CONTROLS",
     "DEAD",
     "DUE_TARGETS",
-    "EVENTS_BUCKET_PREFIX",
     "EVENTS_INDEX",
-    "EVENTS_MINUTES",
     "RECONCILED_SOURCES",
     "TRIM_LOCK",
     "UNROUTED",
@@ -114,9 +106,6 @@ __all__ = [
 ]
 
 EVENTS_INDEX = f"{KEY_PREFIX}:events"
-#: The minute lists of the events index: "{EVENTS_BUCKET_PREFIX}{minute}" (events_index).
-EVENTS_BUCKET_PREFIX = f"{KEY_PREFIX}:events:"
-EVENTS_MINUTES = f"{KEY_PREFIX}:events:minutes"
 UNROUTED = f"{KEY_PREFIX}:unrouted"
 DEAD = f"{KEY_PREFIX}:dead"
 RECONCILED_SOURCES = f"{KEY_PREFIX}:rc:sources"

@@ -1,21 +1,20 @@
 """A filtered listing of stored events for operators (`relay events list`), newest first.
 
-A listing walks the events index newest first in pages (its minute lists, then the sorted set
-of events stored before 2026-12: relay.store.events_index), reads only the small fields of each
-hash (never the body), and stops after a bounded number of ids so one command can never scan all
-of a busy Redis. Rendering is relay.cli.events' job.
+A listing walks the `relay:events` index newest first in pages, reads only the small fields of
+each hash (never the body), and stops after a bounded number of ids so one command can never scan
+all of a busy Redis. Rendering is relay.cli.events' job.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import redis
 
-from relay.store import events_index, keys
+from relay.store import keys
 from relay.store.records import (
     DeliveryState,
     attempts_field,
@@ -110,6 +109,7 @@ class _Cursor:
 
     score: float | str = "+inf"
     ties: int = 0
+    seen: set[str] = field(default_factory=set)
 
     def advance(self, page: Sequence[tuple[bytes, float]]) -> None:
         last = page[-1][1]
@@ -151,8 +151,6 @@ def _candidate(
     if not query.wants_targets(targets):
         return None
     received_at = float(read_text(received) or 0)
-    if query.since is not None and received_at < query.since:
-        return None  # from the minute of `since`, received before it
     return EventSummary(event_id, received_at, source_text, type_text or None, ()), targets
 
 
@@ -177,29 +175,6 @@ def _with_states(
     return found
 
 
-def _pages(
-    conn: redis.Redis, since: float | None, want: Callable[[], int]
-) -> Iterator[tuple[list[str], bool]]:
-    """Pages of ids newest first, of at most `want()` ids each, and whether they come from the
-    index of events stored before 2026-12: the minute lists, then that sorted set."""
-    for ids in events_index.walk_minutes(conn, since, want):
-        yield ids, False
-    low: float | str = since if since is not None else "-inf"
-    cursor = _Cursor()
-    while (size := want()) > 0:
-        page = cast(
-            "list[tuple[bytes, float]]",
-            conn.zrevrangebyscore(
-                keys.EVENTS_INDEX, cursor.score, low, start=cursor.ties, num=size, withscores=True
-            ),
-        )
-        if page:
-            yield [m.decode() for m, _ in page], True
-        if len(page) < size:
-            return
-        cursor.advance(page)
-
-
 def list_events(
     conn: redis.Redis,
     query: EventQuery | None = None,
@@ -211,27 +186,32 @@ def list_events(
 ) -> EventListing:
     """Events newest first matching `query`, reading at most `max_scan` index entries."""
     query = query or EventQuery()
+    low: float | str = query.since if query.since is not None else "-inf"
+    cursor = _Cursor()
     found: list[EventSummary] = []
     expired: list[str] = []
-    seen: set[str] = set()
     scanned = 0
-    exhausted = True
-
-    def want() -> int:
-        return 0 if len(found) >= limit else min(page_size, max_scan - scanned)
-
-    for page, old in _pages(conn, query.since, want):
-        # An event indexed again between pages must not be listed twice.
-        ids = [i for i in page if i not in seen]
+    exhausted = False
+    while len(found) < limit and scanned < max_scan:
+        want = min(page_size, max_scan - scanned)
+        page = cast(
+            "list[tuple[bytes, float]]",
+            conn.zrevrangebyscore(
+                keys.EVENTS_INDEX, cursor.score, low, start=cursor.ties, num=want, withscores=True
+            ),
+        )
+        # An event indexed again between pages (same score) must not be listed twice.
+        ids = [m.decode() for m, _ in page if m.decode() not in cursor.seen]
         scanned += len(page)
         if ids:
             matches, gone = _summaries(conn, ids, query)
             found.extend(matches[: limit - len(found)])
-            seen.update(ids)
-            if old:  # the minute lists expire on their own
-                expired.extend(gone)
-    # The walk stops when the limit or the scan bound is reached, or when the index ends.
-    exhausted = want() > 0
+            cursor.seen.update(ids)
+            expired.extend(gone)
+        if len(page) < want:
+            exhausted = True
+            break
+        cursor.advance(page)
     if expired and prune:
         # Lazily drop index entries whose event hash has expired (after the walk: removing them
         # during it would shift the cursor's offset). trim_indexes drops old entries in bulk;
