@@ -1,10 +1,13 @@
 """Reconciliation benchmark: one pass over a large academy against the fake Fellow API.
 
-    python bench/reconcile.py [--courses 200] [--members 500] [--runs 3] [--concurrency 8]
+    python bench/reconcile.py [--courses 200] [--members 500] [--runs 3] [--concurrency 4]
+                              [--api-latency 1] [--compare 50]
 
 Runs on loopback only, with its own redis-server on a free port and the tests' fake Fellow API
 (tests/support/fellow_api.py) in a process of its own. The academy has `courses` courses and a
-tenth as many programs, each with `members` members, a fifth of them completed. Each run:
+tenth as many programs, each with `members` members, a fifth of them completed; it answers each
+request after `--api-latency` milliseconds (1 by default; 0 leaves relay's own costs and the
+loopback). Each run:
 
 1. baseline: the first pass (records every membership; a coursemember request for each);
 2. changes: 1% of the memberships change (a third enrolled, a third completed, a third removed),
@@ -12,9 +15,11 @@ tenth as many programs, each with `members` members, a fifth of them completed. 
 3. missed: a pass after `grace` synthesizes them all.
 
 Each pass runs in a fresh child process, so its peak RSS (ru_maxrss) is its own; the RSS after
-imports and set-up, before the pass, is printed beside it. Printed: the median over the runs,
-with min-max, of each pass's seconds and peak RSS, and the ratio of the sizes' RSS growth when
-run with `--compare 50` (the same academy with 50 courses). Goal (issue 18): a pass over 200
+imports and set-up, before the pass, is printed beside it, and so are the CPU seconds the pass
+process and the fake API's process spent in the pass (where the time went) and the load average
+after it (the machine may be shared). Printed: the median over the runs, with min-max, of each
+pass's seconds and peak RSS, and the ratio of the sizes' RSS growth when run with `--compare 50`
+(the same academy with 50 courses). Goal (issue 18): a pass over 200
 courses x 500 members in under 60 s, with bounded memory. It is a benchmark, not a test.
 """
 
@@ -105,11 +110,13 @@ class BenchApi(FellowApiServer):
         return {"created": count, "completed": completed, "deleted": count}
 
 
-def serve_api(port: int, courses: int, members: int) -> None:
-    """Role `api`: serve an academy of `courses` courses (and a tenth as many programs)."""
+def serve_api(port: int, courses: int, members: int, latency: float) -> None:
+    """Role `api`: serve an academy of `courses` courses (and a tenth as many programs), each
+    answer after `latency` seconds."""
     rng = random.Random(42)
     server = BenchApi()
     server.port = port
+    server.latency = latency
     for kind, count in (("course", courses), ("program", max(1, courses // 10))):
         for c in range(count):
             for m in range(members):
@@ -130,6 +137,12 @@ class _Discard(list):  # type: ignore[type-arg]
 # -- one pass, in its own process -------------------------------------------------------------
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_kb() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -146,9 +159,11 @@ def one_pass(redis_url: str, api: str, concurrency: int, now: float) -> None:
     table = parse_routes(ROUTES.format(api=api, concurrency=concurrency), "routes.toml", env)
     conn = redis.Redis.from_url(redis_url)
     before = _rss_kb()
+    cpu_before = _cpu_seconds(os.getpid())
     started = time.monotonic()
     result = run_pass(conn, table, table.sources["fellow"], retention=86400.0, now=now)
     seconds = time.monotonic() - started
+    cpu = _cpu_seconds(os.getpid()) - cpu_before
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if result.error is not None:
         raise SystemExit(f"pass failed: {result.error}")
@@ -156,6 +171,7 @@ def one_pass(redis_url: str, api: str, concurrency: int, now: float) -> None:
         json.dumps(
             {
                 "seconds": seconds,
+                "cpu_seconds": cpu,
                 "requests": result.requests,
                 "memberships": result.memberships,
                 "synthesized": len(result.synthesized),
@@ -177,11 +193,22 @@ def run_child(*args: str) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def one_run(server: RedisServer, api: str, concurrency: int, run: int) -> dict[str, Any]:
+def pass_child(api_pid: int, *args: str) -> dict[str, Any]:
+    """One pass in a child process, with the fake API's CPU seconds meanwhile and the load."""
+    api_before = _cpu_seconds(api_pid)
+    found = run_child("pass", *args)
+    found["api_cpu_seconds"] = _cpu_seconds(api_pid) - api_before
+    found["load"] = os.getloadavg()[0]
+    return found
+
+
+def one_run(
+    server: RedisServer, api: str, api_pid: int, concurrency: int, run: int
+) -> dict[str, Any]:
     """The three passes of one run, on an empty Redis and the academy as it starts."""
     redis.Redis.from_url(server.url).flushall()
     common = (server.url, api, str(concurrency))
-    base = run_child("pass", *common, str(T0))
+    base = pass_child(api_pid, *common, str(T0))
     request = urllib.request.Request(  # noqa: S310 (our own loopback http URL)
         f"{api}/_bench/mutate?seed={run}",
         method="POST",
@@ -189,8 +216,8 @@ def one_run(server: RedisServer, api: str, concurrency: int, run: int) -> dict[s
     )
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
         changed = json.loads(response.read())
-    seen = run_child("pass", *common, str(T0 + 60))
-    missed = run_child("pass", *common, str(T0 + 60 + GRACE))
+    seen = pass_child(api_pid, *common, str(T0 + 60))
+    missed = pass_child(api_pid, *common, str(T0 + 60 + GRACE))
     return {"baseline": base, "changes": seen, "missed": missed, "changed": changed}
 
 
@@ -198,11 +225,13 @@ def spread(values: list[float], fmt: str = ".1f") -> str:
     return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
-def measure(courses: int, members: int, runs: int, concurrency: int) -> dict[str, Any]:
+def measure(
+    courses: int, members: int, runs: int, concurrency: int, latency: float
+) -> dict[str, Any]:
     """Median and spread of each pass over `runs` runs for one academy size."""
     port = free_port()
     api_proc = subprocess.Popen(
-        [PYTHON, __file__, "api", str(port), str(courses), str(members)],
+        [PYTHON, __file__, "api", str(port), str(courses), str(members), str(latency)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -214,7 +243,7 @@ def measure(courses: int, members: int, runs: int, concurrency: int) -> dict[str
         server = RedisServer(Path(tmp))
         server.start()
         try:
-            results = [one_run(server, api, concurrency, run) for run in range(runs)]
+            results = [one_run(server, api, api_proc.pid, concurrency, run) for run in range(runs)]
         finally:
             server.stop()
             assert api_proc.stdin is not None
@@ -231,23 +260,29 @@ def report(found: dict[str, Any]) -> None:
         f"{found['members']} members: {first['baseline']['memberships']:,} memberships; "
         f"changed per run: {first['changed']}"
     )
-    print(f"{'pass':<10} {'seconds':>20} {'requests':>9} {'req/s':>7} {'peak RSS MB':>22} "
-          f"{'RSS before MB':>14} {'synthesized':>11}")  # fmt: skip
+    print(f"{'pass':<10} {'seconds':>18} {'requests':>9} {'req/s':>6} {'pass CPU s':>11} "
+          f"{'API CPU s':>10} {'load':>11} {'peak RSS MB':>18} {'RSS before':>10} "
+          f"{'synth':>6}")  # fmt: skip
     for name in ("baseline", "changes", "missed"):
         rows = [r[name] for r in results]
         seconds = [r["seconds"] for r in rows]
         rate = statistics.median(r["requests"] / r["seconds"] for r in rows)
+        loads = [r["load"] for r in rows]
         print(
-            f"{name:<10} {spread(seconds):>20} {rows[0]['requests']:>9} {rate:>7.0f} "
-            f"{spread([r['peak_rss_mb'] for r in rows]):>22} "
-            f"{statistics.median(r['rss_before_mb'] for r in rows):>14.1f} "
-            f"{rows[0]['synthesized']:>11}"
+            f"{name:<10} {spread(seconds):>18} {rows[0]['requests']:>9} {rate:>6.0f} "
+            f"{statistics.median(r['cpu_seconds'] for r in rows):>11.1f} "
+            f"{statistics.median(r['api_cpu_seconds'] for r in rows):>10.1f} "
+            f"{min(loads):>5.1f}-{max(loads):<5.1f} "
+            f"{spread([r['peak_rss_mb'] for r in rows]):>18} "
+            f"{statistics.median(r['rss_before_mb'] for r in rows):>10.1f} "
+            f"{rows[0]['synthesized']:>6}"
         )
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "api":
-        serve_api(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        latency = float(sys.argv[5]) if len(sys.argv) > 5 else 0.001
+        serve_api(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), latency)
         return
     if len(sys.argv) > 1 and sys.argv[1] == "pass":
         one_pass(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
@@ -256,12 +291,25 @@ def main() -> None:
     parser.add_argument("--courses", type=int, default=200)
     parser.add_argument("--members", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=8)
+    # The default of `concurrency` in [sources.NAME.reconcile]: the goal is met (or not) there.
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--api-latency",
+        type=float,
+        default=1.0,
+        metavar="MS",
+        help="milliseconds the fake API waits before each answer (default 1)",
+    )
     parser.add_argument("--compare", type=int, help="also measure this many courses (memory)")
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, concurrency {args.concurrency}")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, concurrency "
+        f"{args.concurrency}, API latency {args.api_latency:g} ms, load average "
+        f"{os.getloadavg()[0]:.1f} at the start"
+    )
     sizes = [args.courses] + ([args.compare] if args.compare else [])
-    found = [measure(c, args.members, args.runs, args.concurrency) for c in sizes]
+    latency = args.api_latency / 1000
+    found = [measure(c, args.members, args.runs, args.concurrency, latency) for c in sizes]
     for one in found:
         report(one)
     if len(found) == 2:

@@ -19,7 +19,7 @@ from tests.support.processes import Leak, find_leaks, registered_logs
 from tests.support.redis_server import RedisServer, redis_server_binary
 
 #: Fixtures more than one module uses (targets, use_routes, restored_logging) live there.
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.sentinel"]
 
 REQUIRE_REAL_REDIS = os.environ.get("RELAY_REQUIRE_REDIS_SERVER") == "1"
 

@@ -600,6 +600,7 @@ def dev_env(tmp_path: Path) -> dict[str, str]:
     }
     env.update(
         PORT=str(free_port()),
+        RELAY_ADMIN_PORT=str(free_port()),  # 8001, dev's default, may be taken on a shared machine
         RELAY_ROUTES=str(tmp_path / "routes.toml"),
         RELAY_LOG_FORMAT="json",
         RELAY_LOG_LEVEL="warning",

@@ -64,8 +64,10 @@ def newcomer_env(copy: Path) -> dict[str, str]:
         for name, value in os.environ.items()
         if not name.startswith(("RELAY_", "REDIS_URL")) and name not in needed
     }
-    # 8000 may be held by something else on a shared machine; the port is the one thing set.
+    # 8000 and 8001 may be held by something else on a shared machine; the ports are the only
+    # things set (relay dev would take another for the admin listener, but racing other runs).
     env["PORT"] = str(free_port())
+    env["RELAY_ADMIN_PORT"] = str(free_port())
     return env
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-import relay.ops.deliveries.bulk as bulk
+import relay.ops.deliveries.batches as bulk
 from relay.ops import deliveries as ops
 from relay.store import keys
 from relay.store.commit import commit_arguments

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 from redis import Redis
+from redis.exceptions import RedisError
 
 from relay.config.model import RouteTable
 from relay.config.reconcile import reconciled_sources
@@ -27,7 +29,7 @@ from worker.context import build_context, configure, current, swap_routes
 from worker.control import publish_controls
 from worker.exporter import MetricsServer, build_registry, process_port, serve_metrics
 from worker.reloading import RouteWatcher, install_sighup
-from worker.rq_worker import DEFAULT_MAINTENANCE_INTERVAL, relay_worker
+from worker.rq_worker import DEFAULT_MAINTENANCE_INTERVAL, RelayWorker, relay_worker
 from worker.runtime import get_runtime, shutdown_runtime
 
 __all__ = ["DRAIN_LIMIT", "Operations", "drain_limit", "run_worker"]
@@ -36,6 +38,10 @@ log = structlog.get_logger("relay.worker")
 
 #: Longest the shutdown waits for deliveries still in flight on the background loop.
 DRAIN_LIMIT = 30.0
+#: Backoff before a fresh RQ worker replaces one whose loop ended on a Redis error (seconds).
+RESTART_FIRST = 0.5
+RESTART_CAP = 5.0
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def drain_limit(routes: RouteTable) -> float:
@@ -100,6 +106,47 @@ def _reload_routes(routes: RouteTable, enabled: bool, conn: Redis) -> Callable[[
     return stop
 
 
+def _work(worker: RelayWorker, settings: Settings, maintenance_interval: int, burst: bool) -> None:
+    """Run RQ's work loop; when it ends by itself (RQ quits it on a Redis error outside its
+    dequeue wait, e.g. a failover longer than the client's re-sends), start a fresh RQ worker
+    in this process after a backoff, instead of leaving the process idle or exiting."""
+    delay = RESTART_FIRST
+    level = settings.log_level.upper()
+    while True:
+        try:
+            worker.work(burst=burst, with_scheduler=True, logging_level=level)
+            error = None
+        except (RedisError, OSError) as exc:
+            # RQ's teardown (registering the worker's death) meets the same outage that ended
+            # its loop, and raises out of work().
+            error = f"{type(exc).__name__}: {exc}"
+        if burst or worker.stop_was_requested:
+            return
+        log.warning(
+            "rq work loop ended on its own; starting a new worker", after_s=delay, error=error
+        )
+        if not _pause(delay):
+            return
+        delay = min(RESTART_CAP, delay * 2)
+        conn = worker.connection
+        worker = relay_worker(conn, maintenance_interval)
+        worker.retention = settings.retention
+
+
+def _pause(seconds: float) -> bool:
+    """Sleep, unless SIGTERM or SIGINT arrives meanwhile (False then: stop)."""
+    if threading.current_thread() is not threading.main_thread():
+        time.sleep(seconds)
+        return True
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
+    try:
+        return not stop.wait(seconds)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def run_worker(
     settings: Settings,
     routes: RouteTable,
@@ -137,7 +184,7 @@ def run_worker(
         reload_routes=ops.reload_routes,
     )
     try:
-        worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
+        _work(worker, settings, maintenance_interval, burst)
     finally:
         stop_reloads()
         cut = shutdown_runtime(drain_limit(current().routes))

@@ -45,8 +45,13 @@ class RouteWatcher:
         return self
 
     def request_reload(self) -> None:
-        """Ask for a reload now (safe to call from a signal handler: it only sets an Event)."""
-        self._requested.set()
+        """Ask for a reload now (safe to call from a signal handler: it only sets an Event).
+
+        Once stopping it does nothing: `stop()` sets the same Event on the main thread, and
+        Event.set holds a non-reentrant lock; a SIGHUP landing there would wait for itself.
+        """
+        if not self._stopping:
+            self._requested.set()
 
     def stop(self) -> None:
         """Stop the thread (it finishes a reload in progress first)."""

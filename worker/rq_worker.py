@@ -10,6 +10,8 @@
 - It listens to exactly one queue, so RQ uses its crash-safe LMOVE hand-off.
 - On SIGTERM RQ finishes the job in hand (warm shutdown); then the background loop is drained.
   An idle worker is stopped only where no Redis reply can be left unread (worker.stopping).
+  The stop handlers only record the stop: a Redis call from a handler can deadlock the
+  embedded (fakeredis) Redis of `relay dev`, whose lock the interrupted thread may hold.
 - Its scheduler is a RelayScheduler (worker.scheduler), and its maintenance pass trims relay's
   indexes to the retention period (worker.retention).
 - Beside the poller runs the reconciliation loop (worker.fellow.schedule): the passes of the
@@ -26,6 +28,7 @@ import structlog
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from rq.worker import WorkerStatus
 
 from relay.core.errors import ConfigError
@@ -70,6 +73,9 @@ class RelayWorker(SimpleWorker):
 
     #: Retention period enforced by maintenance; None: the jobs' context settings (embedded).
     retention: float | None = None
+    #: RQ waits 1 s, 2 s, 4 s ... up to 60 s between dequeues that failed to reach Redis: a
+    #: worker would stay idle for up to a minute after Redis (or a new primary) is back.
+    max_connection_wait_time = 2.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -81,20 +87,45 @@ class RelayWorker(SimpleWorker):
         self._stop_frame = frame
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
+    @property
+    def stop_was_requested(self) -> bool:
+        """Whether a signal (or stop_before_next_job) asked this worker to stop."""
+        return bool(self._stop_requested or self._shutdown_requested_date is not None)
+
     def stop_before_next_job(self) -> None:
         """A warm stop asked for without a signal: RQ checks for it before every dequeue."""
         self._stop_requested = True
 
     def _shutdown(self) -> None:
-        """Stop at once only where raising is safe; otherwise before the next blocking dequeue.
+        """Record the stop; raise StopRequested only where that is safe. Never touches Redis.
 
-        RQ raises StopRequested from the handler whenever the worker is not busy, which can
-        leave a Redis reply unread on a pooled connection (worker.stopping explains).
+        This runs in the signal handler, on the main thread, wherever that thread was. RQ's own
+        busy path writes `shutdown_requested_date` (an HSET) and stops the scheduler (a join)
+        from here; with `relay dev`'s embedded Redis the main thread may be inside a fakeredis
+        command holding the server's non-reentrant lock, and that HSET waits for its own thread
+        forever. Both happen on the main thread's own time instead: the date after the job in
+        hand (execute_job), the scheduler in RQ's teardown. RQ raises StopRequested whenever
+        the worker is idle, which can leave a Redis reply unread (worker.stopping explains).
         """
-        if self.get_state() == WorkerStatus.BUSY or interrupted_redis_read(self._stop_frame):
-            super()._shutdown()  # type: ignore[no-untyped-call]
-            return
+        if self.get_state() != WorkerStatus.BUSY and interrupted_redis_read(self._stop_frame):
+            raise StopRequested()
         self._stop_requested = True
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        """RQ's execute_job, then the record of a stop that came during it (see _shutdown)."""
+        try:
+            super().execute_job(job, queue)
+        finally:
+            if self._stop_requested and self._shutdown_requested_date is not None:
+                self._record_stop_request()
+
+    def _record_stop_request(self) -> None:
+        """What RQ writes from its handler: when the warm stop was asked for (`rq info`)."""
+        try:
+            self.set_shutdown_requested_date()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError) as exc:
+            # Only a record; the stop itself must go on.
+            log.warning("recording the stop request failed", error=f"{type(exc).__name__}: {exc}")
 
     def run_maintenance_tasks(self) -> None:
         """RQ's maintenance, the retention trim (one process per TRIM_INTERVAL), and closing the

@@ -21,6 +21,7 @@ import redis
 
 from relay.config.settings import Settings
 from relay.core.errors import ConfigError
+from relay.core.redis_url import SENTINEL_SCHEMES, redact_sentinel_url, scheme_of
 from relay.core.times import parse_since
 from relay.store.clients import OPERATOR, sync_client
 
@@ -62,6 +63,8 @@ class UsageError(Exception):
 
 def redact_url(url: str) -> str:
     """A URL safe to print: its password and the token of a relay hook path masked."""
+    if scheme_of(url) in SENTINEL_SCHEMES:  # several hosts: not for urlsplit
+        return redact_sentinel_url(url) or MASK
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -156,12 +159,13 @@ def configured_reconciled(path: str) -> tuple[str, ...]:
     )
 
 
-def since_option(value: str | None) -> float | None:
-    """Unix seconds of a `--since` value (2h, 30m, 7d or ISO-8601), None when not given."""
+def since_option(value: str | None, flag: str = "--since") -> float | None:
+    """Unix seconds of a `--since` (or `flag`) value (2h, 30m, 7d or ISO-8601), None when not
+    given."""
     try:
         return None if value is None else parse_since(value)
     except ValueError as exc:
-        raise UsageError(f"--since: {exc}") from None
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def print_json(value: Any) -> None:

@@ -48,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=STATES,
         help="only events with a delivery in this state (on --target when given), or unrouted",
     )
+    lister.add_argument(
+        "--until", metavar="TIME", help="received until TIME: 2h, 30m, 7d or ISO-8601 (UTC)"
+    )
+    lister.add_argument("--id-prefix", metavar="PREFIX", help="only event ids starting with PREFIX")
     shower = sub.add_parser("show", help="one event with every delivery attempt")
     shower.add_argument("event_id", metavar="ID", help="event id (evt_...)")
     add_connection_options(shower)
@@ -77,8 +81,15 @@ def _events(args: argparse.Namespace, settings: Settings, conn: redis.Redis) -> 
 
 
 def _run_list(conn: redis.Redis, args: argparse.Namespace) -> int:
-    since = since_option(args.since)
-    query = EventQuery(args.source, args.event_type, args.target, args.state, since)
+    query = EventQuery(
+        args.source,
+        args.event_type,
+        args.target,
+        args.state,
+        since_option(args.since),
+        until=since_option(args.until, "--until"),
+        id_prefix=args.id_prefix,
+    )
     # --limit 0 is "all", which the scan bound still caps (MAX_SCAN index entries).
     limit = limit_of(args) or SCAN_LIMIT
     listing = list_events(conn, query, limit=limit, max_scan=SCAN_LIMIT)

@@ -22,7 +22,6 @@ from relay.cli.tables import render_table
 from relay.config.settings import Settings
 from relay.core.logs import configure_logging
 from relay.ops import deliveries as ops
-from relay.store import keys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,19 +64,6 @@ class ProgressBar:
             self.stream.flush()
 
 
-def _nothing_to_replay(conn: redis.Redis, event_id: str) -> ops.ReplayResult:
-    """Why an event named on the command line has no dead delivery."""
-    if states := ops.delivery_states(conn, event_id):
-        listed = ", ".join(f"{t}: {state}" for t, state in states.items())
-        message = f"event {event_id} has no dead delivery to replay ({listed})"
-        return ops.ReplayResult(event_id, "", "not_dead", "", message=message)
-    if conn.exists(keys.event_key(event_id)):
-        message = f"event {event_id} has no deliveries to replay (no route matched it)"
-        return ops.ReplayResult(event_id, "", "not_dead", "", message=message)
-    message = f"no event {event_id} (unknown, or expired and no longer kept)"
-    return ops.ReplayResult(event_id, "", "expired", "", message=message)
-
-
 def _selection(
     args: argparse.Namespace, conn: redis.Redis
 ) -> tuple[list[tuple[str, str]], list[ops.ReplayResult]]:
@@ -85,15 +71,7 @@ def _selection(
     if not args.event_ids:
         letters = ops.list_dead(conn, dead_filter(args))
         return [(d.event_id, d.target) for d in letters], []
-    pairs: list[tuple[str, str]] = []
-    nothing: list[ops.ReplayResult] = []
-    for event_id in dict.fromkeys(args.event_ids):
-        targets = [args.target] if args.target else ops.dead_targets_of(conn, event_id)
-        if targets:
-            pairs += [(event_id, t) for t in targets]
-        else:
-            nothing.append(_nothing_to_replay(conn, event_id))
-    return pairs, nothing
+    return ops.event_pairs(conn, args.event_ids, args.target)
 
 
 def _check_selection(args: argparse.Namespace) -> None:
@@ -128,31 +106,10 @@ def _replay_all(
     settings: Settings,
     dry_run: bool,
 ) -> list[ops.ReplayResult]:
-    # Bound here, not at import: structlog caches a logger with the stream of its first use.
-    log = structlog.get_logger("relay.ops")
     bar = ProgressBar(len(pairs), sys.stderr)
-    if dry_run:
-        results = []
-        for done, (event_id, target) in enumerate(pairs, start=1):
-            results.append(
-                ops.replay_delivery(
-                    conn, event_id, target, retention=settings.retention, dry_run=True
-                )
-            )
-            bar.update(done)
-    else:
-        # In batches, with a kick per batch at most (relay.ops.deliveries.bulk).
-        results = ops.replay_deliveries(
-            conn, pairs, retention=settings.retention, progress=bar.update
-        )
-        for result in results:
-            if result.outcome == "replayed":
-                log.debug(
-                    "replayed",
-                    event_id=result.event_id,
-                    target=result.target,
-                    attempt=result.attempt,
-                )
+    results = ops.replay_pairs(
+        conn, pairs, retention=settings.retention, dry_run=dry_run, progress=bar.update
+    )
     bar.finish()
     return results
 
@@ -176,7 +133,7 @@ def _replay(args: argparse.Namespace, settings: Settings, conn: redis.Redis) -> 
     structlog.get_logger("relay.ops").info(
         "replay dry run finished" if args.dry_run else "replay finished",
         selected=len(pairs),
-        **{_done_key(args.dry_run): ok},
+        **{ops.done_key(args.dry_run): ok},
         failed=len(results) - ok,
         dry_run=args.dry_run,
     )
@@ -187,21 +144,9 @@ def _replay(args: argparse.Namespace, settings: Settings, conn: redis.Redis) -> 
     return 0 if ok == len(results) else EXIT_FAILED
 
 
-def _done_key(dry_run: bool) -> str:
-    """What the count of good results is called: `would_replay` in a dry run, else `replayed`."""
-    return "would_replay" if dry_run else "replayed"
-
-
 def replay_json(dry_run: bool, selected: int, results: Sequence[ops.ReplayResult]) -> Any:
-    """`relay replay --json`: the counts and every result."""
-    ok = sum(r.ok for r in results)
-    return {
-        "dry_run": dry_run,
-        "selected": selected,
-        _done_key(dry_run): ok,
-        "failed": len(results) - ok,
-        "results": [r.to_json() for r in results],
-    }
+    """`relay replay --json`: the counts and every result (as the API answers them)."""
+    return ops.replay_summary(dry_run, selected, results)
 
 
 def render_replay(results: Sequence[ops.ReplayResult], dry_run: bool) -> str:

@@ -18,6 +18,8 @@ import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from relay.admin import make_admin_app, parse_tokens
+from relay.admin.listener import AdminListenError, add_admin_listener
 from relay.cli.common import config_error, positive_int
 from relay.config.loading import load_routes
 from relay.config.model import RouteTable
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     routes_path = args.routes or settings.routes_path
     try:
+        parse_tokens(settings.admin_tokens)  # a bad entry is a start-up error, named here
         routes = load_routes(routes_path, os.environ)
     except ConfigError as exc:
         return config_error("relay serve", exc)
@@ -146,9 +149,34 @@ def serve(
         routes=routes.path,
         sources=sorted(routes.sources),
         uvloop=_use_uvloop_if_installed(),
+        admin=f"{settings.admin_host}:{settings.admin_port}" if settings.admin_tokens else None,
     )
+    if not settings.admin_tokens:
+        log.info("admin_disabled", reason="RELAY_ADMIN_TOKENS is not set")
+    try:
+        _run(settings, routes, host, port, reuse_port=reuse_port, metrics_dir=metrics_dir)
+    except AdminListenError as exc:
+        log.error("admin_listener_failed", error=str(exc))
+        print(f"relay serve: {exc}; set RELAY_ADMIN_PORT to a free port", file=sys.stderr)
+        return 1
+    log.info("receiver_stopped")
+    return 0
+
+
+def _run(
+    settings: Settings,
+    routes: RouteTable,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool,
+    metrics_dir: str | None,
+) -> None:
+    """web.run_app of the receiver (with the admin listener beside it), until a signal."""
     web.run_app(
-        receiver_app(settings, routes, reload_routes=True, metrics_dir=metrics_dir),
+        receiver_app(
+            settings, routes, reload_routes=True, metrics_dir=metrics_dir, reuse_port=reuse_port
+        ),
         host=host,
         port=port,
         reuse_port=reuse_port,
@@ -161,8 +189,6 @@ def serve(
         max_headers=MAX_HEADERS,
         **SERVER_OPTIONS,  # relay decodes bodies itself, and never drains a refused one
     )
-    log.info("receiver_stopped")
-    return 0
 
 
 def receiver_app(
@@ -172,8 +198,10 @@ def receiver_app(
     connection: redis.Redis | None = None,
     reload_routes: bool = False,
     metrics_dir: str | None = None,
+    reuse_port: bool = False,
 ) -> web.Application:
-    """The receiver with the status page on it: what `relay serve` and `relay dev` run."""
+    """The receiver with the status page on it, and the admin listener beside it when
+    RELAY_ADMIN_TOKENS is set: what `relay serve` and `relay dev` run."""
     app = create_app(
         settings,
         routes,
@@ -188,6 +216,18 @@ def receiver_app(
         lambda: tuple(app[ROUTES].table.targets),
         lambda: tuple(name for name, _ in reconciled_sources(app[ROUTES].table)),
     )
+    if settings.admin_tokens:
+        tokens = parse_tokens(settings.admin_tokens)
+        add_admin_listener(
+            app,
+            # The receiver's table: a reload of routes.toml shows in the API at once.
+            lambda: make_admin_app(
+                settings, tokens, lambda: app[ROUTES].table, connection=connection
+            ),
+            settings.admin_host,
+            settings.admin_port,
+            reuse_port=reuse_port,
+        )
     return app
 
 
@@ -202,6 +242,8 @@ def serve_processes(
     """
     log = structlog.get_logger("relay.serve")
     problem = _port_problem(host, port)
+    if problem is None and settings.admin_tokens:
+        problem = _port_problem(settings.admin_host, settings.admin_port)
     if problem is not None:
         # Checked here: a child failing to bind would be restarted in a loop.
         log.error("receiver cannot listen", host=host, port=port, error=problem)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from relay.core import constants
 from relay.core.errors import ConfigError, Problem
+from relay.core.redis_url import check_redis_url
 from relay.core.units import parse_duration, parse_size
 
 
@@ -26,8 +27,18 @@ class Settings:
     spool_dir: str = "./.relay-spool"
     spool_max: int = constants.DEFAULT_SPOOL_MAX  # bytes
     status_token: str = ""  # protects /status when set; never logged
+    admin_host: str = "127.0.0.1"
+    admin_port: int = constants.DEFAULT_ADMIN_PORT
+    # `name:scope:value ...`, parsed (and checked) by relay.admin.tokens; never logged. Unset:
+    # no admin listener, since nobody could use it.
+    admin_tokens: str = field(default="", repr=False)
+    # The console's cookie is Secure when X-Forwarded-Proto says https: only a proxy in front
+    # of the admin listener may say so, hence off unless the operator turns it on.
+    admin_trust_proxy: bool = False
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
+    #: Replicas that must confirm a batch's commit (WAIT) before its 202; 0: the primary's word.
+    ack_replicas: int = 0
     #: How often each worker looks whether a reconciliation pass is due (seconds).
     reconcile_tick: float = 15.0
 
@@ -37,7 +48,7 @@ class Settings:
         read = _EnvReader(os.environ if env is None else env)
         log_format = read.choice("RELAY_LOG_FORMAT", ("auto", "json", "console"))
         settings = cls(
-            redis_url=read.text("REDIS_URL", constants.DEFAULT_REDIS_URL),
+            redis_url=read.redis_url("REDIS_URL", constants.DEFAULT_REDIS_URL),
             routes_path=read.text("RELAY_ROUTES", constants.DEFAULT_ROUTES_PATH),
             host=read.text("HOST", "127.0.0.1"),
             port=int(read.number("PORT", constants.DEFAULT_PORT, int)),
@@ -50,10 +61,19 @@ class Settings:
             spool_dir=read.text("RELAY_SPOOL_DIR", "./.relay-spool"),
             spool_max=read.size("RELAY_SPOOL_MAX", constants.DEFAULT_SPOOL_MAX),
             status_token=read.text("RELAY_STATUS_TOKEN", ""),
+            admin_host=read.text("RELAY_ADMIN_HOST", "127.0.0.1"),
+            admin_port=int(read.number("RELAY_ADMIN_PORT", constants.DEFAULT_ADMIN_PORT, int)),
+            admin_tokens=read.text("RELAY_ADMIN_TOKENS", "").strip(),
+            admin_trust_proxy=read.choice("RELAY_ADMIN_TRUST_PROXY", ("0", "1")) == "1",
             log_format=log_format,
             log_level=read.text("RELAY_LOG_LEVEL", "info").lower(),
+            ack_replicas=int(read.number("RELAY_ACK_REPLICAS", 0, int)),
             reconcile_tick=read.positive("RELAY_RECONCILE_TICK", 15.0),
         )
+        if settings.admin_tokens and settings.admin_port == settings.port and settings.port:
+            read.problems.append(
+                Problem("environment", "", "RELAY_ADMIN_PORT", "must differ from PORT (intake)")
+            )
         if read.problems:
             raise ConfigError(read.problems)
         return settings
@@ -73,6 +93,16 @@ class _EnvReader:
     def text(self, name: str, default: str) -> str:
         """The value, or `default` when unset or empty."""
         return self.env.get(name, "") or default
+
+    def redis_url(self, name: str, default: str) -> str:
+        """A Redis URL relay can connect with (plain or Sentinel); the message never shows it."""
+        value = self.text(name, default)
+        try:
+            check_redis_url(value)
+        except ValueError as exc:
+            self._problem(name, str(exc))
+            return default
+        return value
 
     def choice(self, name: str, allowed: tuple[str, ...]) -> str:
         """One of `allowed` (the first is the default)."""

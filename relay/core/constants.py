@@ -49,3 +49,5 @@ DEFAULT_SPOOL_MAX = 256 * 1024 * 1024
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_ROUTES_PATH = "./routes.toml"
 DEFAULT_PORT = 8000
+#: The admin listener (management API and console): its own port, never the intake's.
+DEFAULT_ADMIN_PORT = 8001

@@ -45,6 +45,7 @@ from relay.receiver.state import (
 )
 from relay.store import clients
 from relay.store.metrics import RedisCollector
+from relay.store.replication import read_facts, startup_warnings
 
 __all__ = ["SERVER_OPTIONS", "create_app", "error_response"]
 
@@ -87,6 +88,18 @@ async def _route_reloading(app: web.Application) -> AsyncIterator[None]:
         loop.remove_signal_handler(signal.SIGHUP)
 
 
+def warn_at_start(client: redis.Redis, settings: Settings) -> None:
+    """Log what the primary says that weakens the promise of a 202 (relay.store.replication)."""
+    log = structlog.get_logger("relay.serve")
+    try:
+        facts = read_facts(client)
+    except (redis.RedisError, OSError) as exc:
+        log.info("replication_check_skipped", error=str(exc), error_type=type(exc).__name__)
+        return
+    for warning in startup_warnings(facts, settings.ack_replicas):
+        log.warning("redis_setup_warning", warning=warning, ack_replicas=settings.ack_replicas)
+
+
 def _redis_and_writer(settings: Settings, connection: redis.Redis | None) -> Any:
     """The cleanup context owning the Redis clients, the intake writer, the spool and its
     drainer; `connection` (sync, e.g. fakeredis) replaces REDIS_URL."""
@@ -99,11 +112,27 @@ def _redis_and_writer(settings: Settings, connection: redis.Redis | None) -> Any
         # The intake commits on the loop (redis.asyncio); the rest (readiness, status, metrics,
         # spool drain, RQ's queue) uses the sync client in threads.
         committer = clients.async_client(settings.redis_url, bounds) if owned else None
-        writer = IntakeWriter(
-            committer or client, queue_connection=client, retention=settings.retention
-        )
         spool = Spool(settings.spool_dir, max_bytes=settings.spool_max)
-        drainer = SpoolDrainer(spool, redis_commit(client, retention=settings.retention))
+        drain_commit = redis_commit(
+            client,
+            retention=settings.retention,
+            ack_replicas=settings.ack_replicas,
+            ack_timeout=settings.intake_timeout,
+        )
+        drainer = SpoolDrainer(spool, drain_commit)
+        writer = IntakeWriter(
+            committer or client,
+            queue_connection=client,
+            retention=settings.retention,
+            ack_replicas=settings.ack_replicas,
+            on_recovered=drainer.wake,  # a spool waiting for Redis drains at once
+        )
+        # Not for a given connection (relay dev's embedded, in-memory Redis has nothing to check).
+        checks = (
+            asyncio.create_task(asyncio.to_thread(warn_at_start, client, settings))
+            if owned
+            else None
+        )
         app[REDIS] = client
         app[WRITER] = writer
         app[SPOOL] = spool
@@ -111,6 +140,8 @@ def _redis_and_writer(settings: Settings, connection: redis.Redis | None) -> Any
         writer.start()
         drainer.start()
         yield
+        if checks is not None:
+            await checks
         await writer.close()
         await drainer.close()
         spool.close()

@@ -8,6 +8,7 @@ replies already received. The writer (relay.receiver.intake) and the spool's dra
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class Pending:
     dedupe_window: int
     future: asyncio.Future[Committed]
     size: int = field(default=0)
+    deadline: float = math.inf  # the loop's time when the request is answered 503 anyway
 
 
 def take_batch(waiting: deque[Pending], max_batch: int) -> list[Pending]:

@@ -7,6 +7,10 @@ pipeline that is never sent, and its commands are sent on the link
 (relay.store.queue.kick_commands). A sync client (fakeredis in `relay dev`'s embedded mode)
 commits in a thread, in a MULTI pipeline.
 
+With `ack_replicas` N > 0 the same round trip ends with `WAIT N ms`, bounded by the batch's
+earliest deadline: the batch counts as committed only once N replicas have it
+(relay.store.replication); otherwise `ReplicasUnconfirmed` and the requests get 503 (or spool).
+
 The kick is skipped while enough kicks already wait (a waiting kick takes everything due when
 it runs); a batch that skipped it when in fact none was left waiting owes one, sent after its
 requests are answered. A failed kick fails nothing: the events are committed, and a worker's
@@ -35,10 +39,17 @@ from relay.receiver.batch import (
 from relay.receiver.link import RedisLink
 from relay.store.commit import commit_arguments
 from relay.store.queue import KICKS_ENOUGH, kick, kick_commands, make_queue
+from relay.store.replication import check_confirmed, confirm_replicas, wait_command
 
 __all__ = ["BatchCommitter"]
 
 log = structlog.get_logger("relay.intake")
+
+#: Seconds kept from a batch's deadline for the WAIT's reply to come back before it.
+WAIT_MARGIN = 0.05
+#: Bounds of a WAIT's timeout: never 0 (forever), never past a sane intake deadline.
+MIN_WAIT = 0.01
+MAX_WAIT = 60.0
 
 
 def _kick_failed(exc: BaseException) -> None:
@@ -55,6 +66,7 @@ class BatchCommitter:
         *,
         queue_connection: redis.Redis | None,
         retention: float,
+        ack_replicas: int = 0,
     ) -> None:
         """Commit on `connection`: redis.asyncio on the event loop, a sync client in a thread.
 
@@ -67,6 +79,7 @@ class BatchCommitter:
             raise TypeError("a redis.asyncio connection needs queue_connection (sync, for RQ)")
         self.queue = make_queue(sync)
         self.retention = retention
+        self.ack_replicas = ack_replicas
         self.kicks_waiting = 0  # RQ kicks queued at the last commit (the script's count)
         self.kick_owed = False  # the last commit skipped its kick and found none waiting
         # The asyncio commit's own connection (a sync client commits on a pipeline instead).
@@ -75,19 +88,36 @@ class BatchCommitter:
     async def commit(self, batch: list[Pending]) -> list[tuple[str | None, ...]]:
         """One script call for the batch: on the loop on the link, else in a thread.
 
-        Returns, per request, the earlier event each of its events repeats (or None).
+        Returns, per request, the earlier event each of its events repeats (or None). Raises
+        ReplicasUnconfirmed when `ack_replicas` replicas did not confirm it in time.
         """
         link = self._link
         if link is None:
-            return await asyncio.to_thread(self._commit_sync, batch)
+            return await asyncio.to_thread(self._commit_sync, batch, self._wait_time(batch))
         call = commit_arguments(batch, self.retention, time.time(), self.queue.key)
         kicking = call.routed and self.kicks_waiting < KICKS_ENOUGH
-        commands = [call.command(), *(await self._kick_commands() if kicking else ())]
-        await link.send(commands)
-        reply = await link.read()  # every event of the batch is in Redis once this arrives
-        kicked = kicking and await self._read_kick(link, len(commands) - 1)
+        kicks = await self._kick_commands() if kicking else []
+        wait = self._wait_time(batch)  # after the kick's one-off version query
+        waiting = [wait_command(self.ack_replicas, wait)] if self.ack_replicas else []
+        await link.send([call.command(), *kicks, *waiting])
+        reply = await link.read()  # every event of the batch is on the primary once this arrives
+        kicked = kicking and await self._read_kick(link, len(kicks))
         replies_at = BatchReplies(0, call.dedupe, kicked, kick_skipped=call.routed and not kicked)
-        return self._read(batch, replies_at, [reply])
+        duplicates = self._read(batch, replies_at, [reply])
+        if self.ack_replicas:
+            # A kick that failed dropped the link: the WAIT's reply is lost with it, and the
+            # batch counts as unconfirmed (a redis.ConnectionError).
+            check_confirmed(await link.read(), self.ack_replicas, wait)
+        return duplicates
+
+    def _wait_time(self, batch: list[Pending]) -> float:
+        """Seconds a WAIT may take: until the batch's earliest deadline, less a margin for the
+        round trip (the request is answered 503 at its deadline in any case)."""
+        if not self.ack_replicas:
+            return 0.0
+        deadline = min(p.deadline for p in batch)
+        left = deadline - asyncio.get_running_loop().time() - WAIT_MARGIN
+        return max(MIN_WAIT, min(left, MAX_WAIT))
 
     async def send_owed_kick(self) -> None:
         """One kick on its own, for a batch that skipped its kick when none was left waiting."""
@@ -136,7 +166,7 @@ class BatchCommitter:
             kick(self.queue, pipeline=pipe)
             pipe.execute()
 
-    def _commit_sync(self, batch: list[Pending]) -> list[tuple[str | None, ...]]:
+    def _commit_sync(self, batch: list[Pending], wait: float) -> list[tuple[str | None, ...]]:
         """The same on a sync client (fakeredis in `relay dev`'s embedded mode): in a thread."""
         assert isinstance(self.connection, redis.Redis)
         with self.connection.pipeline(transaction=True) as pipe:
@@ -144,7 +174,9 @@ class BatchCommitter:
             replies_at = write_batch(
                 pipe, self.queue, batch, self.retention, time.time(), kick_workers=kick_workers
             )
-            return self._read(batch, replies_at, pipe.execute())
+            duplicates = self._read(batch, replies_at, pipe.execute())
+        confirm_replicas(self.connection, self.ack_replicas, wait)
+        return duplicates
 
     def _read(
         self, batch: list[Pending], replies_at: BatchReplies, replies: Sequence[Any]

@@ -8,16 +8,25 @@ means "durable in Redis". Batching is what makes this cheap: the round trip and 
 cost are shared by the whole batch.
 
 A Redis error fails every request of the batch (503: providers that retry will retry). The
-writer never retries by itself: a retried script whose first call did land would write the
-batch twice. The link opens a fresh connection on the next batch, so the writer recovers alone.
+writer never re-sends a commit that may have landed: a retried script whose first call did land
+would write the batch twice. It does re-send one that provably did not (relay.store.failover:
+no connection could be made, or the server refused it as no primary: a Sentinel failover under
+way): the batch goes back to the front of the queue and is sent again after a short backoff,
+through the Sentinels to whichever primary they name, until it commits or its requests reach
+their deadline. The link opens a fresh connection on the next batch, so the writer recovers
+alone.
+
+With `ack_replicas` N > 0 a batch counts as committed only once N replicas confirm it
+(relay.receiver.committer); a batch they do not confirm in time fails like a Redis error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -29,11 +38,19 @@ from relay.core.errors import Unavailable
 from relay.receiver.batch import Committed, Pending, take_batch
 from relay.receiver.committer import BatchCommitter
 from relay.receiver.deadlines import Deadlines
+from relay.store.failover import not_written
 from relay.store.records import Event
+from relay.store.replication import ReplicasUnconfirmed
 
 __all__ = ["IntakeWriter"]
 
 log = structlog.get_logger("relay.intake")
+
+#: Backoff before a batch that provably did not land is sent again (seconds, doubling, with
+#: jitter): short, since a request waits for it; capped so a newly elected primary is found
+#: within half a second.
+RESEND_FIRST = 0.05
+RESEND_CAP = 0.5
 
 
 def _expire(future: asyncio.Future[Any], max_wait: float) -> None:
@@ -53,15 +70,24 @@ class IntakeWriter:
         queue_connection: redis.Redis | None = None,
         retention: float = float(constants.DEFAULT_RETENTION),
         max_batch: int = constants.MAX_BATCH,
+        ack_replicas: int = 0,
+        on_recovered: Callable[[], None] | None = None,
     ) -> None:
         """Commit on `connection`: redis.asyncio on the event loop, a sync client in a thread.
 
         RQ needs a sync client for its Queue (`queue_connection`, required with redis.asyncio;
         it only answers RQ's one-off version query: kicks are recorded, then sent on the link).
+        `on_recovered` is called when a commit succeeds after failures (the spool drain waits
+        for that).
         """
         self._committer = BatchCommitter(
-            connection, queue_connection=queue_connection, retention=retention
+            connection,
+            queue_connection=queue_connection,
+            retention=retention,
+            ack_replicas=ack_replicas,
         )
+        self._on_recovered = on_recovered
+        self._resend_delay = RESEND_FIRST
         self.max_batch = max_batch
         self._waiting: deque[Pending] = deque()  # submitted, not yet taken by a batch
         self._wakeup: asyncio.Future[None] | None = None  # the writer's, while it has no work
@@ -118,7 +144,8 @@ class IntakeWriter:
         loop = self._task.get_loop()
         future: asyncio.Future[Committed] = loop.create_future()
         size = sum(len(event.body) for event in events)
-        self._waiting.append(Pending(events, int(dedupe_window), future, size))
+        deadline = loop.time() + max_wait
+        self._waiting.append(Pending(events, int(dedupe_window), future, size, deadline))
         self._wake()
         # A deadline, not wait_for + shield (or a timer per request): relay.receiver.deadlines. On
         # expiry the request is answered 503: not yet taken, it is skipped; already taken, its
@@ -158,8 +185,18 @@ class IntakeWriter:
     async def _commit(self, batch: list[Pending]) -> None:
         try:
             duplicates = await self._commit_once(batch)
+        except ReplicasUnconfirmed as exc:
+            self._note_failure(exc)
+            self._fail(batch, f"{exc}; retry later")
+            # Its replicas gone quiet: the primary may have been replaced (a failover, a
+            # partition) while it still takes writes. The next batch asks the Sentinels again.
+            await self._committer.drop()
+            return
         except (redis.RedisError, OSError) as exc:
             self._note_failure(exc)
+            if not_written(exc) and not self._closing:
+                await self._send_again(batch)
+                return
             self._fail(batch, "Redis cannot take the event right now; retry later")
             return
         except Exception:
@@ -176,6 +213,16 @@ class IntakeWriter:
         # After the answers: the events are durable, only their delivery waits for the kick.
         if self._committer.kick_owed:
             await self._committer.send_owed_kick()
+
+    async def _send_again(self, batch: list[Pending]) -> None:
+        """Put a batch that did not land back at the front, after a backoff with jitter.
+
+        Requests that reach their deadline meanwhile are answered 503 by their timer and left
+        out of the next batch; new requests join it.
+        """
+        self._waiting.extendleft(reversed(batch))
+        delay, self._resend_delay = self._resend_delay, min(RESEND_CAP, self._resend_delay * 2)
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
     @staticmethod
     def _fail(batch: list[Pending], message: str) -> None:
@@ -199,6 +246,7 @@ class IntakeWriter:
             )
 
     def _note_success(self) -> None:
+        self._resend_delay = RESEND_FIRST
         if self._down_since is not None:
             log.warning(
                 "redis_available",
@@ -207,3 +255,5 @@ class IntakeWriter:
             )
             self._down_since = None
             self._failed_batches = 0
+            if self._on_recovered is not None:
+                self._on_recovered()

@@ -5,7 +5,9 @@ and a reply per queued command; for the receiver's commit, one atomic script cal
 that machinery costs more than the call. The link holds one connection outside any pool and does
 what the pool would: connect when needed, replace a connection the server closed (a Redis
 restart while the receiver was idle), and drop the connection on any error, so that no reply
-of a failed round trip can ever be read as the next one's.
+of a failed round trip can ever be read as the next one's. A failure to connect (under Sentinel:
+no primary known yet, or the old one gone) is `NotSent`: nothing was written, so the intake may
+send the batch again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import redis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
+from relay.store.failover import NotSent
+
 
 class RedisLink:
     """One connection made from `client`'s pool settings (URL, timeouts, TLS), used alone."""
@@ -26,8 +30,14 @@ class RedisLink:
         self._connection: AbstractConnection | None = None
 
     async def send(self, commands: Sequence[Sequence[Any]]) -> None:
-        """Write `commands` in one go; read each reply with `read`, in order."""
-        connection = await self._ready()
+        """Write `commands` in one go; read each reply with `read`, in order.
+
+        NotSent when no connection could be made (nothing was written).
+        """
+        try:
+            connection = await self._ready()
+        except (redis.RedisError, OSError) as exc:
+            raise NotSent(f"cannot connect to Redis: {exc}") from exc
         try:
             await connection.send_packed_command(connection.pack_commands(commands))
         except BaseException:

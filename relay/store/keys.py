@@ -34,6 +34,8 @@
     relay:paused:{target}       STRING  JSON {at, event_id, reason}: the target is paused (set by a
                                         410 with pause_on_gone or `relay pause`; no expiry)
     relay:lock:trim             STRING  held (SET NX EX) by the worker trimming the indexes
+    relay:ack:mark              STRING  written just before a WAIT that must cover every earlier
+                                        write, not only the caller's own (relay.store.replication)
     relay:breaker:{target}      HASH    the target's circuit breaker (relay.store.breakers):
                                         failed attempts in a row, since when it is open, the
                                         last failure; absent: closed, no failure since a success
@@ -60,6 +62,8 @@
     relay:enr:{id}              STRING  the API record an enriched delivery of the event carries
                                         (JSON, relay.store.enrichment); expires with the event
     relay:lock:enr:{id}         STRING  held (SET NX PX) by the process fetching that record
+    relay:job:{id}              HASH    a bulk replay started through the management API: its
+                                        progress (relay.store.jobs); expires a day after
 
 Every per-event key expires with the retention period, so Redis memory stays bounded.
 """
@@ -71,6 +75,7 @@ import hashlib
 from relay.core.constants import KEY_PREFIX
 
 __all__ = [
+    "ACK_MARK",
     "BREAKERS",
     "CONTROLS",
     "DEAD",
@@ -89,6 +94,7 @@ __all__ = [
     "enrichment_lock_key",
     "event_key",
     "in_flight_key",
+    "job_key",
     "order_key",
     "order_queue_key",
     "paused_key",
@@ -108,6 +114,7 @@ __all__ = [
 EVENTS_INDEX = f"{KEY_PREFIX}:events"
 UNROUTED = f"{KEY_PREFIX}:unrouted"
 DEAD = f"{KEY_PREFIX}:dead"
+ACK_MARK = f"{KEY_PREFIX}:ack:mark"
 RECONCILED_SOURCES = f"{KEY_PREFIX}:rc:sources"
 
 
@@ -246,3 +253,8 @@ def enrichment_key(event_id: str) -> str:
 def enrichment_lock_key(event_id: str) -> str:
     """Held by the one process fetching an event's enrichment record."""
     return f"{KEY_PREFIX}:lock:enr:{event_id}"
+
+
+def job_key(job_id: str) -> str:
+    """The record of one bulk replay job of the management API (its progress, to poll)."""
+    return f"{KEY_PREFIX}:job:{job_id}"

@@ -1,12 +1,14 @@
 """The pause record of a target: its one codec and how it is read.
 
 A paused target has a key `relay:paused:{target}` (relay.store.keys) holding why and since when. The
-workers hold its deliveries (worker.pause writes and deletes the key); the operator views (relay
-status, the status page, /metrics) read it here, so the receiver side never imports the worker.
+workers hold its deliveries; a 410 (worker.pause), `relay pause` and the management API write and
+delete the key here, and the operator views (relay status, the status page, /metrics) read it
+here, so neither the receiver side nor the admin API imports the worker.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +65,19 @@ class Pause:
             "at": self.since,
             "event_id": self.event_id or None,
         }
+
+
+def pause_target(
+    conn: Redis, target: str, reason: str, event_id: str = "", now: float | None = None
+) -> bool:
+    """Pause a target; False when it was already paused (the first reason is kept)."""
+    pause = Pause(target, time.time() if now is None else now, reason, event_id)
+    return bool(conn.set(keys.paused_key(target), pause.to_json(), nx=True))
+
+
+def resume_target(conn: Redis, target: str) -> bool:
+    """Resume a target; False when it was not paused."""
+    return bool(conn.delete(keys.paused_key(target)))
 
 
 def paused(conn: Redis, targets: Iterable[str]) -> dict[str, Pause]:

@@ -111,6 +111,18 @@ def replay_preamble() -> str:
     )
 
 
+def rows_preamble() -> str:
+    """Lua locals holding the codec's names that the events listing reads."""
+    return _locals(
+        {
+            "RECEIVED_FIELD": _string(RECEIVED_FIELD),
+            "STATE": _string(STATE_PREFIX),
+            "ATTEMPTS": _string(ATTEMPTS_PREFIX),
+            "STATE_PENDING": _string(DeliveryState.PENDING),
+        }
+    )
+
+
 #: FIFO per key's functions, put before every script that moves a key's queue on.
 ORDER = order_preamble() + read("order")
 CLAIM = claim_preamble() + read("claim")
@@ -121,3 +133,4 @@ REQUEUE = ORDER + read("requeue")
 REPLAY = replay_preamble() + ORDER + read("replay")
 ITEMS = read("items")
 COMMIT = ITEMS + commit_preamble() + ORDER + read("commit")
+ROWS = rows_preamble() + read("rows")

@@ -817,10 +817,15 @@ def run_scenario(
             keep_logs(workdir, scenario.name)
 
 
+def log_dir(name: str) -> Path:
+    """Where the latest run of scenario `name` keeps its process logs."""
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:40]
+    return ARTIFACTS / "chaos-logs" / slug
+
+
 def keep_logs(workdir: Path, name: str) -> Path:
     """Copy the run's process logs to tests/artifacts/chaos-logs/<scenario>/ (latest run only)."""
-    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:40]
-    kept = ARTIFACTS / "chaos-logs" / slug
+    kept = log_dir(name)
     shutil.rmtree(kept, ignore_errors=True)
     kept.mkdir(parents=True)
     for log_file in sorted(workdir.glob("*.log")):

@@ -57,7 +57,9 @@ def test_concurrency_one_never_has_two_requests_open_through_worker_kills(
 ) -> None:
     provider = KeyedProvider(url="", keys=10, per_key=20, rate=40.0)
     chaos = Chaos(kill_every=(1.5, 3.0), kills=6)
-    with ControlSink(delay=0.02, seed=chaos_seed) as sink:
+    # 50 ms per request: serial delivery of 200 events lasts at least 10 s, long enough for the
+    # kills asserted below even on a loaded machine (at 20 ms a fast run ended after two).
+    with ControlSink(delay=0.05, seed=chaos_seed) as sink:
         figures = run_control(
             tmp_path, chaos_redis, sink, "concurrency = 1", provider, chaos,
             seed=chaos_seed, drain_limit=240.0, timeout="1s",

@@ -19,6 +19,7 @@ from tests.chaos.harness import (
     Scenario,
     assert_nothing_lost,
     kill_and_restart,
+    log_dir,
     run_scenario,
 )
 from tests.support.redis_server import RedisServer
@@ -54,4 +55,9 @@ def test_redis_killed_and_restarted_loses_nothing_acknowledged(
     outcome = run_scenario(SCENARIO, chaos_seed, tmp_path, chaos_redis, restart_redis)
     assert_nothing_lost(outcome)
     assert sum(1 for c in outcome.figures.chaos if "SIGKILL" in c) == 2
-    assert outcome.figures.provider_retries  # the outage was seen: 503s or refused connections
+    # The outage was seen: by the provider (503s, refused connections), or only by the receiver,
+    # whose intake sends a batch that did not land again until its deadline (3 s), which can
+    # outlast an outage of 1-3 s.
+    logs = log_dir(SCENARIO.name).glob("serve-*.log")
+    seen_by_receiver = any("redis_unavailable" in log.read_text(errors="replace") for log in logs)
+    assert outcome.figures.provider_retries or seen_by_receiver

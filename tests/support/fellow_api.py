@@ -9,8 +9,9 @@ Paging by `offset` and `limit` (a short page is the last); every request must ca
 by the test between passes. Fault switches (`fault`): "401", "429" (every answer 429 with
 Retry-After `retry_after`), "timeout" (answers after `hang` seconds), "shape" (a list endpoint
 answers an object), "500" (every answer 500); `answer`, when set, is what every list endpoint
-answers, and `member_answer` what every coursemember/programmember endpoint answers. `requests`
-counts what was asked, `most_in_flight` the concurrency seen.
+answers, and `member_answer` what every coursemember/programmember endpoint answers. Every answer
+waits `latency` seconds first (1 ms: concurrent requests overlap, as a real API's would).
+`requests` counts what was asked, `most_in_flight` the concurrency seen.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class FellowApiServer(LoopbackServer):
         self.fault: str | None = None
         self.retry_after = "0"
         self.hang = 5.0
+        self.latency = 0.001  # seconds each answer waits (bench/reconcile.py's --api-latency)
         self.answer: object = None  # when set, what every list endpoint answers instead
         self.member_answer: object = None  # when set, what every member endpoint answers
         self.requests = 0
@@ -78,7 +80,7 @@ class FellowApiServer(LoopbackServer):
                 return web.json_response({"message": "Internal Server Error"}, status=500)
             if self.fault == "timeout":
                 await asyncio.sleep(self.hang)
-            await asyncio.sleep(0.001)  # let concurrent requests overlap, as a real API's would
+            await asyncio.sleep(self.latency)  # concurrent requests overlap, as a real API's
             return await handler(request)
         finally:
             self.in_flight -= 1

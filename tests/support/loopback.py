@@ -15,6 +15,9 @@ from tests.support.redis_server import free_port
 class LoopbackServer:
     """Serves `build_app()` on a free loopback port between `__enter__` and `__exit__`."""
 
+    #: The address served: loopback, but for the Sentinel chaos runs' private bridge.
+    bind_host = "127.0.0.1"
+
     def __init__(self) -> None:
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
@@ -38,7 +41,7 @@ class LoopbackServer:
     async def _start(self) -> None:
         self._runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, self.bind_host, self.port).start()
 
     async def _stop(self) -> None:
         if self._runner is not None:

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,11 +84,16 @@ def secrets_of_env(env: Mapping[str, str]) -> dict[str, str]:
     """The secret values a relay process with this environment holds, by name.
 
     Variables named *_TOKEN, *_SECRET, *_WHSEC, *_KEY or RELAY_STATUS_TOKEN, any `whsec_`
-    value (and the key after its prefix), and every secret its routes.toml reads from the env.
+    value (and the key after its prefix), every secret its routes.toml reads from the env, and
+    the value of each RELAY_ADMIN_TOKENS entry.
     """
     found = {name: value for name, value in env.items() if _is_secret_name(name)}
     found |= {name: value for name, value in env.items() if value.startswith("whsec_")}
     found |= _route_secrets(env)
+    # RELAY_ADMIN_TOKENS="name:scope:value ...": each value is a secret; the whole is not one.
+    for entry in env.get("RELAY_ADMIN_TOKENS", "").split():
+        name, _, rest = entry.partition(":")
+        found[f"RELAY_ADMIN_TOKENS ({name})"] = rest.partition(":")[2]
     for name, value in list(found.items()):
         if value.startswith("whsec_"):
             found[f"{name} (key after whsec_)"] = value.removeprefix("whsec_")
@@ -136,12 +141,21 @@ def find_leaks(registered: Mapping[Path, Mapping[str, str]] | None = None) -> li
 class RelayProcess:
     """One `relay ...` child process with its output in a file."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], cwd: Path, name: str) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        name: str,
+        *,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """Start `relay ARGS`; `prefix` runs it through another command (`ip netns exec NS`)."""
         self.log_path = cwd / f"{name}-{time.monotonic_ns()}.log"
         register_log(self.log_path, secrets_of_env(env))
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "relay", *args],
+            [*prefix, sys.executable, "-m", "relay", *args],
             env=dict(env),
             cwd=cwd,
             stdout=self._log,

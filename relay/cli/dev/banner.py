@@ -25,6 +25,8 @@ class BannerInfo:
     processes: tuple[tuple[str, int], ...] = ()  # (name, pid) of each child
     group: int | None = None
     env_file: Path | None = None
+    admin_url: str = ""  # the admin listener (API and console); "" when not started
+    admin_token: str = ""  # the write token relay dev generated, shown for a first run
 
 
 def shown_path(path: Path) -> str:
@@ -70,6 +72,26 @@ def _generated(values: Mapping[str, str]) -> list[str]:
     ]
 
 
+def _admin(info: BannerInfo) -> list[str]:
+    if not info.admin_url:
+        return []
+    lines = [f"  Admin      {info.admin_url}   console at /, API at /api/v1"]
+    if info.admin_token:
+        lines.append(f"             token (write): {info.admin_token}")
+    else:
+        lines.append("             sign in with a token of RELAY_ADMIN_TOKENS")
+    return lines
+
+
+def admin_url(settings: Settings) -> str:
+    """The admin listener's base URL as seen from this machine, or "" when it is off."""
+    if not settings.admin_tokens:
+        return ""
+    wildcard = settings.admin_host in ("", "0.0.0.0", "::")
+    host = "127.0.0.1" if wildcard else settings.admin_host
+    return f"http://{'[' + host + ']' if ':' in host else host}:{settings.admin_port}"
+
+
 def render_banner(info: BannerInfo) -> str:
     """The text printed once everything answers."""
     lines = ["", "relay dev is running", ""]
@@ -79,6 +101,7 @@ def render_banner(info: BannerInfo) -> str:
     lines += _sources(info)
     lines.append(f"  Health     {info.base_url}/healthz   {info.base_url}/readyz")
     lines.append(f"  Worker     {info.worker}")
+    lines += _admin(info)
     if info.echo_urls:
         lines.append(f"  Echo       {'  '.join(info.echo_urls)}")
         lines.append("             loopback targets that print every delivery they receive")

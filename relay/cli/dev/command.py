@@ -23,8 +23,10 @@ from pathlib import Path
 import redis
 import structlog
 
+from relay.admin import parse_tokens
 from relay.cli.common import EXIT_FAILED, config_error, redact_url
-from relay.cli.dev.banner import BannerInfo, local_url, render_banner, shown_path
+from relay.cli.dev.admin import fill_admin_env, generated_token
+from relay.cli.dev.banner import BannerInfo, admin_url, local_url, render_banner, shown_path
 from relay.cli.dev.children import (
     POLL_INTERVAL,
     STOP_ORDER,
@@ -101,16 +103,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def prepare(env: MutableMapping[str, str]) -> tuple[Settings, RouteTable, dict[str, str]]:
-    """Fill dev values, then read settings and routes; raise ConfigError on a mistake."""
+def prepare(
+    env: MutableMapping[str, str],
+) -> tuple[Settings, RouteTable, dict[str, str], dict[str, str]]:
+    """Fill dev values, then read settings and routes; raise ConfigError on a mistake.
+
+    Returns the settings, the routes, the values generated for routes.toml, and those generated
+    for the admin listener (RELAY_ADMIN_TOKENS, RELAY_ADMIN_PORT).
+    """
     routes_path = env.get("RELAY_ROUTES", "") or Settings().routes_path
     try:
         text = Path(routes_path).read_text(encoding="utf-8")
         generated = fill_dev_env(env, needed_env_vars(text))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         generated = {}  # load_routes below reports the problem with file and position
+    admin = fill_admin_env(env)
     settings = Settings.from_env(env)
-    return settings, load_routes(settings.routes_path, env), generated
+    return settings, load_routes(settings.routes_path, env), generated, admin
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,7 @@ class Dev:
     routes: RouteTable
     generated: dict[str, str]
     data_dir: Path
+    admin: dict[str, str]  # admin listener values relay dev generated
 
     @property
     def env_file(self) -> Path:
@@ -137,21 +147,27 @@ def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     resolve_dev_paths(env, data_dir)
     try:
-        settings, routes, generated = prepare(env)
+        settings, routes, generated, admin = prepare(env)
+        parse_tokens(settings.admin_tokens)  # an operator's bad entry: named at start-up
     except ConfigError as exc:
         return config_error("relay dev", exc)
     configure_logging(settings.log_level, settings.log_format)
     if args.embedded and not own_redis:
         print("relay dev: --embedded and REDIS_URL exclude each other; unset one", file=sys.stderr)
         return 2
-    dev = Dev(args, env, settings, routes, generated, data_dir)
+    dev = Dev(args, env, settings, routes, generated, data_dir, admin)
     if args.embedded or (own_redis and shutil.which("redis-server") is None):
         from relay.cli.dev.embedded import run_embedded  # loads fakeredis, aiohttp and RQ
 
         # The embedded Redis lives inside this process: no REDIS_URL can reach it.
-        write_env_file(dev.env_file, {**generated, "RELAY_ROUTES": env["RELAY_ROUTES"]})
+        write_env_file(dev.env_file, {**generated, **admin, "RELAY_ROUTES": env["RELAY_ROUTES"]})
         return run_embedded(
-            settings, routes, generated, echo_ports=echo_ports(args, routes), env_file=dev.env_file
+            settings,
+            routes,
+            generated,
+            echo_ports=echo_ports(args, routes),
+            env_file=dev.env_file,
+            admin_token=generated_token(admin),
         )
     return _run_children(dev, own_redis)
 
@@ -188,6 +204,8 @@ def _run_children(dev: Dev, own_redis: bool) -> int:
             processes=tuple((name, p.pid) for name, p in children.children),
             group=children.group,
             env_file=dev.env_file,
+            admin_url=admin_url(dev.settings),
+            admin_token=generated_token(dev.admin),
         )
         print(render_banner(info), flush=True)
         _watch(children, stop)
@@ -258,8 +276,18 @@ def _start_relay(dev: Dev, redis_url: str, children: ChildGroup, stop: StopReque
     settings = dev.settings
     if not port_is_free(settings.port, settings.host or "0.0.0.0"):
         raise Failed(f"port {settings.port} is taken: set PORT to a free one")
+    if settings.admin_tokens and not port_is_free(settings.admin_port, settings.admin_host):
+        raise Failed(
+            f"port {settings.admin_port} is taken: set RELAY_ADMIN_PORT to a free one "
+            "(the admin listener: API and console)"
+        )
     dev.env.update(REDIS_URL=redis_url, PORT=str(settings.port))
-    values = {**dev.generated, "RELAY_ROUTES": dev.env["RELAY_ROUTES"], "REDIS_URL": redis_url}
+    values = {
+        **dev.generated,
+        **dev.admin,
+        "RELAY_ROUTES": dev.env["RELAY_ROUTES"],
+        "REDIS_URL": redis_url,
+    }
     write_env_file(dev.env_file, values)
     relay = [sys.executable, "-m", "relay"]
     children.spawn("receiver", [*relay, "serve"], dev.env)

@@ -7,6 +7,11 @@ worker runs in the main thread, because RQ wants the main thread for its signal 
 becomes a warm shutdown) and for SIGALRM job timeouts. RQ's scheduler normally forks a process,
 which would get a copy of the in-memory data rather than share it; here it runs in a thread.
 
+fakeredis runs every command and script under one non-reentrant server lock, and Python runs
+signal handlers on the main thread, between two bytecodes of whatever it was doing: a handler
+that calls Redis can wait for a lock its own thread holds. The handlers here only record the stop
+(as RelayWorker's do, worker.rq_worker); Redis is touched again from the work loop.
+
 Everything lives in memory: stopping `relay dev` loses every queued event and retry.
 """
 
@@ -24,7 +29,7 @@ import fakeredis
 from rq.scheduler import RQScheduler
 
 from relay.cli.dev.app_thread import THREAD_TIMEOUT, AppThread
-from relay.cli.dev.banner import BannerInfo, local_url, render_banner
+from relay.cli.dev.banner import BannerInfo, admin_url, local_url, render_banner
 from relay.cli.dev.echo import EchoTarget, start_echo_targets
 from relay.cli.serve import receiver_app
 from relay.config.model import RouteTable
@@ -124,6 +129,7 @@ def _banner_info(
     generated: Mapping[str, str],
     echoes: Sequence[EchoTarget],
     env_file: Path | None,
+    admin_token: str = "",
 ) -> BannerInfo:
     return BannerInfo(
         redis_url="embedded (fakeredis, in this process)",
@@ -135,6 +141,8 @@ def _banner_info(
         echo_urls=tuple(e.url for e in echoes),
         processes=(("relay dev", os.getpid()),),
         env_file=env_file,
+        admin_url=admin_url(settings),
+        admin_token=admin_token,
     )
 
 
@@ -145,6 +153,7 @@ def run_embedded(
     *,
     echo_ports: Sequence[int] = (),
     env_file: Path | None = None,
+    admin_token: str = "",
 ) -> int:
     """Receiver, worker and an in-memory Redis in this process, until Ctrl-C."""
     server = fakeredis.FakeServer()
@@ -172,7 +181,7 @@ def run_embedded(
         except (OSError, RuntimeError) as exc:
             print(f"relay dev: cannot start: {exc}", file=sys.stderr)
             return 1
-        info = _banner_info(settings, routes, generated, echoes, env_file)
+        info = _banner_info(settings, routes, generated, echoes, env_file, admin_token)
 
         def ready(worker: RelayWorker) -> None:
             if pending:

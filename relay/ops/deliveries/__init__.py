@@ -7,15 +7,25 @@ package (`from relay.ops import deliveries as ops`) for all of them (`due_counts
 due figures, is the store's).
 """
 
-from relay.ops.deliveries.bulk import replay_deliveries
+from relay.ops.deliveries.batches import replay_deliveries
+from relay.ops.deliveries.bulk import (
+    Pair,
+    done_key,
+    event_pairs,
+    nothing_to_replay,
+    replay_pairs,
+    replay_summary,
+)
 from relay.ops.deliveries.dead_letters import (
     DeadFilter,
     DeadLetter,
+    DeadPage,
     dead_count_by_target,
     dead_of_event,
     dead_targets_of,
     iter_dead,
     list_dead,
+    page_dead,
 )
 from relay.ops.deliveries.detail import (
     Attempt,
@@ -31,6 +41,7 @@ from relay.ops.deliveries.status import (
     Status,
     TargetStatus,
     collect_status,
+    source_statuses,
 )
 from relay.store.deliveries import due_counts
 
@@ -38,8 +49,10 @@ __all__ = [
     "Attempt",
     "DeadFilter",
     "DeadLetter",
+    "DeadPage",
     "Delivery",
     "EventDetail",
+    "Pair",
     "QueueStatus",
     "ReplayResult",
     "SourceStatus",
@@ -50,10 +63,17 @@ __all__ = [
     "dead_of_event",
     "dead_targets_of",
     "delivery_states",
+    "done_key",
     "due_counts",
+    "event_pairs",
     "iter_dead",
     "list_dead",
+    "nothing_to_replay",
+    "page_dead",
     "replay_deliveries",
     "replay_delivery",
+    "replay_pairs",
+    "replay_summary",
     "show_event",
+    "source_statuses",
 ]

@@ -1,147 +1,105 @@
-"""Bulk replay: many dead deliveries put back in batches, with a kick per batch at most.
+"""Replaying many deliveries: one event's dead ones, or a selection, with progress and a summary.
 
-`replay_delivery` (relay.ops.deliveries.replay) costs a WATCH, a MULTI/EXEC and an RQ kick per
-delivery: 20,000 dead letters made 20,000 RQ jobs, and the workers spent a fifth of their time
-in RQ's job handling instead of delivering. Here each batch of REPLAY_BATCH deliveries is read in
-one pipeline, judged by the same rules (`refusal`), and written by one script (lua/replay.lua)
-that replays each delivery only if its state and attempt counter are still what was read: the
-optimistic check that WATCH makes for one delivery, without a round trip per delivery. One kick
-goes with a batch's writes, in the same MULTI, unless kicks are already waiting; the workers'
-kick then loops while deliveries are due, as it does for fresh events.
+`relay replay` and the management API both replay through here, so an event id, a filter or a
+dry run gives the same results, worded the same, under either. A dry run judges each delivery
+on its own (relay.ops.deliveries.replay); a real one writes them in batches, each delivery
+replayed only if it is still as read, with a kick per batch at most
+(relay.ops.deliveries.batches).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import structlog
 from redis import Redis
-from rq import Queue
 
 from relay.core import constants
-from relay.ops.deliveries.replay import (
-    BODY_FIELD,
-    WATCH_RETRIES,
-    ReplayResult,
-    refusal,
-    replay_fields,
-)
-from relay.store import keys, scripts
-from relay.store.queue import KICKS_ENOUGH, kick, make_queue
-from relay.store.records import read_int, read_text
+from relay.ops.deliveries.batches import replay_deliveries
+from relay.ops.deliveries.dead_letters import dead_targets_of
+from relay.ops.deliveries.detail import delivery_states
+from relay.ops.deliveries.replay import ReplayResult, replay_delivery
+from relay.store import keys
 
-#: Deliveries read and written per round trip (one script call holds Redis about 5 ms).
-REPLAY_BATCH = 500
+#: (event id, target): one delivery.
+Pair = tuple[str, str]
+
+#: Called after each delivery with how many are done (a progress bar, a job's record).
+Progress = Callable[[int], None]
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """A delivery found dead: what the script checks and writes."""
-
-    event_id: str
-    target: str
-    state: str
-    raw_attempts: str  # the counter as read ("" absent): the script checks it is unchanged
-    order: str  # FIFO key digest, "" unordered
-
-    @property
-    def attempts(self) -> int:
-        return read_int(self.raw_attempts)
+def nothing_to_replay(conn: Redis, event_id: str) -> ReplayResult:
+    """Why an event named by id has no dead delivery (targetless result, message says why)."""
+    if states := delivery_states(conn, event_id):
+        listed = ", ".join(f"{t}: {state}" for t, state in states.items())
+        message = f"event {event_id} has no dead delivery to replay ({listed})"
+        return ReplayResult(event_id, "", "not_dead", "", message=message)
+    if conn.exists(keys.event_key(event_id)):
+        message = f"event {event_id} has no deliveries to replay (no route matched it)"
+        return ReplayResult(event_id, "", "not_dead", "", message=message)
+    message = f"no event {event_id} (unknown, or expired and no longer kept)"
+    return ReplayResult(event_id, "", "expired", "", message=message)
 
 
-def replay_deliveries(
+def event_pairs(
+    conn: Redis, event_ids: Iterable[str], target: str | None = None
+) -> tuple[list[Pair], list[ReplayResult]]:
+    """The deliveries to replay for events named by id (each dead one, or only `target`),
+    and a result for each event with nothing to replay."""
+    pairs: list[Pair] = []
+    nothing: list[ReplayResult] = []
+    for event_id in dict.fromkeys(event_ids):
+        targets = [target] if target else dead_targets_of(conn, event_id)
+        if targets:
+            pairs += [(event_id, t) for t in targets]
+        else:
+            nothing.append(nothing_to_replay(conn, event_id))
+    return pairs, nothing
+
+
+def replay_pairs(
     conn: Redis,
-    pairs: Sequence[tuple[str, str]],
+    pairs: Sequence[Pair],
     *,
     retention: float = float(constants.DEFAULT_RETENTION),
-    queue: Queue | None = None,
-    progress: Callable[[int], None] | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> list[ReplayResult]:
-    """Replay these (event id, target) dead deliveries in batches: one result per pair, in
-    order, as `replay_delivery` would give. `progress` is told how many are done after each."""
-    queue = queue if queue is not None else make_queue(conn)
-    unique = list(dict.fromkeys(pairs))
-    found: dict[tuple[str, str], ReplayResult] = {}
-    for start in range(0, len(unique), REPLAY_BATCH):
-        found.update(_replay_batch(conn, queue, unique[start : start + REPLAY_BATCH], retention))
+    """Replay each delivery (or, in a dry run, say whether it would be), in order."""
+    # Bound here, not at import: structlog caches a logger with the stream of its first use.
+    log = structlog.get_logger("relay.ops")
+    if not dry_run:
+        results = replay_deliveries(conn, pairs, retention=retention, progress=progress)
+        for result in results:
+            if result.outcome == "replayed":
+                log.debug(
+                    "replayed",
+                    event_id=result.event_id,
+                    target=result.target,
+                    attempt=result.attempt,
+                )
+        return results
+    results = []
+    for done, (event_id, target) in enumerate(pairs, start=1):
+        results.append(replay_delivery(conn, event_id, target, retention=retention, dry_run=True))
         if progress is not None:
-            progress(min(start + REPLAY_BATCH, len(unique)))
-    return [found[pair] for pair in pairs]
-
-
-def _replay_batch(
-    conn: Redis, queue: Queue, pairs: Sequence[tuple[str, str]], retention: float
-) -> dict[tuple[str, str], ReplayResult]:
-    """Read, judge and write one batch; pairs changed meanwhile are read again."""
-    results: dict[tuple[str, str], ReplayResult] = {}
-    left = list(pairs)
-    for _ in range(WATCH_RETRIES):
-        if not left:
-            break
-        plans, refused, kicks = _read(conn, queue, left, retention)
-        results.update(refused)
-        applied = _write(conn, queue, plans, retention, kicks) if plans else []
-        left = []
-        for plan, done in zip(plans, applied, strict=True):
-            pair = (plan.event_id, plan.target)
-            if done:
-                results[pair] = ReplayResult(*pair, "replayed", plan.state, plan.attempts + 1)
-            else:
-                left.append(pair)  # a worker or another replay changed it: read it again
-    for pair in left:
-        message = "the event kept changing; try again"
-        results[pair] = ReplayResult(*pair, "not_dead", "", message=message)
+            progress(done)
     return results
 
 
-def _read(
-    conn: Redis, queue: Queue, pairs: Sequence[tuple[str, str]], retention: float
-) -> tuple[list[_Plan], dict[tuple[str, str], ReplayResult], int]:
-    """(deliveries to replay, refusals, kicks waiting) from one pipelined read."""
-    with conn.pipeline(transaction=False) as pipe:
-        for event_id, target in pairs:
-            pipe.hexists(keys.event_key(event_id), BODY_FIELD)
-            pipe.hmget(keys.event_key(event_id), replay_fields(target))
-        pipe.llen(queue.key)
-        replies: list[Any] = pipe.execute()
-    plans: list[_Plan] = []
-    refused: dict[tuple[str, str], ReplayResult] = {}
-    for i, (event_id, target) in enumerate(pairs):
-        has_body, (raw_targets, raw_state, raw_attempts, raw_order) = replies[2 * i : 2 * i + 2]
-        state = read_text(raw_state)
-        why = refusal(event_id, target, bool(has_body), raw_targets, state, retention)
-        if why is not None:
-            refused[(event_id, target)] = why
-        else:
-            plans.append(
-                _Plan(event_id, target, state, read_text(raw_attempts), read_text(raw_order))
-            )
-    return plans, refused, int(replies[-1])
+def done_key(dry_run: bool) -> str:
+    """What the count of good results is called: `would_replay` in a dry run, else `replayed`."""
+    return "would_replay" if dry_run else "replayed"
 
 
-def _write(
-    conn: Redis, queue: Queue, plans: Sequence[_Plan], retention: float, kicks: int
-) -> list[bool]:
-    """One script call for the batch, and a kick in the same MULTI unless enough wait."""
-    script_keys: list[str] = [keys.DEAD, keys.DUE_TARGETS]
-    args: list[Any] = [int(retention), repr(time.time())]
-    for p in plans:
-        script_keys += [
-            keys.event_key(p.event_id),
-            keys.attempts_key(p.event_id),
-            keys.enrichment_key(p.event_id),
-            keys.target_stats_key(p.target),
-            keys.due_key(p.target),
-            keys.order_key(p.target),
-        ]
-        args += [p.event_id, p.target, p.state, p.raw_attempts, p.attempts, p.order]
-        args.append(keys.dead_member(p.event_id, p.target))
-    with conn.pipeline(transaction=True) as pipe:
-        # EVAL, not EVALSHA: a MULTI must not fail on NOSCRIPT.
-        pipe.eval(scripts.REPLAY, len(script_keys), *script_keys, *args)
-        if kicks < KICKS_ENOUGH:
-            kick(queue, pipeline=pipe)
-        replies: list[Any] = pipe.execute()
-    return [int(r) == 1 for r in replies[0]]
+def replay_summary(dry_run: bool, selected: int, results: Sequence[ReplayResult]) -> dict[str, Any]:
+    """The counts and every result, as `relay replay --json` and the API answer them."""
+    ok = sum(r.ok for r in results)
+    return {
+        "dry_run": dry_run,
+        "selected": selected,
+        done_key(dry_run): ok,
+        "failed": len(results) - ok,
+        "results": [r.to_json() for r in results],
+    }

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from redis import Redis
 
+from relay.ops.pages import IndexWalk, Position
 from relay.store import keys
 from relay.store.records import (
     attempts_field,
@@ -60,6 +61,21 @@ class DeadFilter:
     since: float | None = None  # Unix seconds: went dead at or after
     limit: int | None = None  # newest first; None for all
     event_ids: tuple[str, ...] = field(default=())
+    until: float | None = None  # Unix seconds: went dead at or before
+    state: str | None = None  # dead | gone
+    received_from: float | None = None  # the event was received at or after (Unix seconds)
+    received_to: float | None = None  # the event was received at or before
+    id_prefix: str | None = None  # event ids starting with this
+
+
+@dataclass(frozen=True)
+class DeadPage:
+    """One page of dead letters; `next` is where the following page starts (None: no more)."""
+
+    letters: tuple[DeadLetter, ...]
+    scanned: int
+    partial: bool  # the scan bound stopped the walk before the page was full
+    next: Position | None = None
 
 
 def iter_dead(conn: Redis, since: float | None = None) -> Iterator[tuple[str, str, float]]:
@@ -125,45 +141,86 @@ def _dead_letters(conn: Redis, entries: Sequence[tuple[str, str, float]]) -> lis
     return letters
 
 
+def _wanted_entry(entry: Position, selection: DeadFilter, wanted_ids: set[str]) -> bool:
+    """The filters a dead-letter member alone decides (no event hash read)."""
+    event_id, target = keys.split_dead_member(entry.member)
+    if selection.target is not None and target != selection.target:
+        return False
+    if wanted_ids and event_id not in wanted_ids:
+        return False
+    return selection.id_prefix is None or event_id.startswith(selection.id_prefix)
+
+
 def _wanted(letter: DeadLetter, selection: DeadFilter) -> bool:
+    """The filters that need the event's fields."""
     if selection.source is not None and letter.source != selection.source:
+        return False
+    if selection.state is not None and letter.state != selection.state:
+        return False
+    received = letter.received_at
+    if selection.received_from is not None and (
+        received is None or received < selection.received_from
+    ):
+        return False
+    if selection.received_to is not None and (received is None or received > selection.received_to):
         return False
     return selection.event_type is None or fnmatch.fnmatchcase(
         letter.type or "", selection.event_type
     )
 
 
-def list_dead(conn: Redis, selection: DeadFilter = DeadFilter()) -> list[DeadLetter]:
-    """Dead letters matching `selection`, newest first."""
-    found: list[DeadLetter] = []
+def page_dead(
+    conn: Redis,
+    selection: DeadFilter = DeadFilter(),
+    *,
+    limit: int | None = None,
+    start: Position | None = None,
+    max_scan: int | None = None,
+    deadline: float | None = None,
+) -> DeadPage:
+    """Dead letters matching `selection`, newest first, after `start`, reading at most
+    `max_scan` store entries (None: all of them); `limit` (else selection.limit) per page."""
+    limit = limit if limit is not None else selection.limit
+    walk = IndexWalk(
+        conn,
+        keys.DEAD,
+        low=selection.since,
+        high=selection.until,
+        start=start,
+        page_size=CHUNK,
+        max_scan=max_scan,
+        deadline=deadline,
+    )
     wanted_ids = set(selection.event_ids)
-    batch: list[tuple[str, str, float]] = []
-
-    def flush() -> bool:
-        for letter in _dead_letters(conn, batch):
+    found: list[DeadLetter] = []
+    stopped_at: Position | None = None
+    for page in walk.pages():
+        entries = [p for p in page if _wanted_entry(p, selection, wanted_ids)]
+        joined = _dead_letters(
+            conn, [(*keys.split_dead_member(p.member), p.score) for p in entries]
+        )
+        for entry, letter in zip(entries, joined, strict=True):
             if _wanted(letter, selection):
                 found.append(letter)
-                if selection.limit is not None and len(found) >= selection.limit:
-                    return True
-        batch.clear()
-        return False
+                if limit is not None and len(found) >= limit:
+                    stopped_at = entry
+                    break
+        if stopped_at is not None:
+            break
+    if stopped_at is None and not walk.exhausted:
+        stopped_at = walk.last
+    full = limit is not None and len(found) >= limit
+    return DeadPage(
+        letters=tuple(found),
+        scanned=walk.scanned,
+        partial=not walk.exhausted and not full,
+        next=stopped_at,
+    )
 
-    seen: set[tuple[str, str]] = set()
-    for event_id, target, dead_at in iter_dead(conn, selection.since):
-        if selection.target is not None and target != selection.target:
-            continue
-        # Offsets shift when deliveries die while we read: never return one twice.
-        if (event_id, target) in seen:
-            continue
-        seen.add((event_id, target))
-        if wanted_ids and event_id not in wanted_ids:
-            continue
-        batch.append((event_id, target, dead_at))
-        if len(batch) >= CHUNK and flush():
-            return found
-    if batch:
-        flush()
-    return found
+
+def list_dead(conn: Redis, selection: DeadFilter = DeadFilter()) -> list[DeadLetter]:
+    """Dead letters matching `selection`, newest first (the whole store is read if need be)."""
+    return list(page_dead(conn, selection).letters)
 
 
 def dead_count_by_target(conn: Redis) -> Counter[str]:

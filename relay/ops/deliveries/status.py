@@ -169,6 +169,14 @@ def _target_statuses(conn: Redis, configured_targets: Sequence[str]) -> tuple[Ta
     )
 
 
+def source_statuses(conn: Redis) -> tuple[SourceStatus, ...]:
+    """Every source's counters since the start (those Redis has figures for), by name."""
+    return tuple(
+        SourceStatus(name=name, **{k: counters.get(k, 0) for k in SourceStat})
+        for name, counters in _counters(conn, keys.source_stats_key("")).items()
+    )
+
+
 def collect_status(
     conn: Redis,
     configured_targets: Sequence[str] = (),
@@ -180,15 +188,11 @@ def collect_status(
     queue = make_queue(conn, queue_name)
     queue_status = _queue_status(queue)
     targets = _target_statuses(conn, configured_targets)
-    sources = tuple(
-        SourceStatus(name=name, **{k: counters.get(k, 0) for k in SourceStat})
-        for name, counters in _counters(conn, keys.source_stats_key("")).items()
-    )
     return Status(
         at=time.time(),
         queue=queue_status,
         workers=Worker.count(queue=queue),
         targets=targets,
-        sources=sources,
+        sources=source_statuses(conn),
         reconciled=collect_reconciliation(conn, reconciled),
     )

@@ -14,6 +14,7 @@ from relay.ops.events.listing import (
     EventQuery,
     EventSummary,
     TargetState,
+    latest_by_source,
     list_events,
 )
 from relay.ops.events.view import (
@@ -38,5 +39,6 @@ __all__ = [
     "EventView",
     "TargetState",
     "get_event",
+    "latest_by_source",
     "list_events",
 ]

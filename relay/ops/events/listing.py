@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
 
-from relay.store import keys
+from relay.ops.pages import IndexWalk, Position
+from relay.store import keys, scripts
 from relay.store.records import (
     DeliveryState,
-    attempts_field,
     read_int,
     read_state,
     read_text,
-    state_field,
     targets_of,
 )
 
@@ -37,8 +36,6 @@ PAGE_SIZE = 200
 #: inbound duplicate).
 UNROUTED = "unrouted"
 STATES = (*(s for s in DeliveryState if s is not DeliveryState.UNKNOWN), UNROUTED)
-
-_LIST_FIELDS = ("source", "type", "received", "targets")
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,9 @@ class EventQuery:
     type_glob: str | None = None  # fnmatch pattern, case-sensitive like routes.toml's globs
     target: str | None = None
     state: str | None = None  # one of STATES
-    since: float | None = None  # Unix seconds, inclusive
+    since: float | None = None  # received at or after, Unix seconds
+    until: float | None = None  # received at or before, Unix seconds
+    id_prefix: str | None = None  # event ids starting with this
 
     def wants_targets(self, targets: Sequence[str]) -> bool:
         """The filters that the target list alone decides."""
@@ -101,78 +100,74 @@ class EventListing:
     scanned: int
     partial: bool
     expired: int  # index entries whose event had expired (removed from the index)
-
-
-@dataclass
-class _Cursor:
-    """Position in the index walk: below `score`, after `ties` members at exactly `score`."""
-
-    score: float | str = "+inf"
-    ties: int = 0
-    seen: set[str] = field(default_factory=set)
-
-    def advance(self, page: Sequence[tuple[bytes, float]]) -> None:
-        last = page[-1][1]
-        same = sum(1 for _, score in page if score == last)
-        self.ties = self.ties + same if last == self.score else same
-        self.score = last
+    next: Position | None = None  # where the next page starts; None when nothing is left
 
 
 def _summaries(
     conn: redis.Redis, ids: Sequence[str], query: EventQuery
 ) -> tuple[list[EventSummary], list[str]]:
-    """The matching summaries of one page of ids, and the ids whose hash has expired."""
-    pipe = conn.pipeline(transaction=False)
-    for event_id in ids:
-        pipe.hmget(keys.event_key(event_id), _LIST_FIELDS)
-    rows = pipe.execute()
+    """The matching summaries of one page of ids, and the ids whose hash has expired.
+
+    One script call reads every row of the page with its targets' states (relay.store's
+    `ROWS`): a listing that scans thousands of events for a rare state costs a few calls, not
+    two commands per event.
+    """
+    keys_of = [keys.event_key(event_id) for event_id in ids]
+    rows = cast(
+        "list[list[Any] | int]",
+        conn.eval(scripts.ROWS, len(keys_of), *keys_of, *_narrowing(query)),
+    )
     expired: list[str] = []
-    candidates: list[tuple[EventSummary, list[str]]] = []
+    found: list[EventSummary] = []
     for event_id, row in zip(ids, rows, strict=True):
-        source, _, _, targets_raw = row
+        if not isinstance(row, list):
+            continue  # the script left it out: a filter of the query refuses it
+        source, type_, received, targets_raw, states = row
         if source is None and targets_raw is None:
             expired.append(event_id)
-        elif (candidate := _candidate(event_id, row, query)) is not None:
-            candidates.append(candidate)
-    return _with_states(conn, candidates, query), expired
+            continue
+        summary = _summary(event_id, (source, type_, received, targets_raw), states, query)
+        if summary is not None:
+            found.append(summary)
+    return found, expired
 
 
-def _candidate(
-    event_id: str, row: Sequence[bytes | None], query: EventQuery
-) -> tuple[EventSummary, list[str]] | None:
-    """An event the filters on its small fields let through (states not read yet), or None."""
+def _narrowing(query: EventQuery) -> tuple[str, str, str, str]:
+    """The ROWS script's filters (ARGV) for `query`: source, target, state, unrouted only.
+
+    The script only drops rows these filters refuse; `_summary` applies every filter again.
+    """
+    unrouted = query.state == UNROUTED
+    state = "" if query.state is None or unrouted else query.state
+    return (query.source or "", query.target or "", state, "1" if unrouted else "0")
+
+
+def _summary(
+    event_id: str,
+    row: Sequence[bytes | None],
+    states: Sequence[bytes | None],
+    query: EventQuery,
+) -> EventSummary | None:
+    """The event's summary when the filters let it through, else None."""
     source, type_, received, targets_raw = row
     source_text, type_text = read_text(source), read_text(type_)
-    targets = list(targets_of(targets_raw))
     if query.source is not None and source_text != query.source:
         return None
     if query.type_glob is not None and not fnmatch.fnmatchcase(type_text, query.type_glob):
         return None
+    targets = targets_of(targets_raw)
     if not query.wants_targets(targets):
         return None
+    if len(states) != 2 * len(targets):  # a name the script could not read back: read none
+        states = [None] * (2 * len(targets))
+    target_states = tuple(
+        TargetState(t, read_state(states[2 * i]), read_int(states[2 * i + 1]))
+        for i, t in enumerate(targets)
+    )
+    if not query.wants_states(target_states):
+        return None
     received_at = float(read_text(received) or 0)
-    return EventSummary(event_id, received_at, source_text, type_text or None, ()), targets
-
-
-def _with_states(
-    conn: redis.Redis, candidates: Sequence[tuple[EventSummary, list[str]]], query: EventQuery
-) -> list[EventSummary]:
-    """The candidates with their targets' states read (one round trip), that the query wants."""
-    if not candidates:
-        return []
-    pipe = conn.pipeline(transaction=False)
-    for summary, targets in candidates:
-        fields = [f(t) for t in targets for f in (state_field, attempts_field)]
-        pipe.hmget(keys.event_key(summary.id), fields or ["source"])
-    found = []
-    for (summary, targets), values in zip(candidates, pipe.execute(), strict=True):
-        states = tuple(
-            TargetState(t, read_state(values[2 * i]), read_int(values[2 * i + 1]))
-            for i, t in enumerate(targets)
-        )
-        if query.wants_states(states):
-            found.append(replace(summary, targets=states))
-    return found
+    return EventSummary(event_id, received_at, source_text, type_text or None, target_states)
 
 
 def list_events(
@@ -183,46 +178,81 @@ def list_events(
     max_scan: int = MAX_SCAN,
     page_size: int = PAGE_SIZE,
     prune: bool = True,
+    start: Position | None = None,
+    deadline: float | None = None,
 ) -> EventListing:
-    """Events newest first matching `query`, reading at most `max_scan` index entries."""
+    """Events newest first matching `query`, after `start`, reading at most `max_scan` entries
+    (and no further page after `deadline`, a time.monotonic() value)."""
     query = query or EventQuery()
-    low: float | str = query.since if query.since is not None else "-inf"
-    cursor = _Cursor()
+    limit = max(1, limit)
+    walk = IndexWalk(
+        conn,
+        keys.EVENTS_INDEX,
+        low=query.since,
+        high=query.until,
+        start=start,
+        page_size=page_size,
+        max_scan=max_scan,
+        deadline=deadline,
+    )
     found: list[EventSummary] = []
     expired: list[str] = []
-    scanned = 0
-    exhausted = False
-    while len(found) < limit and scanned < max_scan:
-        want = min(page_size, max_scan - scanned)
-        page = cast(
-            "list[tuple[bytes, float]]",
-            conn.zrevrangebyscore(
-                keys.EVENTS_INDEX, cursor.score, low, start=cursor.ties, num=want, withscores=True
-            ),
-        )
-        # An event indexed again between pages (same score) must not be listed twice.
-        ids = [m.decode() for m, _ in page if m.decode() not in cursor.seen]
-        scanned += len(page)
-        if ids:
-            matches, gone = _summaries(conn, ids, query)
+    stopped_at: Position | None = None
+    for page in walk.pages():
+        prefix = query.id_prefix
+        ids = [p.member for p in page if prefix is None or p.member.startswith(prefix)]
+        matches, gone = _summaries(conn, ids, query) if ids else ([], [])
+        expired.extend(gone)
+        if len(found) + len(matches) >= limit:
             found.extend(matches[: limit - len(found)])
-            cursor.seen.update(ids)
-            expired.extend(gone)
-        if len(page) < want:
-            exhausted = True
+            # The page may go on past the last event returned: the next page starts there.
+            last_id = found[-1].id
+            stopped_at = next(p for p in page if p.member == last_id)
             break
-        cursor.advance(page)
+        found.extend(matches)
     if expired and prune:
         # Lazily drop index entries whose event hash has expired (after the walk: removing them
-        # during it would shift the cursor's offset). trim_indexes drops old entries in bulk;
+        # during it would shift the walk's offsets). trim_indexes drops old entries in bulk;
         # this only keeps the next listing from reading these again.
         pipe = conn.pipeline(transaction=False)
         pipe.zrem(keys.EVENTS_INDEX, *expired)
         pipe.zrem(keys.UNROUTED, *expired)
         pipe.execute()
+    if stopped_at is None and not walk.exhausted:
+        stopped_at = walk.last  # the scan bound: go on after the last entry read
     return EventListing(
         events=tuple(found),
-        scanned=scanned,
-        partial=not exhausted and len(found) < limit,
+        scanned=walk.scanned,
+        partial=not walk.exhausted and len(found) < limit,
         expired=len(expired),
+        next=stopped_at,
     )
+
+
+def latest_by_source(
+    conn: redis.Redis, sources: Sequence[str], *, max_scan: int = MAX_SCAN
+) -> tuple[dict[str, EventSummary], int]:
+    """The newest event of each source (those found within `max_scan` index entries, read
+    newest first, stopping once every source has one), and how many entries were read."""
+    wanted = set(sources)
+    found: dict[str, EventSummary] = {}
+    if not wanted:
+        return found, 0
+    walk = IndexWalk(conn, keys.EVENTS_INDEX, page_size=PAGE_SIZE, max_scan=max_scan)
+    for page in walk.pages():
+        pipe = conn.pipeline(transaction=False)
+        for entry in page:
+            pipe.hmget(keys.event_key(entry.member), ("source", "type", "received"))
+        for entry, (source, type_, received) in zip(page, pipe.execute(), strict=True):
+            name = read_text(source)
+            if name in wanted and name not in found:
+                found[name] = EventSummary(
+                    entry.member,
+                    float(read_text(received) or 0),
+                    name,
+                    read_text(type_) or None,
+                    (),
+                )
+        if len(found) == len(wanted):
+            break
+    return found, walk.scanned

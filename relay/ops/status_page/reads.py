@@ -98,6 +98,10 @@ class PageReader:
         self._lock = asyncio.Lock()
         self._last: tuple[float, StatusPage] | None = None
 
+    def forget(self) -> None:
+        """Drop the shared read: the next one reads Redis (after a write that changes it)."""
+        self._last = None
+
     async def read(self) -> StatusPage:
         """The page, read now or within the last `cache_seconds`; raises one of UNAVAILABLE."""
         async with self._lock:

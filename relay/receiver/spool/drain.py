@@ -42,6 +42,7 @@ from relay.receiver.spool.spool import Spool
 from relay.store import keys
 from relay.store.queue import make_queue
 from relay.store.records import Event
+from relay.store.replication import confirm_replicas
 
 log = structlog.get_logger("relay.spool")
 
@@ -119,13 +120,24 @@ def commit_spooled(
 
 
 def redis_commit(
-    connection: redis.Redis, *, retention: float = float(constants.DEFAULT_RETENTION)
+    connection: redis.Redis,
+    *,
+    retention: float = float(constants.DEFAULT_RETENTION),
+    ack_replicas: int = 0,
+    ack_timeout: float = constants.DEFAULT_INTAKE_TIMEOUT,
 ) -> Commit:
-    """The drain's commit on a sync Redis client (the receiver's intake client will do)."""
+    """The drain's commit on a sync Redis client (the receiver's intake client will do).
+
+    With `ack_replicas` N > 0 a batch counts as drained (and the cursor moves past it) only once
+    N replicas have it, the records found already in Redis included: those may have been
+    written by an intake commit whose replicas never confirmed it (relay.store.replication).
+    """
     queue = make_queue(connection)
 
     def commit(records: Sequence[SpooledEvent]) -> int:
-        return commit_spooled(connection, queue, records, retention=retention)
+        written = commit_spooled(connection, queue, records, retention=retention)
+        confirm_replicas(connection, ack_replicas, ack_timeout)
+        return written
 
     return commit
 
