@@ -95,7 +95,7 @@ def encoding(conn: redis.Redis, key: str) -> str:
 KEY_KINDS = (
     ("relay:ev:", "event hash relay:ev:*"),
     ("relay:att:", "attempt log relay:att:*"),
-    ("relay:events:", "events index relay:events:{minute}"),
+    ("relay:events", "events index relay:events"),
     ("relay:dd:", "dedupe key relay:dd:*"),
     ("relay:due:", "due sets relay:due:*"),
     ("relay:stats:", "counters relay:stats:*"),
