@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/backlog.py [--events 20000] [--workers 2] [--runs 1]
                                       [--scenario resume|replay|down] [--log-level info]
-                                      [--timeout 300] [--profile DIR]
+                                      [--timeout 300] [--profile DIR] [--breaker]
 
 Runs on loopback only: its own redis-server on a free port, `relay serve`, `--workers` separate
 `relay worker` commands, and two sink targets (bench/stack.py). Every event is the 223-byte
@@ -15,7 +15,9 @@ DigitalChalk body of bench/stack.py, routed to both targets, `live` and `backlog
   again and `relay replay --all --yes` puts the N dead letters back.
 - `--scenario down`: `backlog` answers 503 (no Retry-After) while the events arrive, so its
   deliveries wait on their retry backoff (the shipped defaults: 10 attempts from 5 s, factor 4,
-  full jitter); then it answers 200 again, with no command: a recovered target.
+  full jitter); then it answers 200 again, with no command: a recovered target. With
+  `--breaker`, `backlog` has a circuit breaker (20 failures in a row, probe every second): it
+  opens while the target is down, and its closing makes every held delivery due at once.
 
 Printed: the live rate (deliveries/s to `live`, from the first POST to the last arrival, with
 the same worker processes), the drain rate (deliveries/s to `backlog`, from the `relay resume`
@@ -58,9 +60,14 @@ from bench.stack import (
     wait_workers,
 )
 
+#: `--breaker`: the backlog target's circuit breaker, and its timeout, which is also the least
+#: probe interval (relay.config.breaker): a recovered target is probed within a second.
+BREAKER = 'timeout = "1s"\nbreaker = { failures = 20, probe = "1s" }'
 
-def routes_toml(live: int, backlog: int, backlog_attempts: int) -> str:
+
+def routes_toml(live: int, backlog: int, backlog_attempts: int, breaker: bool = False) -> str:
     """The shipped DigitalChalk source (without its token) routed to two sinks."""
+    backlog_timeout = BREAKER if breaker else 'timeout = "10s"'
     return f"""
 [sources.digitalchalk]
 kind = "json"
@@ -73,7 +80,7 @@ timeout = "10s"
 
 [targets.backlog]
 url = "http://127.0.0.1:{backlog}/hook"
-timeout = "10s"
+{backlog_timeout}
 retry = {{ attempts = {backlog_attempts}, first = "5s", max = "10h" }}
 
 [[routes]]
@@ -205,7 +212,7 @@ async def run(args: argparse.Namespace, workdir: Path, profile: Path | None) -> 
     try:
         conn = stack.start_redis()
         ports = Ports(*await stack.start_sinks(["ok", scenario.backlog_mode]))
-        stack.write_routes(routes_toml(ports.live, ports.backlog, scenario.attempts))
+        stack.write_routes(routes_toml(ports.live, ports.backlog, scenario.attempts, args.breaker))
         _, relay_port = await stack.start_serve()
         workers = stack.start_workers(args.workers)
         wait_workers(conn, args.workers)
@@ -250,10 +257,16 @@ def main() -> None:
     parser.add_argument("--log-level", default="info", help="RELAY_LOG_LEVEL of relay's processes")
     parser.add_argument("--timeout", type=float, default=300, help="bound of each wait (s)")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the workers during the drain")
+    parser.add_argument(
+        "--breaker",
+        action="store_true",
+        help="give `backlog` a circuit breaker (20 failures, probe 1s, timeout 1s)",
+    )
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         sys.exit("bench/backlog.py needs redis-server on PATH")
-    print(f"backlog benchmark ({args.scenario}): {args.events:,} events of "
+    breaker = " with a breaker on `backlog`" if args.breaker else ""
+    print(f"backlog benchmark ({args.scenario}{breaker}): {args.events:,} events of "
           f"{len(digitalchalk_body(0))} B, 2 targets, {args.workers} `relay worker`, "
           f"logs at {args.log_level}; load average {load_average()}")  # fmt: skip
     started = time.monotonic()

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import redis
 
 from relay.store import keys
-from relay.store.records import AttemptRecord
+from relay.store.records import attempt_log
 from tests.chaos.control import (
     Chaos,
     ControlSink,
@@ -87,10 +87,12 @@ def attempt_starts(url: str, event_ids: Sequence[str]) -> list[float]:
     conn = redis.Redis.from_url(url)
     with conn.pipeline(transaction=False) as pipe:
         for event_id in event_ids:
-            pipe.lrange(keys.attempts_key(event_id), 0, -1)
-        logs = pipe.execute()
+            pipe.hgetall(keys.event_key(event_id))  # attempts are fields of the event hash
+            pipe.lrange(keys.attempts_key(event_id), 0, -1)  # ... or a list, before 2026-12
+        replies = pipe.execute()
     conn.close()
-    return sorted(AttemptRecord.from_redis(raw).at or 0.0 for log in logs for raw in log)
+    logs = [attempt_log(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)]
+    return sorted(record.at or 0.0 for log in logs for record in log)
 
 
 def rate_figures(times: Sequence[float], seconds: float) -> tuple[float, int]:

@@ -8,10 +8,11 @@ prints the `used_memory` or `used_cpu_user + used_cpu_sys` delta per event or de
 numbers on the candidate changes of issue 15 before they are made; bench/redis_cost.py measures
 the relay as it is. The body is the 223-byte DigitalChalk event of bench/stack.py, two targets.
 
-1. Bytes per event of the stored layout as it is (event hash, attempt log, index entry) and of
-   candidates: a listpack hash (Redis's `hash-max-listpack-value` raised, or no value over 64
-   bytes), the immutable event as one string beside a small state hash, the attempt log as
-   compact fields of that hash, the events index as a list per minute instead of a sorted set.
+1. Bytes per event of the stored layout before 2026-12 (event hash, attempt log, index entry),
+   as built since (one compact hash, the index's sorted-set entry) and of candidates: a
+   listpack hash (Redis's `hash-max-listpack-value` raised, or no value over 64 bytes), the
+   immutable event as one string beside a small state hash, the attempt log as compact fields
+   of that hash, the events index as a list per minute instead of a sorted set.
 2. Redis CPU of recording a successful delivery: relay.store's record.lua one call per delivery
    (as the workers do), pipelined, the same logic looped over 64 deliveries in one call, and a
    slim record (one HMGET, one HSET, one ZREM and the counters per call, no attempt list).
@@ -42,7 +43,7 @@ from bench.stack import digitalchalk_body
 from relay.core.ids import new_event_id
 from relay.store import scripts
 from relay.store.commit import commit_arguments
-from relay.store.records import Event
+from relay.store.records import AttemptRecord, Event, Outcome, attempt_field
 from tests.support.redis_server import RedisServer
 
 TTL = 7 * 86400
@@ -86,6 +87,33 @@ def as_now(p: Any, i: int) -> None:
     p.zadd("relay:events", {key: 1764686400.0 + i / 1000})
 
 
+def built_hash(p: Any, i: int) -> None:
+    """The event hash relay writes since 2026-12 (relay.store.records' codec): one listpack
+    hash with the body in parts and the attempts as fields."""
+    event = Event(event_id(i), "digitalchalk", "offering_registered", float(RECEIVED),
+                  "application/json", "POST", (), digitalchalk_body(i), TARGETS)  # fmt: skip
+    fields: dict[str, Any] = dict(event.to_redis())
+    for t in TARGETS:
+        fields.update({f"s:{t}": "delivered", f"n:{t}": 1, f"r:{t}": "delivered: HTTP 200"})
+        record = AttemptRecord(t, 1, 1764686400.123, 0.0012, 200, "", Outcome.DELIVERED, "")
+        fields[attempt_field(t, 1)] = record.to_field()
+    p.hset(f"relay:ev:{event.id}", mapping=fields)
+    p.expire(f"relay:ev:{event.id}", TTL)
+
+
+def as_built(p: Any, i: int) -> None:
+    """As relay stores an event since 2026-12: the compact hash and a sorted-set index entry."""
+    built_hash(p, i)
+    zset_index(p, i)
+
+
+def built_with_minute_lists(p: Any, i: int) -> None:
+    """A candidate: the compact hash with the index as a list per minute (measured in relay at
+    912 B an event, then reverted: the management API's cursor walk reads the sorted set)."""
+    built_hash(p, i)
+    minute_lists(600)(p, i)
+
+
 def one_hash(p: Any, i: int) -> None:
     key = f"relay:ev:{event_id(i)}"
     p.hset(key, mapping={**event_fields(i), **state_fields(), **COMPACT})
@@ -122,8 +150,10 @@ def dedupe_key(p: Any, i: int) -> None:
 
 LISTPACK = (("hash-max-listpack-value", "1024"),)
 BYTES_CASES: tuple[tuple[str, Callable[[Any, int], None], tuple[tuple[str, str], ...]], ...] = (
-    ("as now: event hash + attempt list + index zset", as_now, ()),
-    ("as now, hash-max-listpack-value 1024", as_now, LISTPACK),
+    ("before 2026-12: event hash + attempt list + index zset", as_now, ()),
+    ("as built: listpack hash (body parts, attempt fields) + index zset", as_built, ()),
+    ("candidate: the same hash + a list per minute as the index", built_with_minute_lists, ()),
+    ("before 2026-12, hash-max-listpack-value 1024", as_now, LISTPACK),
     ("one hash, compact attempts, no list; listpack 1024", one_hash, LISTPACK),
     ("one hash, compact attempts, no list; Redis defaults", one_hash, ()),
     ("event string + state hash with compact attempts", blob_and_state, ()),

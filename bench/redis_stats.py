@@ -95,6 +95,7 @@ def encoding(conn: redis.Redis, key: str) -> str:
 KEY_KINDS = (
     ("relay:ev:", "event hash relay:ev:*"),
     ("relay:att:", "attempt log relay:att:*"),
+    ("relay:events", "events index relay:events"),
     ("relay:dd:", "dedupe key relay:dd:*"),
     ("relay:due:", "due sets relay:due:*"),
     ("relay:stats:", "counters relay:stats:*"),
@@ -137,6 +138,11 @@ def memory_breakdown(conn: redis.Redis, events: int) -> str:
             f"{encoding(conn, example[kind])}, {statistics.mean(found):,.0f} B each"
         )
     lines.append(f"    {'all keys':<30} {everything / events:6.0f} B per event")
+    event = next((key for kind, key in example.items() if kind.startswith("event hash")), None)
+    if event is not None:
+        fields: dict[bytes, bytes] = conn.hgetall(event)  # type: ignore[assignment]
+        shown = ", ".join(f"{k.decode()}={len(v)}" for k, v in fields.items())
+        lines.append(f"    one event hash, field=value bytes: {shown}")
     return "\n".join(lines)
 
 

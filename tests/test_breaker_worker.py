@@ -155,7 +155,8 @@ def test_one_probe_per_interval_and_a_success_redrives_every_held_delivery(
         jobs.deliver_due()
     [closed] = [e for e in logs if e["event"] == "circuit breaker closed"]
     assert closed["target"] == "crm"
-    assert closed["effect"] == "held deliveries go out again"
+    assert closed["effect"].startswith("held deliveries go out again")
+    assert closed["made_due"] == 0  # everything was due already
     assert closed["open_for_s"] >= 0
     every = first + [e.id for e in fresh]
     assert {e: states(redis_client, e)["crm"] for e in every} == dict.fromkeys(every, "delivered")
@@ -169,6 +170,31 @@ def test_one_probe_per_interval_and_a_success_redrives_every_held_delivery(
     assert value(found, "relay_target_breaker_open", target="crm") == 0
     assert value(found, "relay_target_breaker_closes_total", target="crm") == 1
     assert value(found, "relay_target_breaker_open_start_time_seconds", target="crm") is None
+
+
+def test_a_close_makes_deliveries_waiting_for_their_retry_time_due_at_once(
+    redis_client: redis.Redis, targets: TargetServer, use_routes: Any
+) -> None:
+    """A recovered target's backlog does not wait for its retry timers (here an hour)."""
+    slow = {"attempts": 5, "first": "1h", "max": "1h"}
+    use_routes(routes_for(refused_url(), retry=slow))
+    first = open_the_breaker(redis_client)
+    waiting = due(redis_client, "crm")
+    assert min(waiting.values()) > time.time() + 3000  # an hour away
+    fresh = make_event(["crm"])  # due now: what the probe takes
+    store_events(redis_client, [fresh], enqueue=False)
+
+    use_routes(routes_for(targets.url("/ok/crm"), retry=slow))
+    interval_passes(redis_client)
+    with capture_logs() as logs:
+        jobs.deliver_due()
+    [closed] = [e for e in logs if e["event"] == "circuit breaker closed"]
+    assert closed["made_due"] == len(first)
+    every = [*first, fresh.id]
+    assert {e: states(redis_client, e)["crm"] for e in every} == dict.fromkeys(every, "delivered")
+    assert attempts_made(redis_client, first) == dict.fromkeys(first, 2)
+    assert due(redis_client, "crm") == {}
+    assert redis_client.zcard(keys.in_flight_key("crm")) == 0  # every lease given back
 
 
 def test_a_probe_found_with_nothing_due_is_given_back(

@@ -30,7 +30,7 @@ def test_the_operator_commands_names_are_exported() -> None:
         "Attempt", "DeadFilter", "DeadLetter", "Delivery", "EventDetail", "QueueStatus",
         "ReplayResult", "SourceStatus", "Status", "TargetStatus", "collect_status",
         "dead_count_by_target", "dead_targets_of", "delivery_states", "iter_dead", "list_dead",
-        "replay_delivery", "show_event",
+        "replay_deliveries", "replay_delivery", "show_event",
     }  # fmt: skip
     assert used <= set(ops.__all__)
 

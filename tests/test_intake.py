@@ -371,3 +371,33 @@ def test_the_script_reads_a_record_as_python_wrote_it(
 ) -> None:
     script = ITEMS_LUA + "return items(ARGV[1])"
     assert redis_client.eval(script, 0, pack_record(items)) == items
+
+
+async def test_a_long_body_is_committed_in_parts_so_the_hash_stays_compact(
+    writer: IntakeWriter, redis_client: redis.Redis
+) -> None:
+    long = Event(**{**event(3, ("crm", "bi")).__dict__, "body": b'{"pad": "%s"}' % (b"x" * 300)})
+    await writer.submit([long, event(4, ("crm",))], max_wait=5)
+    key = keys.event_key(long.id)
+    assert redis_client.object("encoding", key) == b"listpack"
+    # 313 bytes in parts of 64: "body", then "body.1" to "body.4".
+    assert redis_client.hget(key, "body.4") is not None
+    assert redis_client.hget(key, "body.5") is None
+    assert Event.from_redis(long.id, redis_client.hgetall(key)) == long
+    assert redis_client.hget(key, "s:bi") == b"pending"
+    assert redis_client.hget(keys.event_key(event(4).id), "s:crm") == b"pending"
+
+
+async def test_fields_at_their_default_are_left_out_but_an_empty_body_is_kept(
+    writer: IntakeWriter, redis_client: redis.Redis
+) -> None:
+    plain = Event(**{**event(5).__dict__, "headers": (), "body": b"", "type": None})
+    put = Event(**{**event(6).__dict__, "method": "PUT", "dedupe_key": "relay:dd:s:x"})
+    await writer.submit([plain, put], max_wait=5)
+    stored = redis_client.hgetall(keys.event_key(plain.id))
+    assert not {b"method", b"headers", b"dedupe", b"type"} & set(stored)
+    assert stored[b"body"] == b""  # a replay tells a stored event by its body field
+    assert Event.from_redis(plain.id, stored) == plain
+    stored = redis_client.hgetall(keys.event_key(put.id))
+    assert stored[b"method"] == b"PUT"
+    assert Event.from_redis(put.id, stored) == put

@@ -4,7 +4,8 @@ A target with `breaker = {...}` (relay.config.breaker) has its attempts' results
 across every worker (relay.store.breakers). Once it opens, a claim takes nothing from the target
 but one probe delivery per interval (worker.jobs.claim): the others stay in the due set with
 their due times and attempts untouched, exactly like a paused target's, and are claimed again as
-usual as soon as a success closes the breaker. No command is needed.
+soon as a success closes the breaker; the close makes those still waiting for a retry time due at
+once (relay.store.breakers), so the backlog drains at the workers' pace. No command is needed.
 
 A probe is an ordinary attempt of the delivery it takes: it is logged and recorded, and a failed
 one uses an attempt of that delivery, with its backoff, like any failed attempt. Probes take the
@@ -33,6 +34,7 @@ from relay.core.units import format_duration
 from relay.store.breakers import (
     Breakers,
     Gate,
+    Recorded,
     Transition,
     describe_breaker,
     forget_breakers,
@@ -101,19 +103,33 @@ def held_targets(ctx: WorkerContext, names: Iterable[str]) -> set[str]:
 
 def count_attempt(ctx: WorkerContext, name: str, target: Target, result: AttemptResult) -> None:
     """Count one attempt's result in the target's breaker; log and count an opening or closing."""
+    count_attempts(ctx, name, target, [result])
+
+
+def count_attempts(
+    ctx: WorkerContext, name: str, target: Target, results: Sequence[AttemptResult]
+) -> None:
+    """Count attempts' results in the target's breaker, in order, in one Redis call; log and
+    count each opening or closing."""
     breaker = target.breaker
-    if breaker is None:
+    if breaker is None or not results:
         return
-    failed = not is_success(result.status)
-    recorded = _breakers(ctx.connection).record(
+    every = breaker.probe_interval(target.timeout)
+    counted = _breakers(ctx.connection).record_many(
         name,
-        failed,
+        [(not is_success(r.status), "" if is_success(r.status) else describe(r)) for r in results],
         breaker.failures,
-        breaker.probe_interval(target.timeout),
-        describe(result) if failed else "",
+        every,
     )
+    for result, recorded in zip(results, counted, strict=True):
+        _report(ctx, name, format_duration(every), result, recorded)
+
+
+def _report(
+    ctx: WorkerContext, name: str, every: str, result: AttemptResult, recorded: Recorded
+) -> None:
+    """Log and count what one result did to the breaker (nothing unless it opened or closed)."""
     if recorded.transition is Transition.OPENED:
-        every = format_duration(breaker.probe_interval(target.timeout))
         log.error(
             "circuit breaker opened",
             target=name,
@@ -133,7 +149,8 @@ def count_attempt(ctx: WorkerContext, name: str, target: Target, result: Attempt
             status=result.status,
             open_for_s=None if open_for is None else round(max(0.0, open_for), 3),
             failures=recorded.failures,
-            effect="held deliveries go out again",
+            made_due=recorded.released,
+            effect="held deliveries go out again, those waiting for a retry time at once",
         )
         if ctx.metrics is not None:
             ctx.metrics.breaker_closes.labels(name).inc()

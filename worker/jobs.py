@@ -20,7 +20,8 @@ Redis, across all workers: what they hold stays due and uses no attempt. A kick 
 work is held by a rate sleeps until the rate allows a start (at most RATE_NAP, else the poller
 kicks then): it never spins. FIFO per key needs nothing here: only heads are ever due.
 
-Recording what an attempt came to is worker.recording's. Every state change is checked against
+Recording what an attempt came to is worker.recording's: every attempt that finished in one tick
+is recorded in one Redis call. Every state change is checked against
 the attempt counter (relay.store.deliveries), so a delivery attempted twice (a lease that ended
 while a slow attempt was still running) is harmless: at-least-once.
 """
@@ -56,7 +57,7 @@ from worker.control import limits_of
 from worker.fellow.enrich import lease_allowance, wanted_kind
 from worker.outbound import build_request
 from worker.outcome import AttemptResult
-from worker.recording import Planned, finish_missing_target, record_attempt
+from worker.recording import Planned, finish_missing_target, record_attempt, record_attempts
 from worker.runtime import Runtime, get_runtime
 
 log = structlog.get_logger("relay.worker")
@@ -150,7 +151,8 @@ def claim_due(ctx: WorkerContext, runtime: Runtime) -> Claimed:
         limit = gates.limit(name, min(CLAIM_PER_TARGET, runtime.free_slots(name)))
         if limit > 0:
             lease_end = now + target.timeout + lease_allowance(ctx.routes, target) + LEASE_MARGIN
-            wanted.append(Wanted(name, limit, lease_end, limits_of(target)))
+            track = target.breaker is not None  # its closing tells leases from retries
+            wanted.append(Wanted(name, limit, lease_end, limits_of(target), track))
     claimed = ctx.store.claim(wanted, CLAIM_TOTAL, now)
     gates.release_unused(claimed.ids)
     return claimed
@@ -276,14 +278,17 @@ class InFlight:
         if self._waiting:
             concurrent.futures.wait(list(self._waiting), timeout=max(0.0, timeout))
         now = time.monotonic()
+        done = []
         for future, (item, since) in list(self._waiting.items()):
             if future.done():
                 del self._waiting[future]
-                record_attempt(self.ctx, item.plan, item.target, future)
+                done.append((item.plan, item.target, future))
             elif now - since >= INLINE_BUDGET:
                 del self._waiting[future]
                 self.runtime.mark_slow(item.plan.target)
                 self._leave(item)
+        if done:  # one Redis call for everything that finished in this tick
+            record_attempts(self.ctx, done)
 
     def finish(self) -> None:
         """Wait for every attempt, each at most INLINE_BUDGET from its start."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from relay.config.model import RetryPolicy
-from relay.store.records import DeliveryState, Outcome
+from relay.store.records import DeliveryState, Outcome, delivered_reason
 from worker.backoff import backoff_delay, parse_retry_after
 
 #: Statuses that ask the sender to slow down: their Retry-After is honoured.
@@ -68,7 +68,7 @@ def next_step(
     """Classify an attempt (number `round_attempt` of the current round) and decide what follows."""
     status = result.status
     if is_success(status):
-        return Step(DeliveryState.DELIVERED, Outcome.DELIVERED, None, f"delivered: HTTP {status}")
+        return Step(DeliveryState.DELIVERED, Outcome.DELIVERED, None, delivered_reason(status))
     if status == 410:
         return Step(
             DeliveryState.GONE, Outcome.GONE, None, "target answered 410 Gone: delivery stopped"

@@ -4,6 +4,8 @@
 due time in one script (relay.store.deliveries: a stale duplicate is refused there), then counts it
 in this process's metrics, pauses a `pause_on_gone` target that answered 410, logs the one
 line of the attempt, and counts its result in the target's circuit breaker (worker.breaker).
+`record_attempts` does the same for every attempt a kick saw finish in one tick, with one Redis
+call for all their records (worker.jobs).
 A delivery whose target has left routes.toml is dead-lettered here too.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +23,7 @@ import structlog
 from relay.config.model import Target
 from relay.store.deliveries import Record
 from relay.store.records import AttemptRecord, DeliveryState, Event, Outcome, TargetStat
-from worker.breaker import count_attempt
+from worker.breaker import count_attempt, count_attempts
 from worker.context import WorkerContext
 from worker.outcome import AttemptResult, Step, next_step
 from worker.pause import pause_target
@@ -37,6 +41,18 @@ class Planned:
     round_attempt: int  # attempt number since the latest replay, checked against the budget
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A finished attempt and what follows it, ready to be recorded."""
+
+    plan: Planned
+    target: Target
+    result: AttemptResult
+    step: Step
+    entry: AttemptRecord
+    record: Record
+
+
 def record_attempt(
     ctx: WorkerContext,
     plan: Planned,
@@ -44,10 +60,38 @@ def record_attempt(
     future: concurrent.futures.Future[AttemptResult],
 ) -> None:
     """Record a finished attempt with its event id bound to every line logged meanwhile."""
-    with structlog.contextvars.bound_contextvars(
-        event_id=plan.event.id, source=plan.event.source, target=plan.target, attempt=plan.attempt
-    ):
+    with _bound(plan):
         finalize(ctx, plan, target, result_of(future))
+
+
+def record_attempts(
+    ctx: WorkerContext,
+    done: Sequence[tuple[Planned, Target, concurrent.futures.Future[AttemptResult]]],
+) -> None:
+    """Record attempts that finished together in one Redis call (relay.store.deliveries), then
+    log, count and follow up each one as `finalize` does."""
+    now = time.time()
+    finished = []
+    for plan, target, future in done:
+        with _bound(plan):
+            finished.append(decide(plan, target, result_of(future), now))
+    applied = ctx.store.record_many([f.record for f in finished], now)
+    for item, result in zip(finished, applied, strict=True):
+        with _bound(item.plan):
+            follow_up(ctx, item, result == 1, now, breaker=False)
+    # Their breakers count them once per target, in order (worker.breaker).
+    by_target: dict[str, list[Finished]] = {}
+    for item in finished:
+        if item.target.breaker is not None:
+            by_target.setdefault(item.plan.target, []).append(item)
+    for name, items in by_target.items():
+        count_attempts(ctx, name, items[0].target, [i.result for i in items])
+
+
+def _bound(plan: Planned) -> AbstractContextManager[None]:
+    return structlog.contextvars.bound_contextvars(
+        event_id=plan.event.id, source=plan.event.source, target=plan.target, attempt=plan.attempt
+    )
 
 
 def result_of(future: concurrent.futures.Future[AttemptResult]) -> AttemptResult:
@@ -62,6 +106,12 @@ def result_of(future: concurrent.futures.Future[AttemptResult]) -> AttemptResult
 def finalize(ctx: WorkerContext, plan: Planned, target: Target, result: AttemptResult) -> None:
     """Decide what follows an attempt, record it with its next due time, log one line."""
     now = time.time()
+    item = decide(plan, target, result, now)
+    follow_up(ctx, item, ctx.store.record(item.record, now) == 1, now)
+
+
+def decide(plan: Planned, target: Target, result: AttemptResult, now: float) -> Finished:
+    """What follows an attempt (worker.outcome), as the record to write."""
     step = next_step(result, target.retry, plan.round_attempt, now)
     entry = AttemptRecord(
         target=plan.target,
@@ -86,14 +136,23 @@ def finalize(ctx: WorkerContext, plan: Planned, target: Target, result: AttemptR
         counts=True,
         due_at=None if step.delay is None else now + step.delay,
     )
-    applied = ctx.store.record(record, now) == 1
+    return Finished(plan, target, result, step, entry, record)
+
+
+def follow_up(
+    ctx: WorkerContext, item: Finished, applied: bool, now: float, *, breaker: bool = True
+) -> None:
+    """After the record: metrics, a `pause_on_gone` pause, the log line, the breaker's count
+    (unless `breaker` is False: the caller counts a batch at once)."""
+    plan, step = item.plan, item.step
     if applied:
-        _observe(ctx, plan, result, step.outcome, now)
-        if step.outcome is Outcome.GONE and target.pause_on_gone:
+        _observe(ctx, plan, item.result, step.outcome, now)
+        if step.outcome is Outcome.GONE and item.target.pause_on_gone:
             _pause_on_gone(ctx, plan)
-    _log_attempt(plan, result, step, entry, applied)
+    _log_attempt(plan, item.result, step, item.entry, applied)
     # Even a stale duplicate's result is news of the target: its breaker counts it.
-    count_attempt(ctx, plan.target, target, result)
+    if breaker:
+        count_attempt(ctx, plan.target, item.target, item.result)
 
 
 def _log_attempt(

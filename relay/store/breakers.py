@@ -5,7 +5,10 @@ breaker is open (the field is there only while it is), and the newest failure. N
 closed with no failure since the last success. While open, `relay:breaker:{target}:probe` is held
 (SET NX PX) until the next probe is due: whoever sets it again may start one probe delivery, so
 across every worker one probe starts per interval. The first probe is due one interval after
-the breaker opens.
+the breaker opens. Closing makes the target's held deliveries due at once, in the same script:
+those whose retry time is still to come are moved to now (a claim keeps a breaker target's
+leases in its in-flight set, so a delivery in flight keeps its lease), so a recovered target's
+backlog drains at the pace of its workers and limits, not of its retry timers.
 
 The rules are pure functions here (`after_attempt`: what an attempt's result does to the
 breaker; `gate_of`: what an open or closed breaker lets be claimed). The two Lua scripts apply the
@@ -160,6 +163,17 @@ class Recorded:
     transition: Transition
     failures: int  # in a row after it (before it, for a close: what the success ended)
     opened_at: float | None  # since when it is (or, for a close, was) open
+    released: int = 0  # held deliveries a close made due at once (they waited for a retry time)
+
+
+def _recorded(transition: Any, failures: Any, opened: Any, released: Any) -> Recorded:
+    opened_text = read_text(opened)
+    return Recorded(
+        transition=Transition(read_text(transition)),
+        failures=int(failures),
+        opened_at=float(opened_text) if opened_text else None,
+        released=int(released),
+    )
 
 
 def _ms(seconds: float) -> int:
@@ -185,16 +199,32 @@ class Breakers:
         now: float | None = None,
     ) -> Recorded:
         """Count one attempt's result; an opening or closing is reported to exactly one caller."""
+        return self.record_many(target, [(failed, error)], threshold, probe_interval, now)[0]
+
+    def record_many(
+        self,
+        target: str,
+        results: Sequence[tuple[bool, str]],
+        threshold: int,
+        probe_interval: float,
+        now: float | None = None,
+    ) -> list[Recorded]:
+        """Count (failed, what it came to) results of attempts to one target, in order, in one
+        call: what each did, as one `record` per result would say."""
+        if not results:
+            return []
         now = time.time() if now is None else now
-        keys_ = [keys.breaker_key(target), keys.breaker_probe_key(target), keys.BREAKERS]
-        args = [target, "1" if failed else "0", threshold, repr(now), _ms(probe_interval), error]
-        transition, failures, opened = self._record(keys=keys_, args=args)
-        opened_text = read_text(opened)
-        return Recorded(
-            transition=Transition(read_text(transition)),
-            failures=int(failures),
-            opened_at=float(opened_text) if opened_text else None,
-        )
+        keys_ = [
+            keys.breaker_key(target),
+            keys.breaker_probe_key(target),
+            keys.BREAKERS,
+            keys.due_key(target),
+            keys.in_flight_key(target),
+        ]
+        args: list[Any] = [target, threshold, repr(now), _ms(probe_interval)]
+        for failed, error in results:
+            args += ["1" if failed else "0", error]
+        return [_recorded(*reply) for reply in self._record(keys=keys_, args=args)]
 
     def gate(self, targets: Sequence[tuple[str, float]], token: str) -> dict[str, Gate]:
         """What each (target, probe interval)'s breaker lets be claimed now, in one round trip;

@@ -7,7 +7,8 @@ one whose worker dies becomes due again when its lease ends; a target's rate and
 (lua/record.lua), so the check "is this attempt still the current one?" and the writes (state,
 attempt log, counters, dead-letter entry, the next due time or removal from the due set, the
 freed concurrency slot, the next delivery of a FIFO key) are atomic: a stale duplicate can never
-overwrite a newer outcome.
+overwrite a newer outcome. One call records every attempt a worker saw finish in one tick
+(`Store.record_many`): what they share (counters, due sets, expiries) is written once per call.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from redis import Redis
 from redis.client import Pipeline
 
@@ -30,12 +30,17 @@ from relay.store.records import (
     DeliveryState,
     Event,
     TargetStat,
+    attempt_log,
     reason_field,
     state_field,
+    stored_reason,
 )
 
 #: Seconds a lease outlives the attempt's own timeout (clock skew, slow recording).
 LEASE_MARGIN = 10.0
+#: Most records one script call writes (a claim takes at most 256 deliveries); more are split
+#: over several calls, so that no call holds Redis for long.
+RECORD_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,9 @@ class Wanted:
     limit: int
     lease_end: float
     limits: Limits = NO_LIMITS
+    #: Keep its leases in the in-flight set even without a concurrency: a target with a
+    #: breaker, whose closing makes its held deliveries due (relay.store.breakers).
+    track: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,8 +202,8 @@ class Store:
         args: list[Any] = [repr(now), total]
         claim_keys: list[str] = []
         for w in wanted:
-            args += [w.limit, repr(w.lease_end), *w.limits.claim_args()]
-            if w.limits.concurrency:
+            args += [w.limit, repr(w.lease_end), *w.limits.claim_args(), "1" if w.track else "0"]
+            if w.limits.concurrency or w.track:
                 self._slotted.add(w.target)
             claim_keys += [
                 keys.due_key(w.target),
@@ -230,34 +238,47 @@ class Store:
 
     def record(self, rec: Record, now: float) -> int:
         """Apply a state change if the attempt is still current: 1 applied, 0 stale, -1 no event."""
-        entry = rec.entry.to_redis() if rec.entry is not None else b""
-        result = self._record(
-            keys=[
-                keys.event_key(rec.event_id),
-                keys.attempts_key(rec.event_id),
-                keys.target_stats_key(rec.target),
-                keys.DEAD,
-                keys.due_key(rec.target),
-                keys.in_flight_key(rec.target),
-                keys.order_key(rec.target),
-            ],
-            args=[
-                rec.target,
-                rec.attempt,
-                str(rec.state),
-                rec.reason,
-                entry,
-                self.retention,
-                now,
-                keys.dead_member(rec.event_id, rec.target),
-                "" if rec.counter is None else str(rec.counter),
-                "1" if rec.failed else "0",
-                "1" if rec.counts else "0",
-                "" if rec.due_at is None else repr(rec.due_at),
-                "1" if rec.target in self._slotted else "0",
-            ],
-        )
-        return int(result)
+        return self.record_many([rec], now)[0]
+
+    def record_many(self, recs: Sequence[Record], now: float) -> list[int]:
+        """Apply many state changes in one script call (lua/record.lua), each only if its
+        attempt is still current, in order: per record 1 applied, 0 stale, -1 no event."""
+        results: list[int] = []
+        for start in range(0, len(recs), RECORD_BATCH):
+            chunk = recs[start : start + RECORD_BATCH]
+            record_keys: list[str] = [keys.DEAD]
+            args: list[Any] = [self.retention, repr(now)]
+            for rec in chunk:
+                record_keys += _record_keys(rec)
+                args += self._record_args(rec)
+            results += [int(r) for r in self._record(keys=record_keys, args=args)]
+        return results
+
+    def _record_args(self, rec: Record) -> list[Any]:
+        return [
+            rec.target,
+            rec.attempt,
+            str(rec.state),
+            stored_reason(rec.state, rec.reason, rec.entry),
+            rec.entry.to_field() if rec.entry is not None else b"",
+            keys.dead_member(rec.event_id, rec.target),
+            "" if rec.counter is None else str(rec.counter),
+            "1" if rec.failed else "0",
+            "1" if rec.counts else "0",
+            "" if rec.due_at is None else repr(rec.due_at),
+            "1" if rec.target in self._slotted else "0",
+        ]
+
+
+def _record_keys(rec: Record) -> list[str]:
+    return [
+        keys.event_key(rec.event_id),
+        keys.attempts_key(rec.event_id),
+        keys.target_stats_key(rec.target),
+        keys.due_key(rec.target),
+        keys.in_flight_key(rec.target),
+        keys.order_key(rec.target),
+    ]
 
 
 def due_counts(
@@ -281,11 +302,16 @@ def due_counts(
 
 
 def read_attempts(conn: Redis, event_id: str) -> list[AttemptRecord]:
-    """The attempt log of an event, oldest first."""
-    raws: list[bytes] = conn.lrange(keys.attempts_key(event_id), 0, -1)  # type: ignore[assignment]
-    return [AttemptRecord.from_redis(raw) for raw in raws]
+    """The attempt log of an event, oldest first: its hash's attempt fields, after the list of
+    an event stored before 2026-12 (relay.store.attempts)."""
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.event_key(event_id))
+        pipe.lrange(keys.attempts_key(event_id), 0, -1)
+        data, listed = pipe.execute()
+    return attempt_log(data, listed)
 
 
 def attempt_records(conn: Redis, event_id: str) -> list[dict[str, Any]]:
-    """The attempt log of an event as the stored JSON objects, oldest first (tests, tools)."""
-    return [orjson.loads(raw) for raw in conn.lrange(keys.attempts_key(event_id), 0, -1)]
+    """The attempt log of an event as JSON objects (AttemptRecord.to_dict), oldest first (tests,
+    tools)."""
+    return [a.to_dict() for a in read_attempts(conn, event_id)]

@@ -1,7 +1,11 @@
 """Names of relay's Redis keys: the storage contract between the receiver and the workers.
 
-    relay:ev:{id}        HASH  the event and each target's delivery state (relay.store.records)
-    relay:att:{id}       LIST  one JSON record per delivery attempt, oldest first (records)
+    relay:ev:{id}        HASH  the event, each target's delivery state and its attempt log, one
+                         field a:{target}:{n} per attempt (relay.store.records, the codec):
+                         a value over 64 bytes is stored in parts ("body", "body.1", ...) so
+                         the hash keeps Redis's compact listpack encoding
+    relay:att:{id}       LIST  the attempt log of an event stored before 2026-12: one JSON
+                         record per attempt, oldest first (read until it expires)
     relay:events         ZSET  event id -> received time (for listing; trimmed to retention)
     relay:unrouted       ZSET  event id -> received time, events no route matched
     relay:dead           ZSET  "{id}:{target}" -> time it went dead (dead-letter store)
@@ -120,7 +124,8 @@ def event_key(event_id: str) -> str:
 
 
 def attempts_key(event_id: str) -> str:
-    """The list of attempt records of one event, all targets together."""
+    """The list of attempt records of one event stored before 2026-12, all targets together
+    (since, the attempts are fields of the event hash)."""
     return f"{KEY_PREFIX}:att:{event_id}"
 
 

@@ -4,17 +4,21 @@ Key names are relay.store.keys'; field names, state words and outcomes are here,
 scripts take them from here too (relay.store.lua). Readers are tolerant, since a record may have
 been written by another version of relay: a missing or malformed value reads as "not known".
 
-The event hash (relay:ev:{id}) holds the event's own fields (EVENT_FIELDS) and, per target t:
+The event hash (relay:ev:{id}) holds the event's own fields (EVENT_FIELDS; a body or headers
+longer than PART bytes in parts, "body", "body.1", ..., so that the hash keeps Redis's compact
+listpack encoding) and, per target t:
     s:{t}  its DeliveryState
     n:{t}  attempts made to it, in every round
-    r:{t}  why the delivery ended as it did ("" while under way)
+    r:{t}  why the delivery ended as it did ("" while under way, and for a delivery delivered
+           by its last attempt, whose reason that attempt's field says: `stored_reason`)
     b:{t}  `before_replay`: attempts made before the latest replay (absent: never replayed).
            A round may make attempts while n - b < the target's retry attempts.
     o:{t}  the digest of the delivery's FIFO key, for a target with `order` (absent: unordered;
            relay.store.control)
-The attempt log (relay:att:{id}) holds one AttemptRecord per attempt as JSON, oldest first; its
-record lives in relay.store.attempts and is re-exported here, so readers import the codec from one
-place.
+    a:{t}:{n}  its attempt n, an AttemptRecord (`to_field`; in parts like a long body)
+Events stored before 2026-12 kept their attempts in a list of their own (relay:att:{id}), read
+too until they expire (`attempt_log`). The record lives in relay.store.attempts and is
+re-exported here, so readers import the codec from one place.
 """
 
 from __future__ import annotations
@@ -26,13 +30,22 @@ from enum import StrEnum
 import orjson
 
 from relay.core.states import DeliveryState, Outcome
-from relay.store.attempts import AttemptRecord
+from relay.store.attempts import (
+    ATTEMPT_PREFIX,
+    AttemptRecord,
+    attempt_field,
+    attempt_log,
+    attempts_in,
+)
 
 __all__ = [
     "ATTEMPTS_PREFIX",
+    "ATTEMPT_PREFIX",
     "BEFORE_REPLAY_PREFIX",
     "EVENT_FIELDS",
     "ORDER_PREFIX",
+    "PART",
+    "PARTS_MAX",
     "REASON_PREFIX",
     "RECEIVED_FIELD",
     "STATE_PREFIX",
@@ -43,14 +56,21 @@ __all__ = [
     "Outcome",
     "SourceStat",
     "TargetStat",
+    "attempt_field",
+    "attempt_log",
     "attempts_field",
+    "attempts_in",
     "before_replay_field",
+    "delivered_reason",
+    "joined",
     "order_field",
     "read_int",
     "read_state",
     "read_text",
     "reason_field",
+    "split_value",
     "state_field",
+    "stored_reason",
     "targets_of",
 ]
 
@@ -69,6 +89,22 @@ EVENT_FIELDS = (
     "targets",
     "dedupe",
 )
+
+#: Redis keeps a hash compact (a listpack: about half the bytes of a hashtable) while each of
+#: its fields and values is at most `hash-max-listpack-value` bytes (64 by default) and it has
+#: at most `hash-max-listpack-entries` fields (128). A longer value of SPLIT_FIELDS (a body of a
+#: few hundred bytes) is therefore stored in parts of PART bytes: the first under the field's
+#: own name, the rest under "{name}.1", "{name}.2", ... (`split_value`; `joined` reads both this
+#: and a hash written before 2026-12, whose whole value is under the name).
+PART = 64
+#: A value longer than this is stored whole (the hash becomes a hashtable, as it would anyway:
+#: its parts would take more fields than a listpack holds).
+PARTS_MAX = 2048
+SPLIT_FIELDS = frozenset({"headers", "body"})
+#: The one field stored even when empty (a replay tells a stored event by it); any other field
+#: whose value is empty (a POST's method, no headers, no dedupe key, no type) is left out, and
+#: reads as its default, so the hash spends no entries on them.
+BODY_FIELD = "body"
 
 STATE_PREFIX = "s:"
 ATTEMPTS_PREFIX = "n:"
@@ -136,6 +172,29 @@ def read_int(value: object) -> int:
         return 0
 
 
+def split_value(name: str, value: bytes) -> list[tuple[str, bytes]]:
+    """The (field, value) pairs that store `value` under `name`: parts of PART bytes when it is
+    longer than PART (and at most PARTS_MAX), so the event hash stays a listpack."""
+    if len(value) <= PART or len(value) > PARTS_MAX:
+        return [(name, value)]
+    return [
+        (f"{name}.{i}" if i else name, value[at : at + PART])
+        for i, at in enumerate(range(0, len(value), PART))
+    ]
+
+
+def joined(data: Mapping[bytes, bytes], name: str) -> bytes | None:
+    """The value stored under `name` in parts (`split_value`) or whole; None when absent."""
+    value = data.get(name.encode())
+    if value is None:
+        return None
+    parts, i = [value], 1
+    while (part := data.get(f"{name}.{i}".encode())) is not None:
+        parts.append(part)
+        i += 1
+    return b"".join(parts) if i > 1 else value
+
+
 @dataclass(frozen=True)
 class Event:
     """One inbound event; `body` is the exact bytes the provider sent (or its split part)."""
@@ -154,23 +213,40 @@ class Event:
     #: delivery, () when none is ordered. Written as the o:{t} fields (relay.store.commit).
     order: tuple[str, ...] = ()
 
-    def redis_values(self) -> tuple[bytes, ...]:
-        """The values of the event hash, as bytes, in the order of `EVENT_FIELDS`."""
+    def redis_fields(self) -> tuple[tuple[bytes, ...], tuple[tuple[str, bytes], ...]]:
+        """The values of the event hash, as bytes, in the order of `EVENT_FIELDS` (of a split
+        value its first part), and the (field, value) pairs of the further parts."""
+        values: list[bytes] = []
+        more: list[tuple[str, bytes]] = []
+        for name, value in zip(EVENT_FIELDS, self._values(), strict=True):
+            if name in SPLIT_FIELDS:
+                first, *rest = split_value(name, value)
+                values.append(first[1])
+                more.extend(rest)
+            else:
+                values.append(value)
+        return tuple(values), tuple(more)
+
+    def _values(self) -> tuple[bytes, ...]:
         return (
             self.source.encode(),
             self.type.encode() if self.type is not None else b"",
             repr(self.received_at).encode(),
             self.content_type.encode(),
-            self.method.encode(),
-            orjson.dumps(self.headers),
+            b"" if self.method == "POST" else self.method.encode(),
+            orjson.dumps(self.headers) if self.headers else b"",
             self.body,
             orjson.dumps(self.targets),
             self.dedupe_key.encode(),
         )
 
     def to_redis(self) -> dict[str, bytes]:
-        """The event's own fields of its hash."""
-        return dict(zip(EVENT_FIELDS, self.redis_values(), strict=True))
+        """The event's own fields of its hash, as the commit writes them (a long body or headers
+        in parts, no empty field but the body)."""
+        values, more = self.redis_fields()
+        fields = dict(zip(EVENT_FIELDS, values, strict=True))
+        kept = {k: v for k, v in fields.items() if v or k == BODY_FIELD}
+        return {**kept, **dict(more)}
 
     @classmethod
     def from_redis(cls, event_id: str, data: Mapping[bytes, bytes]) -> Event:
@@ -186,8 +262,10 @@ class Event:
             received_at=float(text(RECEIVED_FIELD) or 0.0),
             content_type=text("ctype"),
             method=text("method") or "POST",
-            headers=tuple((str(k), str(v)) for k, v in orjson.loads(data.get(b"headers", b"[]"))),
-            body=data.get(b"body", b""),
+            headers=tuple(
+                (str(k), str(v)) for k, v in orjson.loads(joined(data, "headers") or b"[]")
+            ),
+            body=joined(data, "body") or b"",
             targets=targets_of(data.get(b"targets")),
             dedupe_key=text("dedupe"),
             order=_order_of(data, targets_of(data.get(b"targets"))),
@@ -218,6 +296,32 @@ def read_state(raw: bytes | None) -> DeliveryState:
         return DeliveryState(raw.decode("utf-8", "replace"))
     except ValueError:
         return DeliveryState.UNKNOWN
+
+
+def delivered_reason(status: int | None) -> str:
+    """The reason of a delivery its attempt delivered with HTTP `status` (worker.outcome)."""
+    return f"delivered: HTTP {status}"
+
+
+def stored_reason(state: DeliveryState, reason: str, entry: AttemptRecord | None) -> str:
+    """The reason as the event hash stores it: "" when it is the one the attempt's own field
+    gives back (`delivered_reason` of its status), so a delivery does not store it twice
+    (`DeliveryRecord.from_redis` derives it again)."""
+    if (
+        state is DeliveryState.DELIVERED
+        and entry is not None
+        and reason == delivered_reason(entry.status)
+    ):
+        return ""
+    return reason
+
+
+def _derived_reason(target: str, data: Mapping[bytes, bytes], attempts: int) -> str:
+    """The reason of a delivered delivery stored as "": its last attempt's."""
+    raw = joined(data, attempt_field(target, attempts))
+    if raw is None:
+        return ""
+    return delivered_reason(AttemptRecord.from_field(target, attempts, raw).status)
 
 
 @dataclass(frozen=True)
@@ -257,10 +361,15 @@ class DeliveryRecord:
     @classmethod
     def from_redis(cls, target: str, data: Mapping[bytes, bytes]) -> DeliveryRecord:
         """A target's delivery from the event hash as HGETALL returns it."""
+        state = read_state(data.get(state_field(target).encode()))
+        attempts = read_int(data.get(attempts_field(target).encode()))
+        reason = read_text(data.get(reason_field(target).encode()))
+        if not reason and state is DeliveryState.DELIVERED:
+            reason = _derived_reason(target, data, attempts)
         return cls(
-            state=read_state(data.get(state_field(target).encode())),
-            attempts=read_int(data.get(attempts_field(target).encode())),
-            reason=read_text(data.get(reason_field(target).encode())),
+            state=state,
+            attempts=attempts,
+            reason=reason,
             before_replay=read_int(data.get(before_replay_field(target).encode())),
             order_key=read_text(data.get(order_field(target).encode())),
         )

@@ -14,8 +14,13 @@ from importlib.resources import files
 from relay.core.states import DEAD_LETTER_STATES, DONE_STATES
 from relay.store.control import WAITING_FIELD, Held
 from relay.store.records import (
+    ATTEMPT_PREFIX,
     ATTEMPTS_PREFIX,
+    BEFORE_REPLAY_PREFIX,
+    BODY_FIELD,
     ORDER_PREFIX,
+    PART,
+    PARTS_MAX,
     REASON_PREFIX,
     RECEIVED_FIELD,
     STATE_PREFIX,
@@ -52,6 +57,7 @@ def commit_preamble() -> str:
     return _locals(
         {
             "RECEIVED_FIELD": _string(RECEIVED_FIELD),
+            "BODY_FIELD": _string(BODY_FIELD),
             "RECEIVED": _string(SourceStat.RECEIVED),
             "UNROUTED": _string(SourceStat.UNROUTED),
             "DUPLICATES": _string(SourceStat.DUPLICATES),
@@ -80,10 +86,27 @@ def record_preamble() -> str:
             "ATTEMPTS": _string(ATTEMPTS_PREFIX),
             "REASON": _string(REASON_PREFIX),
             "ORDER": _string(ORDER_PREFIX),
+            "ATTEMPT": _string(ATTEMPT_PREFIX),
+            "PART": str(PART),
+            "PARTS_MAX": str(PARTS_MAX),
             "DONE": _set(DONE_STATES),
             "DEAD_LETTER": _set(DEAD_LETTER_STATES),
             "ATTEMPTS_STAT": _string(TargetStat.ATTEMPTS),
             "FAILURES_STAT": _string(TargetStat.FAILURES),
+        }
+    )
+
+
+def replay_preamble() -> str:
+    """Lua locals holding the codec's names that a bulk replay writes."""
+    return _locals(
+        {
+            "STATE": _string(STATE_PREFIX),
+            "ATTEMPTS": _string(ATTEMPTS_PREFIX),
+            "REASON": _string(REASON_PREFIX),
+            "BEFORE_REPLAY": _string(BEFORE_REPLAY_PREFIX),
+            "PENDING": _string(DeliveryState.PENDING),
+            "REPLAYED_STAT": _string(TargetStat.REPLAYED),
         }
     )
 
@@ -107,6 +130,7 @@ PROBE = read("probe")
 RECORD = record_preamble() + ORDER + read("record")
 RELEASE = ORDER + read("release")
 REQUEUE = ORDER + read("requeue")
+REPLAY = replay_preamble() + ORDER + read("replay")
 ITEMS = read("items")
 COMMIT = ITEMS + commit_preamble() + ORDER + read("commit")
 ROWS = rows_preamble() + read("rows")

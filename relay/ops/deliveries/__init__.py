@@ -2,10 +2,12 @@
 
 Functions take a sync `redis.Redis` and return frozen values; `relay.cli` renders them. Keys and
 states are those of relay.store.keys and relay.store.records. Reading is side-effect free; only
-`replay_delivery` writes. One module per concern; import this package (`from relay.ops import
-deliveries as ops`) for all of them (`due_counts`, the exact due figures, is the store's).
+`replay_delivery` and `replay_deliveries` (bulk) write. One module per concern; import this
+package (`from relay.ops import deliveries as ops`) for all of them (`due_counts`, the exact
+due figures, is the store's).
 """
 
+from relay.ops.deliveries.batches import replay_deliveries
 from relay.ops.deliveries.bulk import (
     Pair,
     done_key,
@@ -68,6 +70,7 @@ __all__ = [
     "list_dead",
     "nothing_to_replay",
     "page_dead",
+    "replay_deliveries",
     "replay_delivery",
     "replay_pairs",
     "replay_summary",

@@ -1,8 +1,10 @@
 """Replaying many deliveries: one event's dead ones, or a selection, with progress and a summary.
 
 `relay replay` and the management API both replay through here, so an event id, a filter or a
-dry run gives the same results, worded the same, under either. Each delivery is still replayed
-on its own, atomically (relay.ops.deliveries.replay).
+dry run gives the same results, worded the same, under either. A dry run judges each delivery
+on its own (relay.ops.deliveries.replay); a real one writes them in batches, each delivery
+replayed only if it is still as read, with a kick per batch at most
+(relay.ops.deliveries.batches).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import structlog
 from redis import Redis
 
 from relay.core import constants
+from relay.ops.deliveries.batches import replay_deliveries
 from relay.ops.deliveries.dead_letters import dead_targets_of
 from relay.ops.deliveries.detail import delivery_states
 from relay.ops.deliveries.replay import ReplayResult, replay_delivery
@@ -66,12 +69,20 @@ def replay_pairs(
     """Replay each delivery (or, in a dry run, say whether it would be), in order."""
     # Bound here, not at import: structlog caches a logger with the stream of its first use.
     log = structlog.get_logger("relay.ops")
+    if not dry_run:
+        results = replay_deliveries(conn, pairs, retention=retention, progress=progress)
+        for result in results:
+            if result.outcome == "replayed":
+                log.debug(
+                    "replayed",
+                    event_id=result.event_id,
+                    target=result.target,
+                    attempt=result.attempt,
+                )
+        return results
     results = []
     for done, (event_id, target) in enumerate(pairs, start=1):
-        result = replay_delivery(conn, event_id, target, retention=retention, dry_run=dry_run)
-        results.append(result)
-        if result.outcome == "replayed":
-            log.debug("replayed", event_id=event_id, target=target, attempt=result.attempt)
+        results.append(replay_delivery(conn, event_id, target, retention=retention, dry_run=True))
         if progress is not None:
             progress(done)
     return results

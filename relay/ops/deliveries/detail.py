@@ -18,6 +18,7 @@ from relay.store.records import (
     AttemptRecord,
     DeliveryRecord,
     Event,
+    attempt_log,
     read_state,
     state_field,
     targets_of,
@@ -84,9 +85,7 @@ def show_event(conn: Redis, event_id: str, target: str | None = None) -> EventDe
         names = [t for t in names if t == target]
     deliveries = tuple(_delivery(name, data, dead_at.get(name)) for name in names)
     attempts = tuple(
-        a
-        for a in (AttemptRecord.from_redis(raw) for raw in raw_attempts)
-        if target is None or a.target == target
+        a for a in attempt_log(data, raw_attempts) if target is None or a.target == target
     )
     return EventDetail(event_id=event_id, event=event, deliveries=deliveries, attempts=attempts)
 

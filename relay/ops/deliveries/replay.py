@@ -36,6 +36,13 @@ from relay.store.records import (
 
 #: A concurrent change to the event between our read and our write is retried this often.
 WATCH_RETRIES = 5
+#: The event field whose presence says the event can still be delivered.
+BODY_FIELD = "body"
+
+
+def replay_fields(target: str) -> list[str]:
+    """The event hash's fields a replay reads: targets, the state, the attempts, the FIFO key."""
+    return ["targets", state_field(target), attempts_field(target), order_field(target)]
 
 
 @dataclass(frozen=True)
@@ -71,17 +78,17 @@ def replay_delivery(
     """Put one dead delivery back on the queue at attempt n+1, atomically; same webhook-id."""
     queue = queue if queue is not None else make_queue(conn)
     key = keys.event_key(event_id)
-    fields = ["targets", state_field(target), attempts_field(target), order_field(target)]
+    fields = replay_fields(target)
     with conn.pipeline() as pipe:
         for _ in range(WATCH_RETRIES):
             try:
                 pipe.watch(key)  # type: ignore[no-untyped-call]
-                has_body = bool(pipe.hexists(key, "body"))
+                has_body = bool(pipe.hexists(key, BODY_FIELD))
                 raw_targets, raw_state, raw_attempts, raw_order = cast(
                     list[bytes | None], pipe.hmget(key, fields)
                 )
                 state = read_text(raw_state)
-                refused = _refusal(event_id, target, has_body, raw_targets, state, retention)
+                refused = refusal(event_id, target, has_body, raw_targets, state, retention)
                 if refused is not None:
                     pipe.unwatch()
                     return refused
@@ -141,7 +148,7 @@ def _write_replay(
     pipe.execute()
 
 
-def _refusal(
+def refusal(
     event_id: str,
     target: str,
     has_body: bool,
@@ -149,7 +156,7 @@ def _refusal(
     state: str,
     retention: float,
 ) -> ReplayResult | None:
-    """Why a delivery cannot be replayed, or None when it can."""
+    """Why a delivery cannot be replayed, or None when it can (relay.ops.deliveries.bulk too)."""
     if not has_body:
         days = retention / 86400
         return ReplayResult(

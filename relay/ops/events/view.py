@@ -20,6 +20,7 @@ from relay.store.records import (
     DeliveryRecord,
     DeliveryState,
     Event,
+    attempt_log,
 )
 
 #: `show` reads at most the newest this many attempt records (a list grows with every replay).
@@ -105,7 +106,10 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
     if not data:
         return None
     event = Event.from_redis(event_id, data)
-    attempts = [AttemptRecord.from_redis(raw) for raw in records]
+    # The attempt fields of the hash, after the list of an event stored before 2026-12.
+    attempts = attempt_log(data, records)
+    omitted = int(total) - len(records) + max(0, len(attempts) - MAX_ATTEMPT_RECORDS)
+    attempts = attempts[-MAX_ATTEMPT_RECORDS:]
     names = _target_names(data, event.targets)
     breakers = {n: b for n, b in read_breakers(conn, names).items() if b.is_open}
     ahead = _order_positions(conn, event_id, data, names)
@@ -134,6 +138,6 @@ def get_event(conn: redis.Redis, event_id: str) -> EventView | None:
         event=event,
         deliveries=tuple(deliveries),
         expires_in=int(ttl) if ttl is not None and ttl >= 0 else None,
-        attempts_omitted=max(0, int(total) - len(records)),
+        attempts_omitted=max(0, omitted),
         enrichment=read_record(enrichment),
     )

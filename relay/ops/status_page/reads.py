@@ -16,7 +16,7 @@ import redis
 from relay.ops import deliveries as ops
 from relay.ops.status_page.model import RecentAttempt, StatusPage, summarize
 from relay.store import keys
-from relay.store.attempts import AttemptRecord
+from relay.store.attempts import attempt_log
 
 #: Newest events whose attempt logs are read for failures and health (one pipelined round trip).
 RECENT_EVENTS = 500
@@ -59,12 +59,15 @@ def read_recent_attempts(
         return []
     with conn.pipeline(transaction=False) as pipe:
         for event_id in ids:
+            # The attempts are fields of the event hash (a listpack of a few hundred bytes);
+            # an event stored before 2026-12 has them in a list of their own.
+            pipe.hgetall(keys.event_key(event_id))
             pipe.lrange(keys.attempts_key(event_id), -per_event, -1)
-        logs = pipe.execute()
+        replies = pipe.execute()
     return [
-        RecentAttempt(event_id, AttemptRecord.from_redis(raw))
-        for event_id, records in zip(ids, logs, strict=True)
-        for raw in records
+        RecentAttempt(event_id, record)
+        for i, event_id in enumerate(ids)
+        for record in attempt_log(replies[2 * i], replies[2 * i + 1])[-per_event:]
     ]
 
 

@@ -3,7 +3,9 @@
 -- within each target's rate and concurrency (relay.store.control), atomically with the take.
 -- KEYS: per target: its due set, its rate key, its in-flight set
 -- ARGV: now, total limit, then per target: limit, lease end, rate interval (s; 0: no rate),
---       rate tolerance (s), concurrency (0: none)
+--       rate tolerance (s), concurrency (0: none), whether to keep its leases in the in-flight
+--       set without a concurrency ("1": a target with a breaker, whose closing must tell a
+--       delivery in flight from one waiting for its retry time; breaker_record.lua)
 -- Returns per target, in KEYS order: {event ids, held, wait ms}, where held is HELD_RATE or
 -- HELD_CONCURRENCY when deliveries are due but that limit let none start (0 otherwise) and
 -- wait is when the rate allows the next start. HELD_* come from the preamble.
@@ -12,11 +14,15 @@ local left = tonumber(ARGV[2])
 local out = {}
 for i = 1, #KEYS / 3 do
   local due, rate, flight = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local a = 5 * i - 2
+  local a = 6 * i - 3
   local limit = math.min(tonumber(ARGV[a]), left)
   local lease = ARGV[a + 1]
   local interval, tolerance, slots = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local tracked = slots > 0 or ARGV[a + 5] == '1'
   local held, wait, base = 0, 0, now
+  if limit > 0 and tracked and slots == 0 then
+    redis.call('ZREMRANGEBYSCORE', flight, '-inf', ARGV[1])  -- leases of workers that died
+  end
   if limit > 0 and slots > 0 then
     -- Slots of attempts whose lease ended (their worker died) come back first.
     redis.call('ZREMRANGEBYSCORE', flight, '-inf', ARGV[1])
@@ -40,9 +46,14 @@ for i = 1, #KEYS / 3 do
   local ids = {}
   if limit > 0 then
     ids = redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[1], 'LIMIT', 0, limit)
-    for _, id in ipairs(ids) do redis.call('ZADD', due, lease, id) end
-    if slots > 0 then
-      for _, id in ipairs(ids) do redis.call('ZADD', flight, lease, id) end
+    if #ids > 0 then
+      -- One ZADD for every id taken, not one per id.
+      local leased = {}
+      for j, id in ipairs(ids) do
+        leased[2 * j - 1], leased[2 * j] = lease, id
+      end
+      redis.call('ZADD', due, unpack(leased))
+      if tracked then redis.call('ZADD', flight, unpack(leased)) end
     end
     if interval > 0 and #ids > 0 then
       local at = base + #ids * interval

@@ -1,6 +1,6 @@
 -- The intake commit: every event of a batch in one call (relay.store.commit documents KEYS and
 -- ARGV). items.lua, order.lua and the preamble of relay.store.scripts (RECEIVED_FIELD, the
--- event hash's field scoring the indexes; RECEIVED, UNROUTED, DUPLICATES, the source counters;
+-- event hash's field scoring the indexes; BODY_FIELD, the one field written when empty; RECEIVED, UNROUTED, DUPLICATES, the source counters;
 -- ORDER, the prefix of the FIFO key field) come first.
 local ttl, trim = ARGV[1], ARGV[2]
 local names = items(ARGV[3])
@@ -16,11 +16,19 @@ for a = 7, #ARGV do
   local id, window, received = it[1], it[2], it[2 + at_received]
   local fields = {}
   for f = 1, nnames do
-    fields[2 * f - 1] = names[f]
-    fields[2 * f] = it[2 + f]
+    -- An empty value is its field's default (relay.store.records): not written.
+    if it[2 + f] ~= '' or names[f] == BODY_FIELD then
+      fields[#fields + 1] = names[f]
+      fields[#fields + 1] = it[2 + f]
+    end
+  end
+  -- The further parts of a long body or headers: a count, then names and values.
+  local more = 2 * tonumber(it[3 + nnames])
+  for m = 1, more do
+    fields[#fields + 1] = it[3 + nnames + m]
   end
   -- The target names, then, when a target is ordered, '' and one key digest per target.
-  local first_target, last_target, digests = 3 + nnames, #it, nil
+  local first_target, last_target, digests = 4 + nnames + more, #it, nil
   for t = first_target, #it do
     if it[t] == '' then
       last_target, digests = t - 1, t + 1 - first_target

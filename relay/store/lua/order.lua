@@ -18,9 +18,10 @@ end
 -- order_done: a head's delivery is over (delivered, dead, gone, a duplicate, or its event
 -- expired): it leaves its queue and the next delivery of its key becomes due at `now`.
 -- Nothing happens for a delivery that is not a head (unordered, or already advanced).
+-- Returns the id of the delivery made due, if any.
 local function order_done(heads, due, id, now)
   local digest = redis.call('HGET', heads, id)
-  if not digest then return end
+  if not digest then return nil end
   redis.call('HDEL', heads, id)
   local queue = heads .. ':' .. digest
   if redis.call('LINDEX', queue, 0) == id then
@@ -34,4 +35,5 @@ local function order_done(heads, due, id, now)
     redis.call('HINCRBY', heads, WAITING, -1)
     redis.call('ZADD', due, now, next_id)
   end
+  return next_id
 end
