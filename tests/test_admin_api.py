@@ -16,9 +16,12 @@ from structlog.testing import capture_logs
 
 from relay.admin import Principal, Scope, SessionRefused, make_admin_app, set_session_resolver
 from relay.admin.tokens import TokenSet
+from relay.config.loading import parse_routes
 from relay.config.settings import Settings
 from relay.core.states import DeliveryState
 from relay.store import keys
+from relay.store.breakers import Breakers
+from relay.store.control import publish_settings
 from relay.store.pauses import pause_target
 from tests.support.admin import (
     READ,
@@ -31,6 +34,7 @@ from tests.support.admin import (
     admin_tokens,
 )
 from tests.support.seed_states import NOW, attempt_record, seed_dead, seed_event
+from worker.control import settings_of
 
 pytestmark = pytest.mark.needs_redis_server
 
@@ -433,6 +437,70 @@ async def test_targets_show_pauses_figures_and_settings_without_secrets(
     assert crm["config"]["headers"] == [{"name": "x-api-key", "env": "CRM_KEY"}]
     assert analytics["paused"]["reason"] == "their maintenance"
     assert not any(value in text for value in ROUTE_SECRETS.values())
+
+
+CONTROLLED_ROUTES = """
+[sources.shop]
+kind = "json"
+
+[targets.crm]
+url = "http://127.0.0.1:9/crm"
+rate = "10/s"
+concurrency = 2
+order = "target"
+breaker = { failures = 2, probe = 45 }
+enrich = "fellow"
+
+[targets.analytics]
+url = "http://127.0.0.1:9/analytics"
+
+[[routes]]
+source = "shop"
+events = ["order.*"]  # no Fellow completion: enrichment needs no reconcile table here
+targets = ["crm", "analytics"]
+"""
+
+
+async def test_targets_and_status_show_breaker_control_and_their_settings(
+    aiohttp_client: Any, redis_url: str, redis_client: redis.Redis
+) -> None:
+    routes = parse_routes(CONTROLLED_ROUTES, "routes.toml", {})
+    app = make_admin_app(Settings(redis_url=redis_url), admin_tokens(), routes, console=False)
+    client = await aiohttp_client(app)
+    crm_settings = settings_of(routes.targets["crm"])
+    assert crm_settings is not None
+    publish_settings(redis_client, {"crm": crm_settings})  # as the workers do
+    for _ in range(2):
+        Breakers(redis_client).record("crm", True, 2, 45.0, "HTTP 503", NOW)
+    listed = await answer(await client.get("/api/v1/targets", headers=READ), 200)
+    crm, analytics = listed["targets"]
+    assert crm["breaker"]["state"] == "open"
+    assert (crm["breaker"]["failures"], crm["breaker"]["last_error"]) == (2, "HTTP 503")
+    assert 0 < crm["breaker"]["next_probe_in"] <= 45
+    assert crm["control"]["rate"] == "10/s"
+    assert (crm["control"]["concurrency"], crm["control"]["order"]) == (2, "target")
+    assert set(crm["control"]["held"]) == {"rate", "concurrency", "order"}
+    assert {k: crm["config"][k] for k in ("rate", "concurrency", "order", "enrich")} == {
+        "rate": "10/s",
+        "concurrency": 2,
+        "order": "target",
+        "enrich": "fellow",
+    }
+    assert crm["config"]["breaker"] == {"failures": 2, "probe_s": 45.0}
+    assert (analytics["breaker"], analytics["control"]) == (None, None)
+    assert {k: analytics["config"][k] for k in ("rate", "concurrency", "order", "breaker")} == {
+        "rate": None,
+        "concurrency": None,
+        "order": None,
+        "breaker": None,
+    }
+    status = await answer(await client.get("/api/v1/status", headers=READ), 200)
+    by_name = {t["name"]: t for t in status["targets"]}
+    assert by_name["crm"]["breaker"] == crm["breaker"] | {
+        "next_probe_in": by_name["crm"]["breaker"]["next_probe_in"]
+    }
+    assert by_name["crm"]["control"] == crm["control"]
+    assert (by_name["analytics"]["breaker"], by_name["analytics"]["control"]) == (None, None)
 
 
 async def test_pause_and_resume_a_target_with_audit_lines(

@@ -16,9 +16,11 @@ from aiohttp.test_utils import TestClient
 
 from relay.admin.api import OPERATIONS, openapi_document
 from relay.core.states import DeliveryState
+from relay.store.breakers import Breakers
+from relay.store.control import ControlSettings, publish_settings
 from relay.store.pauses import pause_target
 from tests.support.admin import READ, WRITE, admin_app
-from tests.support.seed_states import attempt_record, seed_dead, seed_event
+from tests.support.seed_states import NOW, attempt_record, seed_dead, seed_event
 
 pytestmark = pytest.mark.needs_redis_server
 
@@ -116,6 +118,10 @@ async def test_real_answers_match_their_declared_schemas(
     )
     seed_event(redis_client, source="shop", event_type=None, deliveries={}, body=b"\xff\x00")
     pause_target(redis_client, "analytics", "maintenance")
+    # crm's breaker open and its delivery control published: targets and status show both.
+    for _ in range(2):
+        Breakers(redis_client).record("crm", True, 2, 30.0, "HTTP 503", NOW)
+    publish_settings(redis_client, {"crm": ControlSettings("10/s", 0.1, 0.1, 2, "target")})
     calls = [
         ("GET", "/api/v1/events", "/api/v1/events?limit=2", None, 200),
         ("GET", "/api/v1/events/{id}", f"/api/v1/events/{busy}", None, 200),

@@ -52,6 +52,14 @@ def target_config(target: Target) -> dict[str, Any]:
         },
         "body": target.body,
         "pause_on_gone": target.pause_on_gone,
+        # Delivery control (docs/delivery-control.md) as written in routes.toml; null: none.
+        "rate": target.rate.text if target.rate is not None else None,
+        "concurrency": target.concurrency,
+        "order": target.order.text if target.order is not None else None,
+        "breaker": None
+        if target.breaker is None
+        else {"failures": target.breaker.failures, "probe_s": target.breaker.probe},
+        "enrich": target.enrich,
     }
 
 

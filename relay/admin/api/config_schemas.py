@@ -39,7 +39,34 @@ _TARGET_COUNTS = {
     "failures": INTEGER,
     "replayed": INTEGER,
     "paused": nullable(ref("Pause")),
+    "breaker": nullable(ref("Breaker")),
+    "control": nullable(ref("Control")),
 }
+
+#: BreakerState.to_view: a target's circuit breaker, open or counting failures in a row.
+_BREAKER = obj(
+    {
+        "state": {"type": "string", "enum": ["open", "closed"]},
+        "failures": INTEGER,
+        "since": nullable(TIME),
+        "at": nullable(NUMBER),
+        "last_error": nullable(STRING),
+        "last_at": nullable(NUMBER),
+        "next_probe_in": nullable(NUMBER),
+    }
+)
+
+#: ControlView.to_view: the rate, concurrency and order in force, and what they hold now.
+_CONTROL = obj(
+    {
+        "rate": nullable(STRING),
+        "concurrency": nullable(INTEGER),
+        "order": nullable(STRING),
+        "in_flight": INTEGER,
+        "order_keys": INTEGER,
+        "held": obj({"rate": INTEGER, "concurrency": INTEGER, "order": INTEGER}),
+    }
+)
 
 _SOURCE_CONFIG = obj(
     {
@@ -67,12 +94,19 @@ _TARGET_CONFIG = obj(
         "retry": obj({"attempts": INTEGER, "first_s": NUMBER, "max_s": NUMBER}),
         "body": STRING,
         "pause_on_gone": BOOLEAN,
+        "rate": nullable(STRING),
+        "concurrency": nullable(INTEGER),
+        "order": nullable(STRING),
+        "breaker": nullable(obj({"failures": INTEGER, "probe_s": NUMBER})),
+        "enrich": nullable(STRING),
     }
 )
 
 
 CONFIG_COMPONENTS: dict[str, Schema] = {
     "Pause": _PAUSE,
+    "Breaker": _BREAKER,
+    "Control": _CONTROL,
     "PauseResult": obj(
         {"target": STRING, "paused": BOOLEAN, "changed": BOOLEAN, "pause": nullable(ref("Pause"))}
     ),
