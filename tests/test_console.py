@@ -3,6 +3,7 @@ and every page readable as served, without script."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from html.parser import HTMLParser
 from http.cookies import SimpleCookie
@@ -15,9 +16,12 @@ from structlog.testing import capture_logs
 
 from relay.admin.console.session import COOKIE
 from relay.core.states import DeliveryState
+from relay.core.times import format_time
 from relay.store import keys
+from relay.store.breakers import Breakers
+from relay.store.control import ControlSettings, publish_settings
 from tests.support.console import READ_TOKEN, WRITE_TOKEN, console_app, csrf_of, sign_in
-from tests.support.seed_states import NOW, seed_event
+from tests.support.seed_states import NOW, attempt_record, seed_event
 
 Client = TestClient[web.Request, web.Application]
 
@@ -230,6 +234,60 @@ async def test_the_overview_is_readable_without_script(
     assert "billing is paused" in page.words
     assert "maintenance" in page.words
     assert "Resume" in page.words  # a write token may resume from the overview
+
+
+def open_breaker(conn: redis.Redis, target: str, at: float) -> None:
+    """Three failed attempts in a row at `at`: the breaker (3 failures, 30 s probes) opens."""
+    for _ in range(3):
+        Breakers(conn).record(target, True, 3, 30.0, "HTTP 503", at)
+
+
+async def test_an_open_breaker_needs_attention_after_pauses_and_before_failing_targets(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    now = time.time()
+    open_breaker(redis_client, "crm", now - 120)
+    seed_event(
+        redis_client, received=now, attempts=[attempt_record("analytics", 1, status=500, at=now)]
+    )
+    redis_client.set(keys.paused_key("billing"), b'{"at": 1790000000, "reason": "maintenance"}')
+    await sign_in(client, READ_TOKEN)
+    page = assert_readable(await (await client.get("/")).text())
+    words = page.words
+    assert "Needs attention (3)" in words
+    assert (
+        f"breaker-open crm 's circuit breaker is open since {format_time(now - 120)} (2m ago) "
+        "after 3 failed attempts in a row (last: HTTP 503); next probe in" in words
+    )
+    assert (
+        words.index("billing is paused")
+        < words.index("crm 's circuit")
+        < words.index("analytics : 1 of its newest")
+    )
+    assert "1 breakers open" in words
+
+
+async def test_the_targets_page_shows_an_open_breaker_and_the_delivery_control(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    now = time.time()
+    open_breaker(redis_client, "billing", now - 120)
+    publish_settings(redis_client, {"crm": ControlSettings("10/s", 0.1, 0.1, 2, "body:id")})
+    await sign_in(client, WRITE_TOKEN)
+    html = await (await client.get("/targets")).text()
+    page = assert_readable(html)
+    rows = [attrs.get("data-target") for attrs in page.having("tr") if attrs.get("data-target")]
+    assert rows[0] == "billing"  # breaker open: at the top, before the ok and idle ones
+    state = html.split('data-target="billing"', 1)[1].split("</tr>", 1)[0]
+    assert 'class="pill breaker-open"' in state
+    assert (
+        f"breaker open since {format_time(now - 120)} (2m ago) after 3 failed attempts in a row "
+        "(last: HTTP 503); next probe in" in state
+    )
+    crm = html.split('data-target="crm"', 1)[1].split("</tr>", 1)[0]
+    assert "rate 10/s, concurrency 0/2, FIFO per body:id (0 keys)" in crm
+    analytics = html.split('data-target="analytics"', 1)[1].split("</tr>", 1)[0]
+    assert '<td data-field="control"><span class="note">none</span></td>' in analytics
 
 
 # -- writes: CSRF and scope ------------------------------------------------------------------

@@ -29,6 +29,7 @@ from relay.admin.console.layout import Viewer
 from relay.admin.console.pages import READER, Page, page
 from relay.admin.state import REDIS, ROUTES
 from relay.ops.status_page import (
+    BREAKER_OPEN,
     DEGRADED,
     FAILING,
     HEALTH_SAMPLE,
@@ -40,6 +41,7 @@ from relay.ops.status_page import (
 )
 from relay.ops.status_page.model import cut
 from relay.ops.status_page.reads import PageReader
+from relay.store.breakers import describe_breaker
 from relay.store.pauses import describe_pause
 
 TARGET_HEADERS = (
@@ -49,6 +51,8 @@ TARGET_HEADERS = (
 FAILURE_HEADERS = ("When", "Event", "Target", "Attempt", "Status", "Error", "Response")
 DEAD_HEADERS = ("Dead since", "Event", "Target", "Source", "Type", "Attempts", "Reason")
 SOURCE_HEADERS = ("Source", "Received", "Duplicates", "Unrouted")
+#: The healths that need a hand, in the order the "needs attention" box lists them.
+ATTENTION = (PAUSED, BREAKER_OPEN, FAILING, DEGRADED)
 
 
 def make_reader(app: web.Application) -> PageReader:
@@ -66,10 +70,11 @@ def _figure(label: str, value: int, href: str, alert: bool = False) -> str:
 
 def _figures(sp: StatusPage) -> str:
     s = sp.status
-    count = {h: sum(r.health == h for r in sp.targets) for h in (PAUSED, FAILING, DEGRADED)}
+    count = {h: sum(r.health == h for r in sp.targets) for h in ATTENTION}
     return (
         '<div class="figures">'
         + _figure("targets paused", count[PAUSED], "/targets", alert=True)
+        + _figure("breakers open", count[BREAKER_OPEN], "/targets", alert=True)
         + _figure("targets failing", count[FAILING], "/targets", alert=True)
         + _figure("targets degraded", count[DEGRADED], "/targets", alert=True)
         + _figure("dead letters", sp.dead_letters_total, "/dead-letters", alert=True)
@@ -91,6 +96,12 @@ def _attention_item(row: TargetRow, sp: StatusPage, viewer: Viewer) -> str:
             path = target_action(t.name, "resume")
             act = " " + post_form(path, viewer.csrf, inner, label=f"Resume {t.name}")
         return f"<li>{pill(PAUSED)} {name} {what}{act}</li>"
+    if t.breaker is not None and t.breaker.is_open:
+        what = (
+            f"'s circuit breaker is {describe_breaker(t.breaker, sp.status.at)}; its deliveries "
+            "are held, and go out again on their own when a probe succeeds."
+        )
+        return f"<li>{pill(BREAKER_OPEN)} {name}{e(what)}</li>"
     failed = f"{row.recent_failures} of its newest {row.recent_attempts} attempts failed"
     return f"<li>{pill(row.health)} {name}: {e(failed)}.</li>"
 
@@ -99,8 +110,10 @@ def _attention(sp: StatusPage, viewer: Viewer) -> str:
     s = sp.status
     items = [
         _attention_item(r, sp, viewer)
-        for r in sorted(sp.targets, key=lambda r: (r.health != PAUSED, r.health != FAILING))
-        if r.health in (PAUSED, FAILING, DEGRADED)
+        for r in sorted(
+            (r for r in sp.targets if r.health in ATTENTION),
+            key=lambda r: ATTENTION.index(r.health),
+        )
     ]
     waiting = any(t.pending or t.scheduled for t in s.targets)
     if s.workers == 0 and (waiting or s.queue.queued):
@@ -109,7 +122,8 @@ def _attention(sp: StatusPage, viewer: Viewer) -> str:
         return (
             '<section class="attention calm" aria-labelledby="attention-h">'
             '<h2 id="attention-h">Nothing needs attention</h2>'
-            "<p>No target is paused, failing or degraded.</p></section>"
+            "<p>No target is paused, failing or degraded, and no circuit breaker is open.</p>"
+            "</section>"
         )
     return (
         '<section class="attention" aria-labelledby="attention-h">'
@@ -202,7 +216,8 @@ def render_overview(sp: StatusPage, viewer: Viewer) -> str:
             ident="targets",
             hide_caption=True,
         )
-        + f'<p class="note">Health: paused while held; else the newest {HEALTH_SAMPLE} '
+        + f'<p class="note">Health: paused while held; breaker-open while its circuit breaker '
+        f"holds the deliveries; else the newest {HEALTH_SAMPLE} "
         f"attempts of the last {minutes} minutes: ok when all delivered, failing when none "
         "did, degraded in between, idle without attempts.</p>"
         + "<h2>Recent failures</h2>"

@@ -36,7 +36,17 @@ from relay.admin.console.pages import (
     redis_of,
 )
 from relay.admin.state import ROUTES
-from relay.ops.status_page import HEALTH_SAMPLE, HEALTH_WINDOW, StatusPage, TargetRow
+from relay.ops.status_page import (
+    BREAKER_OPEN,
+    DEGRADED,
+    FAILING,
+    HEALTH_SAMPLE,
+    HEALTH_WINDOW,
+    PAUSED,
+    StatusPage,
+    TargetRow,
+)
+from relay.store.breakers import describe_breaker
 from relay.store.pauses import pause_target, resume_target
 
 #: A pause reason is a sentence, not a document.
@@ -44,7 +54,7 @@ REASON_MAX = 200
 DEFAULT_REASON = "paused from the console"
 
 HEADERS = (
-    "Target", "State", "Due now", "Retrying", "Dead letters", "Delivered", "Failures",
+    "Target", "State", "Control", "Due now", "Retrying", "Dead letters", "Delivered", "Failures",
     "Newest attempts",
 )  # fmt: skip
 
@@ -59,11 +69,22 @@ def _rate(row: TargetRow) -> str:
 
 def _state(row: TargetRow, now: float) -> str:
     t = row.figures
-    if t.paused is None:
-        return pill(row.health)
-    since = when(t.paused.since, now) if t.paused.since is not None else "an unknown time"
-    reason = e(t.paused.reason or "no reason given")
-    return f'{pill("paused")}<span class="note"> since {since}: {reason}</span>'
+    out = pill(row.health)
+    if t.paused is not None:
+        since = when(t.paused.since, now) if t.paused.since is not None else "an unknown time"
+        reason = e(t.paused.reason or "no reason given")
+        out += f'<span class="note"> since {since}: {reason}</span>'
+    if t.breaker is not None and t.breaker.is_open:
+        # The status page's words: since when, after how many failures, last error, next probe.
+        note = f"breaker {describe_breaker(t.breaker, now)}"
+        out += f'<span class="note breaker"> {e(note)}</span>'
+    return out
+
+
+def _control(row: TargetRow) -> str:
+    """Rate, concurrency and order in force and what they hold (ControlView.describe)."""
+    control = row.figures.control
+    return e(control.describe()) if control is not None else '<span class="note">none</span>'
 
 
 def _actions(row: TargetRow, viewer: Viewer) -> str:
@@ -93,6 +114,7 @@ def _row(row: TargetRow, viewer: Viewer, now: float) -> str:
         f'<tr id="target-{e(t.name)}" data-target="{e(t.name)}">'
         f'<th scope="row">{name}{configured}</th>'
         + cell(_state(row, now), field="state")
+        + cell(_control(row), field="control")
         + num_cell(t.pending, "pending")
         + num_cell(t.scheduled, "scheduled")
         + cell(dead, "num alert" if t.dead_letters else "num", "dead_letters")
@@ -109,13 +131,16 @@ def render_targets(sp: StatusPage, viewer: Viewer) -> str:
     """The targets page's body."""
     now = sp.status.at
     headers = (*HEADERS, "Actions") if viewer.can_write else HEADERS
-    # Paused first, then failing and degraded: what needs a hand is at the top.
-    order = {"paused": 0, "failing": 1, "degraded": 2}
-    rows = sorted(sp.targets, key=lambda r: order.get(r.health, 3))
+    # Paused first, then breaker open, failing and degraded: what needs a hand is at the top.
+    order = {PAUSED: 0, BREAKER_OPEN: 1, FAILING: 2, DEGRADED: 3}
+    rows = sorted(sp.targets, key=lambda r: order.get(r.health, len(order)))
     minutes = int(HEALTH_WINDOW // 60)
     return (
         '<p class="lead">A paused target\'s deliveries are held, not attempted, and keep their '
-        "attempt budget; resuming sends them within a second. Newest attempts: how many of "
+        "attempt budget; resuming sends them within a second. An open circuit breaker holds "
+        "them too, but for one probe per interval, and closes on its own when a probe "
+        "delivers. Control: the rate, concurrency and order in force and what they hold. "
+        "Newest attempts: how many of "
         f"the target's newest {HEALTH_SAMPLE} attempts of the last {minutes} minutes "
         "delivered.</p>"
         + table(
