@@ -4,6 +4,7 @@ answers, its filters and pages, replay and pause, and how it refuses."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -34,6 +35,8 @@ from tests.support.admin import (
     admin_tokens,
 )
 from tests.support.seed_states import NOW, attempt_record, seed_dead, seed_event
+from tests.test_events_index import commit as commit_events
+from tests.test_events_index import event as index_event
 from worker.control import settings_of
 
 pytestmark = pytest.mark.needs_redis_server
@@ -654,3 +657,26 @@ async def test_the_api_and_relay_events_list_give_the_same_events(
     cli = orjson.loads(capsys.readouterr().out)
     assert api["events"] == cli["events"]
     assert api["events"]  # each filter matches something in the seeded listing
+
+
+async def test_cursor_pages_walk_the_minute_lists_then_older_events_while_events_arrive(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    now = time.time()
+    older = [seed_event(redis_client, received=now - 900 - n) for n in range(3)]  # sorted set
+    stored = [index_event(n, now - 40 * n) for n in range(6)]  # over two to four minutes
+    commit_events(redis_client, list(reversed(stored)), now)
+    seen: list[str] = []
+    cursor = None
+    for n in range(20):
+        query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        body = await answer(await client.get(f"/api/v1/events?{query}", headers=READ), 200)
+        seen += [e["id"] for e in body["events"]]
+        # A new event between pages goes to the end of the newest minute: never listed.
+        commit_events(redis_client, [index_event(100 + n, now + 1)], now)
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [e.id for e in stored] + older
+    bad = await client.get("/api/v1/events?cursor=bWludXRlfHh8MQ", headers=READ)
+    assert_error(await answer(bad, 400), "invalid_field", "cursor")

@@ -22,7 +22,7 @@ from relay.store import clients, keys
 from relay.store.commit import ITEMS_LUA, pack_record, unpack_record
 from relay.store.queue import KICKS_ENOUGH, make_queue
 from relay.store.records import Event
-from tests.support.stored import due, kicks
+from tests.support.stored import due, indexed, kicks
 
 
 def event(
@@ -100,7 +100,7 @@ async def test_events_written_with_state_expiry_indexes_due_entries_and_one_kick
     assert data[b"n:crm"] == b"0"
     assert data[b"n:bi"] == b"0"
     assert 3500 < redis_client.ttl(keys.event_key(routed.id)) <= 3600
-    assert redis_client.zcard(keys.EVENTS_INDEX) == 2
+    assert len(indexed(redis_client)) == 2
     assert redis_client.zrange(keys.UNROUTED, 0, -1) == [unrouted.id.encode()]
     stats = redis_client.hgetall(keys.source_stats_key("s"))
     assert stats == {b"received": b"2", b"unrouted": b"1"}
@@ -347,7 +347,7 @@ async def test_close_commits_what_is_waiting_then_refuses(
         await asyncio.sleep(0)
         await w.close()
         assert all(p.done() and p.exception() is None for p in pending)
-        assert redis_client.zcard(keys.EVENTS_INDEX) == 3
+        assert len(indexed(redis_client)) == 3
         with pytest.raises(Unavailable, match="shutting down"):
             await w.submit([event(9)], max_wait=5)
 

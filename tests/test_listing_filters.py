@@ -1,6 +1,7 @@
 """The events listing's filters against a plain reading of every event: whatever the events and
 the filter, a listing returns exactly the events the filter describes, newest first (the page
-script narrows rows in Redis; this proves it never drops one the filters keep)."""
+script narrows rows in Redis; this proves it never drops one the filters keep), whether the
+events are indexed in the minute lists, in the older sorted set, or some in each."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from relay.core.states import DeliveryState
 from relay.ops.events import STATES, UNROUTED, EventQuery, list_events
-from relay.store import keys
+from relay.store import events_index, keys
 from relay.store.records import state_field
 from tests.support.seed_states import NOW, seed_event
 
@@ -23,6 +24,14 @@ TARGETS = ("crm", "analytics", "billing")
 SOURCES = ("fellow", "shop")
 TYPES = ("A_1", "A_2", "B_1")
 WRITTEN = [s for s in DeliveryState if s is not DeliveryState.UNKNOWN]
+#: Seconds between two events: a few share a minute, and the listing crosses minutes.
+STEP = 23.0
+
+
+def st_offset(n: int) -> float:
+    """Bounds exactly on an event's time, or half a second past it (within its minute)."""
+    return 0.5 if n % 2 else 0.0
+
 
 events_strategy = st.lists(
     st.tuples(
@@ -43,6 +52,8 @@ query_strategy = st.builds(
     type_glob=st.none() | st.sampled_from(("A_*", "*_1", "B?1")),
     target=st.none() | st.sampled_from(TARGETS),
     state=st.none() | st.sampled_from([str(s) for s in STATES]),
+    since=st.none() | st.integers(-1, 12).map(lambda n: NOW + STEP * n + st_offset(n)),
+    until=st.none() | st.integers(-1, 12).map(lambda n: NOW + STEP * n - st_offset(n)),
 )
 
 
@@ -50,7 +61,12 @@ def expected(
     stored: list[tuple[str, str, str, dict[str, DeliveryState | None]]], q: EventQuery
 ) -> list[str]:
     found = []
-    for event_id, source, type_, deliveries in reversed(stored):
+    for n, (event_id, source, type_, deliveries) in reversed(list(enumerate(stored))):
+        received = NOW + STEP * n
+        if (q.since is not None and received < q.since) or (
+            q.until is not None and received > q.until
+        ):
+            continue
         states = {t: (s or DeliveryState.PENDING) for t, s in deliveries.items()}
         if q.source is not None and source != q.source:
             continue
@@ -72,11 +88,12 @@ def expected(
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(events=events_strategy, query=query_strategy)
+@given(events=events_strategy, query=query_strategy, older=st.integers(0, 12))
 def test_a_listing_returns_exactly_what_its_filters_describe(
     redis_client: redis.Redis,
     events: list[tuple[str, str, dict[str, DeliveryState | None]]],
     query: EventQuery,
+    older: int,
 ) -> None:
     redis_client.flushdb()
     stored = []
@@ -85,12 +102,17 @@ def test_a_listing_returns_exactly_what_its_filters_describe(
             redis_client,
             source=source,
             event_type=type_,
-            received=NOW + n,
+            received=NOW + STEP * n,
             deliveries={t: (s or DeliveryState.PENDING, 1, "") for t, s in deliveries.items()},
         )
         for target, state in deliveries.items():
             if state is None:  # as a fresh commit leaves it: no state field at all
                 redis_client.hdel(keys.event_key(event_id), state_field(target))
         stored.append((event_id, source, type_, deliveries))
+        if n >= older:  # indexed as the intake commit does now: in its minute's list
+            redis_client.zrem(keys.EVENTS_INDEX, event_id)
+            minute = events_index.minute_of(NOW + STEP * n)
+            redis_client.rpush(events_index.bucket_key(minute), event_id)
+            redis_client.zadd(keys.EVENTS_MINUTES, {str(minute): minute})
     listed = [e.id for e in list_events(redis_client, query, limit=100).events]
     assert listed == expected(stored, query)

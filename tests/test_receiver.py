@@ -31,7 +31,7 @@ from relay.store import keys
 from relay.store.queue import KICKS_ENOUGH
 from tests.support.receiver import receiver_server
 from tests.support.redis_server import free_port
-from tests.support.stored import due, kicks, stored_event
+from tests.support.stored import due, indexed, kicks, stored_event
 
 FELLOW_TOKEN = "fellow-token-0123456789abcdef"
 LEARN_SECRET = "123456789012345678901234567890123456789012345678"
@@ -156,7 +156,7 @@ async def test_accepted_event_is_durable_when_202_arrives(
     assert raw[b"s:analytics"] == b"pending"
     assert raw[b"n:analytics"] == b"0"
     assert 0 < redis_client.ttl(keys.event_key(event_id)) <= Settings().retention
-    assert redis_client.zscore(keys.EVENTS_INDEX, event_id) is not None
+    assert event_id in indexed(redis_client)
     assert redis_client.zscore(keys.UNROUTED, event_id) is None
     assert redis_client.hget(keys.source_stats_key("fellow"), "received") == b"1"
     # Due at once for each routed target, and one kick for the workers.

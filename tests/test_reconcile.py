@@ -21,7 +21,7 @@ from relay.store.reconcile import read_pass
 from relay.store.reconcile_snapshot import read_snapshot
 from tests.support.fellow_api import KEY, FellowApiServer
 from tests.support.receiver import receiver_server
-from tests.support.stored import field
+from tests.support.stored import field, indexed
 from tests.support.targets import TargetServer
 from worker import jobs
 from worker.fellow.reconcile import PassBusy, PassResult, run_pass
@@ -88,7 +88,7 @@ def test_first_pass_records_what_exists_and_synthesizes_nothing(
         "course:7:m3": "enrolled",
         "program:p1:m1": "enrolled",
     }
-    assert redis_client.zcard(keys.EVENTS_INDEX) == 0
+    assert len(indexed(redis_client)) == 0
     assert read_pass(redis_client, "fellow").outcome == "baseline"
     assert any("offset=2&limit=2" in p for p in fellow_api.paths)  # paged
 
@@ -269,5 +269,5 @@ def test_a_fault_fails_the_pass_loudly_and_synthesizes_nothing(
     record = read_pass(redis_client, "fellow")
     assert record.failures == 1
     assert words in record.error
-    assert redis_client.zcard(keys.EVENTS_INDEX) == 0
+    assert len(indexed(redis_client)) == 0
     assert [m.member for m in read_snapshot(redis_client, "fellow")] == ["m1"]

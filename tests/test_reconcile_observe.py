@@ -22,10 +22,10 @@ from relay.config.loading import parse_routes
 from relay.config.model import RouteTable
 from relay.config.settings import Settings
 from relay.ops import deliveries as ops
-from relay.store import keys
 from relay.store.reconcile import EVENT_TYPES, PassOutcome, read_pass
 from tests.support.fellow_api import KEY, FellowApiServer
 from tests.support.metrics import Samples, samples, value
+from tests.support.stored import indexed
 from worker.fellow.reconcile import PassResult, run_pass
 
 pytestmark = pytest.mark.needs_redis_server
@@ -174,7 +174,7 @@ async def test_a_failed_pass_gives_a_log_line_a_metric_a_status_note_and_no_even
 
     # And no synthesized event.
     assert result.synthesized == ()
-    assert redis_client.zcard(keys.EVENTS_INDEX) == 0
+    assert len(indexed(redis_client)) == 0
 
 
 async def test_good_passes_count_by_outcome_and_missed_events_by_type(

@@ -39,9 +39,8 @@ import pytest
 import redis
 
 from relay.cli.serve import SHUTDOWN_GRACE
-from relay.store import keys
 from tests.support.processes import relay_env, relay_processes
-from tests.support.stored import stored_event
+from tests.support.stored import indexed, stored_event
 
 TOKEN = "shutdown-token-" + "4b" * 12
 TOTAL = 2000  # requests in the stream (bounded)
@@ -194,8 +193,7 @@ def logged_requests(output: str) -> list[dict[str, object]]:
 def stored_events(conn: redis.Redis) -> dict[str, int]:
     """Every event in Redis (index and hash both present): event id -> the request's number."""
     stored = {}
-    for raw in conn.zrange(keys.EVENTS_INDEX, 0, -1):
-        event_id = raw.decode()
+    for event_id in indexed(conn):
         # Through the codec: a body over 64 bytes is stored in parts.
         event = stored_event(conn, event_id)
         stored[event_id] = int(orjson.loads(event.body)["n"])

@@ -35,7 +35,7 @@ from relay.receiver.spool.spool import Spool
 from relay.store import keys
 from relay.store.queue import make_queue
 from relay.store.records import Event, state_field
-from tests.support.stored import kicks
+from tests.support.stored import indexed, kicks, stored_event
 
 ROOT = Path(__file__).resolve().parent.parent
 _NOW = float(int(time.time()))
@@ -553,7 +553,7 @@ def test_drain_commits_in_order_into_redis(spool: Spool, redis_client: redis.Red
         assert Event.from_redis(event.id, stored) == event
         assert not event.targets or stored[state_field("crm").encode()] == b"pending"
     assert redis_client.zscore(keys.UNROUTED, unrouted.id) is not None
-    assert redis_client.zcard(keys.EVENTS_INDEX) == 11
+    assert len(indexed(redis_client)) == 11
     directory = only_dir(spool)
     assert not directory.pending()
     assert segment_files(directory.path) == []  # drained segments are deleted
@@ -600,7 +600,7 @@ def test_drain_crash_between_commit_and_cursor_makes_no_duplicate(
         assert real.ids == [e.id for e in events]
         assert received(redis_client) == 6  # each once: the re-read batch was not written again
         assert kicks(redis_client) == 2  # nor kicked for again
-        assert redis_client.zcard(keys.EVENTS_INDEX) == 6
+        assert len(indexed(redis_client)) == 6
         assert list(root.iterdir()) == []  # the adopted directory is gone once drained
     finally:
         after.close()
@@ -753,7 +753,7 @@ def test_receiver_restart_while_redis_is_down_delivers_every_event_once(
         assert log.ids == first_ids + second_ids
         assert received(client) == 9  # each once
         for event_id in first_ids + second_ids:
-            body = client.hget(keys.event_key(event_id), "body")
+            body = stored_event(client, event_id).body
             assert body == b"memberId=" + event_id.encode()
         assert list(root.iterdir()) == []
     finally:
@@ -937,7 +937,7 @@ def test_http_receiver_restart_while_redis_is_down_loses_nothing(
         server.start()
         client = redis.Redis.from_url(server.url)
         try:
-            assert _wait_for(lambda: client.zcard(keys.EVENTS_INDEX) >= 5, 60)
+            assert _wait_for(lambda: len(indexed(client)) >= 5, 60)
             # Every event once, due in the order it was accepted (received time).
             assert due_ids(client) == accepted
             assert received(client) == len(accepted)

@@ -23,7 +23,7 @@ from tests.support.processes import (
 )
 from tests.support.redis_server import free_port
 from tests.support.seed_events import routes_toml
-from tests.support.stored import states
+from tests.support.stored import states, stored_event
 from tests.support.targets import TargetServer, refused_url
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -120,7 +120,7 @@ def test_every_event_reaches_every_healthy_target_and_failures_end_as_promised(
         reason = redis_client.hget(keys.event_key(event_id), "r:down")
         assert reason is not None
         assert b"out of attempts (3)" in reason
-        assert redis_client.hget(keys.event_key(event_id), "body") == body
+        assert stored_event(redis_client, event_id).body == body
 
 
 def test_warm_shutdown_finishes_the_delivery_in_hand(

@@ -1,8 +1,9 @@
 """Retention: the worker's periodic maintenance trims relay's indexes to RELAY_RETENTION.
 
-Event hashes and attempt logs expire on their own (every write sets their TTL to the retention
-period), but sorted-set members carry no TTL: `relay:events`, `relay:unrouted` and `relay:dead`
-would grow for ever. Every worker runs this at each maintenance pass; a SET NX EX lock makes
+Event hashes and the events index's minute lists expire on their own (every write sets their
+TTL to the retention period), but sorted-set members carry no TTL: the index's minutes,
+`relay:events` (the index before 2026-12), `relay:unrouted` and `relay:dead` would grow for
+ever. Every worker runs this at each maintenance pass; a SET NX EX lock makes
 one process in the whole deployment do it once per TRIM_INTERVAL.
 """
 
@@ -30,10 +31,11 @@ def trim_retention(
     if not conn.set(keys.TRIM_LOCK, "1", nx=True, ex=max(1, int(interval))):
         return None
     trimmed = trim_indexes(conn, retention, now)
-    if trimmed.events or trimmed.unrouted or trimmed.dead:
+    if trimmed.events or trimmed.unrouted or trimmed.dead or trimmed.minutes:
         log.info(
             "retention: old index entries trimmed",
             events=trimmed.events,
+            event_minutes=trimmed.minutes,
             unrouted=trimmed.unrouted,
             dead_letters=trimmed.dead,
             retention_s=retention,

@@ -23,7 +23,8 @@ from typing import Protocol
 from relay.store import keys, scripts
 from relay.store.records import EVENT_FIELDS, DeliveryState, Event, attempts_field, state_field
 
-#: KEYS: [1] events index, [2] unrouted index, [3] due-targets set, [4] the RQ queue (only
+#: KEYS: [1] the events index's minutes (its minute lists, relay.store.events_index, are named
+#:   in the script), [2] unrouted index, [3] due-targets set, [4] the RQ queue (only
 #:   read: its length), then per event in order: its hash, its source's counters, its dedupe
 #:   key (when it has one), one due set per target, each followed by the target's order hash
 #:   when the delivery is ordered (FIFO per key: relay.store.control).
@@ -79,7 +80,7 @@ def commit_arguments(
     `queue_key` is the RQ queue whose length the script returns (`Queue.key`).
     """
     ttl = max(1, int(retention))
-    call_keys = [keys.EVENTS_INDEX, keys.UNROUTED, keys.DUE_TARGETS, queue_key]
+    call_keys = [keys.EVENTS_MINUTES, keys.UNROUTED, keys.DUE_TARGETS, queue_key]
     args: list[str | bytes] = [str(ttl), repr(now - retention), *_BATCH_CONSTANTS]
     dedupe: list[tuple[int, int]] = []
     routed = False

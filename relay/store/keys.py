@@ -6,7 +6,16 @@
                          the hash keeps Redis's compact listpack encoding
     relay:att:{id}       LIST  the attempt log of an event stored before 2026-12: one JSON
                          record per attempt, oldest first (read until it expires)
-    relay:events         ZSET  event id -> received time (for listing; trimmed to retention)
+    relay:events:{minute}  LIST  ids of the events received in one minute (Unix s // 60), in
+                         intake order (pushed at the end only, so an index from the start
+                         keeps naming one id: the API's cursors rely on it); expires a minute
+                         after the retention period (relay.store.events_index; walked newest
+                         first by relay.ops.events.walk)
+    relay:events:minutes ZSET  minute -> minute: the minutes that have a list (trimmed to
+                         retention)
+    relay:events         ZSET  event id -> received time: the index before 2026-12, read after
+                         the minute lists (listings, API cursors, status page) until trimmed
+                         to retention
     relay:unrouted       ZSET  event id -> received time, events no route matched
     relay:dead           ZSET  "{id}:{target}" -> time it went dead (dead-letter store)
     relay:dd:{source}:{digest}  STRING  inbound dedupe value -> first event id (expires)
@@ -80,7 +89,9 @@ __all__ = [
     "CONTROLS",
     "DEAD",
     "DUE_TARGETS",
+    "EVENTS_BUCKET_PREFIX",
     "EVENTS_INDEX",
+    "EVENTS_MINUTES",
     "RECONCILED_SOURCES",
     "TRIM_LOCK",
     "UNROUTED",
@@ -112,6 +123,9 @@ __all__ = [
 ]
 
 EVENTS_INDEX = f"{KEY_PREFIX}:events"
+#: The minute lists of the events index: "{EVENTS_BUCKET_PREFIX}{minute}" (events_index).
+EVENTS_BUCKET_PREFIX = f"{KEY_PREFIX}:events:"
+EVENTS_MINUTES = f"{KEY_PREFIX}:events:minutes"
 UNROUTED = f"{KEY_PREFIX}:unrouted"
 DEAD = f"{KEY_PREFIX}:dead"
 ACK_MARK = f"{KEY_PREFIX}:ack:mark"

@@ -12,7 +12,9 @@ from collections.abc import Iterable
 from importlib.resources import files
 
 from relay.core.states import DEAD_LETTER_STATES, DONE_STATES
+from relay.store import events_index
 from relay.store.control import WAITING_FIELD, Held
+from relay.store.keys import EVENTS_BUCKET_PREFIX
 from relay.store.records import (
     ATTEMPT_PREFIX,
     ATTEMPTS_PREFIX,
@@ -62,6 +64,8 @@ def commit_preamble() -> str:
             "UNROUTED": _string(SourceStat.UNROUTED),
             "DUPLICATES": _string(SourceStat.DUPLICATES),
             "ORDER": _string(ORDER_PREFIX),
+            "EVENTS_BUCKET": _string(EVENTS_BUCKET_PREFIX),
+            "MINUTE": str(events_index.SECONDS),
         }
     )
 
@@ -134,3 +138,4 @@ REPLAY = replay_preamble() + ORDER + read("replay")
 ITEMS = read("items")
 COMMIT = ITEMS + commit_preamble() + ORDER + read("commit")
 ROWS = rows_preamble() + read("rows")
+MINUTES = read("minutes")

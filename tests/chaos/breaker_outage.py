@@ -39,6 +39,7 @@ from tests.chaos.harness import (
 )
 from tests.support.loopback import LoopbackServer
 from tests.support.redis_server import RedisServer
+from tests.support.stored import received_times
 
 TARGET = "crm"
 #: A request reaching the sink this soon after the breaker opened was started before it opened
@@ -330,10 +331,7 @@ def _measure(
     try:
         attempts = _attempts(conn, acked)
         counter = int(conn.hget(keys.target_stats_key(TARGET), "attempts") or 0)
-        received = {
-            eid.decode(): float(score)
-            for eid, score in conn.zscan_iter(keys.EVENTS_INDEX, count=1000)
-        }
+        received = received_times(conn)
     finally:
         conn.close()
     held = [e for e in acked if opened[0] <= received.get(e, 0.0) <= end and e not in tried]

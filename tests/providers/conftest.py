@@ -31,6 +31,7 @@ from relay.store import keys
 from relay.store.records import Event
 from tests.support.processes import Processes, relay_env, wait_until
 from tests.support.redis_server import RedisServer, redis_server_binary
+from tests.support.stored import indexed
 from tests.support.targets import Received, TargetServer
 
 SOURCES = ("elucidat", "digitalchalk", "fellow", "learn365", "strigo")
@@ -163,7 +164,7 @@ class Relay:
             value = self.redis.hget(keys.source_stats_key(source), "received")
             received[source] = int(value or 0)
         return Recorded(
-            events=int(self.redis.zcard(keys.EVENTS_INDEX)),
+            events=len(indexed(self.redis)),
             unrouted=int(self.redis.zcard(keys.UNROUTED)),
             received=received,
         )

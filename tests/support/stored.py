@@ -5,9 +5,25 @@ from __future__ import annotations
 import redis
 from rq.job import Job
 
-from relay.store import keys
+from relay.store import events_index, keys
 from relay.store.queue import DELIVER_DUE, make_queue
 from relay.store.records import Event
+
+
+def indexed(conn: redis.Redis) -> list[str]:
+    """Every id in the events index, newest first (its minute lists, then the sorted set of
+    events stored before 2026-12)."""
+    return events_index.newest_ids(conn, 1_000_000)
+
+
+def received_times(conn: redis.Redis) -> dict[str, float]:
+    """Every indexed event's received time (its hash's field), by id."""
+    ids = indexed(conn)
+    with conn.pipeline(transaction=False) as pipe:
+        for event_id in ids:
+            pipe.hget(keys.event_key(event_id), "received")
+        values = pipe.execute()
+    return {i: float(v or 0.0) for i, v in zip(ids, values, strict=True)}
 
 
 def stored_event(conn: redis.Redis, event_id: str) -> Event:

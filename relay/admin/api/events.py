@@ -11,8 +11,8 @@ from aiohttp import web
 
 from relay.admin.api.common import flag, in_thread, json_body, note, only_fields
 from relay.admin.api.params import (
-    CURSOR,
     DEFAULT_LIMIT,
+    EVENT_CURSOR,
     EVENT_FILTERS,
     LIMIT,
     MAX_FILTER,
@@ -62,7 +62,7 @@ def event_query(values: dict[str, Any]) -> EventQuery:
 
 async def list_events_handler(request: web.Request) -> web.StreamResponse:
     """Events newest first, filtered, one page at a time."""
-    values = read_query(request.query, (*EVENT_FILTERS, LIMIT, CURSOR))
+    values = read_query(request.query, (*EVENT_FILTERS, LIMIT, EVENT_CURSOR))
     listing = await in_thread(
         request,
         list_events,
@@ -146,7 +146,7 @@ OPERATIONS = (
         list_events_handler,
         _EVENT_TAG,
         {200: ("a page of events; `next_cursor` is null on the last", "EventList")},
-        query=(*EVENT_FILTERS, LIMIT, CURSOR),
+        query=(*EVENT_FILTERS, LIMIT, EVENT_CURSOR),
         description=(
             "A page reads at most 10,000 index entries: when a filter matches little, the page "
             "may hold fewer events than `limit` (`partial`), and `next_cursor` goes on from "

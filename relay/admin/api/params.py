@@ -19,6 +19,7 @@ from multidict import MultiMapping
 from relay.admin.errors import ApiError, bad_field
 from relay.core.times import parse_since
 from relay.ops.events import STATES
+from relay.ops.events.walk import EventPosition, event_cursor
 from relay.ops.pages import MAX_CURSOR, Position
 from relay.store.records import DeliveryState
 
@@ -74,6 +75,13 @@ def _limit(name: str, raw: str) -> int:
 def _cursor(name: str, raw: str) -> Position:
     try:
         return Position.from_cursor(raw)
+    except ValueError:
+        raise bad_field(name, "not a cursor this API gave (use next_cursor as it is)") from None
+
+
+def _event_cursor(name: str, raw: str) -> EventPosition:
+    try:
+        return event_cursor(raw)
     except ValueError:
         raise bad_field(name, "not a cursor this API gave (use next_cursor as it is)") from None
 
@@ -139,6 +147,13 @@ CURSOR = Param(
     "cursor",
     "Where the page starts: the `next_cursor` of the previous page.",
     _cursor,
+    {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR},
+)
+#: The events listing's cursor: a minute list's position, or the older sorted set's.
+EVENT_CURSOR = Param(
+    "cursor",
+    "Where the page starts: the `next_cursor` of the previous page.",
+    _event_cursor,
     {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR},
 )
 SOURCE = text_param("source", "Only events of this source.")

@@ -15,7 +15,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from relay.admin.api.events import event_query
-from relay.admin.api.params import CURSOR, EVENT_FILTERS, SCAN_BUDGET, read_query
+from relay.admin.api.params import EVENT_CURSOR, EVENT_FILTERS, SCAN_BUDGET, read_query
 from relay.admin.console.html import (
     cell,
     e,
@@ -34,7 +34,7 @@ from relay.admin.console.pages import Page, page, read, redis_of
 from relay.admin.errors import ApiError
 from relay.admin.state import ROUTES
 from relay.ops.events import MAX_SCAN, STATES, EventListing, EventQuery, EventSummary, list_events
-from relay.ops.pages import Position
+from relay.ops.events.walk import EventPosition
 
 #: Events per page (the API's default page size too).
 PAGE_SIZE = 50
@@ -136,12 +136,14 @@ def render_events(listing: EventListing, values: Mapping[str, str], first: bool,
 
 def parse_filters(
     given: Mapping[str, str],
-) -> tuple[EventQuery, Position | None]:
+) -> tuple[EventQuery, EventPosition | None]:
     """The search as the API reads it (relay.admin.api.params); ApiError names a bad field.
 
     A form sends its empty fields too: they mean "any", so they are left out first.
     """
-    values = read_query(MultiDict({k: v for k, v in given.items() if v}), (*EVENT_FILTERS, CURSOR))
+    values = read_query(
+        MultiDict({k: v for k, v in given.items() if v}), (*EVENT_FILTERS, EVENT_CURSOR)
+    )
     query = event_query(values)
     return query, values.get("cursor")
 
@@ -150,7 +152,7 @@ def parse_filters(
 async def events_page(request: web.Request, viewer: Viewer) -> Page:
     """GET /events: the search form and one page of matching events."""
     routes = request.app[ROUTES]()
-    given = {k: request.query.get(k, "").strip() for k in (*FILTER_FIELDS, CURSOR.name)}
+    given = {k: request.query.get(k, "").strip() for k in (*FILTER_FIELDS, EVENT_CURSOR.name)}
     values = {k: v for k, v in given.items() if v and k in FILTER_FIELDS}
     form = filter_form(values, sorted(routes.sources), sorted(routes.targets))
     try:

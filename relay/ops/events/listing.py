@@ -1,8 +1,8 @@
 """A filtered listing of stored events for operators (`relay events list`), newest first.
 
-A listing walks the `relay:events` index newest first in pages, reads only the small fields of
-each hash (never the body), and stops after a bounded number of ids so one command can never scan
-all of a busy Redis. Rendering is relay.cli.events' job.
+A listing walks the events index (relay.ops.events.walk) newest first in pages, reads only the
+small fields of each hash (never the body), and stops after a bounded number of ids so one
+command can never scan all of a busy Redis. Rendering is relay.cli.events' job.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import redis
 
-from relay.ops.pages import IndexWalk, Position
+from relay.ops.events.walk import EventPosition, EventsWalk
 from relay.store import keys, scripts
 from relay.store.records import (
     DeliveryState,
@@ -100,7 +100,7 @@ class EventListing:
     scanned: int
     partial: bool
     expired: int  # index entries whose event had expired (removed from the index)
-    next: Position | None = None  # where the next page starts; None when nothing is left
+    next: EventPosition | None = None  # where the next page starts; None when nothing is left
 
 
 def _summaries(
@@ -132,14 +132,17 @@ def _summaries(
     return found, expired
 
 
-def _narrowing(query: EventQuery) -> tuple[str, str, str, str]:
-    """The ROWS script's filters (ARGV) for `query`: source, target, state, unrouted only.
+def _narrowing(query: EventQuery) -> tuple[str, str, str, str, str, str]:
+    """The ROWS script's filters (ARGV) for `query`: source, target, state, unrouted only,
+    received from, received to.
 
     The script only drops rows these filters refuse; `_summary` applies every filter again.
     """
     unrouted = query.state == UNROUTED
     state = "" if query.state is None or unrouted else query.state
-    return (query.source or "", query.target or "", state, "1" if unrouted else "0")
+    since = "" if query.since is None else repr(query.since)
+    until = "" if query.until is None else repr(query.until)
+    return (query.source or "", query.target or "", state, "1" if unrouted else "0", since, until)
 
 
 def _summary(
@@ -167,6 +170,11 @@ def _summary(
     if not query.wants_states(target_states):
         return None
     received_at = float(read_text(received) or 0)
+    # The minute lists are walked by whole minutes: the received-time bounds are applied here.
+    if query.since is not None and received_at < query.since:
+        return None
+    if query.until is not None and received_at > query.until:
+        return None
     return EventSummary(event_id, received_at, source_text, type_text or None, target_states)
 
 
@@ -178,16 +186,15 @@ def list_events(
     max_scan: int = MAX_SCAN,
     page_size: int = PAGE_SIZE,
     prune: bool = True,
-    start: Position | None = None,
+    start: EventPosition | None = None,
     deadline: float | None = None,
 ) -> EventListing:
     """Events newest first matching `query`, after `start`, reading at most `max_scan` entries
     (and no further page after `deadline`, a time.monotonic() value)."""
     query = query or EventQuery()
     limit = max(1, limit)
-    walk = IndexWalk(
+    walk = EventsWalk(
         conn,
-        keys.EVENTS_INDEX,
         low=query.since,
         high=query.until,
         start=start,
@@ -197,7 +204,7 @@ def list_events(
     )
     found: list[EventSummary] = []
     expired: list[str] = []
-    stopped_at: Position | None = None
+    stopped_at: EventPosition | None = None
     for page in walk.pages():
         prefix = query.id_prefix
         ids = [p.member for p in page if prefix is None or p.member.startswith(prefix)]
@@ -238,7 +245,7 @@ def latest_by_source(
     found: dict[str, EventSummary] = {}
     if not wanted:
         return found, 0
-    walk = IndexWalk(conn, keys.EVENTS_INDEX, page_size=PAGE_SIZE, max_scan=max_scan)
+    walk = EventsWalk(conn, page_size=PAGE_SIZE, max_scan=max_scan)
     for page in walk.pages():
         pipe = conn.pipeline(transaction=False)
         for entry in page:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import redis
 
 from relay.ops import deliveries as ops
 from relay.ops.status_page.model import RecentAttempt, StatusPage, summarize
-from relay.store import keys
+from relay.store import events_index, keys
 from relay.store.attempts import attempt_log
 
 #: Newest events whose attempt logs are read for failures and health (one pipelined round trip).
@@ -46,15 +47,9 @@ def read_recent_attempts(
     per_event: int = ATTEMPTS_PER_EVENT,
 ) -> list[RecentAttempt]:
     """The newest attempt records of the newest events and dead letters (bounded reads)."""
-    with conn.pipeline(transaction=False) as pipe:
-        pipe.zrevrange(keys.EVENTS_INDEX, 0, events - 1)
-        pipe.zrevrange(keys.DEAD, 0, dead - 1)
-        newest, dead_members = pipe.execute()
-    ids = list(
-        dict.fromkeys(
-            [_text(m) for m in newest] + [keys.split_dead_member(_text(m))[0] for m in dead_members]
-        )
-    )
+    newest = events_index.newest_ids(conn, events)
+    dead_members = cast("list[bytes]", conn.zrevrange(keys.DEAD, 0, dead - 1))
+    ids = list(dict.fromkeys(newest + [keys.split_dead_member(_text(m))[0] for m in dead_members]))
     if not ids:
         return []
     with conn.pipeline(transaction=False) as pipe:

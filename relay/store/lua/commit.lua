@@ -1,7 +1,8 @@
 -- The intake commit: every event of a batch in one call (relay.store.commit documents KEYS and
 -- ARGV). items.lua, order.lua and the preamble of relay.store.scripts (RECEIVED_FIELD, the
--- event hash's field scoring the indexes; BODY_FIELD, the one field written when empty; RECEIVED, UNROUTED, DUPLICATES, the source counters;
--- ORDER, the prefix of the FIFO key field) come first.
+-- event hash's field scoring the indexes; BODY_FIELD, the one field written when empty;
+-- RECEIVED, UNROUTED, DUPLICATES, the source counters; ORDER, the prefix of the FIFO key
+-- field; EVENTS_BUCKET and MINUTE, the events index's minute lists) come first.
 local ttl, trim = ARGV[1], ARGV[2]
 local names = items(ARGV[3])
 local state_prefix, attempts_prefix, pending = ARGV[4], ARGV[5], ARGV[6]
@@ -63,8 +64,14 @@ for a = 7, #ARGV do
     found[#found + 1] = first or ''
     k = k + 1
   end
-  indexed[#indexed + 1] = received
-  indexed[#indexed + 1] = id
+  -- The events index: the list of the event's minute (relay.store.events_index).
+  local minute = string.format('%d', math.floor(tonumber(received) / MINUTE))
+  local bucket = indexed[minute]
+  if not bucket then
+    bucket = {}
+    indexed[minute] = bucket
+  end
+  bucket[#bucket + 1] = id
   if first_target > last_target then
     unrouted[#unrouted + 1] = received
     unrouted[#unrouted + 1] = id
@@ -85,8 +92,14 @@ for a = 7, #ARGV do
   end
 end
 -- Once per batch, not per event: the indexes, the counters, the due-targets set.
-redis.call('ZADD', KEYS[1], unpack(indexed))
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', trim)
+for minute, ids in pairs(indexed) do
+  local bucket = EVENTS_BUCKET .. minute
+  redis.call('RPUSH', bucket, unpack(ids))
+  redis.call('EXPIRE', bucket, tonumber(ttl) + MINUTE)
+  redis.call('ZADD', KEYS[1], minute, minute)
+end
+-- A minute whose events are all older than the retention period leaves the index.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. math.floor(tonumber(trim) / MINUTE))
 if #unrouted > 0 then
   redis.call('ZADD', KEYS[2], unpack(unrouted))
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', trim)

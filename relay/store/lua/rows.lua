@@ -5,11 +5,13 @@
 --
 -- ARGV narrows the reply, never more than the caller's own filters would (the caller applies
 -- every filter again): [1] source, [2] target, [3] delivery state, [4] "1" for unrouted events
--- only; "" for any. A row they leave out is answered 0, so the caller still learns nothing
+-- only, [5] and [6] the received time's bounds (inclusive; the listing walks the minute lists
+-- by whole minutes); "" for any. A row they leave out is answered 0, so the caller still learns nothing
 -- more is there; an expired event (no fields) is answered {false, false, false, false, {}}.
 -- Reply per key: {source, type, received, targets, {state, attempts, ...}} (false for a
 -- missing field), or 0.
 local want_source, want_target, want_state, only_unrouted = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local from, to = tonumber(ARGV[5]), tonumber(ARGV[6])
 local rows = {}
 for i, key in ipairs(KEYS) do
     local row = redis.call('HMGET', key, 'source', 'type', RECEIVED_FIELD, 'targets')
@@ -20,6 +22,10 @@ for i, key in ipairs(KEYS) do
         end
     end
     local keep = row[1] == false or row[1] == nil or want_source == '' or row[1] == want_source
+    local at = row[1] and tonumber(row[3])
+    if keep and at and ((from and at < from) or (to and at > to)) then
+        keep = false
+    end
     if keep and only_unrouted == '1' then
         keep = #names == 0
     end
