@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import redis
 
+from relay.core.ids import derived_event_id, id_to_bytes
 from relay.ops.events import EventQuery, list_events
 from relay.ops.events.walk import MinutePosition, event_cursor
 from relay.ops.pages import Position
@@ -33,7 +34,7 @@ class Batch:
 
 def event(n: int, received: float) -> Event:
     return Event(
-        f"evt_{n:026d}", "s", "t", received, "application/json", "POST", (), b"{}", ("crm",)
+        f"evt_{n:025d}0", "s", "t", received, "application/json", "POST", (), b"{}", ("crm",)
     )
 
 
@@ -49,7 +50,12 @@ def test_the_commit_indexes_each_event_in_its_minute_list(redis_client: redis.Re
     events = [event(1, start - 30), event(2, start + 1), event(3, start + 2)]
     commit(redis_client, events, now)
     lists = [redis_client.lrange(events_index.bucket_key(m), 0, -1) for m in (minute - 1, minute)]
-    assert lists == [[events[0].id.encode()], [events[1].id.encode(), events[2].id.encode()]]
+    # Each entry is the id's 16-byte compact form, not its 30 characters.
+    assert lists == [
+        [id_to_bytes(events[0].id)],
+        [id_to_bytes(events[1].id), id_to_bytes(events[2].id)],
+    ]
+    assert {len(entry) for entries in lists for entry in entries} == {16}
     assert redis_client.zrange(keys.EVENTS_MINUTES, 0, -1) == [
         str(minute - 1).encode(),
         str(minute).encode(),
@@ -58,6 +64,19 @@ def test_the_commit_indexes_each_event_in_its_minute_list(redis_client: redis.Re
     assert RETENTION < ttl <= events_index.bucket_ttl(RETENTION)
     assert not redis_client.exists(keys.EVENTS_INDEX)  # the sorted set is no longer written
     assert indexed(redis_client) == [events[2].id, events[1].id, events[0].id]
+
+
+def test_derived_ids_read_back_from_the_minute_lists(redis_client: redis.Redis) -> None:
+    now = time.time()
+    parent = event(7, now)
+    split = [replace(parent, id=derived_event_id(parent.id, i)) for i in (0, 1, 12)]
+    commit(redis_client, split, now)
+    entries = redis_client.lrange(events_index.bucket_key(events_index.minute_of(now)), 0, -1)
+    assert entries == [id_to_bytes(e.id) for e in split]
+    assert entries[2] == id_to_bytes(parent.id) + b"-12"
+    newest = [e.id for e in reversed(split)]
+    assert events_index.newest_ids(redis_client, 5) == newest
+    assert [e.id for e in list_events(redis_client, limit=10, page_size=2).events] == newest
 
 
 def test_a_listing_walks_the_minute_lists_then_the_events_stored_before(

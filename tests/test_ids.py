@@ -5,10 +5,17 @@ from __future__ import annotations
 import base64
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.core.ids import derived_event_id, is_event_id, new_event_id
+from relay.core.ids import (
+    derived_event_id,
+    id_from_bytes,
+    id_to_bytes,
+    is_event_id,
+    new_event_id,
+)
 
 
 def test_ids_have_the_documented_shape_and_are_unique() -> None:
@@ -61,6 +68,50 @@ def test_ids_are_the_ulid_of_time_and_random_bits(now: float, seed: int) -> None
     expected = "evt_" + base64.b32encode(raw)[:26].translate(crockford).decode()
     random.seed(seed)
     try:
-        assert new_event_id(now) == expected
+        event_id = new_event_id(now)
+        assert event_id == expected
+        # The compact form is those 16 bytes.
+        assert id_to_bytes(event_id) == raw
     finally:
         random.setstate(state)
+
+
+@given(st.binary(min_size=16, max_size=16), st.none() | st.integers(0, 10**9))
+def test_compact_form_round_trips(raw: bytes, index: int | None) -> None:
+    event_id = id_from_bytes(raw)
+    assert is_event_id(event_id)
+    assert id_to_bytes(event_id) == raw
+    if index is not None:
+        derived = derived_event_id(event_id, index)
+        compact = id_to_bytes(derived)
+        assert compact == raw + f"-{index}".encode()
+        assert id_from_bytes(compact) == derived
+
+
+@given(st.floats(min_value=0, max_value=2**47 / 1000, allow_nan=False))
+def test_compact_form_of_new_ids(now: float) -> None:
+    event_id = new_event_id(now)
+    assert len(id_to_bytes(event_id)) == 16
+    assert id_from_bytes(id_to_bytes(event_id)) == event_id
+
+
+def test_compact_form_rejects_malformed_input() -> None:
+    parent = new_event_id()
+    for bad in (
+        "",
+        "evt_1",
+        parent[:-1],
+        parent + "0",
+        parent + "-x",
+        parent + "-",
+        parent + "-\u00b2",
+        parent.replace("evt_", "ev_"),
+        parent.lower(),
+        "evt_" + "U" * 26,
+        parent[:-1] + "1",  # low bits set: no 128-bit ULID spells it
+    ):
+        with pytest.raises(ValueError, match="not an event id"):
+            id_to_bytes(bad)
+    for raw in (b"", b"\x00" * 15, b"\x00" * 16 + b"3", b"\x00" * 16 + b"-", b"\x00" * 16 + b"-a"):
+        with pytest.raises(ValueError, match="compact form"):
+            id_from_bytes(raw)

@@ -12,6 +12,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relay.core.ids import id_to_bytes
 from relay.core.states import DeliveryState
 from relay.ops.events import STATES, UNROUTED, EventQuery, list_events
 from relay.store import events_index, keys
@@ -112,7 +113,7 @@ def test_a_listing_returns_exactly_what_its_filters_describe(
         if n >= older:  # indexed as the intake commit does now: in its minute's list
             redis_client.zrem(keys.EVENTS_INDEX, event_id)
             minute = events_index.minute_of(NOW + STEP * n)
-            redis_client.rpush(events_index.bucket_key(minute), event_id)
+            redis_client.rpush(events_index.bucket_key(minute), id_to_bytes(event_id))
             redis_client.zadd(keys.EVENTS_MINUTES, {str(minute): minute})
     listed = [e.id for e in list_events(redis_client, query, limit=100).events]
     assert listed == expected(stored, query)

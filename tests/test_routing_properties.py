@@ -189,7 +189,7 @@ def test_each_matched_target_gets_exactly_one_due_entry(
     assert parsed.type == etype.strip() or parsed.type is None
     targets = table.match(source, parsed.type)
     event = Event(
-        id="evt_test",
+        id="evt_01JD0000000000000000000000",
         source=source,
         type=parsed.type,
         received_at=0.0,
@@ -200,7 +200,7 @@ def test_each_matched_target_gets_exactly_one_due_entry(
         targets=targets,
     )
     stored = Event.from_redis(
-        "evt_test",
+        "evt_01JD0000000000000000000000",
         {
             k.encode(): v if isinstance(v, bytes) else v.encode()
             for k, v in event.to_redis().items()

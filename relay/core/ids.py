@@ -9,6 +9,11 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 #: Every pair of digits, by the 10 bits it stands for: an id is 13 lookups. The receiver makes an
 #: id per request, and base64.b32encode is Python code in 3.11.
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+#: Crockford's letters to the digits `int(..., 32)` reads, so an id's 26 digits parse in C.
+_TO_BASE32 = str.maketrans(_CROCKFORD, "0123456789abcdefghijklmnopqrstuv")
+_CROCKFORD_SET = frozenset(_CROCKFORD)
+#: The raw form's size: the ULID's 128 bits (relay.store.events_index stores ids in it).
+RAW_SIZE = 16
 
 
 def new_event_id(now: float | None = None) -> str:
@@ -21,7 +26,12 @@ def new_event_id(now: float | None = None) -> str:
     # `random`, not os.urandom: ids must be unique, not secret, and a getrandom system call per
     # request is a cost the receiver need not pay. The module's generator is seeded from
     # os.urandom and re-seeded in every forked child, so processes never share a sequence.
-    v = ((millis & 0xFFFF_FFFF_FFFF) << 82) | (random.getrandbits(80) << 2)
+    return _text(((millis & 0xFFFF_FFFF_FFFF) << 80) | random.getrandbits(80))
+
+
+def _text(ulid: int) -> str:
+    """`evt_` and the 26 digits of a 128-bit ULID (shifted left by two: new_event_id)."""
+    v = ulid << 2
     p = _PAIRS
     return (
         f"evt_{p[v >> 120]}{p[(v >> 110) & 1023]}{p[(v >> 100) & 1023]}{p[(v >> 90) & 1023]}"
@@ -45,3 +55,35 @@ def is_event_id(value: str) -> bool:
         and all(ch in _CROCKFORD for ch in head[4:])
         and (rest == "" or rest.isdigit())
     )
+
+
+def id_to_bytes(event_id: str) -> bytes:
+    """An event id's compact form for the events index: its ULID's 16 bytes (most significant
+    first), then for a derived id its `-index` as ASCII. 18 bytes of list entry instead of 32.
+
+    Raises ValueError for anything `new_event_id` or `derived_event_id` could not have made.
+    """
+    head, dash, rest = event_id.partition("-")
+    body = head[4:]
+    if (
+        len(head) != 30
+        or not head.startswith("evt_")
+        or not _CROCKFORD_SET.issuperset(body)
+        or (dash and not (rest.isascii() and rest.isdigit()))
+    ):
+        raise ValueError(f"not an event id: {event_id!r}")
+    v = int(body.translate(_TO_BASE32), 32)
+    if v & 3:
+        # 130 bits of digits hold 128 shifted left by two: the last two are always zero.
+        raise ValueError(f"not an event id (its last digit has low bits set): {event_id!r}")
+    return (v >> 2).to_bytes(RAW_SIZE, "big") + (dash + rest).encode("ascii")
+
+
+def id_from_bytes(raw: bytes) -> str:
+    """The event id whose compact form is `raw` (the inverse of `id_to_bytes`)."""
+    tail = raw[RAW_SIZE:]
+    if len(raw) < RAW_SIZE or (
+        tail and not (tail[:1] == b"-" and tail[1:].isdigit() and tail[1:].isascii())
+    ):
+        raise ValueError(f"not an event id's compact form: {raw!r}")
+    return _text(int.from_bytes(raw[:RAW_SIZE], "big")) + tail.decode("ascii")

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from relay.core.ids import id_to_bytes
 from relay.store import keys, scripts
 from relay.store.records import EVENT_FIELDS, DeliveryState, Event, attempts_field, state_field
 
@@ -31,7 +32,8 @@ from relay.store.records import EVENT_FIELDS, DeliveryState, Event, attempts_fie
 #: ARGV: [1] hash TTL in seconds, [2] trim index entries scored below this, [3] the hash's
 #:   field names (`pack_record` of EVENT_FIELDS), [4] and [5] the prefixes of the per-target
 #:   state and attempts fields, [6] the state of a new delivery, then one record per event
-#:   (`pack_record`): id, dedupe window in seconds ("0": no dedupe key), the hash's values in
+#:   (`pack_record`): id, its compact form (the events index's entry: ids.id_to_bytes), dedupe
+#:   window in seconds ("0": no dedupe key), the hash's values in
 #:   the order of [3] (its `received` is the event's score in the indexes; of a long body or
 #:   headers, the first part; "": the field is left out, records.Event.to_redis), the number
 #:   of further fields, their names and values (the other parts: records.split_value), the
@@ -104,6 +106,7 @@ def commit_arguments(
                 pack_record(
                     (
                         event.id.encode(),
+                        id_to_bytes(event.id),
                         window,
                         *values,
                         str(len(more)).encode(),

@@ -3,8 +3,11 @@
 Since 2026-12 it is one LIST per minute of receipt, `relay:events:{minute}` (minute: Unix
 seconds // 60), of the ids in intake order, which expires a minute after the retention period,
 and a small sorted set of those minutes, `relay:events:minutes`, trimmed to the retention
-period. A list entry costs about 48 bytes per event where a sorted-set entry cost about 129
-(bench/layout_costs.py). The intake commit writes both (lua/commit.lua).
+period. An entry is the id's compact form (its ULID's 16 bytes: relay.core.ids.id_to_bytes),
+made by the commit in Python and turned back into text by every reader here and in
+relay.ops.events.walk. A list entry costs about 18 bytes per event (32 as the id's text)
+where a sorted-set entry cost about 129 (bench/layout_costs.py). The intake commit writes
+both (lua/commit.lua).
 
 Before, the index was one sorted set, `relay:events` (id -> received time). Events indexed
 there are all older than those in the minute lists (a relay writes one or the other), so a
@@ -22,6 +25,7 @@ from typing import cast
 
 import redis
 
+from relay.core.ids import id_from_bytes
 from relay.store import keys
 
 __all__ = ["SECONDS", "bucket_key", "bucket_ttl", "minute_of", "newest_ids", "walk_minutes"]
@@ -77,7 +81,7 @@ def walk_minutes(
         while (size := want()) > 0:
             chunk = cast("list[bytes]", conn.lrange(key, end - size + 1, end))
             if chunk:
-                yield [i.decode() for i in reversed(chunk)]
+                yield [id_from_bytes(i) for i in reversed(chunk)]
             if len(chunk) < size:
                 break
             end -= size

@@ -7,6 +7,7 @@
     relay:att:{id}       LIST  the attempt log of an event stored before 2026-12: one JSON
                          record per attempt, oldest first (read until it expires)
     relay:events:{minute}  LIST  ids of the events received in one minute (Unix s // 60), in
+                         their 16-byte compact form (relay.core.ids.id_to_bytes), in
                          intake order (pushed at the end only, so an index from the start
                          keeps naming one id: the API's cursors rely on it); expires a minute
                          after the retention period (relay.store.events_index; walked newest

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import redis
 
+from relay.core.ids import id_from_bytes
 from relay.ops.pages import MAX_CURSOR, IndexWalk, Position
 from relay.store import events_index, keys, scripts
 
@@ -90,9 +91,7 @@ def minutes_page(
     )
     flat = reply[1:]
     entries = [
-        MinutePosition(
-            int(flat[i]), int(flat[i + 1]), bytes(flat[i + 2]).decode("utf-8", "replace")
-        )
+        MinutePosition(int(flat[i]), int(flat[i + 1]), id_from_bytes(bytes(flat[i + 2])))
         for i in range(0, len(flat), 3)
     ]
     return entries, bool(reply[0])

@@ -14,22 +14,22 @@ local k = 5
 local found, indexed, unrouted, counts, due_targets = {}, {}, {}, {}, {}
 for a = 7, #ARGV do
   local it = items(ARGV[a])
-  local id, window, received = it[1], it[2], it[2 + at_received]
+  local id, entry, window, received = it[1], it[2], it[3], it[3 + at_received]
   local fields = {}
   for f = 1, nnames do
     -- An empty value is its field's default (relay.store.records): not written.
-    if it[2 + f] ~= '' or names[f] == BODY_FIELD then
+    if it[3 + f] ~= '' or names[f] == BODY_FIELD then
       fields[#fields + 1] = names[f]
-      fields[#fields + 1] = it[2 + f]
+      fields[#fields + 1] = it[3 + f]
     end
   end
   -- The further parts of a long body or headers: a count, then names and values.
-  local more = 2 * tonumber(it[3 + nnames])
+  local more = 2 * tonumber(it[4 + nnames])
   for m = 1, more do
-    fields[#fields + 1] = it[3 + nnames + m]
+    fields[#fields + 1] = it[4 + nnames + m]
   end
   -- The target names, then, when a target is ordered, '' and one key digest per target.
-  local first_target, last_target, digests = 4 + nnames + more, #it, nil
+  local first_target, last_target, digests = 5 + nnames + more, #it, nil
   for t = first_target, #it do
     if it[t] == '' then
       last_target, digests = t - 1, t + 1 - first_target
@@ -64,14 +64,15 @@ for a = 7, #ARGV do
     found[#found + 1] = first or ''
     k = k + 1
   end
-  -- The events index: the list of the event's minute (relay.store.events_index).
+  -- The events index: the list of the event's minute (relay.store.events_index), which holds
+  -- the id's compact form (relay.core.ids.id_to_bytes, made in Python: no base32 here).
   local minute = string.format('%d', math.floor(tonumber(received) / MINUTE))
   local bucket = indexed[minute]
   if not bucket then
     bucket = {}
     indexed[minute] = bucket
   end
-  bucket[#bucket + 1] = id
+  bucket[#bucket + 1] = entry
   if first_target > last_target then
     unrouted[#unrouted + 1] = received
     unrouted[#unrouted + 1] = id

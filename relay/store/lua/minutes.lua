@@ -5,6 +5,7 @@
 -- A list only grows at its end, so an index from its start names the same id for as long as
 -- the list lives: a page ends at (minute, index), and the next one starts just before it.
 -- Reply: {done, minute, index, id, minute, index, id, ...}; done is 1 when the minutes ran out.
+-- Each id is the list's entry, its compact form: the caller turns it into text (ids.id_from_bytes).
 local prefix, top, first, low = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local want = tonumber(ARGV[5])
 local reply = {0}
