@@ -105,6 +105,10 @@ def run_pass(
     options = _Options(retention, now, dry_run, backfill, session_factory)
     if dry_run:
         return _locked_pass(conn, table, source, source.reconcile, options, None)
+    # The loop asks every tick: a pass that is not due costs one read, not the lock (and its
+    # heartbeat). The answer under the lock below is the one that counts.
+    if when_due is not None and not when_due(read_pass(conn, source.name)):
+        raise PassBusy(source.name)
     lock = PassLock(conn, source.name, ttl=lock_ttl)
     if not lock.acquire():
         raise PassBusy(source.name)
