@@ -45,8 +45,9 @@ __all__ = ["BatchCommitter"]
 
 log = structlog.get_logger("relay.intake")
 
-#: Seconds kept from a batch's deadline for the WAIT's reply to come back before it.
-WAIT_MARGIN = 0.05
+#: Seconds kept from a batch's deadline for the WAIT's reply to come back before it: on a loaded
+#: machine 50 ms was too little, and the deadline (not the WAIT) answered the unconfirmed batch.
+WAIT_MARGIN = 0.25
 #: Bounds of a WAIT's timeout: never 0 (forever), never past a sane intake deadline.
 MIN_WAIT = 0.01
 MAX_WAIT = 60.0
