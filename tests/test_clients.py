@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from typing import Any
 
@@ -10,8 +11,11 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import connection as aioredis_connection
+from redis.asyncio.sentinel import MasterNotFoundError as AsyncMasterNotFoundError
+from redis.sentinel import MasterNotFoundError
 
 from relay.store import clients
+from relay.store.sentinels import no_primary_found
 from tests.support.redis_server import free_port
 
 
@@ -74,6 +78,35 @@ def test_probe_fails_fast_when_nothing_listens() -> None:
     with clients.sync_client(url, clients.PROBE) as client, pytest.raises(redis.ConnectionError):
         client.ping()
     assert time.monotonic() - started < 5  # refused at once; bounded by PROBE in any case
+
+
+ONCE = clients.Bounds(connect=0.5, read=0.5, retries=False)
+
+
+async def test_no_primary_found_names_each_sentinel_and_why() -> None:
+    """redis-py's own message listed each Sentinel's client repr and `network:ConnectionError`,
+    never the reason (relay.store.sentinels)."""
+    ports = (free_port(), free_port())
+    url = "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in ports) + "/relay/0"
+    with clients.sync_client(url, ONCE) as client, pytest.raises(MasterNotFoundError) as caught:
+        client.ping()
+    aclient = clients.async_client(url, ONCE)
+    try:
+        with pytest.raises(AsyncMasterNotFoundError) as async_caught:
+            await aclient.ping()
+    finally:
+        await aclient.aclose()
+    for message in (str(caught.value), str(async_caught.value)):
+        assert message.startswith("no Sentinel could be asked for the primary of 'relay': ")
+        assert message.count(f"Error {errno.ECONNREFUSED} connecting to") == 2, message
+        assert all(f"127.0.0.1:{p}: " in message for p in ports)
+        assert "ssl_ca_certs" not in message  # the TLS hint only for a refused certificate
+
+
+def test_no_primary_found_tells_silence_from_failures() -> None:
+    assert no_primary_found("relay", []) == "no Sentinel names a primary for the service 'relay'"
+    refused = "h:1: Error 1 connecting to h:1. [SSL: CERTIFICATE_VERIFY_FAILED] certificate ..."
+    assert "ssl_ca_certs" in no_primary_found("relay", [refused])
 
 
 # --- the asyncio client's C command packer ------------------------------------------------------

@@ -7,8 +7,9 @@ workers, and `intake(timeout)` for the receiver's write path.
 A `redis+sentinel://` URL (relay.core.redis_url) gives the same clients through redis-py's
 Sentinel support: a connection asks the Sentinels for the primary whenever it connects, so after
 a failover every client finds the new primary by itself (relay.store.failover: refusals as no
-primary, keep-alive against partitions). Clients that may re-send (workers, operators) do so
-with backoff for long enough to span a failover.
+primary, keep-alive against partitions; relay.store.sentinels: why no primary was found).
+Clients that may re-send (workers, operators) do so with backoff for long enough to span a
+failover.
 """
 
 from __future__ import annotations
@@ -18,16 +19,15 @@ from typing import Any
 
 import redis
 from redis import asyncio as aioredis
-from redis.asyncio import sentinel as aiosentinel
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.connection import HiredisRespSerializer
 from redis.retry import Retry
-from redis.sentinel import Sentinel
 
 from relay.core.redis_url import SENTINEL_SCHEMES, SentinelURL, parse_sentinel_url, scheme_of
 from relay.store import failover
+from relay.store.sentinels import AsyncSentinels, Sentinels
 
 __all__ = [
     "OPERATOR",
@@ -127,7 +127,7 @@ def sync_client(url: str, bounds: Bounds) -> redis.Redis:
         else:
             options["retry"] = Retry(NoBackoff(), 0)
         asked = _sentinel_options(parsed, Retry(NoBackoff(), 0))
-        sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=asked)  # type: ignore[no-untyped-call]
+        sentinel = Sentinels(parsed.sentinels, sentinel_kwargs=asked)  # type: ignore[no-untyped-call]
         cls = failover.PrimarySSLConnection if parsed.tls else failover.PrimaryConnection
         return sentinel.master_for(  # type: ignore[no-any-return,no-untyped-call]
             parsed.service,
@@ -150,7 +150,7 @@ def async_client(url: str, bounds: Bounds) -> aioredis.Redis:
         else:
             options["retry"] = AsyncRetry(NoBackoff(), 0)
         asked = _sentinel_options(parsed, AsyncRetry(NoBackoff(), 0))
-        sentinel = aiosentinel.Sentinel(parsed.sentinels, sentinel_kwargs=asked)  # type: ignore[no-untyped-call]
+        sentinel = AsyncSentinels(parsed.sentinels, sentinel_kwargs=asked)  # type: ignore[no-untyped-call]
         cls = failover.AsyncPrimarySSLConnection if parsed.tls else failover.AsyncPrimaryConnection
         client: aioredis.Redis = sentinel.master_for(
             parsed.service,
