@@ -1,7 +1,8 @@
 """The processes of a Sentinel topology: Redis data nodes and Sentinels, each a real
 `redis-server` (Sentinels run as `redis-server CONF --sentinel`, the binary `redis-sentinel`
 is) on a free port with its data and config in a directory of its own, placed on loopback or in
-a network namespace (`Place`). tests/support/sentinel.py puts them together.
+a network namespace (`Place`), and with `tls` (tests/support/tls.py) on a TLS port only, TLS on
+every link. tests/support/sentinel.py puts them together.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.support.redis_server import free_port, redis_server_binary
+from tests.support.tls import TlsFiles
 
 #: The service name the Sentinels monitor (SERVICE in redis+sentinel://.../SERVICE/DB).
 SERVICE = "relay"
@@ -57,7 +59,15 @@ def wait_for(
 class Node:
     """One redis-server process (data node or Sentinel), restartable on the same port and dir."""
 
-    def __init__(self, name: str, directory: Path, place: Place, port: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        place: Place,
+        port: int | None = None,
+        *,
+        tls: TlsFiles | None = None,
+    ) -> None:
         binary = redis_server_binary()
         if binary is None:
             raise RuntimeError("redis-server is not on PATH")
@@ -66,6 +76,7 @@ class Node:
         self.directory = directory
         self.place = place
         self.port = port if port is not None else free_port()
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -81,6 +92,13 @@ class Node:
         """The redis-server arguments (subclasses)."""
         raise NotImplementedError
 
+    def listening(self) -> list[tuple[str, str]]:
+        """The settings (name, value) of where the node listens: `port`, or with TLS `port 0`
+        (no plain port at all) and `tls-port` with the certificates."""
+        if self.tls is None:
+            return [("port", str(self.port))]
+        return [("port", "0"), ("tls-port", str(self.port)), *self.tls.server_settings()]
+
     def start(self, timeout: float = 10.0) -> None:
         """Start the process and wait until it answers PING."""
         self.process = subprocess.Popen(
@@ -93,7 +111,8 @@ class Node:
             wait_for(client.ping, timeout, f"{self.name} did not answer PING (see {self.log_path})")
 
     def client(self, timeout: float = 2.0) -> redis.Redis:
-        """A plain client of this node, with short bounds and no re-sends."""
+        """A direct client of this node (TLS when it has it), with short bounds and no
+        re-sends."""
         host, port = self.address
         return redis.Redis(
             host,
@@ -101,6 +120,7 @@ class Node:
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
+            **(self.tls.client_options() if self.tls else {}),
         )
 
     def alive(self) -> bool:
@@ -133,8 +153,9 @@ class DataNode(Node):
         *,
         replicaof: tuple[str, int] | None,
         settings: Sequence[str],
+        tls: TlsFiles | None = None,
     ) -> None:
-        super().__init__(name, directory, place)
+        super().__init__(name, directory, place, tls=tls)
         self.replicaof = replicaof
         self.settings = list(settings)
 
@@ -142,7 +163,7 @@ class DataNode(Node):
         args = [
             "--bind", self.place.host,
             "--protected-mode", "no",  # no password, and peers on other hosts (namespaces)
-            "--port", str(self.port),
+            *(arg for key, value in self.listening() for arg in (f"--{key}", value)),
             "--dir", str(self.directory),
             "--logfile", str(self.log_path),
             "--save", "",
@@ -162,11 +183,21 @@ class DataNode(Node):
 class SentinelNode(Node):
     """A Sentinel watching the service (its config file is its own: Sentinel rewrites it)."""
 
-    def __init__(self, name: str, directory: Path, place: Place, monitor: str) -> None:
-        super().__init__(name, directory, place)
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        place: Place,
+        monitor: str,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        super().__init__(name, directory, place, tls=tls)
         self.config = directory / "sentinel.conf"
+        # With TLS, `tls-replication yes` is what makes Sentinel speak TLS to the data nodes and
+        # to the other Sentinels, not only to its own clients.
+        listening = "".join(f"{key} {value}\n" for key, value in self.listening())
         self.config.write_text(
-            f"bind {place.host}\nprotected-mode no\nport {self.port}\ndir {directory}\n"
+            f"bind {place.host}\nprotected-mode no\n{listening}dir {directory}\n"
             f"logfile {self.log_path}\n{monitor}"
         )
 

@@ -4,8 +4,10 @@ Every node is a `redis-server` (Sentinels run as `redis-server CONF --sentinel`,
 binary as `redis-sentinel`) on a free port, with its data and config in a temp directory and
 short Sentinel timings so a failover takes a few seconds, not half a minute. Each node has a
 `Place`: 127.0.0.1 in this network namespace, or an address inside a namespace of its own
-(tests/support/netns.py) for the partition tests. The nodes themselves are in
-tests/support/redis_nodes.py. Every wait here is bounded.
+(tests/support/netns.py) for the partition tests. With `tls=True` every node and Sentinel
+listens on TLS only, replication and Sentinel's links included, with a throwaway CA made in the
+topology's directory (tests/support/tls.py), and `url` is a `rediss+sentinel://` URL. The nodes
+themselves are in tests/support/redis_nodes.py. Every wait here is bounded.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tests.support.redis_nodes import (
     wait_for,
 )
 from tests.support.redis_server import redis_server_binary
+from tests.support.tls import TlsFiles, TlsSet, make_tls
 
 __all__ = ["LOOPBACK", "DataNode", "MakeTopology", "Place", "SentinelTopology", "Timings"]
 
@@ -61,8 +64,12 @@ class SentinelTopology:
         sentinels: int = 3,
         timings: Timings | None = None,
         places: Callable[[str], Place] | None = None,
+        tls: bool = False,
     ) -> None:
         self.directory = directory
+        #: The CA and certificates when the topology speaks TLS only.
+        self.tls: TlsSet | None = make_tls(directory / "tls") if tls else None
+        server_tls = self.tls.server if self.tls else None
         self.timings = timings or Timings()
         place = places or (lambda _name: LOOPBACK)
         t = self.timings
@@ -76,7 +83,12 @@ class SentinelTopology:
             *t.extra,
         ]  # fmt: skip
         primary = DataNode(
-            "redis-0", directory / "redis-0", place("redis-0"), replicaof=None, settings=settings
+            "redis-0",
+            directory / "redis-0",
+            place("redis-0"),
+            replicaof=None,
+            settings=settings,
+            tls=server_tls,
         )
         self.data = [primary] + [
             DataNode(
@@ -85,6 +97,7 @@ class SentinelTopology:
                 place(f"redis-{i}"),
                 replicaof=primary.address,
                 settings=settings,
+                tls=server_tls,
             )
             for i in range(1, replicas + 1)
         ]
@@ -96,16 +109,27 @@ class SentinelTopology:
         )
         self.sentinels = [
             SentinelNode(
-                f"sentinel-{i}", directory / f"sentinel-{i}", place(f"sentinel-{i}"), monitor
+                f"sentinel-{i}",
+                directory / f"sentinel-{i}",
+                place(f"sentinel-{i}"),
+                monitor,
+                tls=server_tls,
             )
             for i in range(sentinels)
         ]
 
     @property
     def url(self) -> str:
-        """`redis+sentinel://` URL of the topology, database 0."""
+        """relay's URL of the topology, database 0: `redis+sentinel://`, or with TLS
+        `rediss+sentinel://` trusting the topology's CA and presenting relay's certificate."""
+        return self.url_with(self.tls.client if self.tls else None)
+
+    def url_with(self, tls: TlsFiles | None) -> str:
+        """The topology's URL with these TLS files (None: plain `redis+sentinel://`)."""
         hosts = ",".join(f"{s.place.host}:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        if tls is None:
+            return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        return f"rediss+sentinel://{hosts}/{SERVICE}/0?{tls.url_query()}"
 
     def start(self, timeout: float = 30.0) -> None:
         """Start every node; return once each Sentinel knows the replicas and the others."""
