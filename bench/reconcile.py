@@ -1,6 +1,6 @@
 """Reconciliation benchmark: one pass over a large academy against the fake Fellow API.
 
-    python bench/reconcile.py [--courses 200] [--members 500] [--runs 3] [--concurrency 4]
+    python bench/reconcile.py [--courses 200] [--members 500] [--runs 3] [--concurrency 8]
                               [--api-latency 1] [--compare 50]
 
 Runs on loopback only, with its own redis-server on a free port and the tests' fake Fellow API
@@ -292,7 +292,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3)
     # The default of `concurrency` in [sources.NAME.reconcile]: the goal is met (or not) there.
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
         "--api-latency",
         type=float,

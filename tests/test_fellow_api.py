@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from relay.config.model import Reconcile
 from relay.core.secrets import Secret
@@ -20,6 +22,7 @@ from worker.fellow.api import (
     RateLimited,
     ShapeError,
 )
+from worker.fellow.limiter import Limiter
 
 
 @pytest.fixture
@@ -83,8 +86,6 @@ async def test_completed_reads_the_configured_field(
 async def test_concurrency_is_bounded(
     server: FellowApiServer, session: aiohttp.ClientSession
 ) -> None:
-    import asyncio
-
     for n in range(20):
         server.enrol("course", "1", f"m{n}")
     api = client(server, session, concurrency=3)
@@ -161,3 +162,77 @@ async def test_shape_checks_of_list_answers(
     server.answer = answer
     with pytest.raises(ShapeError, match=words):
         await client(server, session).containers(Kind.COURSE)
+
+
+async def test_a_burst_of_429s_halves_the_requests_in_flight_once(
+    server: FellowApiServer, session: aiohttp.ClientSession
+) -> None:
+    for n in range(40):
+        server.enrol("course", "1", f"m{n}")
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        server.fault = None  # the storm ends
+
+    api = FellowApi(client(server, session, concurrency=8).config, session, sleep, source="lms")
+    api.limiter = Limiter(8, clock=lambda: 0.0)  # the time stands still: the window never ends
+    server.fault, server.retry_after = "429", "2"
+    with capture_logs() as logs:
+        await asyncio.gather(*(api.completed(Kind.COURSE, "1", f"m{n}") for n in range(8)))
+    assert set(waits) == {2.0}  # at least one 429, each waited out
+    assert api.limit == 4  # one cut for the whole burst, not one per 429
+    cuts = [e for e in logs if e["event"] == "fellow api: 429, fewer requests in flight"]
+    assert len(cuts) == 1
+    assert cuts[0]["log_level"] == "warning"
+    assert cuts[0]["source"] == "lms"
+    assert cuts[0]["endpoint"].startswith("/api/v1/courses/1/members/m")
+    assert (cuts[0]["limit_before"], cuts[0]["limit_after"], cuts[0]["retry_after"]) == (8, 4, 2)
+    server.most_in_flight = 0
+    await asyncio.gather(*(api.completed(Kind.COURSE, "1", f"m{n}") for n in range(40)))
+    assert 1 <= server.most_in_flight <= 4
+    assert api.limit == 4  # successes inside the window do not raise it
+
+
+async def test_the_limit_grows_back_to_the_ceiling_after_the_window(
+    server: FellowApiServer, session: aiohttp.ClientSession
+) -> None:
+    now = 0.0
+    for n in range(30):
+        server.enrol("course", "1", f"m{n}")
+
+    async def sleep(seconds: float) -> None:
+        server.fault = None
+
+    api = FellowApi(client(server, session, concurrency=8).config, session, sleep)
+    api.limiter = Limiter(8, clock=lambda: now)
+    server.fault, server.retry_after = "429", "2"
+    await api.completed(Kind.COURSE, "1", "m0")
+    assert api.limit == 4
+    now = 2.0  # the Retry-After is over
+    await asyncio.gather(*(api.completed(Kind.COURSE, "1", f"m{n}") for n in range(30)))
+    assert api.limit == 8  # +1 after 4, 5, 6 and 7 successes: 22, within 30; and no higher
+
+
+async def test_a_storm_halves_each_window_then_gives_up_as_before(
+    server: FellowApiServer, session: aiohttp.ClientSession
+) -> None:
+    now = 0.0
+
+    async def sleep(seconds: float) -> None:
+        nonlocal now
+        now += seconds  # each Retry-After waited out: the next 429 opens a new window
+
+    server.enrol("course", "1", "m")
+    server.fault, server.retry_after = "429", "2"
+    api = FellowApi(client(server, session, concurrency=8).config, session, sleep)
+    api.limiter = Limiter(8, clock=lambda: now)
+    with capture_logs() as logs, pytest.raises(RateLimited, match="429 answered 4 times"):
+        await api.containers(Kind.COURSE)
+    assert api.limit == 1
+    assert [(e["limit_before"], e["limit_after"]) for e in logs if "limit_before" in e] == [
+        (8, 4),
+        (4, 2),
+        (2, 1),
+    ]
+    assert server.requests == MAX_RETRIES + 1

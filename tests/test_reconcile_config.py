@@ -43,7 +43,7 @@ def test_defaults_and_the_default_dedupe() -> None:
     config = source.reconcile
     assert config is not None
     assert config.api == "https://academy.example.com"
-    assert (config.every, config.grace, config.page_size, config.concurrency) == (900, 300, 100, 4)
+    assert (config.every, config.grace, config.page_size, config.concurrency) == (900, 300, 100, 8)
     assert (config.id_field, config.completed_field) == ("id", "completed")
     assert config.api_key.reveal() == ENV["FELLOW_API_KEY"]
     assert "fellow-api-key" not in repr(config)
@@ -55,7 +55,7 @@ def test_every_key_is_read() -> None:
     config = (
         load(
             GOOD + '\nevery = "30m"\ngrace = "2m"\nid_field = "memberId"\n'
-            'completed_field = "isCompleted"\npage_size = 500\nconcurrency = 8\ntimeout = "10s"'
+            'completed_field = "isCompleted"\npage_size = 500\nconcurrency = 16\ntimeout = "10s"'
         )
         .sources["fellow"]
         .reconcile
@@ -63,7 +63,7 @@ def test_every_key_is_read() -> None:
     assert config is not None
     assert (config.every, config.grace, config.timeout) == (1800, 120, 10)
     assert (config.id_field, config.completed_field) == ("memberId", "isCompleted")
-    assert (config.page_size, config.concurrency) == (500, 8)
+    assert (config.page_size, config.concurrency) == (500, 16)
 
 
 def test_http_only_for_loopback() -> None:

@@ -89,7 +89,7 @@ class Reconcile:
     id_field: str = "id"  # field of each listed object holding its id (an assumption)
     completed_field: str = "completed"  # truthy in a coursemember/programmember: completed
     page_size: int = 100  # `limit` of each list request
-    concurrency: int = 4  # requests in flight at once
+    concurrency: int = 8  # API requests in flight at once at most (fewer after a 429)
     timeout: float = 30.0  # seconds per request
 
 

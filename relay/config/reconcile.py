@@ -109,7 +109,7 @@ def load_reconcile(c: Collector, source: str, kind: SourceKind, value: Any) -> R
     grace = _duration(c, table, data, "grace", 300.0)
     timeout = _duration(c, table, data, "timeout", 30.0)
     page_size = _count(c, table, data, "page_size", 100, MAX_PAGE_SIZE)
-    concurrency = _count(c, table, data, "concurrency", 4, MAX_CONCURRENCY)
+    concurrency = _count(c, table, data, "concurrency", 8, MAX_CONCURRENCY)
     id_field = _field(c, table, data, "id_field", "id")
     completed_field = _field(c, table, data, "completed_field", "completed")
     if len(c.problems) != ok or api is None or found is None:

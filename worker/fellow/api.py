@@ -23,9 +23,11 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
+import structlog
 
 from relay.config.model import Reconcile
 from relay.store.reconcile import Kind, PassOutcome
+from worker.fellow.limiter import Limiter
 
 __all__ = [
     "ApiStatusError",
@@ -112,20 +114,34 @@ def _retry_after(value: str | None) -> float:
         return 1.0  # an HTTP date: rare from an API; wait a second and ask again
 
 
+def _log() -> structlog.typing.FilteringBoundLogger:
+    # Looked up when used, not at import: `relay reconcile` configures logging after this
+    # module is imported (as worker.fellow.reconcile's `_log`).
+    return structlog.get_logger("relay.reconcile")  # type: ignore[no-any-return]
+
+
 class FellowApi:
-    """Reads courses, programs and their members; at most `concurrency` requests at once."""
+    """Reads courses, programs and their members; at most `concurrency` requests at once,
+    fewer after a 429 (worker.fellow.limiter)."""
 
     def __init__(
         self,
         config: Reconcile,
         session: aiohttp.ClientSession,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        source: str = "",
     ) -> None:
         self.config = config
         self.session = session
+        self.source = source  # the source's name, for the log
         self._sleep = sleep
-        self._slots = asyncio.Semaphore(config.concurrency)
+        self.limiter = Limiter(config.concurrency)
         self.requests = 0  # made, for the pass's summary
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed in flight now: `concurrency`, or fewer after a 429."""
+        return self.limiter.limit
 
     async def get(self, path: str, params: dict[str, str] | None = None) -> Any:
         """The decoded JSON of GET {api}{path}, 429s waited out (bounded)."""
@@ -133,7 +149,7 @@ class FellowApi:
         headers = {"authorization": f"Bearer {self.config.api_key.reveal()}"}
         timeout = aiohttp.ClientTimeout(total=self.config.timeout)
         for _attempt in range(MAX_RETRIES + 1):
-            async with self._slots:
+            async with self.limiter.slot():
                 self.requests += 1
                 try:
                     async with self.session.get(
@@ -146,14 +162,29 @@ class FellowApi:
                 except aiohttp.ClientError as exc:
                     raise ApiStatusError(path, f"request failed: {type(exc).__name__}") from exc
             if status == 429:
+                self._throttled(path, wait)
                 if wait > MAX_RETRY_AFTER:
                     limited = RateLimited(path, f"429 with Retry-After {wait:g}s (too long)")
                     limited.retry_after = wait  # enrichment's retry waits it out instead
                     raise limited
                 await self._sleep(wait)  # outside the slot: others may go on meanwhile
                 continue
+            if 200 <= status < 300:  # only an answer given is a sign Fellow keeps up
+                self.limiter.succeeded()
             return _decode(path, status, body)
         raise RateLimited(path, f"429 answered {MAX_RETRIES + 1} times in a row")
+
+    def _throttled(self, path: str, retry_after: float) -> None:
+        cut = self.limiter.throttled(retry_after)
+        if cut is not None:
+            _log().warning(
+                "fellow api: 429, fewer requests in flight",
+                source=self.source,
+                endpoint=path,
+                limit_before=cut.before,
+                limit_after=cut.after,
+                retry_after=retry_after,
+            )
 
     async def list_all(self, path: str) -> list[dict[str, Any]]:
         """Every object of a paged list endpoint (a page shorter than `limit` is the last)."""

@@ -274,7 +274,7 @@ class Enricher:
             if self._session is None or self._session.closed:
                 self._session = aiohttp.ClientSession()
             # A 429 is not waited out inside the attempt: it fails, and the retry waits.
-            api = FellowApi(config, self._session, sleep=_no_wait)
+            api = FellowApi(config, self._session, sleep=_no_wait, source=source)
             self._apis[source] = api
         return api
 

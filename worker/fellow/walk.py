@@ -154,7 +154,7 @@ async def _container(
 
 async def walk(w: Walk, session: aiohttp.ClientSession) -> Decisions:
     """Compare every container, `concurrency` at a time; FellowError when the API fails."""
-    api = FellowApi(w.config, session)
+    api = FellowApi(w.config, session, source=w.source.name)
     held = read_containers(w.conn, w.source.name)
     out = Decisions()
     for kind in Kind:
