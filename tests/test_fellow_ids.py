@@ -68,6 +68,30 @@ def test_each_id_is_one_quoted_segment() -> None:
     )
 
 
+def test_dot_segments_are_encoded_not_read_as_this_or_the_parent() -> None:
+    assert members_path(Kind.COURSE, "..") == "/api/v1/courses/%2E%2E/members"
+    assert member_path(Kind.COURSE, "..", ".") == "/api/v1/courses/%2E%2E/members/%2E/coursemember"
+    assert member_path(Kind.COURSE, "...", ".a") == "/api/v1/courses/.../members/.a/coursemember"
+
+
+def test_a_pass_asks_for_a_course_named_dot_dot_not_the_parent(
+    redis_client: redis.Redis,
+    fellow_api: FellowApiServer,
+    targets: TargetServer,
+) -> None:
+    # Unencoded, `/courses/../members/./coursemember` is `/members/coursemember`: another
+    # resource, asked with relay's API key.
+    table = routes(fellow_api, targets)
+    fellow_api.enrol("course", "..", ".")
+
+    baseline = reconcile(redis_client, table)
+
+    assert baseline.error is None
+    assert baseline.memberships == 1
+    assert "/api/v1/courses/%2E%2E/members/%2E/coursemember" in member_requests(fellow_api)
+    assert not [p for p in fellow_api.paths if p.startswith("/api/v1/members")]
+
+
 def test_a_pass_reads_such_ids_and_synthesizes_their_completion(
     redis_client: redis.Redis,
     fellow_api: FellowApiServer,

@@ -24,6 +24,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import structlog
+from yarl import URL
 
 from relay.config.model import Reconcile
 from relay.store.reconcile import Kind, PassOutcome
@@ -62,8 +63,12 @@ def member_path(kind: Kind, container: str, member: str) -> str:
 
 def _segment(value: str) -> str:
     # Ids are Fellow's (and, for enrichment, a form's): an id with `/`, `?`, `#`, `%` or a
-    # space must stay one segment, not split the path or start a query.
-    return quote(str(value), safe="")
+    # space must stay one segment, not split the path or start a query. An id of "." or ".."
+    # would be read as "this" or "the parent" segment (RFC 3986 5.2.4) and ask another
+    # resource with relay's API key: its dots are percent-encoded, and FellowApi sends the path
+    # as encoded (yarl would otherwise remove such segments, %2E%2E included).
+    quoted = quote(str(value), safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 class FellowError(Exception):
@@ -132,6 +137,9 @@ class FellowApi:
         source: str = "",
     ) -> None:
         self.config = config
+        # The base URL in its encoded form, once: each request's URL is this and a path of
+        # quoted segments, sent as it is (`encoded=True`), never normalized.
+        self._base = str(URL(config.api))
         self.session = session
         self.source = source  # the source's name, for the log
         self._sleep = sleep
@@ -145,7 +153,7 @@ class FellowApi:
 
     async def get(self, path: str, params: dict[str, str] | None = None) -> Any:
         """The decoded JSON of GET {api}{path}, 429s waited out (bounded)."""
-        url = f"{self.config.api}{path}"
+        url = URL(f"{self._base}{path}", encoded=True)
         headers = {"authorization": f"Bearer {self.config.api_key.reveal()}"}
         timeout = aiohttp.ClientTimeout(total=self.config.timeout)
         for _attempt in range(MAX_RETRIES + 1):
