@@ -130,9 +130,11 @@ def startup_warnings(facts: ReplicationFacts, ack_replicas: int) -> list[str]:
         )
     if ack_replicas > 0 and facts.good_replicas is None:
         warnings.append(
-            "min-replicas-to-write is off on the primary: a primary cut off from its replicas "
-            "keeps taking writes that a failover then drops (relay answers those 503, but "
-            "set min-replicas-to-write 1 and min-replicas-max-lag 10 on every node)"
+            "min-replicas-to-write is off on the primary: no 202 depends on it (WAIT does), "
+            "but a primary cut off from its replicas keeps taking the workers' writes, which a "
+            "failover drops: those deliveries are made again (set min-replicas-to-write 1 for "
+            "fewer repeats, at the price of deliveries pausing while a new primary has no "
+            "replica; Deployment page)"
         )
     if not facts.aof_enabled:
         warnings.append(
