@@ -38,7 +38,9 @@ from relay.receiver.accept import (
     accept_head,
 )
 from relay.receiver.app import SERVER_OPTIONS, create_app
+from relay.receiver.batch import Committed
 from relay.receiver.handshakes import SUBSCRIBED, HandshakeKind
+from relay.receiver.hook import _reply, reply_body
 from relay.receiver.state import ROUTES
 from relay.store import keys
 from tests.support.receiver import receiver_server
@@ -109,6 +111,7 @@ MS_BODY = (
 )
 MS_SIGNATURE = "sha256=DCDEB62502988CDEDE464AF6A97566D61288C446CFC46F74F341E11173FF30A1"
 JSON = "application/json"
+IDS: dict[str, Any] = {"event_id": "evt_3", "received_at": 2.0}
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -310,6 +313,29 @@ def test_body_learn365_known_vector_split_per_notification(table: RouteTable) ->
     assert all(name != "ms-signature" for e in out.events for name, _ in e.headers)
     assert b'"d1": "dv1"' in out.events[0].body
     assert b"d2" not in out.events[0].body
+
+
+@pytest.mark.parametrize("spooled", [False, True])
+@pytest.mark.parametrize("first", [None, "evt_0"])
+def test_the_202_body_is_the_reply_as_json_on_every_path(
+    table: RouteTable, first: str | None, spooled: bool
+) -> None:
+    # reply_body's shortcut for one new event must give `_reply`'s bytes exactly.
+    single = _read(table, "digitalchalk", {"content-type": JSON})
+    one = accepted(accept_body(single, b"{}", b'{"event": "element_published"}', **IDS))
+    untyped = accepted(accept_body(single, b"{}", b"{}", **IDS))
+    read = _read(table, "learn365", {"content-type": JSON, "ms-signature": MS_SIGNATURE})
+    two = accepted(accept_body(read, MS_BODY, MS_BODY, **IDS))
+    for out in (one, untyped, two):
+        committed = Committed((first,) + (None,) * (len(out.events) - 1))
+        body = reply_body(out, committed, spooled)
+        assert body == orjson.dumps(_reply(out, committed, spooled))
+        assert orjson.loads(body)["events"][0]["id"] == out.events[0].id
+    assert orjson.loads(reply_body(one, Committed((None,)), False)) == {
+        "id": "evt_3",
+        "events": [{"id": "evt_3", "type": "element_published", "targets": ["crm", "analytics"]}],
+        "duplicate": False,
+    }
 
 
 def test_body_learn365_single_notification_keeps_bytes_and_signature(table: RouteTable) -> None:

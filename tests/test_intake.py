@@ -21,7 +21,7 @@ from relay.receiver.intake import IntakeWriter
 from relay.store import clients, keys
 from relay.store.commit import ITEMS_LUA, pack_record, unpack_record
 from relay.store.queue import KICKS_ENOUGH, make_queue
-from relay.store.records import Event
+from relay.store.records import PART, PARTS_MAX, Event
 from tests.support.stored import due, indexed, kicks
 
 
@@ -386,6 +386,56 @@ async def test_a_long_body_is_committed_in_parts_so_the_hash_stays_compact(
     assert Event.from_redis(long.id, redis_client.hgetall(key)) == long
     assert redis_client.hget(key, "s:bi") == b"pending"
     assert redis_client.hget(keys.event_key(event(4).id), "s:crm") == b"pending"
+
+
+#: Lengths around each edge of the rule that cuts a long value into parts (records.split_value).
+EDGES = (0, 1, PART - 1, PART, PART + 1, 2 * PART, 2 * PART + 1, 5000)
+EDGES += (PARTS_MAX - PART, PARTS_MAX - 1, PARTS_MAX, PARTS_MAX + 1)
+
+
+def padded_headers(size: int) -> tuple[tuple[str, str], ...]:
+    """Headers whose stored JSON is `size` bytes long (() for 0)."""
+    frame = len(b'[["x-pad",""]]')
+    return (("x-pad", "h" * (size - frame)),) if size >= frame else ()
+
+
+async def test_the_commit_writes_each_hash_as_event_to_redis_gives_it(
+    writer: IntakeWriter, redis_client: redis.Redis
+) -> None:
+    # The script cuts a long body or headers itself (relay.store.commit): byte for byte, and
+    # field for field in order, what Python's split_value gives, which readers and other writers
+    # (the spool, replay) rely on.
+    events = [
+        Event(**{**event(100 + n).__dict__, "body": (bytes(range(256)) * 20)[:size]})
+        for n, size in enumerate(EDGES)
+    ]
+    events += [
+        Event(**{**event(200 + n).__dict__, "headers": padded_headers(size), "type": None})
+        for n, size in enumerate(EDGES)
+    ]
+    both = event(300, ("crm", "bi"), "relay:dd:s:both")
+    events.append(
+        Event(**{**both.__dict__, "headers": padded_headers(PART + 1), "body": b"\xff" * 129})
+    )
+    await writer.submit(events, dedupe_window=60, max_wait=5)
+    for e in events:
+        key = keys.event_key(e.id)
+        stored = redis_client.hgetall(key)
+        own = {k: v for k, v in stored.items() if not k.startswith((b"s:", b"n:"))}
+        expected = {k.encode(): v for k, v in e.to_redis().items()}
+        assert own == expected, len(e.body)
+        if redis_client.object("encoding", key) == b"listpack":
+            assert list(own.items()) == list(expected.items())  # the same order too
+        assert Event.from_redis(e.id, stored) == e
+    lengths = [len(e.body) for e in events[: len(EDGES)]]
+    assert lengths == list(EDGES)
+    long = keys.event_key(events[EDGES.index(PARTS_MAX)].id)
+    assert redis_client.object("encoding", long) == b"listpack"  # 32 parts of 64 bytes
+    assert redis_client.hget(long, "body.31") is not None
+    assert redis_client.hget(long, "body.32") is None
+    whole = keys.event_key(events[EDGES.index(PARTS_MAX + 1)].id)
+    assert redis_client.hget(whole, "body.1") is None
+    assert len(redis_client.hget(whole, "body") or b"") == PARTS_MAX + 1
 
 
 async def test_fields_at_their_default_are_left_out_but_an_empty_body_is_kept(

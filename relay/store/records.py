@@ -94,8 +94,9 @@ EVENT_FIELDS = (
 #: its fields and values is at most `hash-max-listpack-value` bytes (64 by default) and it has
 #: at most `hash-max-listpack-entries` fields (128). A longer value of SPLIT_FIELDS (a body of a
 #: few hundred bytes) is therefore stored in parts of PART bytes: the first under the field's
-#: own name, the rest under "{name}.1", "{name}.2", ... (`split_value`; `joined` reads both this
-#: and a hash written before 2026-12, whose whole value is under the name).
+#: own name, the rest under "{name}.1", "{name}.2", ... (`split_value`, and the intake commit's
+#: script, lua/commit.lua, by the same rule; `joined` reads both this and a hash written before
+#: 2026-12, whose whole value is under the name).
 PART = 64
 #: A value longer than this is stored whole (the hash becomes a hashtable, as it would anyway:
 #: its parts would take more fields than a listpack holds).
@@ -218,7 +219,7 @@ class Event:
         value its first part), and the (field, value) pairs of the further parts."""
         values: list[bytes] = []
         more: list[tuple[str, bytes]] = []
-        for name, value in zip(EVENT_FIELDS, self._values(), strict=True):
+        for name, value in zip(EVENT_FIELDS, self.redis_values(), strict=True):
             if name in SPLIT_FIELDS:
                 first, *rest = split_value(name, value)
                 values.append(first[1])
@@ -227,7 +228,9 @@ class Event:
                 values.append(value)
         return tuple(values), tuple(more)
 
-    def _values(self) -> tuple[bytes, ...]:
+    def redis_values(self) -> tuple[bytes, ...]:
+        """The values of the event hash, as bytes, in the order of `EVENT_FIELDS`, each whole
+        (the intake commit's script cuts a long one into parts itself: relay.store.commit)."""
         return (
             self.source.encode(),
             self.type.encode() if self.type is not None else b"",

@@ -25,6 +25,7 @@ from relay.store.records import (
     PARTS_MAX,
     REASON_PREFIX,
     RECEIVED_FIELD,
+    SPLIT_FIELDS,
     STATE_PREFIX,
     DeliveryState,
     SourceStat,
@@ -46,7 +47,7 @@ def _string(value: str) -> str:
     return f"'{value}'"
 
 
-def _set(values: Iterable[DeliveryState]) -> str:
+def _set(values: Iterable[str]) -> str:
     return "{" + ", ".join(f"[{_string(v)}] = true" for v in sorted(values)) + "}"
 
 
@@ -66,6 +67,9 @@ def commit_preamble() -> str:
             "ORDER": _string(ORDER_PREFIX),
             "EVENTS_BUCKET": _string(EVENTS_BUCKET_PREFIX),
             "MINUTE": str(events_index.SECONDS),
+            "PART": str(PART),
+            "PARTS_MAX": str(PARTS_MAX),
+            "SPLIT": _set(SPLIT_FIELDS),
         }
     )
 

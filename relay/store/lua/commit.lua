@@ -2,34 +2,46 @@
 -- ARGV). items.lua, order.lua and the preamble of relay.store.scripts (RECEIVED_FIELD, the
 -- event hash's field scoring the indexes; BODY_FIELD, the one field written when empty;
 -- RECEIVED, UNROUTED, DUPLICATES, the source counters; ORDER, the prefix of the FIFO key
--- field; EVENTS_BUCKET and MINUTE, the events index's minute lists) come first.
+-- field; EVENTS_BUCKET and MINUTE, the events index's minute lists; PART, PARTS_MAX and SPLIT,
+-- the rule for a long value of the event hash, relay.store.records.split_value's) come first.
 local ttl, trim = ARGV[1], ARGV[2]
 local names = items(ARGV[3])
 local state_prefix, attempts_prefix, pending = ARGV[4], ARGV[5], ARGV[6]
-local nnames, at_received = #names, 0
+local nnames, at_received, split = #names, 0, {}
 for f = 1, nnames do
   if names[f] == RECEIVED_FIELD then at_received = f end
+  split[f] = SPLIT[names[f]] or false
 end
 local k = 5
 local found, indexed, unrouted, counts, due_targets = {}, {}, {}, {}, {}
 for a = 7, #ARGV do
   local it = items(ARGV[a])
   local id, entry, window, received = it[1], it[2], it[3], it[3 + at_received]
-  local fields = {}
+  local fields, parts = {}, {}
   for f = 1, nnames do
-    -- An empty value is its field's default (relay.store.records): not written.
-    if it[3 + f] ~= '' or names[f] == BODY_FIELD then
-      fields[#fields + 1] = names[f]
-      fields[#fields + 1] = it[3 + f]
+    local name, value = names[f], it[3 + f]
+    if split[f] and #value > PART and #value <= PARTS_MAX then
+      -- A long body or headers in parts of PART bytes, so the hash stays a listpack: the first
+      -- under the field's name, the rest ("body.1", ...) after the event's own fields, in the
+      -- order relay.store.records.Event.to_redis gives them (the hash's layout is the same
+      -- whichever writes it).
+      fields[#fields + 1] = name
+      fields[#fields + 1] = string.sub(value, 1, PART)
+      for at = PART + 1, #value, PART do
+        parts[#parts + 1] = name .. '.' .. ((at - 1) / PART)
+        parts[#parts + 1] = string.sub(value, at, at + PART - 1)
+      end
+    elseif value ~= '' or name == BODY_FIELD then
+      -- An empty value is its field's default (relay.store.records): not written.
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
     end
   end
-  -- The further parts of a long body or headers: a count, then names and values.
-  local more = 2 * tonumber(it[4 + nnames])
-  for m = 1, more do
-    fields[#fields + 1] = it[4 + nnames + m]
+  for m = 1, #parts do
+    fields[#fields + 1] = parts[m]
   end
   -- The target names, then, when a target is ordered, '' and one key digest per target.
-  local first_target, last_target, digests = 5 + nnames + more, #it, nil
+  local first_target, last_target, digests = 4 + nnames, #it, nil
   for t = first_target, #it do
     if it[t] == '' then
       last_target, digests = t - 1, t + 1 - first_target
