@@ -28,6 +28,7 @@ from tests.support.processes import post, relay_env, relay_processes, wait_until
 from tests.support.sentinel import MakeTopology, SentinelTopology
 from tests.support.targets import TargetServer
 from tests.support.tls import TlsSet, make_tls
+from tests.test_sentinel import E2E_ROUTES  # the same one-source, one-target routes
 
 pytestmark = pytest.mark.needs_redis_server
 
@@ -156,19 +157,6 @@ async def test_a_wrong_ca_fails_with_the_reason(topology: SentinelTopology, tmp_
 
 
 # --- real processes: serve, worker and status over TLS ---------------------------------------
-
-
-E2E_ROUTES = """
-[sources.chalk]
-kind = "header"
-
-[targets.crm]
-url = "{url}"
-
-[[routes]]
-source = "chalk"
-targets = ["crm"]
-"""
 
 
 @pytest.mark.slow
