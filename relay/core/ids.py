@@ -47,13 +47,15 @@ def derived_event_id(parent: str, index: int) -> str:
 
 
 def is_event_id(value: str) -> bool:
-    """Whether a string is an id relay could have made (for operator input): exactly what
-    `id_to_bytes` takes, so a hint and the index never disagree about an id."""
-    try:
-        id_to_bytes(value)
-    except ValueError:
-        return False
-    return True
+    """Whether a string has the shape of an event id (for operator input): `evt_`, 26 of
+    Crockford's digits, and for a derived id `-` and its index in ASCII digits."""
+    head, dash, rest = value.partition("-")
+    return (
+        len(head) == 30
+        and head.startswith("evt_")
+        and _CROCKFORD_SET.issuperset(head[4:])
+        and (not dash or (rest.isascii() and rest.isdigit()))
+    )
 
 
 def id_to_bytes(event_id: str) -> bytes:
@@ -62,18 +64,13 @@ def id_to_bytes(event_id: str) -> bytes:
 
     Raises ValueError for anything `new_event_id` or `derived_event_id` could not have made.
     """
-    head, dash, rest = event_id.partition("-")
-    body = head[4:]
-    if (
-        len(head) != 30
-        or not head.startswith("evt_")
-        or not _CROCKFORD_SET.issuperset(body)
-        or (dash and not (rest.isascii() and rest.isdigit()))
-    ):
+    if not is_event_id(event_id):
         raise ValueError(f"not an event id: {event_id!r}")
-    v = int(body.translate(_TO_BASE32), 32)
+    head, dash, rest = event_id.partition("-")
+    v = int(head[4:].translate(_TO_BASE32), 32)
     if v & 3:
-        # 130 bits of digits hold 128 shifted left by two: the last two are always zero.
+        # 130 bits of digits hold 128 shifted left by two: the last two are always zero. The
+        # shape is right (is_event_id), so an operator's hint does not call it malformed.
         raise ValueError(f"not an event id (its last digit has low bits set): {event_id!r}")
     return (v >> 2).to_bytes(RAW_SIZE, "big") + (dash + rest).encode("ascii")
 
