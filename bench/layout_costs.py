@@ -13,9 +13,9 @@ the relay as it is. The body is the 223-byte DigitalChalk event of bench/stack.p
    listpack hash (Redis's `hash-max-listpack-value` raised, or no value over 64 bytes), the
    immutable event as one string beside a small state hash, the attempt log as compact fields
    of that hash, the events index as a list per minute instead of a sorted set.
-2. Redis CPU of recording a successful delivery: relay.store's record.lua one call per delivery
-   (as the workers do), pipelined, the same logic looped over 64 deliveries in one call, and a
-   slim record (one HMGET, one HSET, one ZREM and the counters per call, no attempt list).
+2. Redis CPU of recording a successful delivery with relay.store's record.lua, on events the
+   commit wrote: one call per delivery, and a batch a call as the workers do (the what-ifs that
+   led there, measured with the record.lua of before 2026-12, are in docs/benchmarks.md).
 3. Redis CPU of the intake commit (commit.lua) sent with EVAL or EVALSHA, by batch size.
 
 Not a test: nothing here asserts a figure.
@@ -41,9 +41,16 @@ import redis
 from bench.redis_stats import RedisSnapshot
 from bench.stack import digitalchalk_body
 from relay.core.ids import new_event_id
-from relay.store import scripts
 from relay.store.commit import commit_arguments
-from relay.store.records import AttemptRecord, Event, Outcome, attempt_field
+from relay.store.deliveries import RECORD_BATCH, Record, Store
+from relay.store.records import (
+    AttemptRecord,
+    DeliveryState,
+    Event,
+    Outcome,
+    TargetStat,
+    attempt_field,
+)
 from tests.support.redis_server import RedisServer
 
 TTL = 7 * 86400
@@ -178,101 +185,44 @@ def measure_bytes(workdir: Path, events: int) -> None:
 
 # --- 2. Redis CPU of recording a delivery -------------------------------------------------------
 
-#: record.lua's logic looped over the deliveries of one call (KEYS and ARGV as record.lua's,
-#: five keys and twelve arguments per delivery, one after the other).
-BATCHED_RECORD = (
-    scripts.record_preamble()
-    + "local function one(KEYS, ARGV)\n"
-    + scripts.read("record")
-    + "\nend\nlocal out = {}\nfor i = 0, #KEYS / 5 - 1 do\n"
-    + "  out[i + 1] = one({unpack(KEYS, 5 * i + 1, 5 * i + 5)},\n"
-    + "                   {unpack(ARGV, 12 * i + 1, 12 * i + 12)})\n"
-    + "end\nreturn out\n"
-)
 
-#: A slim record of successful deliveries: KEYS the event hashes; ARGV per delivery: target,
-#: attempt, state, compact attempt entry. The due sets' ZREM and the counters once per call.
-SLIM_RECORD = """
-local done = {delivered = true, dead = true, gone = true, duplicate = true}
-local zrem, counts, out = {}, {}, {}
-for i, key in ipairs(KEYS) do
-  local t, attempt = ARGV[4 * i - 3], tonumber(ARGV[4 * i - 2])
-  local v = redis.call('HMGET', key, 's:' .. t, 'n:' .. t)
-  if (v[1] and done[v[1]]) or tonumber(v[2] or '0') ~= attempt - 1 then
-    out[i] = 0
-  else
-    redis.call('HSET', key, 'n:' .. t, attempt, 's:' .. t, ARGV[4 * i - 1],
-               'a:' .. t .. ':' .. attempt, ARGV[4 * i])
-    zrem[t] = zrem[t] or {}
-    table.insert(zrem[t], string.sub(key, 10))
-    counts[t] = (counts[t] or 0) + 1
-    out[i] = 1
-  end
-end
-for t, ids in pairs(zrem) do redis.call('ZREM', 'relay:due:' .. t, unpack(ids)) end
-for t, n in pairs(counts) do
-  redis.call('HINCRBY', 'relay:stats:target:' .. t, 'attempts', n)
-  redis.call('HINCRBY', 'relay:stats:target:' .. t, 'delivered', n)
-end
-return out
-"""
+def committed_events(conn: redis.Redis, events: int) -> list[Event]:
+    """`events` events committed as the receiver commits them (commit.lua, batches of 64):
+    pending for both targets, due now."""
+    made: list[Event] = []
+    for start in range(0, events, 64):
+        batch = _batch(min(64, events - start))
+        conn.execute_command(*commit_arguments(batch, TTL, time.time(), "rq:queue:relay").command())
+        made += [e for request in batch for e in request.events]
+    return made
 
 
-def pending_events(conn: redis.Redis, events: int) -> None:
-    """Events as the intake leaves them: pending for both targets, due now."""
-    with conn.pipeline(transaction=False) as p:
-        for i in range(events):
-            key = event_id(i)
-            p.hset(f"relay:ev:{key}", mapping={**event_fields(i), **state_fields("pending", 0)})
-            p.expire(f"relay:ev:{key}", TTL)
-            for t in TARGETS:
-                p.zadd(f"relay:due:{t}", {key: 1.0})
-        p.execute()
-
-
-def record_args(i: int, target: str) -> tuple[list[str], list[Any]]:
-    """record.lua's KEYS and ARGV for a first attempt that delivered (relay.store.deliveries)."""
-    key = event_id(i)
-    keys = [f"relay:ev:{key}", f"relay:att:{key}", f"relay:stats:target:{target}",
-            "relay:dead", f"relay:due:{target}"]  # fmt: skip
-    args = [target, 1, "delivered", "", ATTEMPT, TTL, time.time(), f"{key}:{target}",
-            "delivered", "0", "1", ""]  # fmt: skip
-    return keys, args
+def delivered(event: Event, target: str) -> Record:
+    """The record of a first attempt that delivered (what a worker writes)."""
+    entry = AttemptRecord(target, 1, time.time(), 0.0012, 200, "", Outcome.DELIVERED, "")
+    return Record(event.id, target, 1, DeliveryState.DELIVERED, "", entry,
+                  TargetStat.DELIVERED, False, True)  # fmt: skip
 
 
 def measure_record(workdir: Path, events: int) -> None:
-    print(f"2. Redis CPU of recording a delivery ({events * 2:,} deliveries, first attempts):")
-    work = [(i, t) for i in range(events) for t in TARGETS]
-    ways = ("one call per delivery (as now)", "pipelined, 64 calls a trip",
-            "record.lua looped, 64 a call", "slim record, 64 a call")  # fmt: skip
+    print(f"2. Redis CPU of recording a delivery ({events * 2:,} deliveries, first attempts; "
+          "relay.store's record.lua):")  # fmt: skip
+    ways = ("one call per delivery (Store.record)",
+            f"{RECORD_BATCH} a call (Store.record_many, as the workers do)")  # fmt: skip
     for n, how in enumerate(ways):
         with private_redis(workdir / f"record-{n}", ()) as conn:
-            pending_events(conn, events)
-            record = conn.register_script(scripts.RECORD)
-            batched = conn.register_script(BATCHED_RECORD)
-            slim = conn.register_script(SLIM_RECORD)
+            store = Store(conn, TTL)
+            recs = [delivered(e, t) for e in committed_events(conn, events) for t in TARGETS]
+            now = time.time()
             before = RedisSnapshot.take(conn)
-            for start in range(0, len(work), 64):
-                chunk = work[start : start + 64]
-                if n == 0:
-                    for i, t in chunk:
-                        record(*record_args(i, t))
-                elif n == 1:
-                    with conn.pipeline(transaction=False) as p:
-                        for i, t in chunk:
-                            keys, args = record_args(i, t)
-                            record(keys=keys, args=args, client=p)
-                        p.execute()
-                elif n == 2:
-                    parts = [record_args(i, t) for i, t in chunk]
-                    batched(
-                        [k for ks, _ in parts for k in ks], [a for _, as_ in parts for a in as_]
-                    )
-                else:
-                    args = [a for _, t in chunk for a in (t, 1, "delivered", COMPACT[f"a:{t}:1"])]
-                    slim([f"relay:ev:{event_id(i)}" for i, _ in chunk], args)
+            if n == 0:
+                results = [store.record(rec, now) for rec in recs]
+            else:
+                results = store.record_many(recs, now)
             delta = RedisSnapshot.take(conn).since(before)
-        per = len(work)
+        if results.count(1) != len(recs):  # a record the script refused measures nothing
+            raise SystemExit(f"bench: {len(recs) - results.count(1)} records not applied ({how})")
+        per = len(recs)
         print(f"   {delta.cpu / per * 1e6:5.1f} µs, {delta.commands / per:4.1f} commands   {how}")
 
 
