@@ -118,7 +118,7 @@ async def test_the_session_hook_authenticates_requests_without_a_header(
 ) -> None:
     seen: list[str] = []
 
-    def resolver(request: web.Request, tokens: TokenSet) -> Principal | None:
+    async def resolver(request: web.Request, tokens: TokenSet) -> Principal | None:
         seen.append(request.method)
         if request.cookies.get("s") != "ok":
             return None

@@ -71,6 +71,23 @@ def test_rotating_a_token_ends_its_sessions() -> None:
     assert read_session(value, removed.sign, NOW) is None
 
 
+@given(st.integers(min_value=-CLOCK_SKEW * 1000, max_value=SESSION_SECONDS * 1000 - 1))
+def test_a_revocation_outlives_the_session_by_the_clock_skew_and_no_more(later_ms: int) -> None:
+    session = new_session("alice", NOW)
+    now = NOW + later_ms / 1000
+    assert read_session(session.cookie_value(TOKENS.sign), TOKENS.sign, now) == session
+    kept = session.revocation_seconds(now)
+    # Kept at least until the session ends, also on a clock CLOCK_SKEW behind; a second more
+    # at most (whole seconds, rounded up).
+    assert now + kept >= session.expires() + CLOCK_SKEW
+    assert kept <= session.expires() - now + CLOCK_SKEW + 1
+
+
+def test_a_revocation_after_the_end_is_kept_for_the_clock_skew() -> None:
+    session = new_session("alice", NOW)
+    assert session.revocation_seconds(NOW + SESSION_SECONDS + 3600) == CLOCK_SKEW
+
+
 def test_the_csrf_token_is_per_session_and_checked_in_constant_time() -> None:
     one, two = new_session("alice", NOW), new_session("alice", NOW)
     token = one.csrf_token(TOKENS.sign)

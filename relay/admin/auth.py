@@ -9,7 +9,7 @@ Two ways in, tried in this order:
 
 The session hook (the interface the console implements)
 -------------------------------------------------------
-`SessionResolver = Callable[[web.Request, TokenSet], Principal | None]`
+`SessionResolver = Callable[[web.Request, TokenSet], Awaitable[Principal | None]]`
 
 - Called for every admin request that carries no `Authorization` header, for every method.
 - Returns the `Principal` of a valid session (e.g. the token kept in the console's HttpOnly,
@@ -19,6 +19,9 @@ The session hook (the interface the console implements)
   OPTIONS) the hook must also check the request's CSRF proof (a header or form field of the
   console's choosing) and raise `SessionRefused(message)` when it is missing or wrong: the API
   answers 403 with error code `csrf_failed`. It must never raise for a mere missing session.
+- It is a coroutine, because a session may need a store to be checked (the console asks Redis
+  whether it was signed out); a `redis.RedisError` it lets through is answered 503
+  `redis_unavailable`, never taken as a valid session.
 - It must not log the cookie or the token value.
 
 Until the console installs a hook, only bearer tokens are accepted.
@@ -26,7 +29,7 @@ Until the console installs a hook, only bearer tokens are accepted.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -47,7 +50,7 @@ __all__ = [
 #: Methods that change nothing: a session may use them without a CSRF proof.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-SessionResolver = Callable[[web.Request, TokenSet], Principal | None]
+SessionResolver = Callable[[web.Request, TokenSet], Awaitable[Principal | None]]
 
 #: The console's session hook, when it has installed one.
 SESSION_RESOLVER: web.AppKey[SessionResolver] = web.AppKey("admin_session_resolver")
@@ -79,11 +82,12 @@ def bearer_token(request: web.Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
-def authenticate(request: web.Request) -> Principal | None:
-    """The principal of `request`, or None (answer 401); SessionRefused for a failed CSRF check."""
+async def authenticate(request: web.Request) -> Principal | None:
+    """The principal of `request`, or None (answer 401); SessionRefused for a failed CSRF check,
+    and whatever the session hook raises when it cannot check (redis.RedisError)."""
     tokens = request.app[TOKENS]
     presented = bearer_token(request)
     if presented is not None:
         return tokens.lookup(presented) if presented else None
     resolver = request.app.get(SESSION_RESOLVER)
-    return resolver(request, tokens) if resolver is not None else None
+    return await resolver(request, tokens) if resolver is not None else None

@@ -44,10 +44,10 @@ def _protected(path: str) -> bool:
     return path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")
 
 
-def _authorize(request: web.Request) -> None:
+async def _authorize(request: web.Request) -> None:
     """Set the request's principal, or raise the 401/403 ApiError."""
     try:
-        principal = authenticate(request)
+        principal = await authenticate(request)
     except SessionRefused as exc:
         raise forbidden("csrf_failed", exc.message) from None
     if principal is None:
@@ -81,7 +81,7 @@ async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamRes
     """The handler's answer, every failure in the API's error shape; and the error code."""
     try:
         if _protected(request.path):
-            _authorize(request)
+            await _authorize(request)
         return await handler(request), None
     except ApiError as exc:
         return error_response(exc), exc.code

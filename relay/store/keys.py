@@ -74,6 +74,10 @@
     relay:lock:enr:{id}         STRING  held (SET NX PX) by the process fetching that record
     relay:job:{id}              HASH    a bulk replay started through the management API: its
                                         progress (relay.store.jobs); expires a day after
+    relay:admin:revoked:{nonce} STRING  a console session signed out before its end: the name of
+                                        its token (never the value; relay.store.revoked_sessions);
+                                        expires when the session would have ended (and
+                                        the console's clock skew later)
 
 Every per-event key expires with the retention period, so Redis memory stays bounded.
 """
@@ -118,6 +122,7 @@ __all__ = [
     "reconcile_pass_key",
     "reconcile_pending_key",
     "reconcile_stats_key",
+    "revoked_session_key",
     "source_stats_key",
     "split_dead_member",
     "target_stats_key",
@@ -273,3 +278,8 @@ def enrichment_lock_key(event_id: str) -> str:
 def job_key(job_id: str) -> str:
     """The record of one bulk replay job of the management API (its progress, to poll)."""
     return f"{KEY_PREFIX}:job:{job_id}"
+
+
+def revoked_session_key(nonce: str) -> str:
+    """Present while the console session with this nonce is revoked (signed out before its end)."""
+    return f"{KEY_PREFIX}:admin:revoked:{nonce}"

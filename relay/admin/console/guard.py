@@ -1,8 +1,9 @@
 """Who a console request acts as, and the checks every page and action passes.
 
-- Reading a page needs a principal: a valid session cookie (relay.admin.console.session), or a
-  bearer token as the API takes it (relay.admin.auth.authenticate). Without one, a page
-  redirects to the sign-in form.
+- Reading a page needs a principal: a valid session cookie (relay.admin.console.session) not
+  signed out (relay.store.revoked_sessions, one EXISTS), or a bearer token as the API takes it
+  (relay.admin.auth.authenticate). Without one, a page redirects to the sign-in form. When Redis
+  cannot say whether the session was signed out, the check raises (the page answers 503).
 - Every POST made with the session cookie must carry the session's CSRF token (a form field,
   or the `X-CSRF-Token` header from the console's script), and is refused when the browser says
   it came from another site (`Sec-Fetch-Site`). A read token's POST is refused with 403.
@@ -15,6 +16,7 @@ console's script polls it), with the CSRF token in a header on writes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import time
@@ -35,8 +37,9 @@ from relay.admin.console.session import (
     Session,
     read_session,
 )
-from relay.admin.state import TOKENS
+from relay.admin.state import REDIS, TOKENS
 from relay.admin.tokens import Principal, TokenSet
+from relay.store import revoked_sessions
 
 log = structlog.get_logger("relay.console")
 
@@ -102,10 +105,43 @@ def clear_cookie(request: web.Request, response: web.StreamResponse, name: str) 
     set_cookie(request, response, name, "", 0)
 
 
-def session_of(request: web.Request) -> Session | None:
-    """The request's valid session, or None."""
+def signed_session(request: web.Request) -> Session | None:
+    """The request's session as its cookie proves it (signature, expiry, token), or None; whether
+    it was signed out is not asked here (session_of asks)."""
     tokens = request.app[TOKENS]
     return read_session(request.cookies.get(COOKIE), tokens.sign, time.time())
+
+
+async def session_of(request: web.Request) -> Session | None:
+    """The request's valid session, or None: also None once it was signed out anywhere.
+
+    Raises redis.RedisError when Redis cannot say. That fails closed on purpose: taking the
+    session when the check cannot be made would let a signed-out copy of the cookie in whenever
+    Redis is away, and the console can show nothing without Redis anyway (every page reads it),
+    so its callers answer the same 503 as for any other Redis failure.
+    """
+    session = signed_session(request)
+    if session is None:
+        return None
+    # Only for a validly signed cookie: a forged one costs no round trip. The admin app's client
+    # is sync, so the one EXISTS runs in a thread, as the pages' reads do (its socket timeouts
+    # bound it).
+    revoked = await asyncio.to_thread(
+        revoked_sessions.is_revoked, request.app[REDIS], session.nonce
+    )
+    return None if revoked else session
+
+
+async def revoke(request: web.Request, session: Session) -> bool:
+    """Revoke `session` everywhere until it would have expired; False when it already was.
+    Raises redis.RedisError when Redis does not answer."""
+    return await asyncio.to_thread(
+        revoked_sessions.revoke_session,
+        request.app[REDIS],
+        session.nonce,
+        session.name,
+        session.revocation_seconds(time.time()),
+    )
 
 
 def start_session(request: web.Request, response: web.StreamResponse, session: Session) -> bool:
@@ -122,10 +158,11 @@ def cross_site(request: web.Request) -> bool:
     return request.headers.get("Sec-Fetch-Site", "none") in ("cross-site", "same-site")
 
 
-def resolve_session(request: web.Request, tokens: TokenSet) -> Principal | None:
-    """relay.admin.auth's session hook: the principal of the cookie's session, or None; a write
-    without the session's CSRF token in `X-CSRF-Token` raises SessionRefused (403)."""
-    session = read_session(request.cookies.get(COOKIE), tokens.sign, time.time())
+async def resolve_session(request: web.Request, tokens: TokenSet) -> Principal | None:
+    """relay.admin.auth's session hook: the principal of the cookie's session, or None (also
+    once signed out); a write without the session's CSRF token in `X-CSRF-Token` raises
+    SessionRefused (403); redis.RedisError when Redis cannot say (the API answers 503)."""
+    session = await session_of(request)
     if session is None:
         return None
     principal = tokens.named(session.name)
@@ -136,13 +173,14 @@ def resolve_session(request: web.Request, tokens: TokenSet) -> Principal | None:
     return principal
 
 
-def viewer_of(request: web.Request) -> Viewer | None:
-    """Who reads a console page: a bearer token (no CSRF token), or the session; None if neither."""
+async def viewer_of(request: web.Request) -> Viewer | None:
+    """Who reads a console page: a bearer token (no CSRF token), or the session; None if neither.
+    Raises redis.RedisError when Redis cannot say whether the session was signed out."""
     tokens = request.app[TOKENS]
     if bearer_token(request) is not None:
-        principal = authenticate(request)
+        principal = await authenticate(request)
         return None if principal is None else Viewer(principal, "")
-    session = session_of(request)
+    session = await session_of(request)
     if session is None:
         return None
     principal = tokens.named(session.name)
@@ -164,17 +202,18 @@ def _refused(principal: Principal, request: web.Request, result: str) -> None:
     )  # fmt: skip
 
 
-def check_action(request: web.Request, form: dict[str, str]) -> Viewer | web.Response:
-    """The viewer a POST acts as, or the refusal: 401 without a principal, 403 for a cross-site
-    request, a missing or wrong CSRF token, or a read token."""
+async def check_action(request: web.Request, form: dict[str, str]) -> Viewer | web.Response:
+    """The viewer a POST acts as, or the refusal: 401 without a principal (or with a signed-out
+    session), 403 for a cross-site request, a missing or wrong CSRF token, or a read token.
+    Raises redis.RedisError when Redis cannot say whether the session was signed out."""
     tokens = request.app[TOKENS]
     if bearer_token(request) is not None:
-        principal = authenticate(request)  # a header a browser never adds by itself
+        principal = await authenticate(request)  # a header a browser never adds by itself
         if principal is None:
             return refusal_page(HTTPStatus.UNAUTHORIZED, "That token is not valid.", None)
         viewer = Viewer(principal, "")
     else:
-        session = session_of(request)
+        session = await session_of(request)
         principal = tokens.named(session.name) if session is not None else None
         if session is None or principal is None:
             return refusal_page(HTTPStatus.UNAUTHORIZED, "Sign in first.", None)

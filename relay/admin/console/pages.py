@@ -2,8 +2,10 @@
 
 A page handler returns a `Page` (title and body markup); `page` checks who is looking first
 (redirecting to the sign-in form), draws the frame, shows and clears the notice of the last
-action, and answers 503 when Redis does not. An action handler gets the checked viewer and the
-form (relay.admin.console.guard.check_action: CSRF, scope) and answers a redirect.
+action, and answers 503 when Redis does not (also when it cannot say whether the session was
+signed out: relay.admin.console.guard.session_of fails closed). An action handler gets the
+checked viewer and the form (relay.admin.console.guard.check_action: CSRF, scope) and answers a
+redirect.
 """
 
 from __future__ import annotations
@@ -76,6 +78,18 @@ async def read(request: web.Request, func: Callable[P, T], *args: P.args, **kw: 
     return await asyncio.wait_for(asyncio.to_thread(func, *args, **kw), READ_TIMEOUT)
 
 
+def unavailable(
+    request: web.Request, exc: BaseException, advice: str, viewer: Viewer | None
+) -> web.Response:
+    """The 503 page of a request Redis did not answer (logged once, with the error's type)."""
+    log.warning("console_unavailable", path=request.path, error=type(exc).__name__)
+    return refusal_page(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        f"Redis did not answer ({type(exc).__name__}): {advice}",
+        viewer,
+    )
+
+
 def redis_of(request: web.Request) -> redis.Redis:
     """The admin app's Redis client."""
     return request.app[REDIS]
@@ -86,19 +100,17 @@ def page(current: str) -> Callable[[PageHandler], Handler]:
 
     def decorate(handler: PageHandler) -> Handler:
         async def run(request: web.Request) -> web.StreamResponse:
-            viewer = viewer_of(request)
+            try:
+                viewer = await viewer_of(request)
+            except UNAVAILABLE as exc:
+                return unavailable(request, exc, "reload in a moment.", None)
             if viewer is None:
                 return sign_in_redirect(request)
             request[VIEWER] = viewer
             try:
                 made = await handler(request, viewer)
             except UNAVAILABLE as exc:
-                log.warning("console_unavailable", path=request.path, error=type(exc).__name__)
-                return refusal_page(
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    f"Redis did not answer ({type(exc).__name__}): reload in a moment.",
-                    viewer,
-                )
+                return unavailable(request, exc, "reload in a moment.", viewer)
             notice = take_notice(request)
             html = render_page(
                 made.title, made.body, viewer, current=current, heading=made.heading, notice=notice
@@ -118,18 +130,20 @@ def action(handler: ActionHandler) -> Handler:
 
     async def run(request: web.Request) -> web.StreamResponse:
         form = await request.post()
-        checked = check_action(request, {k: str(v) for k, v in form.items()})
+        try:
+            checked = await check_action(request, {k: str(v) for k, v in form.items()})
+        except UNAVAILABLE as exc:
+            return unavailable(request, exc, "nothing was changed; try again in a moment.", None)
         if isinstance(checked, web.Response):
             return checked
         request[VIEWER] = checked
         try:
             return await handler(request, checked, form)
         except UNAVAILABLE as exc:
-            log.warning("console_unavailable", path=request.path, error=type(exc).__name__)
-            return refusal_page(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                f"Redis did not answer ({type(exc).__name__}): nothing was changed, or "
-                "not all of it; look at the page again before retrying.",
+            return unavailable(
+                request,
+                exc,
+                "nothing was changed, or not all of it; look at the page again before retrying.",
                 checked,
             )
 

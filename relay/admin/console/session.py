@@ -1,10 +1,12 @@
-"""The console's session and CSRF tokens (pure): signed, so no session is stored anywhere.
+"""The console's session and CSRF tokens (pure): signed, so no live session is stored anywhere.
 
 A session cookie holds `name|issued|nonce|mac`: the token's name (never its value), when the
 session began, a random nonce, and an HMAC-SHA256 keyed by the value of the token named, which
 only the server knows (`TokenSet.sign`). So a session is checked without any store, in every
 process of `relay serve`, and survives a restart; it ends after SESSION_SECONDS, or at once for
-every browser when the token is rotated or removed from RELAY_ADMIN_TOKENS.
+every browser when the token is rotated or removed from RELAY_ADMIN_TOKENS. Signing out ends
+one session everywhere: its nonce is kept as revoked until it would have expired
+(`Session.revocation_seconds`; relay.store.revoked_sessions holds the list, the guard asks it).
 
 The CSRF token is a second HMAC of the same session under another label: one per session,
 never in a cookie, so a page of another site can neither read nor guess it (the synchronizer
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +79,11 @@ class Session:
     def expires(self) -> int:
         """When the session ends (Unix seconds)."""
         return self.issued + SESSION_SECONDS
+
+    def revocation_seconds(self, now: float) -> int:
+        """How long a revocation of this session must be kept: until it would have expired, and
+        CLOCK_SKEW longer for a process of `relay serve` whose clock is behind this one's."""
+        return max(0, math.ceil(self.expires() - now)) + CLOCK_SKEW
 
 
 def new_session(name: str, now: float) -> Session:

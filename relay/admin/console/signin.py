@@ -2,7 +2,9 @@
 
 The sign-in form has a CSRF check of its own before there is a session (a random value both in
 a short-lived cookie and in the form: the double-submit pattern), so no other site can sign a
-browser in under a token of its choosing. Log lines name the token, never its value.
+browser in under a token of its choosing. Signing out removes the cookie and revokes the
+session in Redis, so a copy of the cookie (another tab's, or a stolen one) ends with it. Log
+lines name the token, never its value.
 """
 
 from __future__ import annotations
@@ -15,21 +17,27 @@ import structlog
 from aiohttp import web
 
 from relay.admin.console.guard import (
+    NOTICE_COOKIE,
     clear_cookie,
     cross_site,
     html_response,
     redirect,
     refusal_page,
+    revoke,
     same_value,
-    session_of,
     set_cookie,
+    set_notice,
+    signed_session,
     start_session,
+    take_notice,
     viewer_of,
 )
 from relay.admin.console.html import button, e, hidden
 from relay.admin.console.layout import Notice, NoticeKind, render_page
+from relay.admin.console.pages import UNAVAILABLE
 from relay.admin.console.session import COOKIE, CSRF_FIELD, new_pre_session, new_session
 from relay.admin.state import TOKENS
+from relay.core.times import format_time
 
 log = structlog.get_logger("relay.console")
 
@@ -78,11 +86,22 @@ def _form_response(
 
 
 async def sign_in_form(request: web.Request) -> web.StreamResponse:
-    """GET /sign-in: the form (or the overview for a browser already signed in)."""
+    """GET /sign-in: the form (or the overview for a browser already signed in), with the notice
+    sign-out left, if any."""
     next_path = safe_next(request.query.get("next"))
-    if viewer_of(request) is not None:
+    try:
+        signed_in = await viewer_of(request) is not None
+    except UNAVAILABLE:
+        # The form needs no Redis: show it rather than send a browser whose session cannot be
+        # checked to a page that cannot be shown (that page answers the 503 itself).
+        signed_in = False
+    if signed_in:
         raise web.HTTPSeeOther(next_path)
-    return _form_response(request, next_path)
+    notice = take_notice(request)
+    response = _form_response(request, next_path, notice)
+    if notice is not None:
+        clear_cookie(request, response, NOTICE_COOKIE)
+    return response
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
@@ -108,17 +127,35 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
-    """POST /sign-out: end the session (the cookie goes; needs the session's CSRF token)."""
+    """POST /sign-out: end the session everywhere (needs the session's CSRF token): the cookie
+    goes, and the session is revoked in Redis so that no copy of the cookie is taken any more.
+    When Redis does not answer, the cookie still goes and the sign-in page says that copies of
+    it stay valid until the session's end."""
     form = await request.post()
-    session = session_of(request)
+    # The signature only, not the revocation list: signing out must work while Redis is away,
+    # and revoking a session that already is changes nothing.
+    session = signed_session(request)
     if session is None:
         raise web.HTTPSeeOther("/sign-in")
     tokens = request.app[TOKENS]
-    viewer = viewer_of(request)
     if cross_site(request) or not session.csrf_ok(str(form.get(CSRF_FIELD, "")), tokens.sign):
-        return refusal_page(HTTPStatus.FORBIDDEN, "This form is stale: reload the page.", viewer)
+        # No viewer in the frame: whether this session was signed out already is not asked.
+        return refusal_page(HTTPStatus.FORBIDDEN, "This form is stale: reload the page.", None)
     response = redirect("/sign-in")
     clear_cookie(request, response, COOKIE)
+    try:
+        if await revoke(request, session):
+            log.info("session_revoked", principal=session.name, until=session.expires())
+    except UNAVAILABLE as exc:
+        log.warning("session_not_revoked", principal=session.name, error=type(exc).__name__)
+        until = format_time(session.expires())
+        note = Notice(
+            NoticeKind.ERROR,
+            f"Signed out in this browser only: Redis did not answer ({type(exc).__name__}), so "
+            f"a copy of this session's cookie stays valid until {until}. To end it now, rotate "
+            "the token.",
+        )
+        set_notice(request, response, note)
     log.info("console_signed_out", principal=session.name)
     return response
 
