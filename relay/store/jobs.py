@@ -4,11 +4,17 @@ A bulk replay started through the management API can take minutes (each delivery
 atomically on its own), so the API answers at once with a job, and the job's progress is kept
 under `relay:job:{id}` (relay.store.keys) for any admin process to answer a poll. The record
 expires a day after its last update.
+
+A job's deliveries are kept beside it (relay.store.job_pairs) and it is listed in
+`relay:jobs:open` until it is over, so that when its process stops (a deploy, SIGKILL, a lost
+host) another admin process takes its lease (relay.store.job_lease) and finishes it from `done`
+on; `resumed` counts how often that happened.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -18,6 +24,7 @@ from redis import Redis
 
 from relay.core.times import format_time
 from relay.store import keys
+from relay.store.job_pairs import Pair, push_pairs
 
 #: A job record is kept this long after its last write.
 JOB_TTL = 86_400
@@ -29,10 +36,12 @@ STALE_AFTER = 60.0
 class JobState(StrEnum):
     """Where a job stands."""
 
-    RUNNING = "running"
+    RUNNING = "running"  # also while it waits to be resumed (its process stopped)
     FINISHED = "finished"
-    FAILED = "failed"  # stopped by an error (Redis went away): `error` says which
-    ABANDONED = "abandoned"  # its process stopped while it ran (read-side only, never stored)
+    FAILED = "failed"  # stopped by an error (Redis went away, its deliveries expired): `error`
+    # Its record has not moved for STALE_AFTER: its process stopped and no admin process has
+    # resumed it yet (read-side only, never stored: the record still says running).
+    ABANDONED = "abandoned"
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,12 @@ class Job:
     error: str = ""
     selection: str = "{}"  # the filter it was started with, as JSON text
     failures: str = "[]"  # the first few failed results, as JSON text
+    resumed: int = 0  # how often another admin process took it over after its own stopped
+
+    @property
+    def over(self) -> bool:
+        """Whether the job ended (finished or failed): nothing will run it again."""
+        return self.state in (JobState.FINISHED, JobState.FAILED)
 
     def to_redis(self) -> dict[str, str | int | float]:
         """The fields of the record's hash."""
@@ -66,6 +81,7 @@ class Job:
             "error": self.error,
             "selection": self.selection,
             "failures": self.failures,
+            "resumed": self.resumed,
         }
 
     @classmethod
@@ -99,6 +115,7 @@ class Job:
             error=text("error"),
             selection=text("selection", "{}"),
             failures=text("failures", "[]"),
+            resumed=int(number("resumed")),
         )
 
     def seen_at(self, now: float) -> Job:
@@ -124,21 +141,53 @@ class Job:
             "updated": format_time(self.updated_at),
             "selection": orjson.loads(self.selection),
             "failures": orjson.loads(self.failures),
+            "resumed": self.resumed,
         }
 
 
+def create_job(conn: Redis, job: Job, pairs: Sequence[Pair]) -> None:
+    """Write a new job's record, its deliveries and its entry among the open jobs, at once."""
+    with conn.pipeline(transaction=True) as pipe:
+        push_pairs(pipe, job.id, pairs, JOB_TTL)
+        pipe.hset(keys.job_key(job.id), mapping=job.to_redis())  # type: ignore[arg-type]
+        pipe.expire(keys.job_key(job.id), JOB_TTL)
+        pipe.zadd(keys.OPEN_JOBS, {job.id: job.created_at})
+        pipe.execute()
+
+
 def save_job(conn: Redis, job: Job) -> None:
-    """Write the job's record (whole) and renew its expiry."""
+    """Write the job's record (whole) and renew its expiry and its deliveries'; a job that is
+    over loses its deliveries and its place among the open jobs."""
     key = keys.job_key(job.id)
     with conn.pipeline(transaction=True) as pipe:
         pipe.hset(key, mapping=job.to_redis())  # type: ignore[arg-type]
         pipe.expire(key, JOB_TTL)
+        if job.over:
+            pipe.delete(keys.job_pairs_key(job.id))
+            pipe.zrem(keys.OPEN_JOBS, job.id)
+        else:
+            pipe.expire(keys.job_pairs_key(job.id), JOB_TTL)
         pipe.execute()
 
 
-def load_job(conn: Redis, job_id: str, now: float | None = None) -> Job | None:
-    """The job's record, None when unknown or expired."""
+def read_job(conn: Redis, job_id: str) -> Job | None:
+    """The job's record as stored (never abandoned), None when unknown or expired."""
     data: dict[bytes, bytes] = conn.hgetall(keys.job_key(job_id))  # type: ignore[assignment]
-    if not data:
-        return None
-    return Job.from_redis(job_id, data).seen_at(time.time() if now is None else now)
+    return Job.from_redis(job_id, data) if data else None
+
+
+def load_job(conn: Redis, job_id: str, now: float | None = None) -> Job | None:
+    """The job's record as a reader reports it, None when unknown or expired."""
+    job = read_job(conn, job_id)
+    return job.seen_at(time.time() if now is None else now) if job is not None else None
+
+
+def open_jobs(conn: Redis, start: int, count: int) -> list[str]:
+    """Up to `count` ids of open jobs from rank `start`, oldest first."""
+    raw: list[bytes] = conn.zrange(keys.OPEN_JOBS, start, start + count - 1)  # type: ignore[assignment]
+    return [member.decode() for member in raw]
+
+
+def forget_open(conn: Redis, job_id: str) -> None:
+    """Drop a job from the open jobs (its record is over or gone)."""
+    conn.zrem(keys.OPEN_JOBS, job_id)

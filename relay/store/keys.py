@@ -73,7 +73,16 @@
                                         (JSON, relay.store.enrichment); expires with the event
     relay:lock:enr:{id}         STRING  held (SET NX PX) by the process fetching that record
     relay:job:{id}              HASH    a bulk replay started through the management API: its
-                                        progress (relay.store.jobs); expires a day after
+                                        progress (relay.store.jobs); expires a day after its last
+                                        write
+    relay:job:{id}:pairs        LIST    the job's deliveries, "{id}:{target}" in replay order: what
+                                        a resumed job reads from `done` on (relay.store.job_pairs);
+                                        expires with the record, deleted when the job ends
+    relay:jobs:open             ZSET    job id -> created time: jobs not yet over, which admin
+                                        processes look through for one to resume (an entry whose
+                                        record is over or gone is dropped by the next look)
+    relay:lock:job:{id}         STRING  held (SET NX PX) by the admin process running the job,
+                                        extended every chunk (relay.store.job_lease)
     relay:admin:revoked:{nonce} STRING  a console session signed out before its end: the name of
                                         its token (never the value; relay.store.revoked_sessions);
                                         expires when the session would have ended (and
@@ -97,6 +106,7 @@ __all__ = [
     "EVENTS_BUCKET_PREFIX",
     "EVENTS_INDEX",
     "EVENTS_MINUTES",
+    "OPEN_JOBS",
     "RECONCILED_SOURCES",
     "TRIM_LOCK",
     "UNROUTED",
@@ -111,6 +121,8 @@ __all__ = [
     "event_key",
     "in_flight_key",
     "job_key",
+    "job_lock_key",
+    "job_pairs_key",
     "order_key",
     "order_queue_key",
     "paused_key",
@@ -278,6 +290,20 @@ def enrichment_lock_key(event_id: str) -> str:
 def job_key(job_id: str) -> str:
     """The record of one bulk replay job of the management API (its progress, to poll)."""
     return f"{KEY_PREFIX}:job:{job_id}"
+
+
+def job_pairs_key(job_id: str) -> str:
+    """The deliveries of one bulk replay job, in replay order (what is left is from `done` on)."""
+    return f"{KEY_PREFIX}:job:{job_id}:pairs"
+
+
+def job_lock_key(job_id: str) -> str:
+    """Held by the one admin process running a bulk replay job."""
+    return f"{KEY_PREFIX}:lock:job:{job_id}"
+
+
+#: The bulk replay jobs not over yet, by created time: where resumable ones are looked for.
+OPEN_JOBS = f"{KEY_PREFIX}:jobs:open"
 
 
 def revoked_session_key(nonce: str) -> str:

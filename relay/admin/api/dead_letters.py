@@ -30,7 +30,7 @@ from relay.admin.api.params import (
 from relay.admin.api.schemas import BOOLEAN, obj
 from relay.admin.api.spec import Operation, PathParam
 from relay.admin.errors import bad_field, json_response, not_found
-from relay.admin.state import REDIS, SETTINGS
+from relay.admin.state import REDIS
 from relay.core.times import format_time
 from relay.ops import deliveries as ops
 from relay.ops.events import MAX_SCAN
@@ -123,7 +123,6 @@ async def replay_dead_handler(request: web.Request) -> web.StreamResponse:
         pairs,
         by=principal_name(request),
         selection={"filter": shown, "all": everything},
-        retention=request.app[SETTINGS].retention,
     )
     note(
         request,

@@ -188,6 +188,8 @@ COMPONENTS: dict[str, Schema] = {
             "updated": TIME,
             "selection": {"type": "object"},
             "failures": array(ref("ReplayResult")),
+            # How often another admin process took the job over after its own stopped.
+            "resumed": INTEGER,
         }
     ),
     "JobAnswer": obj({"job": ref("Job")}),

@@ -42,7 +42,6 @@ from relay.admin.console.html import (
 from relay.admin.console.layout import Viewer, render_page
 from relay.admin.console.pages import Form, Page, action, audit, done, page, read, redis_of
 from relay.admin.errors import ApiError
-from relay.admin.state import SETTINGS
 from relay.ops import deliveries as ops
 from relay.ops.status_page.model import cut
 from relay.store import keys
@@ -197,7 +196,6 @@ async def start(request: web.Request, viewer: Viewer, form: Form) -> web.StreamR
         pairs,
         by=viewer.principal.name,
         selection=described,
-        retention=request.app[SETTINGS].retention,
     )
     what = (
         "selected dead letters"
@@ -233,14 +231,14 @@ def render_job(job: Job) -> str:
         f"{job.done} of {job.total}</progress> "
         f'<span data-progress-text aria-live="polite">{job.done} of {job.total} done</span></div>'
     )
-    facts = definition_list(
-        [
-            ("Selected", e(job.total)),
-            ("Replayed", e(job.replayed)),
-            ("Could not be replayed", e(job.failed)),
-            ("Error", e(job.error or "-")),
-        ]
-    )
+    facts = [
+        ("Selected", e(job.total)),
+        ("Replayed", e(job.replayed)),
+        ("Could not be replayed", e(job.failed)),
+        ("Error", e(job.error or "-")),
+    ]
+    if job.resumed:  # only then: most jobs finish in the process that started them
+        facts.append(("Resumed", e(f"{job.resumed} time(s), after its process stopped")))
     rows = [
         "<tr>"
         + cell(link(event_url(str(f.get("event_id", ""))), f.get("event_id", "")), "mono")
@@ -258,7 +256,12 @@ def render_job(job: Job) -> str:
         empty="Every delivery so far was replayed." if job.replayed else "",
     )
     again = link(job_path(job.id), "Reload") if running else link("/dead-letters", "Dead letters")
-    return progress + facts + (failures if rows or job.replayed else "") + f"<p>{again}</p>"
+    return (
+        progress
+        + definition_list(facts)
+        + (failures if rows or job.replayed else "")
+        + f"<p>{again}</p>"
+    )
 
 
 @page("/dead-letters")
