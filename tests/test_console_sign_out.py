@@ -146,15 +146,24 @@ async def test_signing_out_a_copy_again_keeps_the_first_revocation(
     assert [line["event"] for line in logs] == ["console_signed_out"]
 
 
-async def test_redis_away_at_the_check_is_a_503_never_access(
+async def signed_in_then_redis_gone(
     aiohttp_client: Callable[..., AsyncIterator[Client]], make_redis: Any
-) -> None:
+) -> tuple[Any, Client, str, str]:
+    """A console signed in (its Redis server, client, CSRF token and a copy of the cookie) whose
+    Redis then stops."""
     server = make_redis()
     server.start()
     client: Client = await aiohttp_client(console_app(server.url))  # type: ignore[misc]
     csrf = await sign_in(client, WRITE_TOKEN)
     copy = cookie_of(client)
     server.stop()
+    return server, client, csrf, copy
+
+
+async def test_redis_away_at_the_check_is_a_503_never_access(
+    aiohttp_client: Callable[..., AsyncIterator[Client]], make_redis: Any
+) -> None:
+    _, client, csrf, copy = await signed_in_then_redis_gone(aiohttp_client, make_redis)
     with capture_logs() as logs:
         page = await client.get("/", cookies={COOKIE: copy}, allow_redirects=False)
         api = await client.get("/api/v1/events?limit=5", cookies={COOKIE: copy})
@@ -179,12 +188,7 @@ async def test_redis_away_at_the_check_is_a_503_never_access(
 async def test_redis_away_at_sign_out_clears_the_cookie_and_says_the_copies_live_on(
     aiohttp_client: Callable[..., AsyncIterator[Client]], make_redis: Any
 ) -> None:
-    server = make_redis()
-    server.start()
-    client: Client = await aiohttp_client(console_app(server.url))  # type: ignore[misc]
-    csrf = await sign_in(client, WRITE_TOKEN)
-    copy = cookie_of(client)
-    server.stop()
+    server, client, csrf, copy = await signed_in_then_redis_gone(aiohttp_client, make_redis)
     with capture_logs() as logs:
         await sign_out(client, csrf)
     assert [line["principal"] for line in logs if line["event"] == "session_not_revoked"] == [
