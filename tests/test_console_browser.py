@@ -23,6 +23,7 @@ from selenium.common.exceptions import (
     NoSuchElementException,
     StaleElementReferenceException,
     TimeoutException,
+    WebDriverException,
 )
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -109,9 +110,15 @@ def shot(driver: WebDriver, name: str) -> None:
 def wait_for(driver: WebDriver, condition: object, message: str) -> None:
     """Wait (bounded) until `condition(driver)` is true; the page's text in the failure."""
     try:
-        # A click that loads a page leaves the old page's elements stale for a moment.
+        # A click that loads a page leaves the old page's elements stale for a moment; Chromium
+        # sometimes says so as a plain WebDriverException ("Node with given id does not belong
+        # to the document") rather than a stale element. Either way: look again, and a page
+        # that never gets there still fails at the deadline with its text.
         WebDriverWait(
-            driver, WAIT, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+            driver,
+            WAIT,
+            poll_frequency=0.2,
+            ignored_exceptions=(StaleElementReferenceException, WebDriverException),
         ).until(condition)  # type: ignore[arg-type]
     except TimeoutException:
         pytest.fail(f"{message}; the page at {driver.current_url} says: {text_of(driver)}")
