@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from relay.cli.common import redact_url
 from relay.config.settings import Settings
+from relay.core.acks import AckReplicas
 from relay.core.errors import ConfigError
 from relay.core.redis_url import (
     DEFAULT_SENTINEL_PORT,
@@ -122,8 +123,8 @@ def test_settings_take_a_sentinel_url_and_ack_replicas() -> None:
     env = {"REDIS_URL": "redis+sentinel://s1,s2,s3/relay/0", "RELAY_ACK_REPLICAS": "1"}
     settings = Settings.from_env(env)
     assert settings.redis_url == env["REDIS_URL"]
-    assert settings.ack_replicas == 1
-    assert Settings.from_env({}).ack_replicas == 0
+    assert settings.ack_replicas == AckReplicas(1)
+    assert Settings.from_env({}).ack_replicas == AckReplicas(0)
     with pytest.raises(ConfigError, match="RELAY_ACK_REPLICAS"):
         Settings.from_env({"RELAY_ACK_REPLICAS": "-1"})
 

@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 
 from relay.config.loading import parse_routes
 from relay.config.settings import Settings
+from relay.core.acks import AckReplicas
 from relay.core.errors import Unavailable
 from relay.receiver.app import create_app
 from relay.receiver.intake import IntakeWriter
@@ -257,7 +258,7 @@ async def intake_writer(url: str, ack: int, wait: float) -> IntakeWriter:
     writer = IntakeWriter(
         clients.async_client(url, bounds),
         queue_connection=clients.sync_client(url, bounds),
-        ack_replicas=ack,
+        ack_replicas=AckReplicas(ack),
     )
     writer.start()
     return writer
@@ -335,7 +336,10 @@ async def test_unconfirmed_events_are_spooled_for_spool_sources_and_503_for_othe
 ) -> None:
     topology = ack_topology(make_topology)
     settings = Settings(
-        redis_url=topology.url, intake_timeout=0.5, ack_replicas=1, spool_dir=str(tmp_path)
+        redis_url=topology.url,
+        intake_timeout=0.5,
+        ack_replicas=AckReplicas(1),
+        spool_dir=str(tmp_path),
     )
     app = create_app(settings, parse_routes(SPOOL_ROUTES, "routes.toml", {}))
     client = await aiohttp_client(await receiver_server(app))
@@ -366,7 +370,9 @@ def test_the_drain_keeps_its_cursor_until_replicas_confirm(
     client = clients.sync_client(topology.url, clients.intake(0.5))
     spool = Spool(tmp_path)
     spool.append(event(11))
-    drainer = SpoolDrainer(spool, redis_commit(client, ack_replicas=1, ack_timeout=0.3))
+    drainer = SpoolDrainer(
+        spool, redis_commit(client, ack_replicas=AckReplicas(1), ack_timeout=0.3)
+    )
     topology.data[1].kill()
     try:
         with pytest.raises(ReplicasUnconfirmed):
@@ -392,7 +398,7 @@ def test_a_wait_after_any_write_covers_the_writes_of_other_clients(
     with primary.client() as writer, primary.client() as confirmer:
         for n in range(200):
             writer.set(f"w{n}", n)  # this connection never WAITs
-            assert confirm_replicas(confirmer, 1, 2.0) == 1
+            assert confirm_replicas(confirmer, AckReplicas(1), 2.0) == 1
             with replica.client() as direct:
                 assert direct.get(f"w{n}") == str(n).encode()
 
@@ -402,19 +408,22 @@ def test_startup_warnings_name_what_weakens_a_202(make_topology: MakeTopology) -
     with clients.sync_client(topology.url, clients.OPERATOR) as client:
         facts = read_facts(client)
     assert (facts.role, facts.connected_replicas, facts.aof_enabled) == ("master", 1, False)
+    assert facts.online_replicas == 1
     assert facts.good_replicas is None
-    warnings = startup_warnings(facts, ack_replicas=2)
+    warnings = startup_warnings(facts, AckReplicas(2))
     assert any("RELAY_ACK_REPLICAS=2" in w and "1 connected" in w for w in warnings)
     assert any("min-replicas-to-write is off" in w for w in warnings)
     assert any("AOF is off" in w for w in warnings)
-    assert startup_warnings(facts, ack_replicas=0) == [next(w for w in warnings if "AOF" in w)]
+    assert startup_warnings(facts, AckReplicas(0)) == [next(w for w in warnings if "AOF" in w)]
 
 
 async def test_the_receiver_logs_its_startup_warnings(
     make_topology: MakeTopology, aiohttp_client: Any, tmp_path: Path
 ) -> None:
     topology = make_topology(timings=Timings(min_replicas_to_write=1))
-    settings = Settings(redis_url=topology.url, ack_replicas=3, spool_dir=str(tmp_path))
+    settings = Settings(
+        redis_url=topology.url, ack_replicas=AckReplicas(3), spool_dir=str(tmp_path)
+    )
     with capture_logs() as logs:
         app = create_app(settings, parse_routes(SPOOL_ROUTES, "routes.toml", {}))
         client = await aiohttp_client(await receiver_server(app))

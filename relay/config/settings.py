@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from relay.core import constants
+from relay.core.acks import PRIMARY_ONLY, AckReplicas
 from relay.core.errors import ConfigError, Problem
 from relay.core.redis_url import check_redis_url
 from relay.core.units import parse_duration, parse_size
@@ -37,8 +38,9 @@ class Settings:
     admin_trust_proxy: bool = False
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
-    #: Replicas that must confirm a batch's commit (WAIT) before its 202; 0: the primary's word.
-    ack_replicas: int = 0
+    #: Replicas that must confirm a batch's commit (WAIT) before its 202: a number (0: the
+    #: primary's word) or `all` (every replica online at commit time, at least one).
+    ack_replicas: AckReplicas = PRIMARY_ONLY
     #: How often each worker looks whether a reconciliation pass is due (seconds).
     reconcile_tick: float = 15.0
 
@@ -67,7 +69,7 @@ class Settings:
             admin_trust_proxy=read.choice("RELAY_ADMIN_TRUST_PROXY", ("0", "1")) == "1",
             log_format=log_format,
             log_level=read.text("RELAY_LOG_LEVEL", "info").lower(),
-            ack_replicas=int(read.number("RELAY_ACK_REPLICAS", 0, int)),
+            ack_replicas=read.ack_replicas("RELAY_ACK_REPLICAS"),
             reconcile_tick=read.positive("RELAY_RECONCILE_TICK", 15.0),
         )
         if settings.admin_tokens and settings.admin_port == settings.port and settings.port:
@@ -124,6 +126,17 @@ class _EnvReader:
         except ValueError:
             self._problem(name, f"{raw!r} is not a valid number")
             return default
+
+    def ack_replicas(self, name: str) -> AckReplicas:
+        """A replica count of at least 0, or `all`; unset means 0."""
+        raw = self.env.get(name)
+        if not raw:
+            return PRIMARY_ONLY
+        try:
+            return AckReplicas.parse(raw)
+        except ValueError:
+            self._problem(name, f"{raw!r} is neither a whole number of at least 0 nor all")
+            return PRIMARY_ONLY
 
     def duration(self, name: str, default: float) -> float:
         """A duration such as `30s` or `1.5` (seconds)."""

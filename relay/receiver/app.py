@@ -97,7 +97,7 @@ def warn_at_start(client: redis.Redis, settings: Settings) -> None:
         log.info("replication_check_skipped", error=str(exc), error_type=type(exc).__name__)
         return
     for warning in startup_warnings(facts, settings.ack_replicas):
-        log.warning("redis_setup_warning", warning=warning, ack_replicas=settings.ack_replicas)
+        log.warning("redis_setup_warning", warning=warning, ack_replicas=str(settings.ack_replicas))
 
 
 def _redis_and_writer(settings: Settings, connection: redis.Redis | None) -> Any:

@@ -11,6 +11,15 @@ With `ack_replicas` N > 0 the same round trip ends with `WAIT N ms`, bounded by 
 earliest deadline: the batch counts as committed only once N replicas have it
 (relay.store.replication); otherwise `ReplicasUnconfirmed` and the requests get 503 (or spool).
 
+With `all` the WAIT's count is the number of replicas online, and the round trip ends with a
+`ROLE` after the WAIT, which says how many are online now: the batch needs all of those (at
+least one), and the count is kept for the next batch's WAIT. Asked in the commit's own round
+trip, on the commit's own connection, the count costs no round trip under load and always comes
+from the primary the WAIT runs on (a poller on another connection could still be reading the
+old primary just after a failover, and a count too high blocks a WAIT until its deadline). A
+count older than ONLINE_FRESH (an idle receiver), or none (a new connection), is asked first,
+one round trip more; a replica that came online during the WAIT is waited for by a second WAIT.
+
 The kick is skipped while enough kicks already wait (a waiting kick takes everything due when
 it runs); a batch that skipped it when in fact none was left waiting owes one, sent after its
 requests are answered. A failed kick fails nothing: the events are committed, and a worker's
@@ -28,6 +37,7 @@ import redis
 import structlog
 from redis import asyncio as aioredis
 
+from relay.core.acks import PRIMARY_ONLY, AckReplicas
 from relay.receiver.batch import (
     BatchReplies,
     Pending,
@@ -38,8 +48,16 @@ from relay.receiver.batch import (
 )
 from relay.receiver.link import RedisLink
 from relay.store.commit import commit_arguments
+from relay.store.failover import NotSent
 from relay.store.queue import KICKS_ENOUGH, kick, kick_commands, make_queue
-from relay.store.replication import check_confirmed, confirm_replicas, wait_command
+from relay.store.replication import (
+    ROLE_COMMAND,
+    check_confirmed,
+    confirm_replicas,
+    online_from_role,
+    required,
+    wait_command,
+)
 
 __all__ = ["BatchCommitter"]
 
@@ -51,6 +69,10 @@ WAIT_MARGIN = 0.25
 #: Bounds of a WAIT's timeout: never 0 (forever), never past a sane intake deadline.
 MIN_WAIT = 0.01
 MAX_WAIT = 60.0
+#: Seconds an online-replica count read by a commit is used for the next one's WAIT; older, it
+#: is read again first. Under load every batch reads it anew, so this only matters after a
+#: pause, when a replica may have left or joined unseen.
+ONLINE_FRESH = 1.0
 
 
 def _kick_failed(exc: BaseException) -> None:
@@ -67,7 +89,7 @@ class BatchCommitter:
         *,
         queue_connection: redis.Redis | None,
         retention: float,
-        ack_replicas: int = 0,
+        ack_replicas: AckReplicas = PRIMARY_ONLY,
     ) -> None:
         """Commit on `connection`: redis.asyncio on the event loop, a sync client in a thread.
 
@@ -81,6 +103,9 @@ class BatchCommitter:
         self.queue = make_queue(sync)
         self.retention = retention
         self.ack_replicas = ack_replicas
+        # With `all`: replicas online at the end of the last commit, and when (monotonic).
+        self._online: int | None = None
+        self._online_at = 0.0
         self.kicks_waiting = 0  # RQ kicks queued at the last commit (the script's count)
         self.kick_owed = False  # the last commit skipped its kick and found none waiting
         # The asyncio commit's own connection (a sync client commits on a pipeline instead).
@@ -95,26 +120,80 @@ class BatchCommitter:
         link = self._link
         if link is None:
             return await asyncio.to_thread(self._commit_sync, batch, self._wait_time(batch))
+        try:
+            return await self._commit_on(link, batch)
+        except BaseException:
+            self._online = None  # read again on the next (perhaps new) connection
+            raise
+
+    async def _commit_on(
+        self, link: RedisLink, batch: list[Pending]
+    ) -> list[tuple[str | None, ...]]:
+        ack = self.ack_replicas
+        wanted = await self._wanted(link) if ack.enabled else 0
         call = commit_arguments(batch, self.retention, time.time(), self.queue.key)
         kicking = call.routed and self.kicks_waiting < KICKS_ENOUGH
         kicks = await self._kick_commands() if kicking else []
         wait = self._wait_time(batch)  # after the kick's one-off version query
-        waiting = [wait_command(self.ack_replicas, wait)] if self.ack_replicas else []
+        waiting: list[tuple[Any, ...]] = [wait_command(wanted, wait)] if ack.enabled else []
+        if ack.every_online:
+            waiting.append(ROLE_COMMAND)
         await link.send([call.command(), *kicks, *waiting])
         reply = await link.read()  # every event of the batch is on the primary once this arrives
         kicked = kicking and await self._read_kick(link, len(kicks))
         replies_at = BatchReplies(0, call.dedupe, kicked, kick_skipped=call.routed and not kicked)
         duplicates = self._read(batch, replies_at, [reply])
-        if self.ack_replicas:
+        if ack.enabled:
             # A kick that failed dropped the link: the WAIT's reply is lost with it, and the
             # batch counts as unconfirmed (a redis.ConnectionError).
-            check_confirmed(await link.read(), self.ack_replicas, wait)
+            confirmed = await link.read()
+            if ack.every_online:
+                await self._confirm_online(link, batch, confirmed, wanted, wait)
+            else:
+                check_confirmed(confirmed, wanted, wait)
         return duplicates
+
+    async def _wanted(self, link: RedisLink) -> int:
+        """The count a WAIT asks for: the fixed one, or with `all` the replicas online (read
+        first when the last commit's count is missing or stale, see ONLINE_FRESH)."""
+        ack = self.ack_replicas
+        if not ack.every_online:
+            return ack.count
+        fresh = time.monotonic() - self._online_at < ONLINE_FRESH
+        if self._online is None or not fresh:
+            try:
+                await link.send([ROLE_COMMAND])
+                self._note_online(await link.read())
+            except NotSent:
+                raise
+            except (redis.RedisError, OSError) as exc:
+                # Nothing of the batch was sent yet: the intake may send it again.
+                raise NotSent(f"cannot read the replicas online: {exc}") from exc
+        assert self._online is not None
+        return ack.wanted(self._online)
+
+    async def _confirm_online(
+        self, link: RedisLink, batch: list[Pending], confirmed: Any, wanted: int, wait: float
+    ) -> None:
+        """With `all`: the batch needs every replica online after its WAIT (the ROLE read
+        here); one that came online during the WAIT gets a second WAIT, on the same
+        connection, which covers the same writes."""
+        needed = required(self.ack_replicas, wanted, self._note_online(await link.read()))
+        if int(confirmed) < needed and needed > wanted:
+            wait = self._wait_time(batch)
+            await link.send([wait_command(needed, wait), ROLE_COMMAND])
+            confirmed = await link.read()
+            needed = required(self.ack_replicas, needed, self._note_online(await link.read()))
+        check_confirmed(confirmed, needed, wait)
+
+    def _note_online(self, role: Any) -> int:
+        self._online, self._online_at = online_from_role(role), time.monotonic()
+        return self._online
 
     def _wait_time(self, batch: list[Pending]) -> float:
         """Seconds a WAIT may take: until the batch's earliest deadline, less a margin for the
         round trip (the request is answered 503 at its deadline in any case)."""
-        if not self.ack_replicas:
+        if not self.ack_replicas.enabled:
             return 0.0
         deadline = min(p.deadline for p in batch)
         left = deadline - asyncio.get_running_loop().time() - WAIT_MARGIN

@@ -16,8 +16,9 @@ through the Sentinels to whichever primary they name, until it commits or its re
 their deadline. The link opens a fresh connection on the next batch, so the writer recovers
 alone.
 
-With `ack_replicas` N > 0 a batch counts as committed only once N replicas confirm it
-(relay.receiver.committer); a batch they do not confirm in time fails like a Redis error.
+With `ack_replicas` N > 0 (or `all`: every replica online) a batch counts as committed only once
+those replicas confirm it (relay.receiver.committer); a batch they do not confirm in time fails
+like a Redis error.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import structlog
 from redis import asyncio as aioredis
 
 from relay.core import constants
+from relay.core.acks import PRIMARY_ONLY, AckReplicas
 from relay.core.errors import Unavailable
 from relay.receiver.batch import Committed, Pending, take_batch
 from relay.receiver.committer import BatchCommitter
@@ -70,7 +72,7 @@ class IntakeWriter:
         queue_connection: redis.Redis | None = None,
         retention: float = float(constants.DEFAULT_RETENTION),
         max_batch: int = constants.MAX_BATCH,
-        ack_replicas: int = 0,
+        ack_replicas: AckReplicas = PRIMARY_ONLY,
         on_recovered: Callable[[], None] | None = None,
     ) -> None:
         """Commit on `connection`: redis.asyncio on the event loop, a sync client in a thread.

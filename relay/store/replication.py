@@ -1,4 +1,4 @@
-"""Replica-acknowledged writes (`RELAY_ACK_REPLICAS=N`) and the start-up checks behind them.
+"""Replica-acknowledged writes (`RELAY_ACK_REPLICAS`) and the start-up checks behind them.
 
 Redis replicates asynchronously: a primary that dies, or is cut off and then demoted, takes
 with it the writes its replicas had not received yet. `WAIT N timeout` blocks the connection it
@@ -8,8 +8,18 @@ after a write covers every write the primary took before that one, whoever made 
 drain relies on that when the events it finds already in Redis were written by someone else
 (`confirm_replicas` writes `keys.ACK_MARK` first for exactly that reason).
 
-A WAIT that answers fewer than N is `ReplicasUnconfirmed`: the write is on the primary but not
-known to survive a failover, so the receiver answers 503 (or spools) rather than 202.
+`RELAY_ACK_REPLICAS=all` (relay.core.acks) asks for every replica the primary counts online,
+and at least one: the WAIT is followed by `ROLE`, which lists the online replicas, and the write
+counts as confirmed once every replica online when the WAIT answered has it. With two replicas
+whichever Sentinel promotes then has every acknowledged write, and after a failover the one
+replica left confirms alone. A replica still syncing (or reconnecting) is not online: it is not
+counted, and need not be. It does not have the data yet (the primary sends it the write after
+its snapshot), and a failover does not prefer it to the replicas that confirmed: among replicas
+of equal priority Sentinel promotes the one with the largest replication offset, and one still
+loading its snapshot reports an older offset than any replica that confirmed the write.
+
+A WAIT that answers fewer than required is `ReplicasUnconfirmed`: the write is on the primary
+but not known to survive a failover, so the receiver answers 503 (or spools) rather than 202.
 
 What relay cannot check from here, and the Deployment page asks for: AOF on the replicas, and
 `min-replicas-to-write` on every node that can become primary.
@@ -24,22 +34,30 @@ from typing import Any
 
 import redis
 
+from relay.core.acks import AckReplicas
 from relay.store import keys
 
 __all__ = [
     "MARK_TTL_MS",
+    "ROLE_COMMAND",
     "ReplicasUnconfirmed",
     "ReplicationFacts",
     "check_confirmed",
     "confirm_replicas",
     "facts_from_info",
+    "online_from_info",
+    "online_from_role",
     "read_facts",
+    "required",
     "startup_warnings",
     "wait_command",
 ]
 
 #: The mark only needs to outlive the WAIT that follows it.
 MARK_TTL_MS = 60_000
+#: Lists the replicas the primary counts online, with their offsets: a short reply, cheaper
+#: than INFO replication, and the same list (replicas still syncing left out).
+ROLE_COMMAND: tuple[str, ...] = ("ROLE",)
 
 
 class ReplicasUnconfirmed(redis.RedisError):
@@ -68,18 +86,82 @@ def check_confirmed(reply: Any, wanted: int, timeout: float) -> int:
     return confirmed
 
 
-def confirm_replicas(conn: redis.Redis, wanted: int, timeout: float) -> int:
-    """Wait until `wanted` replicas have every write the primary took so far (see the module).
+def online_from_role(reply: Any) -> int:
+    """How many replicas a ROLE reply lists as online: 0 from anything but a primary (pure).
 
-    One round trip: the mark and the WAIT are pipelined on one connection.
+    A primary answers `[b"master", offset, [[ip, port, offset], ...]]` and lists only the
+    replicas in state online.
     """
-    if wanted <= 0:
+    if not isinstance(reply, list | tuple) or len(reply) < 3:
         return 0
+    role = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+    return len(reply[2]) if role == "master" else 0
+
+
+def online_from_info(replication: Mapping[str, Any]) -> int:
+    """How many replicas INFO replication lists with `state=online` (pure).
+
+    `replication` is the section as redis-py parses it (`slave0` maps to a dict) or as raw
+    `key:value` pairs (`slave0` maps to `ip=...,port=...,state=online,offset=...,lag=...`).
+    """
+    online = 0
+    for key, value in replication.items():
+        if not (key.startswith("slave") and key[5:].isdigit()):
+            continue
+        if isinstance(value, Mapping):
+            state = value.get("state")
+        else:
+            fields = dict(part.partition("=")[::2] for part in str(value).split(","))
+            state = fields.get("state")
+        online += state == "online"
+    return online
+
+
+def required(ack: AckReplicas, wanted: int, online_after: int) -> int:
+    """The confirmations a write needs, known once its WAIT has answered (pure): the fixed
+    count, or with `all` every replica the primary counted online after the WAIT, at least one.
+
+    `wanted` is what the WAIT was sent with, the online count known before it; the one after it
+    decides, so a replica lost during the WAIT is not waited for, and one that came online
+    during it is (the caller may WAIT again for it).
+    """
+    return ack.wanted(online_after) if ack.every_online else wanted
+
+
+def confirm_replicas(conn: redis.Redis, ack: AckReplicas, timeout: float) -> int:
+    """Wait until the replicas `ack` asks for have every write the primary took so far (see
+    the module).
+
+    A fixed count: one round trip, the mark and the WAIT pipelined on one connection. With
+    `all`, two or three: the online count is asked first, with the mark (this runs in the spool
+    drain and relay dev's embedded mode, where a round trip more costs nothing worth saving),
+    and a WAIT that a replica coming online outgrew is sent again for it, within `timeout`.
+    """
+    if not ack.enabled:
+        return 0
+    if not ack.every_online:
+        with conn.pipeline(transaction=False) as pipe:
+            pipe.set(keys.ACK_MARK, repr(time.time()), px=MARK_TTL_MS)
+            pipe.execute_command(*wait_command(ack.count, timeout))  # type: ignore[no-untyped-call]
+            _, reply = pipe.execute()
+        return check_confirmed(reply, ack.count, timeout)
     with conn.pipeline(transaction=False) as pipe:
         pipe.set(keys.ACK_MARK, repr(time.time()), px=MARK_TTL_MS)
-        pipe.execute_command(*wait_command(wanted, timeout))  # type: ignore[no-untyped-call]
-        _, reply = pipe.execute()
-    return check_confirmed(reply, wanted, timeout)
+        pipe.execute_command(*ROLE_COMMAND)  # type: ignore[no-untyped-call]
+        _, role = pipe.execute()
+    wanted = ack.wanted(online_from_role(role))
+    deadline = time.monotonic() + timeout
+    left = timeout
+    while True:
+        with conn.pipeline(transaction=False) as pipe:
+            pipe.execute_command(*wait_command(wanted, left))  # type: ignore[no-untyped-call]
+            pipe.execute_command(*ROLE_COMMAND)  # type: ignore[no-untyped-call]
+            reply, role = pipe.execute()
+        needed = required(ack, wanted, online_from_role(role))
+        left = deadline - time.monotonic()
+        if int(reply) >= needed or needed <= wanted or left <= 0:
+            return check_confirmed(reply, needed, timeout)
+        wanted = needed  # a replica came online during the WAIT: wait for it too
 
 
 @dataclass(frozen=True)
@@ -88,6 +170,8 @@ class ReplicationFacts:
 
     role: str
     connected_replicas: int
+    #: Connected replicas in state online (not those still syncing).
+    online_replicas: int
     aof_enabled: bool
     #: Replicas counted "good" for min-replicas-to-write; None when that setting is off.
     good_replicas: int | None
@@ -110,25 +194,29 @@ def facts_from_info(
     return ReplicationFacts(
         role=str(replication.get("role", "")),
         connected_replicas=int(replication.get("connected_slaves", 0)),
+        online_replicas=online_from_info(replication),
         aof_enabled=bool(int(persistence.get("aof_enabled", 0))),
         good_replicas=None if good is None else int(good),
     )
 
 
-def startup_warnings(facts: ReplicationFacts, ack_replicas: int) -> list[str]:
+def startup_warnings(facts: ReplicationFacts, ack: AckReplicas) -> list[str]:
     """What an operator should hear about at start-up, one sentence each (pure)."""
     warnings = []
     if facts.role and facts.role != "master":
         warnings.append(
             f"REDIS_URL leads to a {facts.role}, not a primary: every write will be refused"
         )
-    if ack_replicas > facts.connected_replicas:
+    # With `all` no request waits for a replica that is not there, but with none at all every
+    # request waits for one.
+    wanted = ack.wanted(0) if ack.every_online else ack.count
+    if wanted > facts.connected_replicas:
         warnings.append(
-            f"RELAY_ACK_REPLICAS={ack_replicas} but the primary has {facts.connected_replicas} "
+            f"RELAY_ACK_REPLICAS={ack} but the primary has {facts.connected_replicas} "
             "connected replica(s): every request will wait for its deadline and get 503 "
             "(or be spooled) until enough replicas connect"
         )
-    if ack_replicas > 0 and facts.good_replicas is None:
+    if ack.enabled and facts.good_replicas is None:
         warnings.append(
             "min-replicas-to-write is off on the primary: no 202 depends on it (WAIT does), "
             "but a primary cut off from its replicas keeps taking the workers' writes, which a "

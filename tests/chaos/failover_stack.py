@@ -76,7 +76,7 @@ class FailoverStack:
     """Every process of a run; `start()` then the faults; `close()` kills everything."""
 
     workdir: Path
-    ack_replicas: int
+    ack_replicas: int | str  # RELAY_ACK_REPLICAS: a count or "all"
     timings: Timings
     use_netns: bool = True
     replicas: int = 1
@@ -260,7 +260,7 @@ class FailoverStack:
 
 @contextlib.contextmanager
 def failover_stack(
-    workdir: Path, ack_replicas: int, timings: Timings, use_netns: bool, replicas: int = 1
+    workdir: Path, ack_replicas: int | str, timings: Timings, use_netns: bool, replicas: int = 1
 ) -> Iterator[FailoverStack]:
     stack = FailoverStack(workdir, ack_replicas, timings, use_netns, replicas)
     try:

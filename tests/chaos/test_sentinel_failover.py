@@ -22,6 +22,9 @@ with the reason printed). Two runs:
   replica stays with the new primary, so intake must be back within the election time plus 2 s
   and deliveries within 2 s of the election. What it loses is measured, not asserted: a write
   one replica confirmed is lost when Sentinel promotes the other.
+- two replicas with `RELAY_ACK_REPLICAS=all`: the same faults; every replica online confirms
+  each 202, so whichever Sentinel promotes has it: nothing acknowledged may be lost, with the
+  same bounds on intake and deliveries (the replica left confirms alone after a failover).
 
 Each run prints its figures and appends them to tests/artifacts/chaos-figures.txt.
 """
@@ -64,7 +67,7 @@ async def _fault(stack: FailoverStack, fault: Callable[..., object], *args: floa
 def run(
     tmp_path: Path,
     name: str,
-    ack: int,
+    ack: int | str,
     timings: Timings,
     chaos: Chaos,
     count: int,
@@ -194,6 +197,21 @@ def test_two_replicas_keep_intake_and_deliveries_going_through_a_failover(tmp_pa
     for fault in result.faults:
         assert fault.election_s is not None
         # Intake back within the Sentinels' own time to elect, plus 2 s; deliveries within 2 s.
+        assert fault.intake_gap_s <= fault.election_s + 2.0, result.table()
+        assert fault.resumed_s is not None, result.table()
+        assert fault.resumed_s <= 2.0, result.table()
+
+
+def test_two_replicas_acknowledged_by_all_lose_nothing_and_keep_going(tmp_path: Path) -> None:
+    timings = Timings(**TIMINGS, min_replicas_to_write=1, min_replicas_max_lag=10)
+    name = "RELAY_ACK_REPLICAS=all, min-replicas-to-write 1, two replicas"
+    result = run(
+        tmp_path, name, "all", timings, two_replica_chaos, count=1500, rate=50.0, replicas=2
+    )
+    assert result.lost == 0, result.table()
+    assert result.non_202["once"] == 0, result.table()
+    for fault in result.faults:
+        assert fault.election_s is not None
         assert fault.intake_gap_s <= fault.election_s + 2.0, result.table()
         assert fault.resumed_s is not None, result.table()
         assert fault.resumed_s <= 2.0, result.table()

@@ -36,6 +36,7 @@ from redis.exceptions import WatchError
 from rq import Queue
 
 from relay.core import constants
+from relay.core.acks import PRIMARY_ONLY, AckReplicas
 from relay.receiver.batch import MAX_BATCH_BYTES, write_batch
 from relay.receiver.spool.records import SpooledEvent
 from relay.receiver.spool.spool import Spool
@@ -123,14 +124,15 @@ def redis_commit(
     connection: redis.Redis,
     *,
     retention: float = float(constants.DEFAULT_RETENTION),
-    ack_replicas: int = 0,
+    ack_replicas: AckReplicas = PRIMARY_ONLY,
     ack_timeout: float = constants.DEFAULT_INTAKE_TIMEOUT,
 ) -> Commit:
     """The drain's commit on a sync Redis client (the receiver's intake client will do).
 
-    With `ack_replicas` N > 0 a batch counts as drained (and the cursor moves past it) only once
-    N replicas have it, the records found already in Redis included: those may have been
-    written by an intake commit whose replicas never confirmed it (relay.store.replication).
+    With `ack_replicas` N > 0 (or `all`: every replica online, at least one) a batch counts as
+    drained (and the cursor moves past it) only once those replicas have it, the records found
+    already in Redis included: those may have been written by an intake commit whose replicas
+    never confirmed it (relay.store.replication).
     """
     queue = make_queue(connection)
 
