@@ -198,7 +198,7 @@ class FailoverStack:
 
     def kill_replica(self, down: float) -> FaultTimes:
         primary = self.topology.primary()
-        [replica] = [n for n in self.topology.data if n is not primary]
+        replica = next(n for n in self.topology.data if n is not primary)  # the first of them
         times = self._begin(f"SIGKILL replica {replica.name}")
         replica.kill()
         time.sleep(down)
