@@ -16,7 +16,6 @@ from relay.store.replication import (
     facts_from_info,
     online_from_info,
     online_from_role,
-    required,
     startup_warnings,
 )
 
@@ -78,11 +77,12 @@ def test_what_a_wait_asks_for() -> None:
 
 
 def test_the_confirmations_needed_are_known_after_the_wait() -> None:
-    # `all`: whoever is online once the WAIT answered; a fixed count: what was asked.
-    assert required(EVERY_ONLINE, wanted=2, online_after=1) == 1  # one left during the WAIT
-    assert required(EVERY_ONLINE, wanted=1, online_after=2) == 2  # one joined during it
-    assert required(EVERY_ONLINE, wanted=1, online_after=0) == 1
-    assert required(AckReplicas(2), wanted=2, online_after=1) == 2
+    # `all`: whoever is online once the WAIT answered (what `wanted` is given then, whatever the
+    # WAIT was sent with); a fixed count: what was asked.
+    assert EVERY_ONLINE.wanted(online=1) == 1  # sent for 2, one left during the WAIT
+    assert EVERY_ONLINE.wanted(online=2) == 2  # sent for 1, one joined during it
+    assert EVERY_ONLINE.wanted(online=0) == 1
+    assert AckReplicas(2).wanted(online=1) == 2
 
 
 def test_settings_take_all_and_name_a_bad_value() -> None:

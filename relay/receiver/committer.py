@@ -55,7 +55,6 @@ from relay.store.replication import (
     check_confirmed,
     confirm_replicas,
     online_from_role,
-    required,
     wait_command,
 )
 
@@ -178,12 +177,14 @@ class BatchCommitter:
         """With `all`: the batch needs every replica online after its WAIT (the ROLE read
         here); one that came online during the WAIT gets a second WAIT, on the same
         connection, which covers the same writes."""
-        needed = required(self.ack_replicas, wanted, self._note_online(await link.read()))
+        # Who is online once the WAIT answered decides: a replica lost during it is not waited
+        # for, one that came online during it is.
+        needed = self.ack_replicas.wanted(self._note_online(await link.read()))
         if int(confirmed) < needed and needed > wanted:
             wait = self._wait_time(batch)
             await link.send([wait_command(needed, wait), ROLE_COMMAND])
             confirmed = await link.read()
-            needed = required(self.ack_replicas, needed, self._note_online(await link.read()))
+            needed = self.ack_replicas.wanted(self._note_online(await link.read()))
         check_confirmed(confirmed, needed, wait)
 
     def _note_online(self, role: Any) -> int:

@@ -18,8 +18,9 @@ its snapshot), and a failover does not prefer it to the replicas that confirmed:
 of equal priority Sentinel promotes the one with the largest replication offset, and one still
 loading its snapshot reports an older offset than any replica that confirmed the write.
 
-A WAIT that answers fewer than required is `ReplicasUnconfirmed`: the write is on the primary
-but not known to survive a failover, so the receiver answers 503 (or spools) rather than 202.
+A WAIT that answers fewer than it needs (`AckReplicas.wanted` of the replicas online once it
+answered) is `ReplicasUnconfirmed`: the write is on the primary but not known to survive a
+failover, so the receiver answers 503 (or spools) rather than 202.
 
 What relay cannot check from here, and the Deployment page asks for: AOF on the replicas, and
 `min-replicas-to-write` on every node that can become primary.
@@ -48,7 +49,6 @@ __all__ = [
     "online_from_info",
     "online_from_role",
     "read_facts",
-    "required",
     "startup_warnings",
     "wait_command",
 ]
@@ -117,17 +117,6 @@ def online_from_info(replication: Mapping[str, Any]) -> int:
     return online
 
 
-def required(ack: AckReplicas, wanted: int, online_after: int) -> int:
-    """The confirmations a write needs, known once its WAIT has answered (pure): the fixed
-    count, or with `all` every replica the primary counted online after the WAIT, at least one.
-
-    `wanted` is what the WAIT was sent with, the online count known before it; the one after it
-    decides, so a replica lost during the WAIT is not waited for, and one that came online
-    during it is (the caller may WAIT again for it).
-    """
-    return ack.wanted(online_after) if ack.every_online else wanted
-
-
 def confirm_replicas(conn: redis.Redis, ack: AckReplicas, timeout: float) -> int:
     """Wait until the replicas `ack` asks for have every write the primary took so far (see
     the module).
@@ -157,7 +146,7 @@ def confirm_replicas(conn: redis.Redis, ack: AckReplicas, timeout: float) -> int
             pipe.execute_command(*wait_command(wanted, left))  # type: ignore[no-untyped-call]
             pipe.execute_command(*ROLE_COMMAND)  # type: ignore[no-untyped-call]
             reply, role = pipe.execute()
-        needed = required(ack, wanted, online_from_role(role))
+        needed = ack.wanted(online_from_role(role))  # who is online once the WAIT answered
         left = deadline - time.monotonic()
         if int(reply) >= needed or needed <= wanted or left <= 0:
             return check_confirmed(reply, needed, timeout)
@@ -209,8 +198,7 @@ def startup_warnings(facts: ReplicationFacts, ack: AckReplicas) -> list[str]:
         )
     # With `all` no request waits for a replica that is not there, but with none at all every
     # request waits for one.
-    wanted = ack.wanted(0) if ack.every_online else ack.count
-    if wanted > facts.connected_replicas:
+    if ack.wanted(0) > facts.connected_replicas:
         warnings.append(
             f"RELAY_ACK_REPLICAS={ack} but the primary has {facts.connected_replicas} "
             "connected replica(s): every request will wait for its deadline and get 503 "
