@@ -60,8 +60,3 @@ class JobLease:
     @property
     def _ttl_ms(self) -> int:
         return max(1, int(self.ttl * 1000))
-
-
-def lease_held(conn: Redis, job_id: str) -> bool:
-    """Whether some process holds the job's lease."""
-    return bool(conn.exists(keys.job_lock_key(job_id)))
