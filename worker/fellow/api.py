@@ -40,6 +40,7 @@ __all__ = [
     "ShapeError",
     "member_path",
     "members_path",
+    "reconcile_log",
 ]
 
 #: 429s answered in a row for one request before the pass gives up (it is retried later).
@@ -119,9 +120,12 @@ def _retry_after(value: str | None) -> float:
         return 1.0  # an HTTP date: rare from an API; wait a second and ask again
 
 
-def _log() -> structlog.typing.FilteringBoundLogger:
-    # Looked up when used, not at import: `relay reconcile` configures logging after this
-    # module is imported (as worker.fellow.reconcile's `_log`).
+def reconcile_log() -> structlog.typing.FilteringBoundLogger:
+    """The `relay.reconcile` logger of a pass and of this client.
+
+    Looked up when used, not cached at import: `relay reconcile` configures logging after these
+    modules are imported, and a logger cached on first use would keep the old setup.
+    """
     return structlog.get_logger("relay.reconcile")  # type: ignore[no-any-return]
 
 
@@ -185,7 +189,7 @@ class FellowApi:
     def _throttled(self, path: str, retry_after: float) -> None:
         cut = self.limiter.throttled(retry_after)
         if cut is not None:
-            _log().warning(
+            reconcile_log().warning(
                 "fellow api: 429, fewer requests in flight",
                 source=self.source,
                 endpoint=path,

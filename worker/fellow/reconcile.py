@@ -23,13 +23,12 @@ from dataclasses import dataclass, field, replace
 
 import aiohttp
 import redis
-import structlog
 
 from relay.config.model import ENRICHED_EVENTS, Reconcile, RouteTable, Source
 from relay.store.reconcile import Membership, PassOutcome, PassRecord, read_pass, record_pass
 from relay.store.reconcile_legacy import convert_legacy
 from relay.store.reconcile_snapshot import apply_changes, read_pending, write_pending
-from worker.fellow.api import FellowError
+from worker.fellow.api import FellowError, reconcile_log
 from worker.fellow.enrich import wanted_kind
 from worker.fellow.lock import LOCK_TTL, PassLock
 from worker.fellow.plan import COMPLETED, Change, Plan
@@ -37,12 +36,6 @@ from worker.fellow.synth import commit_events, synthesize
 from worker.fellow.walk import Decisions, Walk, walk
 
 __all__ = ["COMMIT_CHUNK", "PassBusy", "PassResult", "run_pass"]
-
-
-def _log() -> structlog.typing.FilteringBoundLogger:
-    # Looked up per pass, not cached at import: `relay reconcile` configures logging after
-    # this module is imported, and a logger cached on first use would keep the old setup.
-    return structlog.get_logger("relay.reconcile")  # type: ignore[no-any-return]
 
 
 #: Synthesized events committed per script call: a backfill of 100,000 stays in bounded calls.
@@ -130,7 +123,7 @@ def _locked_pass(
     # An upgrade over the snapshot's old layout: read it as the last pass's, never as nothing.
     converted = convert_legacy(conn, source.name)
     if converted:
-        _log().info(
+        reconcile_log().info(
             "reconcile: snapshot converted to the per-course layout",
             source=source.name,
             memberships=converted,
@@ -241,7 +234,7 @@ def _failed(
             record, at=time.time(), outcome=exc.outcome, failures=failures, error=str(exc)
         )
         record_pass(conn, source.name, failed, {})
-    _log().error(
+    reconcile_log().error(
         "reconcile: pass failed; nothing synthesized",
         source=source.name,
         outcome=str(exc.outcome),
@@ -260,7 +253,7 @@ def _with_seconds(result: PassResult, seconds: float) -> PassResult:
 
 def _log_summary(result: PassResult) -> None:
     plan = result.plan
-    _log().info(
+    reconcile_log().info(
         "reconcile: pass done",
         source=result.source,
         baseline=result.baseline,
