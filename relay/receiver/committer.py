@@ -221,6 +221,11 @@ class BatchCommitter:
         if self._link is not None:
             await self._link.drop()
 
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) of the server the link is connected to, if any (relay.receiver.stall)."""
+        return None if self._link is None else self._link.address
+
     async def _kick_commands(self) -> list[tuple[Any, ...]]:
         """The commands of one kick, for the link (redis-py's per-command options are only
         hints for its reply parsing; the link reads raw replies)."""

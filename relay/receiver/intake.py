@@ -40,9 +40,11 @@ from relay.core.errors import Unavailable
 from relay.receiver.batch import Committed, Pending, take_batch
 from relay.receiver.committer import BatchCommitter
 from relay.receiver.deadlines import Deadlines
+from relay.receiver.stall import StallWatch
 from relay.store.failover import not_written
 from relay.store.records import Event
 from relay.store.replication import ReplicasUnconfirmed
+from relay.store.sentinels import is_sentinel_client, named_primary
 
 __all__ = ["IntakeWriter"]
 
@@ -89,6 +91,13 @@ class IntakeWriter:
             ack_replicas=ack_replicas,
         )
         self._on_recovered = on_recovered
+        # Under Sentinel, a commit stalled on a primary the Sentinels replaced is given up
+        # (relay.receiver.stall); elsewhere a commit simply runs.
+        self._watch = (
+            StallWatch(lambda: named_primary(connection), lambda: self._committer.address)
+            if isinstance(connection, aioredis.Redis) and is_sentinel_client(connection)
+            else None
+        )
         self._resend_delay = RESEND_FIRST
         self.max_batch = max_batch
         self._waiting: deque[Pending] = deque()  # submitted, not yet taken by a batch
@@ -234,7 +243,9 @@ class IntakeWriter:
 
     async def _commit_once(self, batch: list[Pending]) -> list[tuple[str | None, ...]]:
         """One round trip for the batch; per request, the earlier event each repeats."""
-        return await self._committer.commit(batch)
+        if self._watch is None:
+            return await self._committer.commit(batch)
+        return await self._watch.run(self._committer.commit(batch))
 
     def _note_failure(self, exc: BaseException) -> None:
         self._failed_batches += 1

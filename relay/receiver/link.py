@@ -58,6 +58,16 @@ class RedisLink:
             await self.drop()
             raise
 
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) of the server the connection is open to; None while there is none
+        (or while it is still connecting)."""
+        connection = self._connection
+        if connection is None or not connection.is_connected:
+            return None
+        host, port = getattr(connection, "host", None), getattr(connection, "port", None)
+        return (str(host), int(port)) if host is not None and port is not None else None
+
     async def drop(self) -> None:
         """Close the connection (if any); the next `send` opens a new one."""
         connection, self._connection = self._connection, None

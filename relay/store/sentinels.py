@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from redis import asyncio as aioredis
 from redis.asyncio import sentinel as aiosentinel
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-__all__ = ["AsyncSentinels", "Sentinels", "no_primary_found"]
+__all__ = ["AsyncSentinels", "Sentinels", "is_sentinel_client", "named_primary", "no_primary_found"]
 
 #: In an error from Python's ssl module when the peer's certificate chain or name is refused.
 _VERIFY_FAILED = "CERTIFICATE_VERIFY_FAILED"
@@ -79,3 +80,25 @@ class AsyncSentinels(aiosentinel.Sentinel):
                 self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]
                 return state["ip"], state["port"]
         raise aiosentinel.MasterNotFoundError(no_primary_found(service_name, errors))
+
+
+def is_sentinel_client(client: aioredis.Redis) -> bool:
+    """Whether `client` finds its primary through Sentinels."""
+    return isinstance(client.connection_pool, aiosentinel.SentinelConnectionPool)
+
+
+async def named_primary(client: aioredis.Redis) -> tuple[str, int] | None:
+    """The primary the Sentinels behind `client` name now; None when `client` does not go
+    through Sentinels, or none of them names one (it cannot be asked, or no primary is known).
+
+    Asked of the Sentinels directly, not through the pool's `get_master_address`, which also
+    drops the pool's idle connections when the answer changed.
+    """
+    pool = client.connection_pool
+    if not isinstance(pool, aiosentinel.SentinelConnectionPool):
+        return None
+    try:
+        host, port = await pool.sentinel_manager.discover_master(pool.service_name)
+    except (RedisError, OSError):  # MasterNotFoundError included: nobody names one
+        return None
+    return str(host), int(port)
