@@ -58,6 +58,7 @@ from relay.store import keys
 __all__ = [
     "INFO_COMMAND",
     "MARK_TTL_MS",
+    "MIN_SLICE",
     "WAIT_SLICE",
     "ReplicasUnconfirmed",
     "ReplicationFacts",
