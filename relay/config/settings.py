@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from relay.core import constants
-from relay.core.acks import PRIMARY_ONLY, AckReplicas
+from relay.core.acks import MIN_MAX_LAG, PRIMARY_ONLY, AckReplicas
 from relay.core.errors import ConfigError, Problem
 from relay.core.redis_url import check_redis_url
 from relay.core.units import parse_duration, parse_size
@@ -39,7 +39,8 @@ class Settings:
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     #: Replicas that must confirm a batch's commit (WAIT) before its 202: a number (0: the
-    #: primary's word) or `all` (every replica online at commit time, at least one).
+    #: primary's word) or `all` (every replica online at commit time, at least one), with
+    #: RELAY_ACK_MAX_LAG inside it: the value travels as one to the intake and the spool drain.
     ack_replicas: AckReplicas = PRIMARY_ONLY
     #: How often each worker looks whether a reconciliation pass is due (seconds).
     reconcile_tick: float = 15.0
@@ -69,7 +70,7 @@ class Settings:
             admin_trust_proxy=read.choice("RELAY_ADMIN_TRUST_PROXY", ("0", "1")) == "1",
             log_format=log_format,
             log_level=read.text("RELAY_LOG_LEVEL", "info").lower(),
-            ack_replicas=read.ack_replicas("RELAY_ACK_REPLICAS"),
+            ack_replicas=read.ack_replicas("RELAY_ACK_REPLICAS", "RELAY_ACK_MAX_LAG"),
             reconcile_tick=read.positive("RELAY_RECONCILE_TICK", 15.0),
         )
         if settings.admin_tokens and settings.admin_port == settings.port and settings.port:
@@ -127,16 +128,25 @@ class _EnvReader:
             self._problem(name, f"{raw!r} is not a valid number")
             return default
 
-    def ack_replicas(self, name: str) -> AckReplicas:
-        """A replica count of at least 0, or `all`; unset means 0."""
+    def ack_replicas(self, name: str, lag_name: str) -> AckReplicas:
+        """A replica count of at least 0, or `all` (unset means 0), with the lag limit read
+        from `lag_name` (a duration of at least MIN_MAX_LAG)."""
+        max_lag = self.duration(lag_name, constants.DEFAULT_ACK_MAX_LAG)
+        if not max_lag >= MIN_MAX_LAG:
+            self._problem(
+                lag_name,
+                f"must be at least {MIN_MAX_LAG:g}s: replicas acknowledge once a second, so a "
+                "healthy one often shows a lag of 1 s",
+            )
+            max_lag = constants.DEFAULT_ACK_MAX_LAG
         raw = self.env.get(name)
-        if not raw:
-            return PRIMARY_ONLY
-        try:
-            return AckReplicas.parse(raw)
-        except ValueError:
-            self._problem(name, f"{raw!r} is neither a whole number of at least 0 nor all")
-            return PRIMARY_ONLY
+        ack = PRIMARY_ONLY
+        if raw:
+            try:
+                ack = AckReplicas.parse(raw)
+            except ValueError:
+                self._problem(name, f"{raw!r} is neither a whole number of at least 0 nor all")
+        return replace(ack, max_lag=max_lag)
 
     def duration(self, name: str, default: float) -> float:
         """A duration such as `30s` or `1.5` (seconds)."""

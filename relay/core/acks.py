@@ -1,29 +1,41 @@
 """`RELAY_ACK_REPLICAS`: how many replicas must confirm a write before it is acknowledged.
 
 Either a fixed number (0: the primary's word alone) or `all`: every replica the primary counts
-online when the write is committed, and at least one (relay.store.replication reads that count).
+online, and that has acknowledged within `max_lag` seconds (`RELAY_ACK_MAX_LAG`), when the write
+is confirmed, and at least one (relay.store.replication reads that count).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ALL", "EVERY_ONLINE", "PRIMARY_ONLY", "AckReplicas"]
+from relay.core.constants import DEFAULT_ACK_MAX_LAG
+
+__all__ = ["ALL", "EVERY_ONLINE", "MIN_MAX_LAG", "PRIMARY_ONLY", "AckReplicas"]
 
 #: The word that asks for every online replica.
 ALL = "all"
+#: The smallest `max_lag` allowed: replicas acknowledge once a second and INFO shows whole
+#: seconds, so a healthy replica often shows a lag of 1; below that it would be skipped at random.
+MIN_MAX_LAG = 1.0
 
 
 @dataclass(frozen=True)
 class AckReplicas:
-    """A fixed replica count, or every online replica (`every_online`, count unused)."""
+    """A fixed replica count, or every online replica (`every_online`, count unused).
+
+    With `every_online`, a replica whose last acknowledgement is more than `max_lag` seconds old
+    (frozen, or cut off from a primary that still lists it) is not waited for; a fixed count
+    ignores `max_lag`, as WAIT itself does.
+    """
 
     count: int = 0
     every_online: bool = False
+    max_lag: float = DEFAULT_ACK_MAX_LAG
 
     @classmethod
     def parse(cls, raw: str) -> AckReplicas:
-        """`all` or an integer >= 0; ValueError otherwise."""
+        """`all` or an integer >= 0; ValueError otherwise. The lag limit is the default."""
         text = raw.strip().lower()
         if text == ALL:
             return cls(every_online=True)
@@ -37,7 +49,8 @@ class AckReplicas:
         return self.every_online or self.count > 0
 
     def wanted(self, online: int) -> int:
-        """The count to WAIT for when the primary has `online` replicas online.
+        """The count to WAIT for when the primary has `online` replicas online (and, with
+        `all`, acknowledging within `max_lag`).
 
         With `all` and no replica online it is still 1: the write is then refused (or spooled)
         as with `1`, never acknowledged on the primary alone.

@@ -24,6 +24,12 @@ DEFAULT_READ_TIMEOUT = 10.0
 #: balancers (AWS ALB), so that the balancer, not relay, closes an idle connection first.
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 
+#: With RELAY_ACK_REPLICAS=all, a replica whose last acknowledgement to the primary (INFO
+#: replication's `lag`, whole seconds) is older than this is not waited for. Replicas acknowledge
+#: every second, so a healthy one shows 0 or 1; 3 leaves room for a loaded host while giving up a
+#: frozen or cut-off replica within about 4 s, not at the primary's `repl-timeout` (60 s).
+DEFAULT_ACK_MAX_LAG = 3.0
+
 #: Largest number of events committed in one Redis transaction (and carried by one RQ job).
 MAX_BATCH = 64
 

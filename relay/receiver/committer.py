@@ -11,14 +11,19 @@ With `ack_replicas` N > 0 the same round trip ends with `WAIT N ms`, bounded by 
 earliest deadline: the batch counts as committed only once N replicas have it
 (relay.store.replication); otherwise `ReplicasUnconfirmed` and the requests get 503 (or spool).
 
-With `all` the WAIT's count is the number of replicas online, and the round trip ends with a
-`ROLE` after the WAIT, which says how many are online now: the batch needs all of those (at
-least one), and the count is kept for the next batch's WAIT. Asked in the commit's own round
-trip, on the commit's own connection, the count costs no round trip under load and always comes
-from the primary the WAIT runs on (a poller on another connection could still be reading the
-old primary just after a failover, and a count too high blocks a WAIT until its deadline). A
-count older than ONLINE_FRESH (an idle receiver), or none (a new connection), is asked first,
-one round trip more; a replica that came online during the WAIT is waited for by a second WAIT.
+With `all` the WAIT's count is the number of replicas to wait for: online, and acknowledging
+the primary within RELAY_ACK_MAX_LAG (relay.store.replication.fresh_from_info). The WAIT is a
+slice of at most WAIT_SLICE, and the round trip ends with `INFO replication` after it, which
+says who counts now: the batch needs all of those (at least one). While it has fewer
+confirmations and time left before its deadline, another slice (WAIT for the count just read,
+then INFO) follows on the same connection, which covers the same writes: a replica killed or
+gone stale during the WAIT stops being waited for within about a slice, and one that came online
+is waited for. A healthy batch is answered by its first slice: one round trip. The count is
+kept for the next batch's first WAIT. Read in the commit's own round trip, on the commit's own
+connection, it costs no round trip under load and always comes from the primary the WAIT runs
+on (a poller on another connection could still be reading the old primary just after a
+failover, and a count too high holds a batch to its deadline). A count older than ONLINE_FRESH
+(an idle receiver), or none (a new connection), is read first, one round trip more.
 
 The kick is skipped while enough kicks already wait (a waiting kick takes everything due when
 it runs); a batch that skipped it when in fact none was left waiting owes one, sent after its
@@ -51,10 +56,12 @@ from relay.store.commit import commit_arguments
 from relay.store.failover import NotSent
 from relay.store.queue import KICKS_ENOUGH, kick, kick_commands, make_queue
 from relay.store.replication import (
-    ROLE_COMMAND,
+    INFO_COMMAND,
+    WAIT_SLICE,
     check_confirmed,
     confirm_replicas,
-    online_from_role,
+    fresh_from_info,
+    next_slice,
     wait_command,
 )
 
@@ -102,7 +109,8 @@ class BatchCommitter:
         self.queue = make_queue(sync)
         self.retention = retention
         self.ack_replicas = ack_replicas
-        # With `all`: replicas online at the end of the last commit, and when (monotonic).
+        # With `all`: replicas online and fresh at the end of the last commit, and when
+        # (monotonic).
         self._online: int | None = None
         self._online_at = 0.0
         self.kicks_waiting = 0  # RQ kicks queued at the last commit (the script's count)
@@ -134,9 +142,11 @@ class BatchCommitter:
         kicking = call.routed and self.kicks_waiting < KICKS_ENOUGH
         kicks = await self._kick_commands() if kicking else []
         wait = self._wait_time(batch)  # after the kick's one-off version query
-        waiting: list[tuple[Any, ...]] = [wait_command(wanted, wait)] if ack.enabled else []
+        waiting: list[tuple[Any, ...]] = []
         if ack.every_online:
-            waiting.append(ROLE_COMMAND)
+            waiting = [wait_command(wanted, min(wait, WAIT_SLICE)), INFO_COMMAND]
+        elif ack.enabled:
+            waiting = [wait_command(wanted, wait)]
         await link.send([call.command(), *kicks, *waiting])
         reply = await link.read()  # every event of the batch is on the primary once this arrives
         kicked = kicking and await self._read_kick(link, len(kicks))
@@ -147,21 +157,21 @@ class BatchCommitter:
             # batch counts as unconfirmed (a redis.ConnectionError).
             confirmed = await link.read()
             if ack.every_online:
-                await self._confirm_online(link, batch, confirmed, wanted, wait)
+                await self._confirm_online(link, batch, int(confirmed), wait)
             else:
                 check_confirmed(confirmed, wanted, wait)
         return duplicates
 
     async def _wanted(self, link: RedisLink) -> int:
-        """The count a WAIT asks for: the fixed one, or with `all` the replicas online (read
-        first when the last commit's count is missing or stale, see ONLINE_FRESH)."""
+        """The count a WAIT asks for: the fixed one, or with `all` the replicas online and
+        fresh (read first when the last commit's count is missing or stale, see ONLINE_FRESH)."""
         ack = self.ack_replicas
         if not ack.every_online:
             return ack.count
         fresh = time.monotonic() - self._online_at < ONLINE_FRESH
         if self._online is None or not fresh:
             try:
-                await link.send([ROLE_COMMAND])
+                await link.send([INFO_COMMAND])
                 self._note_online(await link.read())
             except NotSent:
                 raise
@@ -172,33 +182,37 @@ class BatchCommitter:
         return ack.wanted(self._online)
 
     async def _confirm_online(
-        self, link: RedisLink, batch: list[Pending], confirmed: Any, wanted: int, wait: float
+        self, link: RedisLink, batch: list[Pending], confirmed: int, wait: float
     ) -> None:
-        """With `all`: the batch needs every replica online after its WAIT (the ROLE read
-        here); one that came online during the WAIT gets a second WAIT, on the same
-        connection, which covers the same writes."""
-        # Who is online once the WAIT answered decides: a replica lost during it is not waited
-        # for, one that came online during it is.
+        """With `all`, after the first WAIT slice (`confirmed`, its reply): read who counts
+        (the INFO sent after it), and while fewer confirmed and the batch has time left, WAIT
+        another slice for the count just read, on the same connection, which covers the same
+        writes. `wait` is the whole time the batch was given, for the error."""
+        # Who counts once a slice answered decides: a replica lost or gone stale during it is
+        # not waited for, one that came online during it is.
         needed = self.ack_replicas.wanted(self._note_online(await link.read()))
-        if int(confirmed) < needed and needed > wanted:
-            wait = self._wait_time(batch)
-            await link.send([wait_command(needed, wait), ROLE_COMMAND])
-            confirmed = await link.read()
+        while (timeout := next_slice(confirmed, needed, self._time_left(batch))) is not None:
+            await link.send([wait_command(needed, timeout), INFO_COMMAND])
+            confirmed = int(await link.read())
             needed = self.ack_replicas.wanted(self._note_online(await link.read()))
         check_confirmed(confirmed, needed, wait)
 
-    def _note_online(self, role: Any) -> int:
-        self._online, self._online_at = online_from_role(role), time.monotonic()
-        return self._online
+    def _note_online(self, info: Any) -> int:
+        online = fresh_from_info(info, self.ack_replicas.max_lag)
+        self._online, self._online_at = online, time.monotonic()
+        return online
+
+    def _time_left(self, batch: list[Pending]) -> float:
+        """Seconds until the batch's earliest deadline, less a margin for the round trip (the
+        request is answered 503 at its deadline in any case); negative once past it."""
+        deadline = min(p.deadline for p in batch)
+        return deadline - asyncio.get_running_loop().time() - WAIT_MARGIN
 
     def _wait_time(self, batch: list[Pending]) -> float:
-        """Seconds a WAIT may take: until the batch's earliest deadline, less a margin for the
-        round trip (the request is answered 503 at its deadline in any case)."""
+        """Seconds a WAIT may take in all: `_time_left`, within MIN_WAIT and MAX_WAIT."""
         if not self.ack_replicas.enabled:
             return 0.0
-        deadline = min(p.deadline for p in batch)
-        left = deadline - asyncio.get_running_loop().time() - WAIT_MARGIN
-        return max(MIN_WAIT, min(left, MAX_WAIT))
+        return max(MIN_WAIT, min(self._time_left(batch), MAX_WAIT))
 
     async def send_owed_kick(self) -> None:
         """One kick on its own, for a batch that skipped its kick when none was left waiting."""

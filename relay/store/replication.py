@@ -8,19 +8,36 @@ after a write covers every write the primary took before that one, whoever made 
 drain relies on that when the events it finds already in Redis were written by someone else
 (`confirm_replicas` writes `keys.ACK_MARK` first for exactly that reason).
 
-`RELAY_ACK_REPLICAS=all` (relay.core.acks) asks for every replica the primary counts online,
-and at least one: the WAIT is followed by `ROLE`, which lists the online replicas, and the write
-counts as confirmed once every replica online when the WAIT answered has it. With two replicas
-whichever Sentinel promotes then has every acknowledged write, and after a failover the one
-replica left confirms alone. A replica still syncing (or reconnecting) is not online: it is not
-counted, and need not be. It does not have the data yet (the primary sends it the write after
-its snapshot), and a failover does not prefer it to the replicas that confirmed: among replicas
-of equal priority Sentinel promotes the one with the largest replication offset, and one still
-loading its snapshot reports an older offset than any replica that confirmed the write.
+`RELAY_ACK_REPLICAS=all` (relay.core.acks) asks for every replica the primary counts online and
+that acknowledged recently, and at least one: the write counts as confirmed once every such
+replica has it. With two replicas whichever Sentinel promotes then has every acknowledged write,
+and after a failover the one replica left confirms alone. Who counts is read from `INFO
+replication` (`fresh_from_info`): a replica in state online whose `lag`, the seconds since its
+last REPLCONF ACK, is at most `AckReplicas.max_lag` (`RELAY_ACK_MAX_LAG`). Replicas acknowledge
+every second; one that is frozen, or cut off from a primary that stays primary, stops, and the
+primary would still list it as online until `repl-timeout` (60 s): the lag is how it is given up
+within seconds instead, and intake goes on with the replicas left.
 
-A WAIT that answers fewer than it needs (`AckReplicas.wanted` of the replicas online once it
-answered) is `ReplicasUnconfirmed`: the write is on the primary but not known to survive a
-failover, so the receiver answers 503 (or spools) rather than 202.
+The WAIT is sent in slices of WAIT_SLICE, each followed by INFO in the same round trip: after
+each slice the count is read again, so a replica lost during the WAIT (killed: the primary drops
+it at once, but a WAIT already asked for it would block to its timeout) or gone stale stops
+being waited for within about a slice, and one that came online is waited for by the next slice
+(`next_slice` decides). A healthy write takes one slice, answered as soon as the replicas have
+it. A WAIT repeated on the same connection covers the same writes: WAIT is about the
+connection's last write, and nothing is written between the slices.
+
+Skipping a stale replica is a trade-off, not a free pass: it lacks the writes confirmed without
+it, which survive a failover only if Sentinel promotes a replica that confirmed them. Sentinel
+does, among replicas of equal `replica-priority`: it promotes the one with the largest
+replication offset, and a replica stale for seconds is behind every replica that confirmed (a
+frozen one does not even answer Sentinel, which promotes no replica it sees down). Those writes
+are lost only if every replica that confirmed them is lost with the primary. A replica still
+syncing (or reconnecting) is not online: it is not counted, and need not be, for the same
+reason (it reports an older offset than any replica that confirmed the write).
+
+A WAIT that answers fewer than it needs (`AckReplicas.wanted` of the replicas counted once its
+last slice answered) is `ReplicasUnconfirmed`: the write is on the primary but not known to
+survive a failover, so the receiver answers 503 (or spools) rather than 202.
 
 What relay cannot check from here, and the Deployment page asks for: AOF on the replicas, and
 `min-replicas-to-write` on every node that can become primary.
@@ -29,7 +46,7 @@ What relay cannot check from here, and the Deployment page asks for: AOF on the 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +56,19 @@ from relay.core.acks import AckReplicas
 from relay.store import keys
 
 __all__ = [
+    "INFO_COMMAND",
     "MARK_TTL_MS",
-    "ROLE_COMMAND",
+    "MIN_SLICE",
+    "WAIT_SLICE",
     "ReplicasUnconfirmed",
     "ReplicationFacts",
     "check_confirmed",
     "confirm_replicas",
     "facts_from_info",
+    "fresh_from_info",
+    "info_fields",
+    "next_slice",
     "online_from_info",
-    "online_from_role",
     "read_facts",
     "startup_warnings",
     "wait_command",
@@ -55,9 +76,16 @@ __all__ = [
 
 #: The mark only needs to outlive the WAIT that follows it.
 MARK_TTL_MS = 60_000
-#: Lists the replicas the primary counts online, with their offsets: a short reply, cheaper
-#: than INFO replication, and the same list (replicas still syncing left out).
-ROLE_COMMAND: tuple[str, ...] = ("ROLE",)
+#: Lists each replica with its state and its `lag` (ROLE, shorter, has no lag): read after every
+#: WAIT slice under `all`, in the same round trip.
+INFO_COMMAND: tuple[str, ...] = ("INFO", "replication")
+#: Longest single WAIT under `all` (seconds). A replica killed during a WAIT still counts in it
+#: until its timeout; a slice bounds how long a batch waits for one that is gone. Short enough
+#: to give up a lost replica well within a 3 s intake deadline; long enough that a replica
+#: merely slow costs a round trip every half second, not a busy loop.
+WAIT_SLICE = 0.5
+#: A slice shorter than this is not worth its round trip: the deadline's margin has come.
+MIN_SLICE = 0.01
 
 
 class ReplicasUnconfirmed(redis.RedisError):
@@ -86,35 +114,71 @@ def check_confirmed(reply: Any, wanted: int, timeout: float) -> int:
     return confirmed
 
 
-def online_from_role(reply: Any) -> int:
-    """How many replicas a ROLE reply lists as online: 0 from anything but a primary (pure).
+def next_slice(confirmed: int, needed: int, left: float) -> float | None:
+    """The timeout of the next WAIT slice under `all`, or None when there is none (pure).
 
-    A primary answers `[b"master", offset, [[ip, port, offset], ...]]` and lists only the
-    replicas in state online.
+    None once `confirmed` reaches what is `needed` now (the count read after the last slice), or
+    when less than MIN_SLICE is `left` before the deadline's margin; otherwise up to WAIT_SLICE.
     """
-    if not isinstance(reply, list | tuple) or len(reply) < 3:
-        return 0
-    role = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-    return len(reply[2]) if role == "master" else 0
+    if confirmed >= needed or left < MIN_SLICE:
+        return None
+    return min(WAIT_SLICE, left)
 
 
-def online_from_info(replication: Mapping[str, Any]) -> int:
-    """How many replicas INFO replication lists with `state=online` (pure).
+def info_fields(text: bytes | str) -> dict[str, str]:
+    """The `key:value` lines of raw INFO text, as strings (pure; `# Section` lines skipped)."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    pairs = (line.partition(":") for line in text.splitlines() if not line.startswith("#"))
+    return {key: value for key, colon, value in pairs if colon}
 
-    `replication` is the section as redis-py parses it (`slave0` maps to a dict) or as raw
-    `key:value` pairs (`slave0` maps to `ip=...,port=...,state=online,offset=...,lag=...`).
+
+def _replicas(replication: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The `slaveN` entries of an INFO replication section, each as its fields.
+
+    redis-py's parsed INFO maps `slave0` to a dict; raw `key:value` pairs map it to
+    `ip=...,port=...,state=online,offset=...,lag=...`.
     """
-    online = 0
     for key, value in replication.items():
         if not (key.startswith("slave") and key[5:].isdigit()):
             continue
         if isinstance(value, Mapping):
-            state = value.get("state")
+            yield value
         else:
-            fields = dict(part.partition("=")[::2] for part in str(value).split(","))
-            state = fields.get("state")
-        online += state == "online"
-    return online
+            yield dict(part.partition("=")[::2] for part in str(value).split(","))
+
+
+def _fresh(replica: Mapping[str, Any], max_lag: float) -> bool:
+    """Whether a replica acknowledged within `max_lag` seconds. A lag missing or unreadable
+    counts as fresh: waiting for a replica is the side that loses nothing."""
+    try:
+        return float(replica.get("lag", 0)) <= max_lag
+    except (TypeError, ValueError):
+        return True
+
+
+def online_from_info(replication: Mapping[str, Any]) -> int:
+    """How many replicas INFO replication lists with `state=online`, whatever their lag (pure).
+
+    `replication` is the section as redis-py parses it or as raw `key:value` pairs.
+    """
+    return sum(replica.get("state") == "online" for replica in _replicas(replication))
+
+
+def fresh_from_info(info: bytes | str | Mapping[str, Any], max_lag: float) -> int:
+    """How many replicas INFO replication lists online with a `lag` of at most `max_lag`
+    seconds: the replicas `all` waits for. 0 from anything but a primary (pure).
+
+    `info` is the raw reply (what the intake's link reads: bytes) or the section as redis-py
+    parses it (the sync client's `info("replication")`).
+    """
+    replication = info if isinstance(info, Mapping) else info_fields(info)
+    if str(replication.get("role", "")) != "master":
+        return 0
+    return sum(
+        replica.get("state") == "online" and _fresh(replica, max_lag)
+        for replica in _replicas(replication)
+    )
 
 
 def confirm_replicas(conn: redis.Redis, ack: AckReplicas, timeout: float) -> int:
@@ -122,9 +186,9 @@ def confirm_replicas(conn: redis.Redis, ack: AckReplicas, timeout: float) -> int
     the module).
 
     A fixed count: one round trip, the mark and the WAIT pipelined on one connection. With
-    `all`, two or three: the online count is asked first, with the mark (this runs in the spool
-    drain and relay dev's embedded mode, where a round trip more costs nothing worth saving),
-    and a WAIT that a replica coming online outgrew is sent again for it, within `timeout`.
+    `all`, two or more: the replicas to wait for are read first, with the mark (this runs in
+    the spool drain and relay dev's embedded mode, where a round trip more costs nothing worth
+    saving), then WAIT slices, each with INFO, until they confirm or `timeout` passes.
     """
     if not ack.enabled:
         return 0
@@ -134,23 +198,21 @@ def confirm_replicas(conn: redis.Redis, ack: AckReplicas, timeout: float) -> int
             pipe.execute_command(*wait_command(ack.count, timeout))  # type: ignore[no-untyped-call]
             _, reply = pipe.execute()
         return check_confirmed(reply, ack.count, timeout)
+    deadline = time.monotonic() + timeout
     with conn.pipeline(transaction=False) as pipe:
         pipe.set(keys.ACK_MARK, repr(time.time()), px=MARK_TTL_MS)
-        pipe.execute_command(*ROLE_COMMAND)  # type: ignore[no-untyped-call]
-        _, role = pipe.execute()
-    wanted = ack.wanted(online_from_role(role))
-    deadline = time.monotonic() + timeout
-    left = timeout
-    while True:
+        pipe.execute_command(*INFO_COMMAND)  # type: ignore[no-untyped-call]
+        _, info = pipe.execute()
+    confirmed, needed = 0, ack.wanted(fresh_from_info(info, ack.max_lag))
+    while (wait := next_slice(confirmed, needed, deadline - time.monotonic())) is not None:
         with conn.pipeline(transaction=False) as pipe:
-            pipe.execute_command(*wait_command(wanted, left))  # type: ignore[no-untyped-call]
-            pipe.execute_command(*ROLE_COMMAND)  # type: ignore[no-untyped-call]
-            reply, role = pipe.execute()
-        needed = ack.wanted(online_from_role(role))  # who is online once the WAIT answered
-        left = deadline - time.monotonic()
-        if int(reply) >= needed or needed <= wanted or left <= 0:
-            return check_confirmed(reply, needed, timeout)
-        wanted = needed  # a replica came online during the WAIT: wait for it too
+            pipe.execute_command(*wait_command(needed, wait))  # type: ignore[no-untyped-call]
+            pipe.execute_command(*INFO_COMMAND)  # type: ignore[no-untyped-call]
+            reply, info = pipe.execute()
+        # Who counts once the slice answered decides: a replica lost or gone stale during it
+        # is not waited for, one that came online during it is (by the next slice).
+        confirmed, needed = int(reply), ack.wanted(fresh_from_info(info, ack.max_lag))
+    return check_confirmed(confirmed, needed, timeout)
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,19 @@ class Node:
         """SIGTERM: a clean shutdown."""
         self._signal(signal.SIGTERM)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops answering, its connections stay open (a hung host, or
+        one cut off by a partition that drops packets without closing anything)."""
+        self._pause(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: a frozen process goes on where it stopped."""
+        self._pause(signal.SIGCONT)
+
+    def _pause(self, sig: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+
     def _signal(self, sig: int) -> None:
         if self.process is not None and self.process.poll() is None:
             # The process may be `ip netns exec`'s child: signal the whole group.
