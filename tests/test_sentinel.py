@@ -30,6 +30,7 @@ from relay.store import clients, keys
 from relay.store.failover import NotPrimary, NotSent, is_not_primary, not_written
 from relay.store.records import Event
 from relay.store.replication import (
+    NotOnPrimary,
     ReplicasUnconfirmed,
     confirm_replicas,
     read_facts,
@@ -401,6 +402,60 @@ def test_a_wait_after_any_write_covers_the_writes_of_other_clients(
             assert confirm_replicas(confirmer, AckReplicas(1), 2.0) == 1
             with replica.client() as direct:
                 assert direct.get(f"w{n}") == str(n).encode()
+
+
+@pytest.mark.parametrize("ack", [AckReplicas(1), AckReplicas(every_online=True)])
+def test_a_confirmation_on_a_primary_without_the_events_confirms_nothing(
+    make_topology: MakeTopology, ack: AckReplicas
+) -> None:
+    """The spool drain writes and confirms through a pooled client: during a failover the two
+    can reach two primaries (a chaos run lost 9 spooled events that way: written to the old
+    primary, confirmed by the new one's replica). The confirmation checks the events are on
+    the server whose replicas it asks."""
+    topology = make_topology()
+    primary, replica = topology.data
+    with primary.client() as other_server:  # stands for the primary the events never reached
+        other_server.set("unrelated", 1)
+        elsewhere = [keys.event_key(event(n).id) for n in (1, 2)]
+        with pytest.raises(NotOnPrimary, match="2 of 2 event"):
+            confirm_replicas(other_server, ack, 2.0, present=elsewhere)
+        other_server.hset(elsewhere[0], "body", "x")
+        with pytest.raises(NotOnPrimary, match="1 of 2 event"):
+            confirm_replicas(other_server, ack, 2.0, present=elsewhere)
+        other_server.hset(elsewhere[1], "body", "x")
+        assert confirm_replicas(other_server, ack, 2.0, present=elsewhere) == 1
+        with replica.client() as direct:
+            assert direct.exists(*elsewhere) == 2
+
+
+def test_every_wait_of_a_confirmation_follows_a_write_on_its_own_connection(
+    make_topology: MakeTopology,
+) -> None:
+    """A WAIT on a connection that wrote nothing answers at once with every replica, whatever
+    they have: with `all` the slices after the first must carry their own mark too."""
+    topology = make_topology()
+    primary, _ = topology.data
+    with primary.client() as client:
+        sent: list[tuple[object, ...]] = []
+        real = client.pipeline
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            pipe = real(*args, **kwargs)
+            original = pipe.execute
+
+            def execute(*a: Any, **k: Any) -> Any:
+                sent.append(tuple(str(c[0][0]).upper() for c in pipe.command_stack))
+                return original(*a, **k)
+
+            pipe.execute = execute  # type: ignore[method-assign]
+            return pipe
+
+        client.pipeline = recording  # type: ignore[method-assign]
+        confirm_replicas(client, AckReplicas(every_online=True), 2.0)
+    assert sent, "no round trip carried a WAIT"
+    for commands in sent:
+        if "WAIT" in commands:
+            assert commands.index("SET") < commands.index("WAIT"), sent
 
 
 def test_startup_warnings_name_what_weakens_a_202(make_topology: MakeTopology) -> None:

@@ -52,6 +52,7 @@ from relay.receiver.batch import (
     write_batch,
 )
 from relay.receiver.link import RedisLink
+from relay.store import keys
 from relay.store.commit import commit_arguments
 from relay.store.failover import NotSent
 from relay.store.queue import KICKS_ENOUGH, kick, kick_commands, make_queue
@@ -275,7 +276,13 @@ class BatchCommitter:
                 pipe, self.queue, batch, self.retention, time.time(), kick_workers=kick_workers
             )
             duplicates = self._read(batch, replies_at, pipe.execute())
-        confirm_replicas(self.connection, self.ack_replicas, wait)
+        # A repeat is stored as the event it repeats: that one must be on the confirming server.
+        present = [
+            keys.event_key(earlier or event.id)
+            for pending, repeats in zip(batch, duplicates, strict=True)
+            for event, earlier in zip(pending.events, repeats, strict=True)
+        ]
+        confirm_replicas(self.connection, self.ack_replicas, wait, present=present)
         return duplicates
 
     def _read(

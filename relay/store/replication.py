@@ -46,7 +46,7 @@ What relay cannot check from here, and the Deployment page asks for: AOF on the 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,7 @@ __all__ = [
     "MARK_TTL_MS",
     "MIN_SLICE",
     "WAIT_SLICE",
+    "NotOnPrimary",
     "ReplicasUnconfirmed",
     "ReplicationFacts",
     "check_confirmed",
@@ -181,38 +182,70 @@ def fresh_from_info(info: bytes | str | Mapping[str, Any], max_lag: float) -> in
     )
 
 
-def confirm_replicas(conn: redis.Redis, ack: AckReplicas, timeout: float) -> int:
+def confirm_replicas(
+    conn: redis.Redis, ack: AckReplicas, timeout: float, *, present: Sequence[str] = ()
+) -> int:
     """Wait until the replicas `ack` asks for have every write the primary took so far (see
-    the module).
+    the module), and, where `present` names keys, check that they are on that primary.
 
-    A fixed count: one round trip, the mark and the WAIT pipelined on one connection. With
-    `all`, two or more: the replicas to wait for are read first, with the mark (this runs in
-    the spool drain and relay dev's embedded mode, where a round trip more costs nothing worth
-    saving), then WAIT slices, each with INFO, until they confirm or `timeout` passes.
+    Every WAIT is pipelined after a write of the mark and the EXISTS of `present`, on one
+    connection: `conn` is a pooled client, so two round trips may use two connections, and
+    during a failover two servers. A WAIT on a connection that wrote nothing returns at once
+    with every replica, and one on another server than the events confirms nothing about them:
+    the confirmation must come from the server that has them, on the connection that wrote
+    last. A fixed count: one round trip. With `all`, two or more: the replicas to wait for are
+    read first (this runs in the spool drain and relay dev's embedded mode, where a round trip
+    more costs nothing worth saving), then WAIT slices, each with INFO, until they confirm or
+    `timeout` passes. NotOnPrimary when `present` is not all there.
     """
     if not ack.enabled:
         return 0
     if not ack.every_online:
         with conn.pipeline(transaction=False) as pipe:
-            pipe.set(keys.ACK_MARK, repr(time.time()), px=MARK_TTL_MS)
+            _mark(pipe, present)
             pipe.execute_command(*wait_command(ack.count, timeout))  # type: ignore[no-untyped-call]
-            _, reply = pipe.execute()
-        return check_confirmed(reply, ack.count, timeout)
+            replies = pipe.execute()
+        _check_present(replies, present)
+        return check_confirmed(replies[-1], ack.count, timeout)
     deadline = time.monotonic() + timeout
-    with conn.pipeline(transaction=False) as pipe:
-        pipe.set(keys.ACK_MARK, repr(time.time()), px=MARK_TTL_MS)
-        pipe.execute_command(*INFO_COMMAND)  # type: ignore[no-untyped-call]
-        _, info = pipe.execute()
+    info = conn.execute_command(*INFO_COMMAND)  # type: ignore[no-untyped-call]
     confirmed, needed = 0, ack.wanted(fresh_from_info(info, ack.max_lag))
     while (wait := next_slice(confirmed, needed, deadline - time.monotonic())) is not None:
         with conn.pipeline(transaction=False) as pipe:
+            _mark(pipe, present)
             pipe.execute_command(*wait_command(needed, wait))  # type: ignore[no-untyped-call]
             pipe.execute_command(*INFO_COMMAND)  # type: ignore[no-untyped-call]
-            reply, info = pipe.execute()
+            replies = pipe.execute()
+        _check_present(replies, present)
+        reply, info = replies[-2:]
         # Who counts once the slice answered decides: a replica lost or gone stale during it
         # is not waited for, one that came online during it is (by the next slice).
         confirmed, needed = int(reply), ack.wanted(fresh_from_info(info, ack.max_lag))
     return check_confirmed(confirmed, needed, timeout)
+
+
+class NotOnPrimary(redis.RedisError):
+    """The keys a confirmation was for are not on the primary it ran on (a failover between
+    the write and the WAIT): nothing is confirmed; write them again."""
+
+    def __init__(self, missing: int, asked: int) -> None:
+        super().__init__(
+            f"{missing} of {asked} event(s) are not on the primary the replicas' confirmation "
+            "ran on (a failover between the write and the WAIT?); they are written again"
+        )
+
+
+def _mark(pipe: Any, present: Sequence[str]) -> None:
+    """Queue the mark, so that the WAIT after it covers every earlier write on this server,
+    and the EXISTS of `present` (second reply) if any."""
+    pipe.set(keys.ACK_MARK, repr(time.time()), px=MARK_TTL_MS)
+    if present:
+        pipe.exists(*present)
+
+
+def _check_present(replies: Sequence[Any], present: Sequence[str]) -> None:
+    if present and int(replies[1]) < len(present):
+        raise NotOnPrimary(len(present) - int(replies[1]), len(present))
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,10 @@ def redis_commit(
 
     def commit(records: Sequence[SpooledEvent]) -> int:
         written = commit_spooled(connection, queue, records, retention=retention)
-        confirm_replicas(connection, ack_replicas, ack_timeout)
+        # On the server whose replicas confirm: during a failover the pool's connections may
+        # lead to two primaries (relay.store.replication.confirm_replicas).
+        present = [keys.event_key(r.event.id) for r in records]
+        confirm_replicas(connection, ack_replicas, ack_timeout, present=present)
         return written
 
     return commit
