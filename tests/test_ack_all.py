@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 from redis import asyncio as aioredis
+from structlog.testing import capture_logs
 
 from relay.core.acks import EVERY_ONLINE, AckReplicas
 from relay.core.errors import Unavailable
@@ -250,45 +251,51 @@ async def test_a_frozen_replica_is_given_up_once_its_lag_passes_the_limit(
     ack = EVERY_ONLINE
     writer = await every_online_writer(topology.url, ack)
     try:
-        await writer.submit([make_event(["crm"])], max_wait=DEADLINE)  # two fresh, noted
-        second.freeze()
-        frozen_at = time.monotonic()
-        # Silent for less than the limit, it is still waited for: not confirmed by one alone.
-        with pytest.raises(Unavailable, match="1 of the 2 replica"):
-            await writer.submit([make_event(["crm"])], max_wait=1.0)
-        # Then batches are refused until its lag passes the limit (whole seconds, so up to a
-        # second more), and then confirmed by the first replica alone. Bounded far below the
-        # 60 s repl-timeout after which the primary would drop it by itself.
-        give_up = frozen_at + ack.max_lag + 1 + 2 * DEADLINE
-        in_a_row: list[float] = []
-        while len(in_a_row) < 20:
-            assert time.monotonic() < give_up, "intake did not go on without the frozen replica"
-            event = make_event(["crm"])
-            try:
-                await writer.submit([event], max_wait=DEADLINE)
-            except Unavailable:
-                in_a_row.clear()
-                continue
-            in_a_row.append(time.monotonic())
-            # No sleep: the replica that confirmed it has it.
-            with first.client() as one:
-                assert on(one, event)
-        # Once given up, each batch asks for the one fresh replica: none waited to its deadline.
-        assert in_a_row[-1] - in_a_row[0] < DEADLINE
-        # The drain's (sync) confirmation gives it up as well, at once.
-        with clients.sync_client(topology.url, clients.intake(DEADLINE)) as client:
-            assert confirm_replicas(client, ack, DEADLINE) == 1
+        with capture_logs() as logs:
+            await writer.submit([make_event(["crm"])], max_wait=DEADLINE)  # two fresh, noted
+            second.freeze()
+            frozen_at = time.monotonic()
+            # Silent for less than the limit, it is still waited for: not confirmed by one alone.
+            with pytest.raises(Unavailable, match="1 of the 2 replica"):
+                await writer.submit([make_event(["crm"])], max_wait=1.0)
+            # Then batches are refused until its lag passes the limit (whole seconds, so up to a
+            # second more), and then confirmed by the first replica alone. Bounded far below the
+            # 60 s repl-timeout after which the primary would drop it by itself.
+            give_up = frozen_at + ack.max_lag + 1 + 2 * DEADLINE
+            in_a_row: list[float] = []
+            while len(in_a_row) < 20:
+                assert time.monotonic() < give_up, "intake did not go on without the frozen replica"
+                event = make_event(["crm"])
+                try:
+                    await writer.submit([event], max_wait=DEADLINE)
+                except Unavailable:
+                    in_a_row.clear()
+                    continue
+                in_a_row.append(time.monotonic())
+                # No sleep: the replica that confirmed it has it.
+                with first.client() as one:
+                    assert on(one, event)
+            # Once given up, each batch asks for the one fresh replica: none waited to its deadline.
+            assert in_a_row[-1] - in_a_row[0] < DEADLINE
+            # The drain's (sync) confirmation gives it up as well, at once.
+            with clients.sync_client(topology.url, clients.intake(DEADLINE)) as client:
+                assert confirm_replicas(client, ack, DEADLINE) == 1
+        skipped = [e for e in logs if e["event"] == "replicas_skipped_stale"]
+        assert len(skipped) == 1, logs  # once, not per batch
+        assert (skipped[0]["stale"], skipped[0]["waiting_for"]) == (1, 1)
     finally:
         second.thaw()
     try:
         # Back, it catches up and acknowledges: waited for again, it has every event confirmed.
         wait_fresh(primary, 2, ack)
-        for _ in range(10):
-            event = make_event(["crm"])
-            await writer.submit([event], max_wait=DEADLINE)
-            with first.client() as one, second.client() as other:
-                assert on(one, event)
-                assert on(other, event)
+        with capture_logs() as logs:
+            for _ in range(10):
+                event = make_event(["crm"])
+                await writer.submit([event], max_wait=DEADLINE)
+                with first.client() as one, second.client() as other:
+                    assert on(one, event)
+                    assert on(other, event)
+        assert [e["waiting_for"] for e in logs if e["event"] == "replicas_fresh_again"] == [2]
     finally:
         await writer.close()
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -62,7 +62,9 @@ from relay.store.replication import (
     check_confirmed,
     confirm_replicas,
     fresh_from_info,
+    info_fields,
     next_slice,
+    online_from_info,
     wait_command,
 )
 
@@ -114,6 +116,7 @@ class BatchCommitter:
         # (monotonic).
         self._online: int | None = None
         self._online_at = 0.0
+        self._stale = 0  # online replicas last skipped for their lag (logged when it changes)
         self.kicks_waiting = 0  # RQ kicks queued at the last commit (the script's count)
         self.kick_owed = False  # the last commit skipped its kick and found none waiting
         # The asyncio commit's own connection (a sync client commits on a pipeline instead).
@@ -199,8 +202,20 @@ class BatchCommitter:
         check_confirmed(confirmed, needed, wait)
 
     def _note_online(self, info: Any) -> int:
-        online = fresh_from_info(info, self.ack_replicas.max_lag)
+        fields = info if isinstance(info, Mapping) else info_fields(info)
+        online = fresh_from_info(fields, self.ack_replicas.max_lag)
         self._online, self._online_at = online, time.monotonic()
+        stale = online_from_info(fields) - online if fields.get("role") == "master" else 0
+        if stale != self._stale:
+            # Once per change, not per batch: an operator must hear that 202s now stand on
+            # fewer replicas (and when they stand on all of them again).
+            self._stale = stale
+            log.warning(
+                "replicas_skipped_stale" if stale else "replicas_fresh_again",
+                stale=stale,
+                waiting_for=online,
+                max_lag_s=self.ack_replicas.max_lag,
+            )
         return online
 
     def _time_left(self, batch: list[Pending]) -> float:
