@@ -35,6 +35,7 @@ import asyncio
 import shutil
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -245,7 +246,8 @@ def test_replica_acknowledged_intake_without_min_replicas_keeps_delivering(tmp_p
 def test_every_online_replica_acknowledged_through_the_full_schedule(tmp_path: Path) -> None:
     """Issue 16's whole schedule (5 SIGKILLs, 2 partitions, a Sentinel, a replica, the whole
     Redis side) with two replicas and RELAY_ACK_REPLICAS=all: the setting meant to keep both
-    nothing lost and intake going. Times are printed (the Guarantees page quotes them)."""
+    nothing lost and intake going, each failover within the bounds of assert_kept_going. Times
+    are printed (the Guarantees page quotes them)."""
     name = "RELAY_ACK_REPLICAS=all, two replicas, no min-replicas-to-write"
     result = run(
         tmp_path, name, "all", Timings(**TIMINGS), replica_acknowledged_chaos,
@@ -254,6 +256,8 @@ def test_every_online_replica_acknowledged_through_the_full_schedule(tmp_path: P
     assert result.lost == 0, result.table()
     assert result.non_202["once"] == 0, result.table()
     assert len([f for f in result.faults if f.what.startswith("SIGKILL primary")]) == 5
-    for fault in result.faults:
-        if fault.election_s is not None:
-            assert fault.resumed_s is not None, result.table()
+    # Issue 16's goals per failover: intake back within the election + 2 s (the replica left
+    # confirms alone; a commit stalled on a replaced primary is given up), deliveries within 2 s.
+    assert_kept_going(
+        replace(result, faults=tuple(f for f in result.faults if f.election_s is not None))
+    )
