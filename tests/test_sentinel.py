@@ -11,6 +11,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -470,6 +471,36 @@ def test_startup_warnings_name_what_weakens_a_202(make_topology: MakeTopology) -
     assert any("min-replicas-to-write is off" in w for w in warnings)
     assert any("AOF is off" in w for w in warnings)
     assert startup_warnings(facts, AckReplicas(0)) == [next(w for w in warnings if "AOF" in w)]
+
+
+@pytest.mark.timeout(60)
+def test_a_start_under_all_warns_when_replica_priorities_differ(
+    make_topology: MakeTopology,
+) -> None:
+    """With `all`, a replica skipped as stale must not be preferred by Sentinel over one that
+    confirmed: the priorities, as the Sentinels list them, are checked at start-up."""
+    topology = make_topology(replicas=2)
+    every = AckReplicas(every_online=True)
+    with clients.sync_client(topology.url, clients.OPERATOR) as client:
+        facts = read_facts(client)
+        assert facts.replica_priorities == (100, 100)
+        assert not any("replica-priority" in w for w in startup_warnings(facts, every))
+        with topology.data[2].client() as replica:
+            replica.config_set("replica-priority", 10)
+        # The Sentinels read a replica's INFO every 10 s.
+        changed = lambda: sorted(read_facts(client).replica_priorities) == [10, 100]  # noqa: E731
+        assert wait_until(changed, 30, interval=0.5), read_facts(client)
+        facts = read_facts(client)
+    warnings = [w for w in startup_warnings(facts, every) if "replica-priority" in w]
+    assert warnings == [
+        "the replicas' replica-priority differ (10, 100): with RELAY_ACK_REPLICAS=all Sentinel "
+        "may promote a replica skipped as stale over one that confirmed the latest events; keep "
+        "them equal (Deployment page)"
+    ]
+    # A fixed count never skips a replica; priority 0 (never promoted) is no difference.
+    assert not any("replica-priority" in w for w in startup_warnings(facts, AckReplicas(2)))
+    never = replace(facts, replica_priorities=(0, 100))
+    assert not any("replica-priority" in w for w in startup_warnings(never, every))
 
 
 async def test_the_receiver_logs_its_startup_warnings(

@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
 
 from relay.core.acks import AckReplicas
 from relay.store import keys
+from relay.store.sentinels import replica_priorities
 
 __all__ = [
     "INFO_COMMAND",
@@ -259,6 +260,8 @@ class ReplicationFacts:
     aof_enabled: bool
     #: Replicas counted "good" for min-replicas-to-write; None when that setting is off.
     good_replicas: int | None
+    #: The `replica-priority` of each replica the Sentinels list (none without Sentinels).
+    replica_priorities: tuple[int, ...] = ()
 
 
 def read_facts(conn: redis.Redis) -> ReplicationFacts:
@@ -267,7 +270,8 @@ def read_facts(conn: redis.Redis) -> ReplicationFacts:
         pipe.info("replication")
         pipe.info("persistence")
         replication, persistence = pipe.execute()
-    return facts_from_info(replication, persistence)
+    facts = facts_from_info(replication, persistence)
+    return replace(facts, replica_priorities=replica_priorities(conn) or ())
 
 
 def facts_from_info(
@@ -306,6 +310,13 @@ def startup_warnings(facts: ReplicationFacts, ack: AckReplicas) -> list[str]:
             "failover drops: those deliveries are made again (set min-replicas-to-write 1 for "
             "fewer repeats, at the price of deliveries pausing while a new primary has no "
             "replica; Deployment page)"
+        )
+    promotable = {p for p in facts.replica_priorities if p > 0}  # 0: never promoted
+    if ack.every_online and len(promotable) > 1:
+        warnings.append(
+            f"the replicas' replica-priority differ ({', '.join(map(str, sorted(promotable)))}): "
+            f"with RELAY_ACK_REPLICAS={ack} Sentinel may promote a replica skipped as stale "
+            "over one that confirmed the latest events; keep them equal (Deployment page)"
         )
     if not facts.aof_enabled:
         warnings.append(

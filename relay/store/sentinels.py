@@ -13,12 +13,20 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import redis
 from redis import asyncio as aioredis
 from redis.asyncio import sentinel as aiosentinel
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
-from redis.sentinel import MasterNotFoundError, Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
-__all__ = ["AsyncSentinels", "Sentinels", "is_sentinel_client", "named_primary", "no_primary_found"]
+__all__ = [
+    "AsyncSentinels",
+    "Sentinels",
+    "is_sentinel_client",
+    "named_primary",
+    "no_primary_found",
+    "replica_priorities",
+]
 
 #: In an error from Python's ssl module when the peer's certificate chain or name is refused.
 _VERIFY_FAILED = "CERTIFICATE_VERIFY_FAILED"
@@ -102,3 +110,18 @@ async def named_primary(client: aioredis.Redis) -> tuple[str, int] | None:
     except (RedisError, OSError):  # MasterNotFoundError included: nobody names one
         return None
     return str(host), int(port)
+
+
+def replica_priorities(client: redis.Redis) -> tuple[int, ...] | None:
+    """The `replica-priority` of each replica the Sentinels list for `client`'s service, as the
+    first Sentinel that answers says; None without Sentinels, or when none answers."""
+    pool = client.connection_pool
+    if not isinstance(pool, SentinelConnectionPool):
+        return None
+    for sentinel in pool.sentinel_manager.sentinels:
+        try:
+            replicas = cast(list[dict[str, Any]], sentinel.sentinel_slaves(pool.service_name))
+        except (RedisError, OSError):
+            continue
+        return tuple(int(replica.get("slave-priority", 100)) for replica in replicas)
+    return None
