@@ -60,22 +60,29 @@ def utf8_headers(headers: CIMultiDictProxy[str]) -> CIMultiDictProxy[str]:
 
 
 async def hook(request: web.Request) -> web.StreamResponse:
-    """Every method on /hooks/{source}[/{token}]: decide, read, decide, commit, answer."""
-    app = request.app  # a property that walks the match info: read once
-    facts = request[FACTS]
+    """The router's handler of /hooks/{source}[/{token}]: the requests relay.receiver.dispatch
+    leaves to the app (an `Expect` header, an escaped path); the same as `handle_hook`."""
     match_info = request.match_info
+    return await handle_hook(
+        request.app, request, match_info["source"], match_info.get("token"), request[FACTS]
+    )
+
+
+async def handle_hook(
+    app: web.Application,
+    request: web.BaseRequest,
+    source_name: str,
+    token: str | None,
+    facts: dict[str, Any],
+) -> web.StreamResponse:
+    """Every method on /hooks/{source}[/{token}]: decide, read, decide, commit, answer; what the
+    canonical log line says goes in `facts`."""
     method = request.method
     # Only a GET (the ASP.NET handshake) reads the query: parsing it would cost every POST.
     query = request.query if method == "GET" else _NO_QUERY
     head = accept_head(
         app[ROUTES].table,  # the one snapshot this request is decided with
-        Request(
-            method,
-            match_info["source"],
-            match_info.get("token"),
-            utf8_headers(request.headers),
-            query,
-        ),
+        Request(method, source_name, token, utf8_headers(request.headers), query),
     )
     if not isinstance(head, ReadBody):
         return _answer(head, facts)
@@ -85,7 +92,7 @@ async def hook(request: web.Request) -> web.StreamResponse:
         # The whole body has arrived (the usual case): no read can wait, so no timer is needed.
         sent = body = await read_body(request, source.max_body)
     else:
-        sent, body = await _read_slowly(request, head, app[SETTINGS].read_timeout)
+        sent, body = await _read_slowly(request, head, app[SETTINGS].read_timeout, facts)
     facts["bytes"] = len(body)
     now = time.time()
     decided = accept_body(head, sent, body, event_id=new_event_id(now), received_at=now)
@@ -138,12 +145,12 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
 
 
 async def _read_slowly(
-    request: web.Request, head: ReadBody, read_timeout: float
+    request: web.BaseRequest, head: ReadBody, read_timeout: float, facts: dict[str, Any]
 ) -> tuple[bytes, bytes]:
     """(The body as sent, decoded) of a body still arriving or sent with a coding, within
     `read_timeout`: a client trickling its body must not hold this handler (and its memory)."""
     if head.coding is not None:
-        return await _read_decoded(request, head, read_timeout)
+        return await _read_decoded(request, head, read_timeout, facts)
     try:
         async with asyncio.timeout(read_timeout):
             body = await read_body(request, head.source.max_body)
@@ -153,7 +160,7 @@ async def _read_slowly(
 
 
 async def _read_decoded(
-    request: web.Request, head: ReadBody, read_timeout: float
+    request: web.BaseRequest, head: ReadBody, read_timeout: float, facts: dict[str, Any]
 ) -> tuple[bytes, bytes]:
     """(The body as sent, decoded), refused as soon as either passes the source's max_body.
 
@@ -178,9 +185,9 @@ async def _read_decoded(
         raise RequestTimeout(f"the body did not arrive within {read_timeout:g} s") from None
     except HTTPError as exc:
         reason = "too_large" if isinstance(exc, PayloadTooLarge) else "corrupt"
-        request[FACTS]["refused_body"] = reason
+        facts["refused_body"] = reason
         raise
-    request[FACTS]["encoded_bytes"] = decoder.encoded_size
+    facts["encoded_bytes"] = decoder.encoded_size
     return (b"".join(kept) if kept is not None else b""), body
 
 
