@@ -25,6 +25,7 @@ from relay.config.model import RouteTable
 from relay.config.reconcile import reconciled_sources
 from relay.config.reload import POLL_INTERVAL, RouteReloader
 from relay.config.settings import Settings
+from relay.core.logs import LineLogger
 from relay.core.metrics import ReceiverMetrics, multiprocess_registry
 from relay.receiver.dispatch import install as install_dispatch
 from relay.receiver.handlers import healthz, metrics, readyz
@@ -175,7 +176,7 @@ def create_app(
     # request.read()/post() elsewhere and must not be below the largest source limit.
     registry = CollectorRegistry()
     receiver_metrics = ReceiverMetrics(registry)
-    canonical = Canonical(receiver_metrics, structlog.get_logger("relay.receiver").bind())
+    canonical = Canonical(receiver_metrics, LineLogger("relay.receiver"))
     app = web.Application(
         middlewares=[canonical.middleware()],
         client_max_size=max(largest, 1024 * 1024),

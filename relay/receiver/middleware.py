@@ -12,9 +12,9 @@ import orjson
 import structlog
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
-from structlog.typing import FilteringBoundLogger
 
 from relay.core.errors import HTTPError
+from relay.core.logs import LineLogger
 from relay.core.metrics import UNKNOWN_SOURCE, ReceiverMetrics
 from relay.receiver.decoding import codings_named
 from relay.receiver.state import FACTS
@@ -41,12 +41,11 @@ class Canonical:
     token), counting /hooks requests in `metrics`: as the app's middleware, and around the hook
     handler where relay.receiver.dispatch sends /hooks requests past the router.
 
-    `request_log` is a logger already bound (`structlog.get_logger().bind()`), made when the
-    app is built, after logging is configured: a module-level logger is a proxy that looks up
-    its bound logger again on every call.
+    `request_log` is made when the app is built, after logging is configured: a module-level
+    logger is a proxy that looks up its bound logger again on every call.
     """
 
-    def __init__(self, metrics: ReceiverMetrics, request_log: FilteringBoundLogger) -> None:
+    def __init__(self, metrics: ReceiverMetrics, request_log: LineLogger) -> None:
         self.metrics = metrics
         self.request_log = request_log
 
@@ -103,13 +102,13 @@ class Canonical:
         elapsed = time.perf_counter() - started
         if hook:
             metrics.observe_request(facts.get("source", UNKNOWN_SOURCE), response.status, elapsed)
-        self.request_log.info(
-            "request",
-            method=request.method,
-            status=response.status,
-            duration_ms=round(elapsed * 1000, 3),
+        line = {
+            "method": request.method,
+            "status": response.status,
+            "duration_ms": round(elapsed * 1000, 3),
             **facts,
-        )
+        }
+        self.request_log.info("request", line)
         if unread:
             await answer_then_discard(request, response)
         return response
