@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from relay.core.logs import LineLogger, configure_logging
+from relay.core.logs import ContextBinding, LineLogger, configure_logging
 
 #: The one field whose value differs between two lines logged one after the other.
 TIMESTAMP = re.compile(rb'"timestamp":"[^"]*"|\d{4}-\d\d-\d\dT[\d:.]+Z|\d{4}-\d\d-\d\d [\d:]+')
@@ -79,3 +79,23 @@ def test_capture_logs_sees_the_line(stderr: Stderr) -> None:
         line.info("request", {"status": 202, "source": "shop"})
     assert logs == [{"status": 202, "source": "shop", "event": "request", "log_level": "info"}]
     assert stderr.readouterr().err == b""
+
+
+def test_a_context_binding_binds_as_bind_contextvars_does() -> None:
+    bind = ContextBinding("event_id")
+    structlog.contextvars.clear_contextvars()
+    try:
+        for value in ("evt_1", "evt_2"):  # the first finds structlog's variable, then sets it
+            bind(value)
+            assert structlog.contextvars.get_contextvars() == {"event_id": value}
+        structlog.contextvars.bind_contextvars(event_id="evt_3")
+        assert structlog.contextvars.get_contextvars() == {"event_id": "evt_3"}
+        bind("evt_4")
+        structlog.contextvars.bind_contextvars(other=1)
+        assert structlog.contextvars.get_contextvars() == {"event_id": "evt_4", "other": 1}
+        structlog.contextvars.clear_contextvars()
+        assert structlog.contextvars.get_contextvars() == {}
+        bind("evt_5")
+        assert structlog.contextvars.get_contextvars() == {"event_id": "evt_5"}
+    finally:
+        structlog.contextvars.clear_contextvars()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import logging
 import sys
 import threading
@@ -170,6 +171,28 @@ class LineLogger:
             logger.info(*args, **kwargs)
         else:
             logger.info(**line)
+
+
+class ContextBinding:
+    """`structlog.contextvars.bind_contextvars(name=value)` for one name, in one step.
+
+    structlog keeps one context variable per name; the first binding finds it (its token's
+    `var`), and later ones set it directly, without building the variable's name and a dict of
+    tokens each time (the receiver binds each request's event id).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._var: contextvars.ContextVar[Any] | None = None
+
+    def __call__(self, value: Any) -> None:
+        """Bind `value` to the name in the current context."""
+        var = self._var
+        if var is None:
+            tokens = structlog.contextvars.bind_contextvars(**{self._name: value})
+            self._var = tokens[self._name].var
+        else:
+            var.set(value)
 
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:

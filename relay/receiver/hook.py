@@ -16,12 +16,12 @@ from types import MappingProxyType
 from typing import Any
 
 import orjson
-import structlog
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from relay.core.errors import HTTPError, PayloadTooLarge, RequestTimeout, Unavailable
 from relay.core.ids import new_event_id
+from relay.core.logs import ContextBinding
 from relay.receiver.accept import (
     Accepted,
     Handshake,
@@ -38,6 +38,7 @@ from relay.receiver.middleware import error_response
 from relay.receiver.state import FACTS, METRICS, ROUTES, SETTINGS, SPOOL, WRITER
 
 _NO_QUERY: Mapping[str, str] = MappingProxyType({})
+_bind_event_id = ContextBinding("event_id")
 #: The 202's one header of its own: copied by aiohttp from a multidict in C, cheaper per reply
 #: than `content_type=` (whose checks run each time) or a plain mapping.
 _JSON = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
@@ -209,7 +210,7 @@ async def _commit(app: web.Application, facts: dict[str, Any], accepted: Accepte
     facts["type"] = events[0].type if len(events) == 1 else [e.type for e in events]
     # Every later line of this request carries its event id (the spool's, a crash's): aiohttp
     # runs each request in a task of its own, so the binding ends with the request.
-    structlog.contextvars.bind_contextvars(event_id=accepted.id)
+    _bind_event_id(accepted.id)
     window = source.dedupe.window if source.dedupe else 0.0
     spooled = False
     try:

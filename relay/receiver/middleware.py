@@ -98,14 +98,18 @@ class Canonical:
             log.exception("request_failed", source=facts.get("source"), method=request.method)
             response = error_response(500, "internal error; it has been logged")
         metrics = self.metrics
-        unread = response.status >= 400 and _refused(request, response, facts, metrics)
+        status = response.status
+        unread = status >= 400 and _refused(request, response, facts, metrics)
         elapsed = time.perf_counter() - started
         if hook:
-            metrics.observe_request(facts.get("source", UNKNOWN_SOURCE), response.status, elapsed)
+            metrics.observe_request(facts.get("source", UNKNOWN_SOURCE), status, elapsed)
         line = {
             "method": request.method,
-            "status": response.status,
-            "duration_ms": round(elapsed * 1000, 3),
+            "status": status,
+            # Milliseconds to three places, as a whole number of microseconds over 1000:
+            # round(x, 3) of a float goes through its decimal digits, at twice the cost (the
+            # two differ, by a microsecond, only where x is within a rounding error of a tie).
+            "duration_ms": round(elapsed * 1_000_000) / 1000,
             **facts,
         }
         self.request_log.info("request", line)
