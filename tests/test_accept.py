@@ -7,6 +7,7 @@ body arrives cannot pair an old source with new routes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import http.client
 import threading
@@ -336,6 +337,23 @@ def test_the_202_body_is_the_reply_as_json_on_every_path(
         "events": [{"id": "evt_3", "type": "element_published", "targets": ["crm", "analytics"]}],
         "duplicate": False,
     }
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.none() | st.text(),
+    targets=st.lists(st.text(), max_size=3).map(tuple),
+    ids=st.tuples(st.text(max_size=40), st.text(max_size=40)),
+)
+def test_the_one_new_events_202_body_is_the_reply_as_json_whatever_its_values(
+    table: RouteTable, kind: str | None, targets: tuple[str, ...], ids: tuple[str, str]
+) -> None:
+    single = _read(table, "digitalchalk", {"content-type": JSON})
+    one = accepted(accept_body(single, b"{}", b'{"event": "element_published"}', **IDS))
+    event = dataclasses.replace(one.events[0], id=ids[1], type=kind, targets=targets)
+    out = one._replace(id=ids[0], events=(event,))
+    committed = Committed((None,))
+    assert reply_body(out, committed, False) == orjson.dumps(_reply(out, committed, False))
 
 
 def test_body_learn365_single_notification_keeps_bytes_and_signature(table: RouteTable) -> None:

@@ -117,14 +117,16 @@ def test_no_primary_found_tells_silence_from_failures() -> None:
         st.binary(max_size=40)
         | st.text(max_size=20)
         | st.integers(-(2**63), 2**63 - 1)
-        | st.floats(allow_nan=False, allow_infinity=False),
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.binary(max_size=8).map(bytearray)
+        | st.binary(max_size=8).map(memoryview),
         max_size=8,
     )
 )
 def test_c_packed_commands_are_the_bytes_redis_py_would_send(args: list[Any]) -> None:
     python = aioredis_connection.Connection()
     packed = clients.c_packing(aioredis_connection.Connection)()
-    for command in (("EVAL", *args), ("CONFIG GET", *args)):
+    for command in (("EVAL", *args), ("CONFIG GET", *args), (b"GET", *args)):
         assert b"".join(packed.pack_command(*command)) == b"".join(python.pack_command(*command))
 
 

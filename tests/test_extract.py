@@ -17,6 +17,7 @@ from relay.config.filters import EventFields
 from relay.config.model import Dedupe, Source
 from relay.core.errors import BadRequest, UnsupportedMediaType
 from relay.core.headers import (
+    DROPPED_HEADERS,
     MAX_HEADER_VALUE,
     MAX_KEPT_HEADERS,
     is_form,
@@ -92,6 +93,20 @@ def test_is_json(value: str, expected: bool) -> None:
     assert is_json(value) is expected
 
 
+_MEDIA = st.sampled_from(["application/json", "Text/JSON ", "a/b+json", "text/plain", "", ";"])
+
+
+@given(st.lists(st.tuples(_MEDIA, st.sampled_from(["", "; charset=utf-8", "x"])), max_size=400))
+def test_is_json_remembers_the_same_answers_as_it_gives_first(
+    values: list[tuple[str, str]],
+) -> None:
+    # Its memo of values seen is bounded: past it, the answers are computed each time.
+    for media, rest in values:
+        value = media + rest
+        mt = value.split(";", 1)[0].strip().lower()
+        assert is_json(value) is (mt in ("application/json", "text/json") or mt.endswith("+json"))
+
+
 def test_is_form() -> None:
     assert is_form("application/x-www-form-urlencoded; charset=UTF-8")
     assert not is_form("multipart/form-data; boundary=x")
@@ -128,6 +143,28 @@ def test_kept_headers_are_bounded() -> None:
     kept = kept_headers(many)
     assert len(kept) == MAX_KEPT_HEADERS
     assert all(len(value) == MAX_HEADER_VALUE for _, value in kept)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Host", "X-Relay-Attempt", "x-relay-x", "X-Tag", "Cookie", "\u00c9"])
+            | st.text(min_size=1, max_size=3),
+            st.text(max_size=3) | st.just("v" * (MAX_HEADER_VALUE + 1)),
+        ),
+        max_size=80,
+    )
+)
+def test_kept_headers_as_the_rule_says_however_many_names_were_seen(
+    pairs: list[tuple[str, str]],
+) -> None:
+    # Names are remembered as sent, up to a bound: the answer is the rule's either way.
+    expected = []
+    for name, value in pairs:
+        lname = name.lower()
+        if lname not in DROPPED_HEADERS and not lname.startswith("x-relay-"):
+            expected.append((lname, value[:MAX_HEADER_VALUE]))
+    assert kept_headers(CIMultiDict(pairs)) == tuple(expected[:MAX_KEPT_HEADERS])
 
 
 def test_kept_headers_keeps_repeated_headers() -> None:

@@ -67,10 +67,14 @@ def test_derived_ids_are_recognised_and_others_are_not() -> None:
 @given(st.floats(min_value=0, max_value=2**47 / 1000, allow_nan=False), st.integers(0, 2**32 - 1))
 def test_ids_are_the_ulid_of_time_and_random_bits(now: float, seed: int) -> None:
     # Reference: the 16 bytes (48 bits of milliseconds, 80 random bits) in RFC 4648 base32,
-    # spelled with Crockford's digits.
+    # spelled with Crockford's digits. The random bits are drawn as 16 bytes: 2 bits of the
+    # last, then the low 5 bits of each of the first 15, then 3 more bits of the last.
     state = random.getstate()  # the ids of other tests must stay random
     random.seed(seed)
-    bits = random.getrandbits(80)
+    draw = random.randbytes(16)
+    bits = (draw[15] & 3) << 78 | (draw[15] >> 2) & 7
+    for i, byte in enumerate(draw[:15]):
+        bits |= (byte & 31) << (73 - 5 * i)
     raw = int(now * 1000).to_bytes(6, "big") + bits.to_bytes(10, "big")
     crockford = bytes.maketrans(
         b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,9 +17,10 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from relay.core.errors import Unavailable
+from relay.core.ids import derived_event_id, id_from_bytes
 from relay.receiver.batch import BatchReplies, Committed, kick_owed, kicks_waiting, write_batch
 from relay.receiver.intake import IntakeWriter
-from relay.store import clients, keys
+from relay.store import clients, commit, keys
 from relay.store.commit import ITEMS_LUA, pack_record, unpack_record
 from relay.store.queue import KICKS_ENOUGH, make_queue
 from relay.store.records import PART, PARTS_MAX, Event
@@ -371,6 +373,40 @@ def test_the_script_reads_a_record_as_python_wrote_it(
 ) -> None:
     script = ITEMS_LUA + "return items(ARGV[1])"
     assert redis_client.eval(script, 0, pack_record(items)) == items
+
+
+_names = st.sampled_from(["shop", "crm", "bi", "x" * 70, "caf\u00e9"])
+_ids = st.binary(min_size=16, max_size=16).map(id_from_bytes)
+_events = st.builds(
+    Event,
+    id=_ids | st.builds(derived_event_id, _ids, st.integers(0, 99)),
+    source=_names,
+    type=st.none() | st.text(max_size=80),
+    received_at=st.floats(0, 2**40),
+    content_type=st.sampled_from(["application/json", "", "text/plain; charset=\u00e9"]),
+    method=st.sampled_from(["POST", "PUT"]),
+    headers=st.lists(st.tuples(st.text(max_size=10), st.text(max_size=90)), max_size=3).map(tuple),
+    body=st.binary(max_size=200),
+    targets=st.lists(_names, max_size=3, unique=True).map(tuple),
+    dedupe_key=st.sampled_from(["", "relay:dd:shop:k"]),
+    order=st.just(()),
+)
+
+
+@given(st.lists(st.lists(_events, min_size=1, max_size=3), max_size=4))
+def test_commit_arguments_pack_every_event_as_its_items(batch: list[list[Event]]) -> None:
+    requests = [SimpleNamespace(events=events, dedupe_window=60) for events in batch]
+    call = commit.commit_arguments(requests, 86400, 1.0, "rq:queue:default")
+    events = [event for request in batch for event in request]
+    records = call.args[len(call.args) - len(events) :]
+    expected_keys = [keys.EVENTS_MINUTES, keys.UNROUTED, keys.DUE_TARGETS, "rq:queue:default"]
+    for event, record in zip(events, records, strict=True):
+        window = b"60" if event.dedupe_key else b"0"
+        assert record == pack_record(commit.record_items(event, window))
+        expected_keys += [keys.event_key(event.id), keys.source_stats_key(event.source)]
+        expected_keys += [event.dedupe_key] if event.dedupe_key else []
+        expected_keys += [keys.due_key(t) for t in event.targets]
+    assert call.keys == expected_keys
 
 
 async def test_a_long_body_is_committed_in_parts_so_the_hash_stays_compact(

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -84,6 +86,32 @@ async def test_receiver_counts_requests_by_source_and_status(client: Any) -> Non
     assert found[("relay_queue_jobs", (("state", "scheduled"),))] == 0
     assert found[("relay_dead_letters_stored", ())] == 0
     assert found[("relay_redis_up", ())] == 1
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["chalk", "fellow", "_unknown"]),
+            st.sampled_from([202, 400, 503]),
+            st.floats(0, 10) | st.sampled_from([0.001, 0.0025, 5.0, 30.0]),  # on the bounds too
+        ),
+        max_size=30,
+    )
+)
+def test_observe_request_counts_as_the_clients_own_inc_and_observe(
+    requests: list[tuple[str, int, float]],
+) -> None:
+    fast = ReceiverMetrics(CollectorRegistry())
+    plain = ReceiverMetrics(CollectorRegistry())
+    for source, status, seconds in requests:
+        fast.observe_request(source, status, seconds)
+        plain.events_received.labels(source, str(status)).inc()
+        plain.ack_seconds.labels(source).observe(seconds)
+    # Exposition without the _created timestamps, which differ by when each child was made.
+    exposed = [render(m.registry).decode().splitlines() for m in (fast, plain)]
+    assert [[line for line in lines if "_created" not in line] for lines in exposed] == [
+        [line for line in exposed[1] if "_created" not in line]
+    ] * 2
 
 
 def test_redis_collector_reports_down_instead_of_failing_the_scrape() -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import time
 
 import orjson
+import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
@@ -47,6 +50,24 @@ KNOWN_BYTES = (
     b'{"target":"crm","attempt":3,"at":1764671100.25,"duration_ms":12.3,"status":503,'
     b'"error":null,"outcome":"retry","response":"busy","retry_in_s":30.0}'
 )
+
+
+def test_an_events_written_out_init_takes_the_fields_in_order_with_their_defaults() -> None:
+    fields = dataclasses.fields(Event)
+    parameters = list(inspect.signature(Event.__init__).parameters.values())[1:]
+    assert [p.name for p in parameters] == [f.name for f in fields]
+    assert [p.default for p in parameters] == [
+        inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default for f in fields
+    ]
+    values = {f.name: f"v{i}" for i, f in enumerate(fields)}
+    event = Event(**values)  # type: ignore[arg-type]
+    assert event.__dict__ == values
+    assert event == Event(*values.values())  # type: ignore[arg-type]
+    assert dataclasses.replace(event, body=b"b").__dict__ == {**values, "body": b"b"}
+    required = list(values.values())[:9]
+    assert Event(*required).__dict__ == {**values, "dedupe_key": "", "order": ()}  # type: ignore[arg-type]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.body = b"x"  # type: ignore[misc]
 
 
 def test_a_known_attempt_record_is_stored_as_known_bytes() -> None:

@@ -104,7 +104,9 @@ def lookup_path(document: Any, path: str) -> Any:
 
 def field_lookup(document: Any, path: str, form: bool) -> Any:
     """A field of a form (its literal name) or of a JSON document (a dotted path), or None."""
-    if form:
+    if form or (type(document) is dict and "." not in path):
+        # A form's field, or a JSON object's top-level one (a source's `event` field, mostly):
+        # what `_walk` finds in one step, without splitting the path.
         return document.get(path) if isinstance(document, dict) else None
     return lookup_path(document, path)
 

@@ -61,8 +61,21 @@ def media_type(content_type: str) -> str:
 
 def is_json(content_type: str) -> bool:
     """Whether a media type is JSON (`application/json`, `text/json` or `*/*+json`)."""
+    known = _JSON_TYPES.get(content_type)
+    if known is not None:
+        return known
     mt = media_type(content_type)
-    return mt in ("application/json", "text/json") or mt.endswith("+json")
+    answer = mt in ("application/json", "text/json") or mt.endswith("+json")
+    if len(_JSON_TYPES) < _MEMO_MAX:  # Content-Type values come from outside: bounded
+        _JSON_TYPES[content_type] = answer
+    return answer
+
+
+#: `is_json` of the Content-Type values seen (a provider sends one or two): the receiver asks
+#: for every request, and parsing the media type cost it a few thousand instructions.
+_JSON_TYPES: dict[str, bool] = {}
+#: The most header values or names a memo of this module keeps.
+_MEMO_MAX = 256
 
 
 def is_form(content_type: str) -> bool:
@@ -73,14 +86,32 @@ def is_form(content_type: str) -> bool:
 def kept_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """Provider headers worth keeping, lower-cased, bounded in number and size."""
     kept: list[tuple[str, str]] = []
+    names = _KEPT_NAMES
     for name, value in headers.items():
-        lname = name.lower()
-        if lname in DROPPED_HEADERS or lname.startswith("x-relay-"):
+        lname = names.get(name)
+        if lname is None:
+            lname = _kept_name(name)
+        if not lname:
             continue
-        kept.append((lname, value[:MAX_HEADER_VALUE]))
+        kept.append((lname, value if len(value) <= MAX_HEADER_VALUE else value[:MAX_HEADER_VALUE]))
         if len(kept) >= MAX_KEPT_HEADERS:
             break
     return tuple(kept)
+
+
+def _kept_name(name: str) -> str:
+    """A header name as kept (lower-cased), or "" for one never kept; remembered."""
+    lname = name.lower()
+    if lname in DROPPED_HEADERS or lname.startswith("x-relay-"):
+        lname = ""
+    if len(_KEPT_NAMES) < _MEMO_MAX:  # header names come from outside: bounded
+        _KEPT_NAMES[name] = lname
+    return lname
+
+
+#: `_kept_name` of the header names seen as sent (a provider sends the same few every time):
+#: lower-casing and checking each cost the receiver about a thousand instructions a header.
+_KEPT_NAMES: dict[str, str] = {}
 
 
 def is_forwarded(name: str) -> bool:

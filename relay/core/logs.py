@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import logging
 import sys
 import threading
@@ -129,6 +130,69 @@ def json_line(stamp: UtcStamp) -> Any:
         return orjson.dumps(event_dict, default=repr)
 
     return render
+
+
+class LineLogger:
+    """What `structlog.get_logger(name).bind().info(event, **fields)` logs, in fewer steps, for
+    the receiver's one line per request.
+
+    A bound logger's call goes through three of structlog's own calls and two copies of its
+    arguments before the processors run, which cost more than relay's two processors do. This
+    runs the configured processors on `fields` (used as the line's dict: the caller gives it
+    up) and hands what they return to the configured logger, as structlog's `_process_event`
+    and `_proxy_to_logger` do for a logger with an empty context. Like any bound logger it
+    keeps the configuration of when it was made: make it after `configure_logging`. structlog's
+    `capture_logs`, which edits the processor list in place, sees its lines.
+    """
+
+    def __init__(self, name: str) -> None:
+        config = structlog.get_config()
+        bound = structlog.get_logger(name).bind()
+        self._enabled = bool(bound.is_enabled_for(logging.INFO))
+        self._processors: list[Any] = config["processors"]  # the list the bound logger has
+        self._logger = config["logger_factory"](name)
+
+    def info(self, event: str, fields: dict[str, Any]) -> None:
+        """Log `event` with `fields` at INFO (if that level is enabled)."""
+        if not self._enabled:
+            return
+        logger = self._logger
+        fields["event"] = event
+        line: Any = fields
+        try:
+            for processor in self._processors:
+                line = processor(logger, "info", line)
+        except structlog.DropEvent:
+            return
+        if isinstance(line, str | bytes | bytearray):
+            logger.info(line)
+        elif isinstance(line, tuple):
+            args, kwargs = line
+            logger.info(*args, **kwargs)
+        else:
+            logger.info(**line)
+
+
+class ContextBinding:
+    """`structlog.contextvars.bind_contextvars(name=value)` for one name, in one step.
+
+    structlog keeps one context variable per name; the first binding finds it (its token's
+    `var`), and later ones set it directly, without building the variable's name and a dict of
+    tokens each time (the receiver binds each request's event id).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._var: contextvars.ContextVar[Any] | None = None
+
+    def __call__(self, value: Any) -> None:
+        """Bind `value` to the name in the current context."""
+        var = self._var
+        if var is None:
+            tokens = structlog.contextvars.bind_contextvars(**{self._name: value})
+            self._var = tokens[self._name].var
+        else:
+            var.set(value)
 
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:

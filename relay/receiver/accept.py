@@ -251,22 +251,23 @@ def _events(
     events = []
     for index, part in enumerate(parsed):
         targets = table.match(name, part.type, part.fields)
+        # Positional: a class called with keywords costs several thousand instructions more.
         event = Event(
-            id=event_id if single else derived_event_id(event_id, index),
-            source=name,
-            type=part.type,
-            received_at=received_at,
-            content_type=content_type,
-            method=request.method,
-            # The provider's signature would not verify on a body relay cut out of its own.
-            headers=stored if part.original_body else _unsigned(stored),
-            body=part.body,
-            targets=targets,
-            dedupe_key=(
-                keys.dedupe_key(name, part.dedupe_value) if part.dedupe_value is not None else ""
-            ),
-            # FIFO per key: computed once, here, and kept with the event (relay.config.control).
-            order=order_keys(table.targets, targets, part.fields),
+            event_id if single else derived_event_id(event_id, index),  # id
+            name,  # source
+            part.type,  # type
+            received_at,
+            content_type,
+            request.method,
+            # headers: the provider's signature would not verify on a body relay cut out of its own
+            stored if part.original_body else _unsigned(stored),
+            part.body,  # body
+            targets,
+            # dedupe_key
+            keys.dedupe_key(name, part.dedupe_value) if part.dedupe_value is not None else "",
+            # order: FIFO per key, computed once, here, and kept with the event
+            # (relay.config.control)
+            order_keys(table.targets, targets, part.fields),
         )
         events.append(event)
     return Accepted(event_id, source, tuple(events), tuple(parsed))

@@ -2,8 +2,9 @@
 `/metrics`, built by `create_app`.
 
 The parts: relay.receiver.accept decides (pure), relay.receiver.hook is the adapter around it,
-relay.receiver.middleware gives the JSON errors and the log line, relay.receiver.handlers the
-other endpoints; durability is relay.receiver.intake.IntakeWriter (group commit).
+relay.receiver.middleware gives the JSON errors and the log line, relay.receiver.dispatch sends
+/hooks requests to the hook past the router, relay.receiver.handlers the other endpoints;
+durability is relay.receiver.intake.IntakeWriter (group commit).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from relay.config.model import RouteTable
 from relay.config.reconcile import reconciled_sources
 from relay.config.reload import POLL_INTERVAL, RouteReloader
 from relay.config.settings import Settings
+from relay.core.logs import LineLogger
 from relay.core.metrics import ReceiverMetrics, multiprocess_registry
+from relay.receiver.dispatch import install as install_dispatch
 from relay.receiver.handlers import healthz, metrics, readyz
 from relay.receiver.hook import hook
 from relay.receiver.intake import IntakeWriter
-from relay.receiver.middleware import canonical_middleware, error_response
+from relay.receiver.middleware import Canonical, error_response
 from relay.receiver.spool.drain import SpoolDrainer, redis_commit
 from relay.receiver.spool.spool import Spool
 from relay.receiver.spool.usage import SpoolCollector
@@ -173,11 +176,12 @@ def create_app(
     # request.read()/post() elsewhere and must not be below the largest source limit.
     registry = CollectorRegistry()
     receiver_metrics = ReceiverMetrics(registry)
-    request_log = structlog.get_logger("relay.receiver").bind()
+    canonical = Canonical(receiver_metrics, LineLogger("relay.receiver"))
     app = web.Application(
-        middlewares=[canonical_middleware(receiver_metrics, request_log)],
+        middlewares=[canonical.middleware()],
         client_max_size=max(largest, 1024 * 1024),
     )
+    install_dispatch(app, canonical)  # /hooks requests past the router (relay.receiver.dispatch)
     app[SETTINGS] = settings
     app[ROUTES] = RoutesHolder(routes)
     # Every configured target gets a relay_target_paused sample, even before its first delivery.

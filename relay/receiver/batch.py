@@ -46,7 +46,7 @@ class Committed:
     @property
     def duplicate(self) -> bool:
         """Whether every event of the request repeats an earlier one."""
-        return bool(self.duplicate_of) and all(d is not None for d in self.duplicate_of)
+        return bool(self.duplicate_of) and None not in self.duplicate_of
 
 
 @dataclass

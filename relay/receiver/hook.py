@@ -16,12 +16,12 @@ from types import MappingProxyType
 from typing import Any
 
 import orjson
-import structlog
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from relay.core.errors import HTTPError, PayloadTooLarge, RequestTimeout, Unavailable
 from relay.core.ids import new_event_id
+from relay.core.logs import ContextBinding
 from relay.receiver.accept import (
     Accepted,
     Handshake,
@@ -38,6 +38,7 @@ from relay.receiver.middleware import error_response
 from relay.receiver.state import FACTS, METRICS, ROUTES, SETTINGS, SPOOL, WRITER
 
 _NO_QUERY: Mapping[str, str] = MappingProxyType({})
+_bind_event_id = ContextBinding("event_id")
 #: The 202's one header of its own: copied by aiohttp from a multidict in C, cheaper per reply
 #: than `content_type=` (whose checks run each time) or a plain mapping.
 _JSON = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
@@ -50,7 +51,7 @@ def utf8_headers(headers: CIMultiDictProxy[str]) -> CIMultiDictProxy[str]:
     (orjson, redis-py) nor answered, and it failed the whole group commit: every request
     batched with it got a 503.
     """
-    if all(value.isascii() for value in headers.values()):
+    if all(map(str.isascii, headers.values())):
         return headers
     cleaned = CIMultiDict(
         (name, value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
@@ -60,32 +61,41 @@ def utf8_headers(headers: CIMultiDictProxy[str]) -> CIMultiDictProxy[str]:
 
 
 async def hook(request: web.Request) -> web.StreamResponse:
-    """Every method on /hooks/{source}[/{token}]: decide, read, decide, commit, answer."""
-    app = request.app  # a property that walks the match info: read once
-    facts = request[FACTS]
+    """The router's handler of /hooks/{source}[/{token}]: the requests relay.receiver.dispatch
+    leaves to the app (an `Expect` header, an escaped path); the same as `handle_hook`."""
     match_info = request.match_info
+    return await handle_hook(
+        request.app, request, match_info["source"], match_info.get("token"), request[FACTS]
+    )
+
+
+async def handle_hook(
+    app: web.Application,
+    request: web.BaseRequest,
+    source_name: str,
+    token: str | None,
+    facts: dict[str, Any],
+) -> web.StreamResponse:
+    """Every method on /hooks/{source}[/{token}]: decide, read, decide, commit, answer; what the
+    canonical log line says goes in `facts`."""
     method = request.method
     # Only a GET (the ASP.NET handshake) reads the query: parsing it would cost every POST.
     query = request.query if method == "GET" else _NO_QUERY
     head = accept_head(
         app[ROUTES].table,  # the one snapshot this request is decided with
-        Request(
-            method,
-            match_info["source"],
-            match_info.get("token"),
-            utf8_headers(request.headers),
-            query,
-        ),
+        Request(method, source_name, token, utf8_headers(request.headers), query),
     )
     if not isinstance(head, ReadBody):
         return _answer(head, facts)
     source = head.source
     facts["source"] = source.name
-    if head.coding is None and request.content.is_eof():
-        # The whole body has arrived (the usual case): no read can wait, so no timer is needed.
-        sent = body = await read_body(request, source.max_body)
+    length = request.content_length
+    if head.coding is None and length is not None and request.content.is_eof():
+        # The whole body has arrived, its length said (the usual case): no read can wait, so
+        # no timer is needed, nor a read's coroutines.
+        sent = body = read_arrived(request, length, source.max_body)
     else:
-        sent, body = await _read_slowly(request, head, app[SETTINGS].read_timeout)
+        sent, body = await _read_slowly(request, head, app[SETTINGS].read_timeout, facts)
     facts["bytes"] = len(body)
     now = time.time()
     decided = accept_body(head, sent, body, event_id=new_event_id(now), received_at=now)
@@ -115,6 +125,14 @@ def _refusal(refused: Refused, facts: dict[str, Any]) -> web.Response:
     return error_response(refused.status, refused.message, dict(refused.headers) or None)
 
 
+def read_arrived(request: web.BaseRequest, length: int, limit: int) -> bytes:
+    """`read_body` of a body of `length` bytes (its Content-Length) that has all arrived
+    (`request.content.is_eof()`): taken from the buffer at once."""
+    if length > limit:
+        raise PayloadTooLarge(f"the body is {length} bytes; this source takes at most {limit}")
+    return request.content.read_nowait(-1)
+
+
 async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     """The raw body, refusing (413) anything over `limit` before or while reading it."""
     length = request.content_length
@@ -138,12 +156,12 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
 
 
 async def _read_slowly(
-    request: web.Request, head: ReadBody, read_timeout: float
+    request: web.BaseRequest, head: ReadBody, read_timeout: float, facts: dict[str, Any]
 ) -> tuple[bytes, bytes]:
     """(The body as sent, decoded) of a body still arriving or sent with a coding, within
     `read_timeout`: a client trickling its body must not hold this handler (and its memory)."""
     if head.coding is not None:
-        return await _read_decoded(request, head, read_timeout)
+        return await _read_decoded(request, head, read_timeout, facts)
     try:
         async with asyncio.timeout(read_timeout):
             body = await read_body(request, head.source.max_body)
@@ -153,7 +171,7 @@ async def _read_slowly(
 
 
 async def _read_decoded(
-    request: web.Request, head: ReadBody, read_timeout: float
+    request: web.BaseRequest, head: ReadBody, read_timeout: float, facts: dict[str, Any]
 ) -> tuple[bytes, bytes]:
     """(The body as sent, decoded), refused as soon as either passes the source's max_body.
 
@@ -178,9 +196,9 @@ async def _read_decoded(
         raise RequestTimeout(f"the body did not arrive within {read_timeout:g} s") from None
     except HTTPError as exc:
         reason = "too_large" if isinstance(exc, PayloadTooLarge) else "corrupt"
-        request[FACTS]["refused_body"] = reason
+        facts["refused_body"] = reason
         raise
-    request[FACTS]["encoded_bytes"] = decoder.encoded_size
+    facts["encoded_bytes"] = decoder.encoded_size
     return (b"".join(kept) if kept is not None else b""), body
 
 
@@ -192,7 +210,7 @@ async def _commit(app: web.Application, facts: dict[str, Any], accepted: Accepte
     facts["type"] = events[0].type if len(events) == 1 else [e.type for e in events]
     # Every later line of this request carries its event id (the spool's, a crash's): aiohttp
     # runs each request in a task of its own, so the binding ends with the request.
-    structlog.contextvars.bind_contextvars(event_id=accepted.id)
+    _bind_event_id(accepted.id)
     window = source.dedupe.window if source.dedupe else 0.0
     spooled = False
     try:
@@ -221,9 +239,19 @@ def reply_body(accepted: Accepted, committed: Committed, spooled: bool) -> bytes
         # The usual request (one new event, in Redis): the same bytes without `_reply`'s
         # general walk over the events and their duplicates.
         event = events[0]
-        one = {"id": event.id, "type": event.type, "targets": event.targets}
-        return orjson.dumps({"id": accepted.id, "events": [one], "duplicate": False})
+        dumps = orjson.dumps
+        return _ONE_NEW % (
+            dumps(accepted.id),
+            dumps(event.id),
+            dumps(event.type),
+            dumps(event.targets),
+        )
     return orjson.dumps(_reply(accepted, committed, spooled))
+
+
+#: orjson's rendering of `_reply` for one new event, its values (each rendered by orjson)
+#: left out: filled in with one %, without building the dicts and the list to render.
+_ONE_NEW = b'{"id":%b,"events":[{"id":%b,"type":%b,"targets":%b}],"duplicate":false}'
 
 
 def _reply(accepted: Accepted, committed: Committed, spooled: bool) -> dict[str, Any]:

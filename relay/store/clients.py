@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import redis
 from redis import asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
@@ -240,6 +241,15 @@ def c_packing(base: type[AbstractConnection]) -> type[AbstractConnection]:
     """
 
     def pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
+        first = args[0]
+        if isinstance(first, str) and " " not in first:
+            # A one-word command (the commit's EVAL): hiredis packs the arguments as they are,
+            # without redis-py's pass over each of them in Python (which only turns a
+            # bytearray into bytes, and which hiredis refuses: TypeError).
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError:
+                pass
         return _HIREDIS.pack(*args)  # type: ignore[no-any-return]
 
     return type(f"CPacked{base.__name__}", (base,), {"pack_command": pack_command})

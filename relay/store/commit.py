@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from relay.core.ids import id_to_bytes
 from relay.store import keys, scripts
@@ -90,6 +90,16 @@ def commit_arguments(
     routed = False
     for r, request in enumerate(batch):
         for e, event in enumerate(request.events):
+            if event.targets:
+                routed = True
+            if not event.dedupe_key and not event.order:
+                # The usual event: its keys and the parts of its record that it shares with
+                # every event of its source, method and targets come from a _Shared.
+                shared = _shared(event)
+                call_keys.append(keys.event_key(event.id))
+                call_keys.extend(shared.keys)
+                args.append(shared.record(event))
+                continue
             call_keys.append(keys.event_key(event.id))
             call_keys.append(keys.source_stats_key(event.source))
             window = b"0"
@@ -97,25 +107,76 @@ def commit_arguments(
                 call_keys.append(event.dedupe_key)
                 window = str(max(1, request.dedupe_window)).encode()
                 dedupe.append((r, e))
-            if event.targets:
-                routed = True
             if event.order:
                 _ordered_keys(call_keys, event)
             else:
                 call_keys.extend(keys.due_key(target) for target in event.targets)
-            args.append(
-                pack_record(
-                    (
-                        event.id.encode(),
-                        id_to_bytes(event.id),
-                        window,
-                        *event.redis_values(),
-                        *(target.encode() for target in event.targets),
-                        *_order_items(event.order),
-                    )
-                )
-            )
+            args.append(pack_record(record_items(event, window)))
     return CommitCall(call_keys, args, dedupe, routed)
+
+
+def record_items(event: Event, window: bytes) -> tuple[bytes, ...]:
+    """The items of an event's record (layout: COMMIT_LUA), `window` its dedupe window."""
+    return (
+        event.id.encode(),
+        id_to_bytes(event.id),
+        window,
+        *event.redis_values(),
+        *map(str.encode, event.targets),
+        *_order_items(event.order),
+    )
+
+
+class _Shared(NamedTuple):
+    """What the records and keys of events without a dedupe key or FIFO order share, per
+    source, method and targets: made once, then each record is one `%` and one join.
+
+    `pack_record` of a record's thirteen or so items cost each event a length and a number
+    formatted per item; here only the items that differ from one event to the next are
+    measured (tests/test_intake.py checks the bytes and keys against `pack_record`'s).
+    """
+
+    keys: tuple[str, ...]  # the source's counters, then each target's due set
+    head: bytes  # the lengths line, the shared items' lengths written in, "%d" for the others
+    source: bytes  # window ("0") and source
+    method: bytes
+    tail: bytes  # the targets' JSON, the empty dedupe key, the target names
+
+    def record(self, event: Event) -> bytes:
+        """The event's record: `pack_record(record_items(event, b"0"))`."""
+        _, kind, received, ctype, _, headers, body, _, _ = event.redis_values()
+        event_id = event.id.encode()
+        compact = id_to_bytes(event.id)
+        lengths = (len(event_id), len(compact), len(kind), len(received), len(ctype))
+        head = self.head % (*lengths, len(headers), len(body))
+        parts = (event_id, compact, self.source, kind, received, ctype, self.method)
+        return head + b"".join((*parts, headers, body, self.tail))
+
+
+#: _Shared per (source, method, targets): names from routes.toml, so few; bounded all the same.
+_SHARED: dict[tuple[str, str, tuple[str, ...]], _Shared] = {}
+SHARED_MAX = 1024
+
+
+def _shared(event: Event) -> _Shared:
+    found = _SHARED.get((event.source, event.method, event.targets))
+    if found is not None:
+        return found
+    items = record_items(event, b"0")
+    # Items 0, 1, 4, 5, 6, 8 and 9 (id, compact id, type, received, content type, headers,
+    # body) differ between events; the others are the same for every event of the key.
+    varying = {0, 1, 4, 5, 6, 8, 9}
+    lengths = ["%d" if i in varying else str(len(item)) for i, item in enumerate(items)]
+    shared = _Shared(
+        keys=(keys.source_stats_key(event.source), *map(keys.due_key, event.targets)),
+        head=(",".join(lengths) + "\n").encode(),
+        source=items[2] + items[3],
+        method=items[7],
+        tail=b"".join(items[10:]),
+    )
+    if len(_SHARED) < SHARED_MAX:
+        _SHARED[event.source, event.method, event.targets] = shared
+    return shared
 
 
 def _ordered_keys(call_keys: list[str], event: Event) -> None:
@@ -136,9 +197,19 @@ def pack_record(items: Sequence[bytes]) -> bytes:
     bytes one after the other.
 
     One argument per event rather than one per item, since redis.asyncio packs each argument in
-    Python; and the layout is built by C loops (`map`, `join`), not a Python loop over the items.
+    Python; and the layout is built in C (one `%` of a head made once per item count, `join`),
+    not a Python loop over the items.
     """
-    return ",".join(map(str, map(len, items))).encode() + b"\n" + b"".join(items)
+    count = len(items)
+    head = _HEADS.get(count)
+    if head is None:
+        head = _HEADS[count] = ",".join(["%d"] * count).encode() + b"\n"
+    return head % tuple(map(len, items)) + b"".join(items)
+
+
+#: `pack_record`'s head for each item count seen: "%d,%d,...\n" (a record has a dozen items and
+#: one more per target, so there are few).
+_HEADS: dict[int, bytes] = {}
 
 
 def unpack_record(record: bytes) -> list[bytes]:
