@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 
 import pytest
 from structlog.testing import capture_logs
@@ -19,7 +18,7 @@ from relay.core.errors import Unavailable
 from relay.receiver.intake import IntakeWriter
 from relay.receiver.stall import PrimaryReplaced, StallWatch, replaced
 from relay.store import clients, keys
-from relay.store.records import Event
+from tests.support.seed_events import make_event
 from tests.support.sentinel import MakeTopology
 
 OLD = ("10.0.0.1", 6379)
@@ -43,6 +42,16 @@ class Sentinels:
     async def ask(self) -> tuple[str, int] | None:
         self.asked += 1
         return self.named
+
+
+async def hanging(cancelled: asyncio.Event) -> str:
+    """A commit that never answers, and sets `cancelled` when it is given up."""
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+    return "never"
 
 
 def watch(sentinels: Sentinels) -> StallWatch:
@@ -74,21 +83,13 @@ async def test_a_stalled_commit_is_given_up_once_another_primary_is_named() -> N
     sentinels = Sentinels(None)  # nobody answers at first: the commit keeps waiting
     cancelled = asyncio.Event()
 
-    async def commit() -> str:
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return "never"
-
     async def elect() -> None:
         await asyncio.sleep(0.2)
         sentinels.named = NEW
 
     election = asyncio.create_task(elect())
     with capture_logs() as logs, pytest.raises(PrimaryReplaced, match=r"10\.0\.0\.2:6379"):
-        await watch(sentinels).run(commit())
+        await watch(sentinels).run(hanging(cancelled))
     await election
     assert cancelled.is_set()  # its connection was dropped with it
     given_up = [e for e in logs if e["event"] == "intake_commit_given_up"]
@@ -112,36 +113,13 @@ async def test_a_commit_failing_while_the_sentinels_are_asked_fails_as_itself() 
 
 async def test_stopping_the_writer_cancels_the_commit_it_watches() -> None:
     cancelled = asyncio.Event()
-
-    async def commit() -> str:
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return "never"
-
-    running = asyncio.create_task(watch(Sentinels(OLD)).run(commit()))
+    running = asyncio.create_task(watch(Sentinels(OLD)).run(hanging(cancelled)))
     await asyncio.sleep(0.1)
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
     await asyncio.sleep(0)
     assert cancelled.is_set()
-
-
-def event(n: int) -> Event:
-    return Event(
-        id=f"evt_{n:025d}0",
-        source="s",
-        type="thing",
-        received_at=time.time(),
-        content_type="application/json",
-        method="POST",
-        headers=(),
-        body=b'{"n": %d}' % n,
-        targets=("crm",),
-    )
 
 
 @pytest.mark.needs_redis_server
@@ -162,21 +140,22 @@ async def test_a_commit_stalled_on_a_frozen_primary_gives_way_to_the_new_one(
     old = topology.primary()
     assert old.process is not None
     try:
-        await writer.submit([event(1)], max_wait=long)  # the link is open to the old primary
+        first, stalled_event, after = (make_event(["crm"]) for _ in range(3))
+        await writer.submit([first], max_wait=long)  # the link is open to the old primary
         os.killpg(old.process.pid, signal.SIGSTOP)
         with capture_logs() as logs:
-            stalled = writer.submit([event(2)], max_wait=long)
+            stalled = writer.submit([stalled_event], max_wait=long)
             with pytest.raises(Unavailable, match="cannot take the event right now"):
                 await stalled
             new, _ = await asyncio.to_thread(topology.wait_new_primary, old)
-            await writer.submit([event(3)], max_wait=long)  # straight to the new primary
+            await writer.submit([after], max_wait=long)  # straight to the new primary
         given_up = [e for e in logs if e["event"] == "intake_commit_given_up"]
         assert given_up, logs
         assert given_up[0]["waiting_on"] == f"{old.address[0]}:{old.address[1]}"
         assert given_up[0]["primary"] == f"{new.address[0]}:{new.address[1]}"
         with new.client() as direct:
-            assert direct.exists(keys.event_key(event(1).id))  # replicated before the freeze
-            assert direct.exists(keys.event_key(event(3).id))
+            assert direct.exists(keys.event_key(first.id))  # replicated before the freeze
+            assert direct.exists(keys.event_key(after.id))
     finally:
         if old.process is not None:
             os.killpg(old.process.pid, signal.SIGCONT)
