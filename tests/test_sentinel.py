@@ -473,6 +473,7 @@ def test_startup_warnings_name_what_weakens_a_202(make_topology: MakeTopology) -
     assert startup_warnings(facts, AckReplicas(0)) == [next(w for w in warnings if "AOF" in w)]
 
 
+@pytest.mark.slow  # waits for the Sentinels' 10-s INFO period
 @pytest.mark.timeout(60)
 def test_a_start_under_all_warns_when_replica_priorities_differ(
     make_topology: MakeTopology,
