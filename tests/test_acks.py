@@ -18,12 +18,14 @@ from relay.core.errors import ConfigError
 from relay.store.replication import (
     MIN_SLICE,
     WAIT_SLICE,
+    ReplicaCounts,
     ReplicationFacts,
     facts_from_info,
     fresh_from_info,
     info_fields,
     next_slice,
     online_from_info,
+    replica_counts,
     startup_warnings,
 )
 
@@ -265,3 +267,11 @@ def test_startup_warnings_under_all() -> None:
     assert startup_warnings(facts(2, good=None), PRIMARY_ONLY) == []
     [short] = startup_warnings(facts(1), AckReplicas(2))
     assert "RELAY_ACK_REPLICAS=2" in short
+
+
+def test_replica_counts_tell_the_stale_from_the_fresh_in_one_pass() -> None:
+    counts = replica_counts(INFO_ONE_STALE, 3.0)
+    assert (counts.online, counts.fresh, counts.stale) == (2, 1, 1)  # syncing slave2 not online
+    assert replica_counts(INFO_ONE_STALE, 7.0).stale == 0
+    assert replica_counts(INFO_REPLICA, 3.0) == ReplicaCounts(0, 0)  # no primary: nobody counts
+    assert fresh_from_info(INFO_ONE_STALE, 3.0) == replica_counts(INFO_ONE_STALE, 3.0).fresh

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -61,10 +61,8 @@ from relay.store.replication import (
     WAIT_SLICE,
     check_confirmed,
     confirm_replicas,
-    fresh_from_info,
-    info_fields,
     next_slice,
-    online_from_info,
+    replica_counts,
     wait_command,
 )
 
@@ -202,10 +200,9 @@ class BatchCommitter:
         check_confirmed(confirmed, needed, wait)
 
     def _note_online(self, info: Any) -> int:
-        fields = info if isinstance(info, Mapping) else info_fields(info)
-        online = fresh_from_info(fields, self.ack_replicas.max_lag)
+        counts = replica_counts(info, self.ack_replicas.max_lag)
+        online, stale = counts.fresh, counts.stale
         self._online, self._online_at = online, time.monotonic()
-        stale = online_from_info(fields) - online if fields.get("role") == "master" else 0
         if stale != self._stale:
             # Once per change, not per batch: an operator must hear that 202s now stand on
             # fewer replicas (and when they stand on all of them again).

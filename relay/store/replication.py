@@ -62,6 +62,7 @@ __all__ = [
     "MIN_SLICE",
     "WAIT_SLICE",
     "NotOnPrimary",
+    "ReplicaCounts",
     "ReplicasUnconfirmed",
     "ReplicationFacts",
     "check_confirmed",
@@ -72,6 +73,7 @@ __all__ = [
     "next_slice",
     "online_from_info",
     "read_facts",
+    "replica_counts",
     "startup_warnings",
     "wait_command",
 ]
@@ -167,20 +169,41 @@ def online_from_info(replication: Mapping[str, Any]) -> int:
     return sum(replica.get("state") == "online" for replica in _replicas(replication))
 
 
-def fresh_from_info(info: bytes | str | Mapping[str, Any], max_lag: float) -> int:
-    """How many replicas INFO replication lists online with a `lag` of at most `max_lag`
-    seconds: the replicas `all` waits for. 0 from anything but a primary (pure).
+@dataclass(frozen=True)
+class ReplicaCounts:
+    """The replicas a primary lists online, and those of them acknowledging within the lag
+    limit: the ones `all` waits for."""
+
+    online: int
+    fresh: int
+
+    @property
+    def stale(self) -> int:
+        """Online replicas skipped for their lag."""
+        return self.online - self.fresh
+
+
+def replica_counts(info: bytes | str | Mapping[str, Any], max_lag: float) -> ReplicaCounts:
+    """ReplicaCounts from INFO replication, in one pass; none from anything but a primary (pure).
 
     `info` is the raw reply (what the intake's link reads: bytes) or the section as redis-py
     parses it (the sync client's `info("replication")`).
     """
     replication = info if isinstance(info, Mapping) else info_fields(info)
     if str(replication.get("role", "")) != "master":
-        return 0
-    return sum(
-        replica.get("state") == "online" and _fresh(replica, max_lag)
-        for replica in _replicas(replication)
-    )
+        return ReplicaCounts(0, 0)
+    online = fresh = 0
+    for replica in _replicas(replication):
+        if replica.get("state") == "online":
+            online += 1
+            fresh += _fresh(replica, max_lag)
+    return ReplicaCounts(online, fresh)
+
+
+def fresh_from_info(info: bytes | str | Mapping[str, Any], max_lag: float) -> int:
+    """How many replicas INFO replication lists online with a `lag` of at most `max_lag`
+    seconds: the replicas `all` waits for (replica_counts' `fresh`; pure)."""
+    return replica_counts(info, max_lag).fresh
 
 
 def confirm_replicas(
@@ -271,7 +294,7 @@ def read_facts(conn: redis.Redis) -> ReplicationFacts:
         pipe.info("persistence")
         replication, persistence = pipe.execute()
     facts = facts_from_info(replication, persistence)
-    return replace(facts, replica_priorities=replica_priorities(conn) or ())
+    return replace(facts, replica_priorities=replica_priorities(conn))
 
 
 def facts_from_info(

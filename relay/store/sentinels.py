@@ -112,16 +112,16 @@ async def named_primary(client: aioredis.Redis) -> tuple[str, int] | None:
     return str(host), int(port)
 
 
-def replica_priorities(client: redis.Redis) -> tuple[int, ...] | None:
+def replica_priorities(client: redis.Redis) -> tuple[int, ...]:
     """The `replica-priority` of each replica the Sentinels list for `client`'s service, as the
-    first Sentinel that answers says; None without Sentinels, or when none answers."""
+    first Sentinel that answers says; none without Sentinels, or when none answers."""
     pool = client.connection_pool
     if not isinstance(pool, SentinelConnectionPool):
-        return None
+        return ()
     for sentinel in pool.sentinel_manager.sentinels:
         try:
             replicas = cast(list[dict[str, Any]], sentinel.sentinel_slaves(pool.service_name))
         except (RedisError, OSError):
             continue
         return tuple(int(replica.get("slave-priority", 100)) for replica in replicas)
-    return None
+    return ()
