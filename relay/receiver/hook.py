@@ -128,17 +128,21 @@ def _refusal(refused: Refused, facts: dict[str, Any]) -> web.Response:
 def read_arrived(request: web.BaseRequest, length: int, limit: int) -> bytes:
     """`read_body` of a body of `length` bytes (its Content-Length) that has all arrived
     (`request.content.is_eof()`): taken from the buffer at once."""
+    _refuse_declared(length, limit)
+    return request.content.read_nowait(-1)
+
+
+def _refuse_declared(length: int, limit: int) -> None:
+    """413 for a body whose Content-Length is over the source's `limit`, before reading it."""
     if length > limit:
         raise PayloadTooLarge(f"the body is {length} bytes; this source takes at most {limit}")
-    return request.content.read_nowait(-1)
 
 
 async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     """The raw body, refusing (413) anything over `limit` before or while reading it."""
     length = request.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"the body is {length} bytes; this source takes at most {limit}")
     if length is not None:
+        _refuse_declared(length, limit)
         body = await request.content.read(limit + 1) if length else b""
         if len(body) == length:
             return body
