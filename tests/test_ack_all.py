@@ -65,6 +65,19 @@ def on(node_client: redis.Redis, event: Event) -> bool:
     return bool(node_client.exists(keys.event_key(event.id)))
 
 
+async def each_202_on_both(
+    writer: IntakeWriter, first: DataNode, second: DataNode, count: int
+) -> None:
+    """Submit `count` events one by one; each, once answered, is on both replicas already
+    (no sleep: the WAIT saw both take it before the commit returned)."""
+    for _ in range(count):
+        event = make_event(["crm"])
+        await writer.submit([event], max_wait=DEADLINE)
+        with first.client() as one, second.client() as other:
+            assert on(one, event)
+            assert on(other, event)
+
+
 def wait_online(topology: SentinelTopology, count: int) -> None:
     """Until the primary counts `count` replicas online (a killed one is dropped at once)."""
 
@@ -107,13 +120,7 @@ async def test_a_202_under_all_means_both_replicas_have_the_event(
     _, first, second = topology.data
     writer = await every_online_writer(topology.url)
     try:
-        for _ in range(30):
-            event = make_event(["crm"])
-            await writer.submit([event], max_wait=DEADLINE)
-            # No sleep: the WAIT saw both replicas take it before the commit returned.
-            with first.client() as one, second.client() as other:
-                assert on(one, event)
-                assert on(other, event)
+        await each_202_on_both(writer, first, second, 30)
     finally:
         await writer.close()
 
@@ -289,12 +296,7 @@ async def test_a_frozen_replica_is_given_up_once_its_lag_passes_the_limit(
         # Back, it catches up and acknowledges: waited for again, it has every event confirmed.
         wait_fresh(primary, 2, ack)
         with capture_logs() as logs:
-            for _ in range(10):
-                event = make_event(["crm"])
-                await writer.submit([event], max_wait=DEADLINE)
-                with first.client() as one, second.client() as other:
-                    assert on(one, event)
-                    assert on(other, event)
+            await each_202_on_both(writer, first, second, 10)
         assert [e["waiting_for"] for e in logs if e["event"] == "replicas_fresh_again"] == [2]
     finally:
         await writer.close()
