@@ -361,6 +361,24 @@ def redis_command(port: int, *words: str) -> bytes:
         return sock.recv(4096)
 
 
+#: The events index's entries: one per stored event in the list of the minute it was received
+#: (relay.store.events_index), the minutes in a sorted set.
+COUNT_INDEXED = (
+    "local n = 0 "
+    "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do "
+    "n = n + redis.call('LLEN', ARGV[1] .. m) end "
+    "return n"
+)
+
+
+def stored_events(port: int) -> int:
+    """Events in the relay's events index (every event relay stored and still retains)."""
+    reply = redis_command(port, "EVAL", COUNT_INDEXED, "1", "relay:events:minutes", "relay:events:")
+    if not reply.startswith(b":"):
+        raise RuntimeError(f"bench: counting the stored events failed: {reply!r}")
+    return int(reply[1:].split(b"\r\n")[0])
+
+
 def acknowledged(figures: dict[str, Any]) -> int:
     """Requests answered 202 (the Python client counts each status; wrk only 2xx or not)."""
     statuses = figures["statuses"]
@@ -475,8 +493,11 @@ def main() -> int:
             print(
                 f"  p99 at {args.rate:g} req/s: {fixed['p99_ms']:.2f} ms (goal < 20 ms: {verdict})"
             )
-            stored = int(redis_command(redis_port, "ZCARD", "relay:events")[1:].split(b"\r\n")[0])
+            stored = stored_events(redis_port)
             print(f"  in Redis: {stored} events (>= {acked} acknowledged while measured)")
+            if stored < acked:
+                print(f"  LOST: {acked - stored} acknowledged events are not in Redis")
+                return 1
         finally:
             stop(redis_proc)
             log_file.close()
