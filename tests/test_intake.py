@@ -487,3 +487,20 @@ async def test_fields_at_their_default_are_left_out_but_an_empty_body_is_kept(
     stored = redis_client.hgetall(keys.event_key(put.id))
     assert stored[b"method"] == b"PUT"
     assert Event.from_redis(put.id, stored) == put
+
+
+async def test_a_flushed_script_cache_costs_the_batch_a_resend_not_an_answer(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # The link sends the commit script by its digest after the first batch; a server whose
+    # script cache was flushed refuses that with NOSCRIPT, which ran nothing: the batch is sent
+    # again whole, and committed once.
+    first, second, third = event(1), event(2), event(3)
+    async with running_writer(redis_url) as w:
+        await w.submit([first], max_wait=5)
+        redis_client.script_flush()
+        assert await w.submit([second], max_wait=5) == Committed((None,))
+        assert w.available
+        await w.submit([third], max_wait=5)
+    assert due(redis_client) == {e.id: e.received_at for e in (first, second, third)}
+    assert redis_client.hget(keys.source_stats_key("s"), "received") == b"3"

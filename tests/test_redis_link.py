@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -65,6 +66,72 @@ async def test_a_stopped_server_fails_the_send_and_a_restarted_one_is_used_again
         server.start()
         await link.send([("PING",)])
         assert await link.read() == b"PONG"
+    finally:
+        await link.drop()
+        await c.aclose()
+
+
+def script_calls(client: redis.Redis) -> tuple[int, int]:
+    """(EVAL calls, EVALSHA calls) the server has run since its statistics were reset."""
+    stats = client.info("commandstats")
+    return (
+        stats.get("cmdstat_eval", {}).get("calls", 0),
+        stats.get("cmdstat_evalsha", {}).get("calls", 0),
+    )
+
+
+ECHO = "return ARGV[1]"
+
+
+async def test_a_script_goes_whole_once_per_connection_then_by_digest(
+    client: aioredis.Redis, redis_client: redis.Redis
+) -> None:
+    redis_client.config_resetstat()
+    link = RedisLink(client)
+    for n in range(3):
+        await link.send([("EVAL", ECHO, 0, f"call {n}")])
+        assert await link.read() == f"call {n}".encode()
+    assert script_calls(redis_client) == (1, 2)
+    # A new connection may reach a server that never saw the script: whole again.
+    await link.drop()
+    await link.send([("EVAL", ECHO, 0, "again"), ("EVAL", ECHO, 0, "twice")])
+    assert [await link.read(), await link.read()] == [b"again", b"twice"]
+    assert script_calls(redis_client) == (2, 3)
+    await link.drop()
+
+
+async def test_a_flushed_script_cache_answers_noscript_and_the_script_goes_whole_again(
+    client: aioredis.Redis, redis_client: redis.Redis
+) -> None:
+    link = RedisLink(client)
+    await link.send([("EVAL", ECHO, 0, "first")])
+    assert await link.read() == b"first"
+    redis_client.script_flush()
+    await link.send([("EVAL", ECHO, 0, "lost"), ("PING",)])
+    with pytest.raises(redis.exceptions.NoScriptError):
+        await link.read()
+    with pytest.raises(redis.ConnectionError, match="dropped"):  # the PING's reply is not read
+        await link.read()
+    await link.send([("EVAL", ECHO, 0, "whole")])
+    assert await link.read() == b"whole"
+    await link.drop()
+
+
+async def test_a_server_restarted_under_an_open_link_gets_the_script_whole(
+    make_redis: Any,
+) -> None:
+    server = make_redis()
+    server.start()
+    c = clients.async_client(server.url, clients.intake(1.0))
+    link = RedisLink(c)
+    try:
+        await link.send([("EVAL", ECHO, 0, "before")])
+        assert await link.read() == b"before"
+        server.stop()
+        server.start()  # an empty script cache behind the same address
+        await asyncio.sleep(0.1)  # the loop sees the old connection's EOF
+        await link.send([("EVAL", ECHO, 0, "after")])
+        assert await link.read() == b"after"
     finally:
         await link.drop()
         await c.aclose()

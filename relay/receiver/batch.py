@@ -103,7 +103,7 @@ def write_batch(
     """
     call = commit_arguments(batch, retention, now, queue.key)
     at = len(pipe.command_stack)
-    pipe.execute_command(*call.command())  # the same EVAL the link sends
+    pipe.execute_command(*call.command())  # the EVAL the link sends (whole, once a connection)
     kicked = call.routed and kick_workers
     if kicked:
         for args, options in kick_commands(queue):

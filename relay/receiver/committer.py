@@ -41,6 +41,7 @@ from typing import Any
 import redis
 import structlog
 from redis import asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from relay.core.acks import PRIMARY_ONLY, AckReplicas
 from relay.receiver.batch import (
@@ -136,7 +137,7 @@ class BatchCommitter:
             raise
 
     async def _commit_on(
-        self, link: RedisLink, batch: list[Pending]
+        self, link: RedisLink, batch: list[Pending], *, resent: bool = False
     ) -> list[tuple[str | None, ...]]:
         ack = self.ack_replicas
         wanted = await self._wanted(link) if ack.enabled else 0
@@ -150,7 +151,15 @@ class BatchCommitter:
         elif ack.enabled:
             waiting = [wait_command(wanted, wait)]
         await link.send([call.command(), *kicks, *waiting])
-        reply = await link.read()  # every event of the batch is on the primary once this arrives
+        try:
+            reply = await link.read()  # every event of the batch is on the primary once here
+        except NoScriptError:
+            # The script went by its digest to a server whose script cache was emptied (SCRIPT
+            # FLUSH): nothing of the batch ran. The link dropped the connection and sends the
+            # script whole on the next one; the kick that went with it only finds less to do.
+            if resent:
+                raise
+            return await self._commit_on(link, batch, resent=True)
         kicked = kicking and await self._read_kick(link, len(kicks))
         replies_at = BatchReplies(0, call.dedupe, kicked, kick_skipped=call.routed and not kicked)
         duplicates = self._read(batch, replies_at, [reply])

@@ -8,10 +8,17 @@ restart while the receiver was idle), and drop the connection on any error, so t
 of a failed round trip can ever be read as the next one's. A failure to connect (under Sentinel:
 no primary known yet, or the old one gone) is `NotSent`: nothing was written, so the intake may
 send the batch again.
+
+A script goes out whole (EVAL) once per connection, then by its digest (EVALSHA): the commit
+script is about 5 KB, which every batch would otherwise write, and Redis would hash again. A
+new connection (a restart, a failover: a server whose script cache may be empty) starts with
+EVAL again. A server whose cache was flushed meanwhile answers NOSCRIPT, which ran nothing: the
+connection is dropped like after any error, and the caller may send the same again.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +35,8 @@ class RedisLink:
     def __init__(self, client: Redis) -> None:
         self._pool = client.connection_pool
         self._connection: AbstractConnection | None = None
+        #: Script → digest, for the scripts sent whole on this connection (EVALSHA from then on).
+        self._loaded: dict[str, str] = {}
 
     async def send(self, commands: Sequence[Sequence[Any]]) -> None:
         """Write `commands` in one go; read each reply with `read`, in order.
@@ -38,6 +47,11 @@ class RedisLink:
             connection = await self._ready()
         except (redis.RedisError, OSError) as exc:
             raise NotSent(f"cannot connect to Redis: {exc}") from exc
+        loaded = self._loaded
+        for command in commands:
+            if command[0] == "EVAL":
+                commands = [self._by_digest(c, loaded) if c[0] == "EVAL" else c for c in commands]
+                break
         try:
             await connection.send_packed_command(connection.pack_commands(commands))
         except BaseException:
@@ -68,8 +82,20 @@ class RedisLink:
         host, port = getattr(connection, "host", None), getattr(connection, "port", None)
         return (str(host), int(port)) if host is not None and port is not None else None
 
+    @staticmethod
+    def _by_digest(command: Sequence[Any], loaded: dict[str, str]) -> Sequence[Any]:
+        """EVALSHA for a script already sent on this connection; else the EVAL itself, and
+        the script counts as sent (an EVAL whose reply is lost drops the connection)."""
+        script = command[1]
+        digest = loaded.get(script)
+        if digest is None:
+            loaded[script] = _digest(script)
+            return command
+        return ("EVALSHA", digest, *command[2:])
+
     async def drop(self) -> None:
         """Close the connection (if any); the next `send` opens a new one."""
+        self._loaded = {}
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.disconnect(nowait=True)
@@ -80,8 +106,10 @@ class RedisLink:
             connection = self._connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
         try:
             if not connection.is_connected:
+                self._loaded = {}
                 await connection.connect()
             elif await connection.can_read():
+                self._loaded = {}
                 # Data nobody asked for, or EOF: the server closed it (a restart). What
                 # redis-py's pool does on checkout: reconnect before sending anything.
                 await connection.disconnect()
@@ -90,3 +118,15 @@ class RedisLink:
             await self.drop()
             raise
         return connection
+
+
+#: Script → its SHA-1 in hex, as Redis names it (a few scripts, each hashed once).
+_DIGESTS: dict[str, str] = {}
+
+
+def _digest(script: str) -> str:
+    digest = _DIGESTS.get(script)
+    if digest is None:
+        # SHA-1 is what Redis names scripts by; nothing here relies on it being collision-proof.
+        digest = _DIGESTS[script] = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+    return digest

@@ -6,9 +6,10 @@ dedupe key (`SET NX GET EX`) and counts a repeat. One script call per batch keep
 flat strings (packed by hiredis in C) and the reply one list, with the per-event work inside
 Redis. The script (lua/commit.lua) is atomic, like the MULTI around it.
 
-It is sent with EVAL (about 2 KB a batch), not EVALSHA: a Redis that restarted or flushed its
-script cache would fail an EVALSHA inside MULTI with NOSCRIPT while the rest of the
-transaction ran, and Redis caches the compiled script by its digest anyway.
+The receiver's link (relay.receiver.link) sends the script whole (EVAL, about 5 KB) once per
+connection, then by its digest (EVALSHA). The MULTI pipelines (a sync client, the spool's drain)
+always send it whole: a Redis that restarted or flushed its script cache would fail an EVALSHA
+inside MULTI with NOSCRIPT while the rest of the transaction ran.
 
 `commit_arguments` is pure: it turns a batch into the script's KEYS and ARGV (layout below),
 so the contract between Python and Lua is tested without Redis.
@@ -72,7 +73,8 @@ class CommitCall:
     routed: bool
 
     def command(self) -> tuple[str | bytes | int, ...]:
-        """The whole call as one Redis command (EVAL: see the module's docstring)."""
+        """The whole call as one Redis command: EVAL (the link turns it into EVALSHA once the
+        script went out on its connection: see the module's docstring)."""
         return ("EVAL", COMMIT_LUA, len(self.keys), *self.keys, *self.args)
 
 
