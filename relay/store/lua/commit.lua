@@ -12,6 +12,21 @@ for f = 1, nnames do
   if names[f] == RECEIVED_FIELD then at_received = f end
   split[f] = SPLIT[names[f]] or false
 end
+-- "body.1", "body.2", ...: made once per call and field, not once per part of every event.
+local part_names = {}
+local function part_name(name, i)
+  local names_of = part_names[name]
+  if not names_of then
+    names_of = {}
+    part_names[name] = names_of
+  end
+  local found = names_of[i]
+  if not found then
+    found = name .. '.' .. i
+    names_of[i] = found
+  end
+  return found
+end
 local k = 5
 local found, indexed, unrouted, counts, due_targets = {}, {}, {}, {}, {}
 for a = 7, #ARGV do
@@ -27,8 +42,10 @@ for a = 7, #ARGV do
       -- whichever writes it).
       fields[#fields + 1] = name
       fields[#fields + 1] = string.sub(value, 1, PART)
+      local i = 0
       for at = PART + 1, #value, PART do
-        parts[#parts + 1] = name .. '.' .. ((at - 1) / PART)
+        i = i + 1
+        parts[#parts + 1] = part_name(name, i)
         parts[#parts + 1] = string.sub(value, at, at + PART - 1)
       end
     elseif value ~= '' or name == BODY_FIELD then
