@@ -15,7 +15,8 @@ from multidict import CIMultiDict
 
 from relay.config.filters import EventFields
 from relay.config.model import Dedupe, Source
-from relay.core.errors import BadRequest, UnsupportedMediaType
+from relay.core.constants import MAX_SPLIT_BYTES, MAX_SPLIT_EVENTS
+from relay.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from relay.core.headers import (
     DROPPED_HEADERS,
     MAX_HEADER_VALUE,
@@ -375,6 +376,29 @@ def test_aspnet_several_notifications_are_split_with_their_envelope() -> None:
             "Properties": {"p": 1},
             "Notifications": [notification],
         }
+
+
+def test_aspnet_at_most_max_split_events_notifications() -> None:
+    s = source("aspnet")
+
+    def post(count: int) -> bytes:
+        return json.dumps({"Id": "i", "Notifications": [{"Action": "A"}] * count}).encode()
+
+    assert len(parse_request(s, JSON_CT, headers(), post(MAX_SPLIT_EVENTS))) == MAX_SPLIT_EVENTS
+    with pytest.raises(PayloadTooLarge, match=f"{MAX_SPLIT_EVENTS + 1} notifications"):
+        parse_request(s, JSON_CT, headers(), post(MAX_SPLIT_EVENTS + 1))
+
+
+def test_aspnet_split_bodies_at_most_max_split_bytes_in_all() -> None:
+    # Each split body repeats the rest of the post: 20 notifications beside a 500 KB field
+    # would store 10 MB.
+    s = source("aspnet")
+    filler = "x" * (MAX_SPLIT_BYTES // 20 + 1)
+    big = json.dumps({"Id": "i", "Pad": filler, "Notifications": [{"Action": "A"}] * 20})
+    with pytest.raises(PayloadTooLarge, match="bytes of bodies"):
+        parse_request(s, JSON_CT, headers(), big.encode())
+    fits = json.dumps({"Id": "i", "Pad": filler, "Notifications": [{"Action": "A"}] * 19})
+    assert len(parse_request(s, JSON_CT, headers(), fits.encode())) == 19
 
 
 @pytest.mark.parametrize(

@@ -504,3 +504,16 @@ async def test_a_flushed_script_cache_costs_the_batch_a_resend_not_an_answer(
         await w.submit([third], max_wait=5)
     assert due(redis_client) == {e.id: e.received_at for e in (first, second, third)}
     assert redis_client.hget(keys.source_stats_key("s"), "received") == b"3"
+
+
+async def test_a_request_of_more_events_than_lua_can_unpack_is_committed(
+    writer: IntakeWriter, redis_client: redis.Redis
+) -> None:
+    # One request may split into thousands of events (an ASP.NET WebHooks post): the minute
+    # list's RPUSH and the unrouted index's ZADD get more values than Lua's unpack takes (about
+    # 8,000), so the script sends them in chunks.
+    events = [event(n, targets=("crm",) if n % 2 else ()) for n in range(9_000)]
+    await writer.submit(events, max_wait=30)
+    assert len(indexed(redis_client)) == 9_000
+    assert redis_client.zcard(keys.UNROUTED) == 4_500
+    assert len(due(redis_client, "crm")) == 4_500

@@ -33,6 +33,14 @@ DEFAULT_ACK_MAX_LAG = 3.0
 #: Largest number of events committed in one Redis transaction (and carried by one RQ job).
 MAX_BATCH = 64
 
+#: One ASP.NET WebHooks post is split into an event per notification, each body the post's text
+#: with only its own notification: at most this many events, and this many bytes of them in
+#: all (413 beyond). A post is committed in one script call, and its split bodies repeat the
+#: rest of the post: without a bound, one small post of many notifications beside a large field
+#: would cost the receiver and Redis many times its size.
+MAX_SPLIT_EVENTS = 1000
+MAX_SPLIT_BYTES = 8 * 1024 * 1024
+
 #: Event bodies, delivery logs and dead letters are kept this long (seconds): 7 days.
 DEFAULT_RETENTION = 7 * 24 * 3600
 

@@ -16,7 +16,8 @@ import orjson
 from relay.config.filters import NO_FIELDS, EventFields, field_lookup
 from relay.config.filters import lookup_path as lookup_path  # re-exported: callers had it here
 from relay.config.model import Source, SourceKind
-from relay.core.errors import BadRequest, UnsupportedMediaType
+from relay.core.constants import MAX_SPLIT_BYTES, MAX_SPLIT_EVENTS
+from relay.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from relay.core.headers import is_form, is_json, media_type
 
 #: Longest event type kept; anything longer is not a real event name.
@@ -248,14 +249,26 @@ def _parse_aspnet(
         etype = event_name(n.get("Action")) if isinstance(n, dict) else None
         fields = EventFields(document, False, headers)
         return [ParsedEvent(etype, body, dedupe_value(source, document, headers), True, fields)]
+    if len(notifications) > MAX_SPLIT_EVENTS:
+        raise PayloadTooLarge(
+            f"{len(notifications)} notifications in one request; relay takes at most "
+            f"{MAX_SPLIT_EVENTS} (send them in several requests)"
+        )
     events = []
     try:
         head, parts, tail = split_array_text(body.decode("utf-8"), "Notifications")
     except (ValueError, RecursionError) as exc:  # parsed above, so only absurd nesting gets here
         raise BadRequest("the notifications cannot be split out of this body") from exc
+    size = 0
     for index, n in enumerate(notifications):
         etype = event_name(n.get("Action")) if isinstance(n, dict) else None
         part = (head + "[" + parts[index] + "]" + tail).encode("utf-8")
+        size += len(part)
+        if size > MAX_SPLIT_BYTES:
+            raise PayloadTooLarge(
+                f"split into one event per notification, this request would store over "
+                f"{MAX_SPLIT_BYTES} bytes of bodies; send fewer notifications per request"
+            )
         # Filters read the event as it is delivered: its body holds this notification only.
         own = EventFields({**document, "Notifications": [n]}, False, headers)
         events.append(

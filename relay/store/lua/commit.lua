@@ -4,6 +4,14 @@
 -- RECEIVED, UNROUTED, DUPLICATES, the source counters; ORDER, the prefix of the FIFO key
 -- field; EVENTS_BUCKET and MINUTE, the events index's minute lists; PART, PARTS_MAX and SPLIT,
 -- the rule for a long value of the event hash, relay.store.records.split_value's) come first.
+-- A command with a list of any length as its arguments, in chunks: Lua's unpack takes at most
+-- about 8,000 values, and one request may split into more events than that.
+local CHUNK = 1000 -- even: a ZADD's list is (score, member) pairs
+local function call_chunked(command, key, list)
+  for first = 1, #list, CHUNK do
+    redis.call(command, key, unpack(list, first, math.min(#list, first + CHUNK - 1)))
+  end
+end
 local ttl, trim = ARGV[1], ARGV[2]
 local names = items(ARGV[3])
 local state_prefix, attempts_prefix, pending = ARGV[4], ARGV[5], ARGV[6]
@@ -124,14 +132,14 @@ end
 -- Once per batch, not per event: the indexes, the counters, the due-targets set.
 for minute, ids in pairs(indexed) do
   local bucket = EVENTS_BUCKET .. minute
-  redis.call('RPUSH', bucket, unpack(ids))
+  call_chunked('RPUSH', bucket, ids)
   redis.call('EXPIRE', bucket, tonumber(ttl) + MINUTE)
   redis.call('ZADD', KEYS[1], minute, minute)
 end
 -- A minute whose events are all older than the retention period leaves the index.
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. math.floor(tonumber(trim) / MINUTE))
 if #unrouted > 0 then
-  redis.call('ZADD', KEYS[2], unpack(unrouted))
+  call_chunked('ZADD', KEYS[2], unrouted)
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', trim)
 end
 for stats, count in pairs(counts) do
@@ -146,7 +154,7 @@ for name in pairs(due_targets) do
   targets[#targets + 1] = name
 end
 if #targets > 0 then
-  redis.call('SADD', KEYS[3], unpack(targets))
+  call_chunked('SADD', KEYS[3], targets)
 end
 table.insert(found, 1, redis.call('LLEN', KEYS[4]))
 return found
