@@ -2,7 +2,8 @@
 
 And the session's secret grep: every relay process started through tests/support/processes.py
 registered its log and its secrets; if any registered log contains any registered secret, the
-session fails (naming the log and the secret, never printing the value).
+session fails (naming the log and the secret, never printing the value). Under pytest-xdist
+(`-n N`) each worker hands what it registered to the controller, which greps them all.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.processes import Leak, find_leaks, registered_logs
+from tests.support.processes import Leak, find_leaks, register_log, registered_logs
 from tests.support.redis_server import RedisServer, redis_server_binary
 
 #: Fixtures more than one module uses (targets, use_routes, restored_logging) live there.
@@ -83,12 +84,34 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+#: The key of a pytest-xdist worker's output that carries its registered logs to the controller.
+_WORKER_LOGS = "relay_registered_logs"
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Grep every registered relay log for every registered secret; a hit fails the session."""
+    """Grep every registered relay log for every registered secret; a hit fails the session.
+
+    A pytest-xdist worker does not grep: a worker's exit status never fails the run, so it sends
+    its registered logs to the controller (pytest_testnodedown), which greps them all at its end.
+    """
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[_WORKER_LOGS] = {str(path): s for path, s in registered_logs().items()}
+        return
     leaks = find_leaks()
     session.config.stash[_LEAKS] = leaks
     if leaks and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """pytest-xdist's controller: register the logs (and secrets) a finished worker registered."""
+    workeroutput: dict[str, object] = getattr(node, "workeroutput", {})
+    logs = workeroutput.get(_WORKER_LOGS, {})
+    assert isinstance(logs, dict)
+    for path, secrets in logs.items():
+        register_log(Path(path), secrets)
 
 
 def pytest_terminal_summary(
