@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
 
 from tests.support.processes import Leak, find_leaks, register_log, registered_logs
 from tests.support.redis_server import RedisServer, redis_server_binary
@@ -23,6 +24,13 @@ from tests.support.redis_server import RedisServer, redis_server_binary
 pytest_plugins = ["tests.support.fixtures", "tests.support.sentinel"]
 
 REQUIRE_REAL_REDIS = os.environ.get("RELAY_REQUIRE_REDIS_SERVER") == "1"
+
+# Hypothesis' 200 ms deadline per example and its too_slow health check time the machine, not the
+# code: with the suite's pytest-xdist workers sharing two cores (and a benchmark perhaps beside
+# them), an example now and then takes 0.5 s and the test failed as "flaky". Every property is
+# still checked on every example; a hang is still caught by pytest-timeout.
+settings.register_profile("relay", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("relay")
 
 _LEAKS = pytest.StashKey[list[Leak]]()
 
