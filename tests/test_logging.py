@@ -212,7 +212,7 @@ def test_a_leaking_log_fails_the_session_naming_file_and_secret(tmp_path: Path) 
     assert TOKEN not in output
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)  # three pytest processes (a controller, two workers) start
 def test_a_leak_in_an_xdist_worker_fails_the_session(tmp_path: Path) -> None:
     # The worker that ran the test hands its registered log to the controller, which greps it.
     done = run_inner_session(tmp_path, f'{{"token": "{TOKEN}"}}\n', "-n", "2")
