@@ -2,7 +2,8 @@
 
 And the session's secret grep: every relay process started through tests/support/processes.py
 registered its log and its secrets; if any registered log contains any registered secret, the
-session fails (naming the log and the secret, never printing the value).
+session fails (naming the log and the secret, never printing the value). Under pytest-xdist
+(`-n N`) each worker hands what it registered to the controller, which greps them all.
 """
 
 from __future__ import annotations
@@ -14,14 +15,22 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
 
-from tests.support.processes import Leak, find_leaks, registered_logs
+from tests.support.processes import Leak, find_leaks, register_log, registered_logs
 from tests.support.redis_server import RedisServer, redis_server_binary
 
 #: Fixtures more than one module uses (targets, use_routes, restored_logging) live there.
 pytest_plugins = ["tests.support.fixtures", "tests.support.sentinel"]
 
 REQUIRE_REAL_REDIS = os.environ.get("RELAY_REQUIRE_REDIS_SERVER") == "1"
+
+# Hypothesis' 200 ms deadline per example and its too_slow health check time the machine, not the
+# code: with the suite's pytest-xdist workers sharing two cores (and a benchmark perhaps beside
+# them), an example now and then takes 0.5 s and the test failed as "flaky". Every property is
+# still checked on every example; a hang is still caught by pytest-timeout.
+settings.register_profile("relay", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("relay")
 
 _LEAKS = pytest.StashKey[list[Leak]]()
 
@@ -83,12 +92,34 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+#: The key of a pytest-xdist worker's output that carries its registered logs to the controller.
+_WORKER_LOGS = "relay_registered_logs"
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Grep every registered relay log for every registered secret; a hit fails the session."""
+    """Grep every registered relay log for every registered secret; a hit fails the session.
+
+    A pytest-xdist worker does not grep: a worker's exit status never fails the run, so it sends
+    its registered logs to the controller (pytest_testnodedown), which greps them all at its end.
+    """
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[_WORKER_LOGS] = {str(path): s for path, s in registered_logs().items()}
+        return
     leaks = find_leaks()
     session.config.stash[_LEAKS] = leaks
     if leaks and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """pytest-xdist's controller: register the logs (and secrets) a finished worker registered."""
+    workeroutput: dict[str, object] = getattr(node, "workeroutput", {})
+    logs = workeroutput.get(_WORKER_LOGS, {})
+    assert isinstance(logs, dict)
+    for path, secrets in logs.items():
+        register_log(Path(path), secrets)
 
 
 def pytest_terminal_summary(

@@ -170,13 +170,20 @@ def test_writes_a_log(tmp_path_factory):
 """
 
 
-def run_inner_session(tmp_path: Path, content: str) -> subprocess.CompletedProcess[str]:
-    """A pytest session with the suite's session hooks; its one test writes and registers a log."""
+def run_inner_session(
+    tmp_path: Path, content: str, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """A pytest session with the suite's session hooks; its one test writes and registers a log.
+
+    `options` go to that pytest: `-n 2` runs it in pytest-xdist workers, as `make test` does.
+    """
     inner = tmp_path / "inner"
     inner.mkdir()
     (inner / "pytest.ini").write_text("[pytest]\n")
     (inner / "conftest.py").write_text(
-        "from tests.conftest import pytest_sessionfinish, pytest_terminal_summary  # noqa: F401\n"
+        "from tests.conftest import (  # noqa: F401\n"
+        "    pytest_sessionfinish, pytest_terminal_summary, pytest_testnodedown\n"
+        ")\n"
     )
     log = tmp_path / "serve-inner.log"
     (inner / "test_inner.py").write_text(
@@ -184,7 +191,7 @@ def run_inner_session(tmp_path: Path, content: str) -> subprocess.CompletedProce
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(inner)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options, str(inner)],
         cwd=inner,
         env=env,
         capture_output=True,
@@ -201,6 +208,17 @@ def test_a_leaking_log_fails_the_session_naming_file_and_secret(tmp_path: Path) 
     assert done.returncode == pytest.ExitCode.TESTS_FAILED, output
     assert "1 passed" in output  # the test itself passed: the grep failed the session
     assert "secrets found in relay logs" in output
+    assert "serve-inner.log:1: secret FELLOW_TOKEN appears in this log" in output
+    assert TOKEN not in output
+
+
+@pytest.mark.timeout(120)  # three pytest processes (a controller, two workers) start
+def test_a_leak_in_an_xdist_worker_fails_the_session(tmp_path: Path) -> None:
+    # The worker that ran the test hands its registered log to the controller, which greps it.
+    done = run_inner_session(tmp_path, f'{{"token": "{TOKEN}"}}\n', "-n", "2")
+    output = done.stdout + done.stderr
+    assert done.returncode == pytest.ExitCode.TESTS_FAILED, output
+    assert "1 passed" in output
     assert "serve-inner.log:1: secret FELLOW_TOKEN appears in this log" in output
     assert TOKEN not in output
 
