@@ -41,6 +41,7 @@ __all__ = [
     "is_not_primary",
     "keepalive_options",
     "not_written",
+    "refused",
 ]
 
 #: Error codes that mean the command was refused, not run, because the server is no writable
@@ -96,7 +97,8 @@ def keepalive_options() -> dict[int, int]:
     return {getattr(socket, k): v for k, v in wanted.items() if hasattr(socket, k)}
 
 
-def _refused(exc: ResponseError) -> NotPrimary:
+def refused(exc: ResponseError) -> NotPrimary:
+    """The NotPrimary a "no primary here" refusal becomes on a Sentinel-managed connection."""
     return NotPrimary(f"the server is no writable primary ({exc}); asking the Sentinels again")
 
 
@@ -128,7 +130,7 @@ class PrimaryConnection(SentinelManagedConnection):
             if not is_not_primary(exc):
                 raise
             self.disconnect()  # type: ignore[no-untyped-call]
-            raise _refused(exc) from exc
+            raise refused(exc) from exc
 
 
 class PrimarySSLConnection(PrimaryConnection, SSLConnection):
@@ -162,7 +164,7 @@ class AsyncPrimaryConnection(AsyncSentinelConnection):
             if not is_not_primary(exc):
                 raise
             await self.disconnect()
-            raise _refused(exc) from exc
+            raise refused(exc) from exc
 
 
 class AsyncPrimarySSLConnection(AsyncPrimaryConnection, redis.asyncio.SSLConnection):
