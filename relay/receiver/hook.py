@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from relay.core.errors import HTTPError, PayloadTooLarge, RequestTimeout, Unavailable
@@ -129,7 +130,23 @@ def read_arrived(request: web.BaseRequest, length: int, limit: int) -> bytes:
     """`read_body` of a body of `length` bytes (its Content-Length) that has all arrived
     (`request.content.is_eof()`): taken from the buffer at once."""
     _refuse_declared(length, limit)
-    return request.content.read_nowait(-1)
+    content = request.content
+    if type(content) is StreamReader and not content._buffer_offset and content._exception is None:
+        # What read_nowait(-1) returns, without its call of the protocol's resume_reading: that
+        # one runs the HTTP parser on b"" (and asks the transport to read on) for every request.
+        # Neither has anything to do once the body has all arrived: feed_eof already resumed
+        # reading, and a body under the stream's low-water mark never paused it; pipelined
+        # requests held back by a full queue are parsed again when aiohttp takes the next one
+        # (RequestHandler.start), as after a request whose body is never read. The buffer is
+        # emptied, so the stream is at its end (`at_eof`), as read_nowait leaves it.
+        buffer = content._buffer
+        if length < content._low_water:
+            body = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+            buffer.clear()
+            content._size = 0
+            content._cursor += len(body)
+            return body
+    return content.read_nowait(-1)
 
 
 def _refuse_declared(length: int, limit: int) -> None:
