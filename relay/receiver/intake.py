@@ -37,7 +37,7 @@ from redis import asyncio as aioredis
 from relay.core import constants
 from relay.core.acks import PRIMARY_ONLY, AckReplicas
 from relay.core.errors import Unavailable
-from relay.receiver.batch import Committed, Pending, take_batch
+from relay.receiver.batch import Committed, Pending, committed, take_batch
 from relay.receiver.committer import BatchCommitter
 from relay.receiver.deadlines import Deadlines
 from relay.receiver.stall import StallWatch
@@ -220,7 +220,7 @@ class IntakeWriter:
         for r, pending in enumerate(batch):
             self.events += len(pending.events)
             if not pending.future.done():
-                pending.future.set_result(Committed(duplicates[r]))
+                pending.future.set_result(committed(duplicates[r]))
         # After the answers: the events are durable, only their delivery waits for the kick.
         if self._committer.kick_owed:
             await self._committer.send_owed_kick()

@@ -289,6 +289,18 @@ class Event:
             self.dedupe_key.encode(),
         )
 
+    def own_values(self) -> tuple[bytes, bytes, bytes, bytes]:
+        """`redis_values`' type, received, ctype and headers: the values (besides the body)
+        that differ from one event of a source, method and targets to the next."""
+        kind = self.type
+        headers = self.headers
+        return (
+            kind.encode() if kind is not None else b"",
+            seconds_text(self.received_at),
+            self.content_type.encode(),
+            orjson.dumps(headers) if headers else b"",
+        )
+
     def to_redis(self) -> dict[str, bytes]:
         """The event's own fields of its hash, as the commit writes them (a long body or headers
         in parts, no empty field but the body)."""
