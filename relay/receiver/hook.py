@@ -261,13 +261,25 @@ def reply_body(accepted: Accepted, committed: Committed, spooled: bool) -> bytes
         # general walk over the events and their duplicates.
         event = events[0]
         dumps = orjson.dumps
+        request_id = dumps(accepted.id)
+        targets = _TARGETS_JSON.get(event.targets)
+        if targets is None:
+            targets = dumps(event.targets)
+            if len(_TARGETS_JSON) < _TARGETS_MAX:  # a few per routes.toml; bounded all the same
+                _TARGETS_JSON[event.targets] = targets
         return _ONE_NEW % (
-            dumps(accepted.id),
-            dumps(event.id),
+            request_id,
+            request_id if event.id == accepted.id else dumps(event.id),  # the same, unsplit
             dumps(event.type),
-            dumps(event.targets),
+            targets,
         )
     return orjson.dumps(_reply(accepted, committed, spooled))
+
+
+#: The targets of the usual 202, rendered by orjson: an event's targets are one of the few
+#: tuples the route table answers, so each is rendered once.
+_TARGETS_JSON: dict[tuple[str, ...], bytes] = {}
+_TARGETS_MAX = 1024
 
 
 #: orjson's rendering of `_reply` for one new event, its values (each rendered by orjson)
