@@ -154,7 +154,8 @@ class IntakeWriter:
             raise Unavailable("the receiver is shutting down; retry later")
         loop = self._task.get_loop()
         future: asyncio.Future[Committed] = loop.create_future()
-        size = sum(len(event.body) for event in events)
+        # One event (the usual request) without a generator's frame.
+        size = len(events[0].body) if len(events) == 1 else sum(len(e.body) for e in events)
         deadline = loop.time() + max_wait
         self._waiting.append(Pending(events, int(dedupe_window), future, size, deadline))
         self._wake()
@@ -162,7 +163,7 @@ class IntakeWriter:
         # expiry the request is answered 503: not yet taken, it is skipped; already taken, its
         # commit may still land, and the provider's retry then makes a duplicate that dedupe (where
         # configured) recognises.
-        self._deadlines.add(loop, future, max_wait)
+        self._deadlines.add(loop, future, max_wait, deadline)
         return future
 
     def _wake(self) -> None:
