@@ -102,7 +102,29 @@ async def handle_hook(
     decided = accept_body(head, sent, body, event_id=new_event_id(now), received_at=now)
     if isinstance(decided, Refused):
         return _refusal(decided, facts)
-    return await _commit(app, facts, decided)
+    # The commit, here rather than in a coroutine of its own (one less per request to make and
+    # to resume twice): make the events durable (Redis, or the spool while Redis is down),
+    # then answer 202.
+    events = decided.events
+    source = decided.source
+    facts["event_id"] = decided.id
+    facts["type"] = events[0].type if len(events) == 1 else [e.type for e in events]
+    # Every later line of this request carries its event id (the spool's, a crash's): aiohttp
+    # runs each request in a task of its own, so the binding ends with the request.
+    _bind_event_id(decided.id)
+    window = source.dedupe.window if source.dedupe else 0.0
+    spooled = False
+    try:
+        committed = await app[WRITER].submit(
+            events, dedupe_window=window, max_wait=app[SETTINGS].intake_timeout
+        )
+    except Unavailable:
+        if not source.spool:
+            raise
+        committed, spooled = await _spool(app, facts, decided, window), True
+    if committed.duplicate:
+        facts["duplicate"] = True
+    return web.Response(status=202, body=reply_body(decided, committed, spooled), headers=_JSON)
 
 
 def _answer(head: Refused | Handshake, facts: dict[str, Any]) -> web.Response:
@@ -223,34 +245,17 @@ async def _read_decoded(
     return (b"".join(kept) if kept is not None else b""), body
 
 
-async def _commit(app: web.Application, facts: dict[str, Any], accepted: Accepted) -> web.Response:
-    """Make the events durable (Redis, or the spool while Redis is down), then answer 202."""
+async def _spool(
+    app: web.Application, facts: dict[str, Any], accepted: Accepted, window: float
+) -> Committed:
+    """Redis cannot take the events and this provider will not retry: keep them on local disk
+    (fsynced before the 202); the drainer moves them into Redis once Redis is back. SpoolFull
+    is itself an Unavailable: a clear 503."""
     events = accepted.events
-    source = accepted.source
-    facts["event_id"] = accepted.id
-    facts["type"] = events[0].type if len(events) == 1 else [e.type for e in events]
-    # Every later line of this request carries its event id (the spool's, a crash's): aiohttp
-    # runs each request in a task of its own, so the binding ends with the request.
-    _bind_event_id(accepted.id)
-    window = source.dedupe.window if source.dedupe else 0.0
-    spooled = False
-    try:
-        committed = await app[WRITER].submit(
-            events, dedupe_window=window, max_wait=app[SETTINGS].intake_timeout
-        )
-    except Unavailable:
-        if not source.spool:
-            raise
-        # Redis cannot take it and this provider will not retry: keep the event on local disk
-        # (fsynced before the 202); the drainer moves it into Redis once Redis is back.
-        # SpoolFull is itself an Unavailable: a clear 503.
-        await asyncio.to_thread(app[SPOOL].append_many, events, window)
-        committed, spooled = Committed((None,) * len(events)), True
-        facts["spooled"] = True
-        app[METRICS].spooled.labels(source.name).inc()
-    if committed.duplicate:
-        facts["duplicate"] = True
-    return web.Response(status=202, body=reply_body(accepted, committed, spooled), headers=_JSON)
+    await asyncio.to_thread(app[SPOOL].append_many, events, window)
+    facts["spooled"] = True
+    app[METRICS].spooled.labels(accepted.source.name).inc()
+    return Committed((None,) * len(events))
 
 
 def reply_body(accepted: Accepted, committed: Committed, spooled: bool) -> bytes:
