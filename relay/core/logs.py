@@ -135,6 +135,11 @@ def json_line(stamp: UtcStamp) -> Any:
     return render
 
 
+#: What a renderer may return that the logger takes as one argument; a tuple, since a union
+#: written in the call (`str | bytes | bytearray`) is built again on every line.
+_TEXT = (str, bytes, bytearray)
+
+
 class LineLogger:
     """What `structlog.get_logger(name).bind().info(event, **fields)` logs, in fewer steps, for
     the receiver's one line per request.
@@ -167,7 +172,7 @@ class LineLogger:
                 line = processor(logger, "info", line)
         except structlog.DropEvent:
             return
-        if isinstance(line, str | bytes | bytearray):
+        if isinstance(line, _TEXT):
             logger.info(line)
         elif isinstance(line, tuple):
             args, kwargs = line
