@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from relay.config.settings import Settings
 from relay.core.errors import HTTPError, PayloadTooLarge, RequestTimeout, Unavailable
 from relay.core.ids import new_event_id
 from relay.core.logs import ContextBinding
@@ -35,8 +36,17 @@ from relay.receiver.accept import (
 )
 from relay.receiver.batch import Committed
 from relay.receiver.decoding import BodyDecoder
+from relay.receiver.intake import IntakeWriter
 from relay.receiver.middleware import error_response
-from relay.receiver.state import FACTS, METRICS, ROUTES, SETTINGS, SPOOL, WRITER
+from relay.receiver.state import (
+    FACTS,
+    METRICS,
+    ROUTES,
+    SETTINGS,
+    SPOOL,
+    WRITER,
+    RoutesHolder,
+)
 
 _NO_QUERY: Mapping[str, str] = MappingProxyType({})
 #: The binding's bound method: a call of it is one Python call, a call of the instance is not.
@@ -81,10 +91,13 @@ async def handle_hook(
     """Every method on /hooks/{source}[/{token}]: decide, read, decide, commit, answer; what the
     canonical log line says goes in `facts`."""
     method = request.method
+    # The app's state dict itself: `app[KEY]` is a Python call (Application.__getitem__) per key.
+    state = app._state
+    routes: RoutesHolder = state[ROUTES]  # type: ignore[assignment]
     # Only a GET (the ASP.NET handshake) reads the query: parsing it would cost every POST.
     query = request.query if method == "GET" else _NO_QUERY
     head = accept_head(
-        app[ROUTES].table,  # the one snapshot this request is decided with
+        routes.table,  # the one snapshot this request is decided with
         # tuple.__new__: a NamedTuple made without its generated __new__ (accept's docstring).
         tuple.__new__(Request, (method, source_name, token, utf8_headers(request.headers), query)),
     )
@@ -117,8 +130,10 @@ async def handle_hook(
     window = source.dedupe.window if source.dedupe else 0.0
     spooled = False
     try:
-        committed = await app[WRITER].submit(
-            events, dedupe_window=window, max_wait=app[SETTINGS].intake_timeout
+        writer: IntakeWriter = state[WRITER]  # type: ignore[assignment]
+        settings: Settings = state[SETTINGS]  # type: ignore[assignment]
+        committed = await writer.submit(
+            events, dedupe_window=window, max_wait=settings.intake_timeout
         )
     except Unavailable:
         if not source.spool:
