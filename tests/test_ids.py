@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.core.ids import (
+    _COMPACT_OF_NEW,
+    COMPACT_MEMO_MAX,
     derived_event_id,
     id_from_bytes,
     id_to_bytes,
@@ -105,8 +107,17 @@ def test_compact_form_round_trips(raw: bytes, index: int | None) -> None:
 @given(st.floats(min_value=0, max_value=2**47 / 1000, allow_nan=False))
 def test_compact_form_of_new_ids(now: float) -> None:
     event_id = new_event_id(now)
-    assert len(id_to_bytes(event_id)) == 16
-    assert id_from_bytes(id_to_bytes(event_id)) == event_id
+    compact = id_to_bytes(event_id)  # the one new_event_id kept
+    assert len(compact) == 16
+    assert id_to_bytes(event_id) == compact  # read back out of the text, the second time
+    assert id_from_bytes(compact) == event_id
+
+
+def test_the_compact_forms_kept_are_bounded() -> None:
+    made = [new_event_id() for _ in range(COMPACT_MEMO_MAX + 10)]
+    assert len(_COMPACT_OF_NEW) <= COMPACT_MEMO_MAX
+    # Kept or not, every id's compact form is the same.
+    assert [id_from_bytes(id_to_bytes(event_id)) for event_id in made] == made
 
 
 def test_compact_form_rejects_malformed_input() -> None:

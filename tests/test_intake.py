@@ -18,7 +18,16 @@ from structlog.testing import capture_logs
 
 from relay.core.errors import Unavailable
 from relay.core.ids import derived_event_id, id_from_bytes
-from relay.receiver.batch import BatchReplies, Committed, kick_owed, kicks_waiting, write_batch
+from relay.receiver.batch import (
+    ONE_NEW,
+    BatchReplies,
+    Committed,
+    committed,
+    kick_owed,
+    kicks_waiting,
+    record_duplicates,
+    write_batch,
+)
 from relay.receiver.intake import IntakeWriter
 from relay.store import clients, commit, keys
 from relay.store.commit import ITEMS_LUA, pack_record, unpack_record
@@ -407,6 +416,19 @@ def test_commit_arguments_pack_every_event_as_its_items(batch: list[list[Event]]
         expected_keys += [event.dedupe_key] if event.dedupe_key else []
         expected_keys += [keys.due_key(t) for t in event.targets]
     assert call.keys == expected_keys
+
+
+def test_the_usual_answer_is_shared_and_any_other_is_its_own() -> None:
+    assert committed((None,)) is ONE_NEW
+    assert not ONE_NEW.duplicate
+    assert committed(("evt_x",)) == Committed(("evt_x",))
+    assert committed(("evt_x",)).duplicate
+    assert committed((None, None)) == Committed((None, None))
+
+
+def test_a_batch_without_dedupe_keys_repeats_nothing() -> None:
+    batch: Any = [SimpleNamespace(events=["a", "b"]), SimpleNamespace(events=["c"])]
+    assert record_duplicates(batch, BatchReplies(0, []), [[b"0"]]) == [(None, None), (None,)]
 
 
 async def test_a_long_body_is_committed_in_parts_so_the_hash_stays_compact(

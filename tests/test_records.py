@@ -30,6 +30,7 @@ from relay.store.records import (
     attempts_in,
     delivered_reason,
     joined,
+    seconds_text,
     split_value,
     stored_reason,
 )
@@ -215,6 +216,38 @@ def test_a_value_split_into_parts_reads_back_whole(value: bytes) -> None:
         assert [name for name, _ in pairs][:2] == ["body", "body.1"]
     else:
         assert pairs == [("body", value)]  # short, or too long for a listpack: whole
+
+
+def test_an_events_own_values_are_its_redis_values() -> None:
+    for event in (
+        Event(
+            "evt_1",
+            "shop",
+            "a",
+            1764769200.5,
+            "application/json",
+            "POST",
+            (("x", "y"),),
+            b"{}",
+            ("crm",),
+        ),
+        Event("evt_2", "shop", None, 0.25, "", "PUT", (), b"", ()),
+    ):
+        _, kind, received, ctype, _, headers, *_ = event.redis_values()
+        assert event.own_values() == (kind, received, ctype, headers)
+
+
+@given(st.floats() | st.floats(min_value=1e9, max_value=4e9))
+def test_a_time_is_stored_as_its_repr(seconds: float) -> None:
+    # orjson's digits for the usual case (a timestamp), repr's spelling everywhere.
+    assert seconds_text(seconds) == repr(seconds).encode()
+
+
+@pytest.mark.parametrize("seconds", [1764769200.0, 1.0, 1e-5, 1e16, 9999999999999998.0, -1.5])
+def test_a_time_at_the_edges_is_stored_as_its_repr(seconds: float) -> None:
+    assert seconds_text(seconds) == repr(seconds).encode()
+    assert seconds_text(float("inf")) == b"inf"
+    assert seconds_text(float("nan")) == b"nan"
 
 
 def test_an_event_hash_keeps_its_compact_encoding_and_reads_the_old_layout(

@@ -22,9 +22,11 @@ from relay.store.records import Event
 
 __all__ = [
     "MAX_BATCH_BYTES",
+    "ONE_NEW",
     "BatchReplies",
     "Committed",
     "Pending",
+    "committed",
     "kick_owed",
     "kicks_waiting",
     "record_duplicates",
@@ -47,6 +49,15 @@ class Committed:
     def duplicate(self) -> bool:
         """Whether every event of the request repeats an earlier one."""
         return bool(self.duplicate_of) and None not in self.duplicate_of
+
+
+#: The usual request's answer (one event, new): shared, not made per request.
+ONE_NEW = Committed((None,))
+
+
+def committed(duplicate_of: tuple[str | None, ...]) -> Committed:
+    """`Committed(duplicate_of)`, the shared ONE_NEW for one new event."""
+    return ONE_NEW if duplicate_of == ONE_NEW.duplicate_of else Committed(duplicate_of)
 
 
 @dataclass
@@ -134,6 +145,8 @@ def record_duplicates(
 
     (The commit script has already counted the repeats in the sources' `duplicates` counters.)
     """
+    if not replies_at.dedupe:  # no event of the batch has a dedupe key: nothing repeats
+        return [(None,) * len(p.events) for p in batch]
     found: list[list[str | None]] = [[None] * len(p.events) for p in batch]
     firsts = replies[replies_at.script_at][1:]  # [0] is the queue's length
     for (r, e), previous in zip(replies_at.dedupe, firsts, strict=True):

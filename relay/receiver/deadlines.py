@@ -39,10 +39,16 @@ class Deadlines:
         return len(self._heap)
 
     def add(
-        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], max_wait: float
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+        max_wait: float,
+        deadline: float | None = None,
     ) -> None:
-        """Track `future`: expire it in `max_wait` seconds unless it is done by then."""
-        deadline = loop.time() + max_wait
+        """Track `future`: expire it in `max_wait` seconds unless it is done by then (at the
+        loop's time `deadline`, when the caller has it: the loop's time read once)."""
+        if deadline is None:
+            deadline = loop.time() + max_wait
         heapq.heappush(self._heap, (deadline, next(self._order), future, max_wait))
         if deadline < self._timer_at:  # usually not: the same wait for every request
             self._arm(loop, deadline)

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import hdrs, web
 
 from relay.receiver.hook import handle_hook
-from relay.receiver.middleware import Canonical
+from relay.receiver.middleware import Canonical, new_facts
 
 __all__ = ["HOOK_PATH", "install"]
 
@@ -56,7 +55,7 @@ def install(app: web.Application, canonical: Canonical) -> None:
         found = match(request.raw_path)
         if found is None or request.headers.get(hdrs.EXPECT):
             return routed(request)
-        facts: dict[str, Any] = {}
+        facts = new_facts(request.method)
         handling = handle_hook(app, request, found[1], found[2], facts)
         return canonical.answer(request, handling, facts, True)
 

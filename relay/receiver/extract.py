@@ -172,9 +172,17 @@ def parse_request(
             f"source '{source.name}' takes application/json or "
             f"application/x-www-form-urlencoded, not {media_type(content_type)!r}"
         )
-    etype = event_name(field_lookup(document, source.event, form))
-    dedupe = dedupe_value(source, document, headers, form=form)
-    return [ParsedEvent(etype, body, dedupe, True, EventFields(document, form, headers))]
+    event = source.event
+    # field_lookup's first case (a JSON object's top-level field, a form's field) without its
+    # call, and no call for a source without dedupe: the receiver asks for every request.
+    if type(document) is dict and "." not in event:
+        etype = event_name(document.get(event))
+    else:
+        etype = event_name(field_lookup(document, event, form))
+    dedupe = None if source.dedupe is None else dedupe_value(source, document, headers, "", form)
+    # tuple.__new__: NamedTuples made without their generated __new__ (relay.receiver.accept).
+    fields = tuple.__new__(EventFields, (document, form, headers))
+    return [tuple.__new__(ParsedEvent, (etype, body, dedupe, True, fields))]
 
 
 _DECODER = json.JSONDecoder()

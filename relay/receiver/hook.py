@@ -17,8 +17,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from relay.config.settings import Settings
 from relay.core.errors import HTTPError, PayloadTooLarge, RequestTimeout, Unavailable
 from relay.core.ids import new_event_id
 from relay.core.logs import ContextBinding
@@ -34,11 +36,21 @@ from relay.receiver.accept import (
 )
 from relay.receiver.batch import Committed
 from relay.receiver.decoding import BodyDecoder
+from relay.receiver.intake import IntakeWriter
 from relay.receiver.middleware import error_response
-from relay.receiver.state import FACTS, METRICS, ROUTES, SETTINGS, SPOOL, WRITER
+from relay.receiver.state import (
+    FACTS,
+    METRICS,
+    ROUTES,
+    SETTINGS,
+    SPOOL,
+    WRITER,
+    RoutesHolder,
+)
 
 _NO_QUERY: Mapping[str, str] = MappingProxyType({})
-_bind_event_id = ContextBinding("event_id")
+#: The binding's bound method: a call of it is one Python call, a call of the instance is not.
+_bind_event_id = ContextBinding("event_id").__call__
 #: The 202's one header of its own: copied by aiohttp from a multidict in C, cheaper per reply
 #: than `content_type=` (whose checks run each time) or a plain mapping.
 _JSON = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
@@ -79,11 +91,15 @@ async def handle_hook(
     """Every method on /hooks/{source}[/{token}]: decide, read, decide, commit, answer; what the
     canonical log line says goes in `facts`."""
     method = request.method
+    # The app's state dict itself: `app[KEY]` is a Python call (Application.__getitem__) per key.
+    state = app._state
+    routes: RoutesHolder = state[ROUTES]  # type: ignore[assignment]
     # Only a GET (the ASP.NET handshake) reads the query: parsing it would cost every POST.
     query = request.query if method == "GET" else _NO_QUERY
     head = accept_head(
-        app[ROUTES].table,  # the one snapshot this request is decided with
-        Request(method, source_name, token, utf8_headers(request.headers), query),
+        routes.table,  # the one snapshot this request is decided with
+        # tuple.__new__: a NamedTuple made without its generated __new__ (accept's docstring).
+        tuple.__new__(Request, (method, source_name, token, utf8_headers(request.headers), query)),
     )
     if not isinstance(head, ReadBody):
         return _answer(head, facts)
@@ -101,7 +117,31 @@ async def handle_hook(
     decided = accept_body(head, sent, body, event_id=new_event_id(now), received_at=now)
     if isinstance(decided, Refused):
         return _refusal(decided, facts)
-    return await _commit(app, facts, decided)
+    # The commit, here rather than in a coroutine of its own (one less per request to make and
+    # to resume twice): make the events durable (Redis, or the spool while Redis is down),
+    # then answer 202.
+    events = decided.events
+    source = decided.source
+    facts["event_id"] = decided.id
+    facts["type"] = events[0].type if len(events) == 1 else [e.type for e in events]
+    # Every later line of this request carries its event id (the spool's, a crash's): aiohttp
+    # runs each request in a task of its own, so the binding ends with the request.
+    _bind_event_id(decided.id)
+    window = source.dedupe.window if source.dedupe else 0.0
+    spooled = False
+    try:
+        writer: IntakeWriter = state[WRITER]  # type: ignore[assignment]
+        settings: Settings = state[SETTINGS]  # type: ignore[assignment]
+        committed = await writer.submit(
+            events, dedupe_window=window, max_wait=settings.intake_timeout
+        )
+    except Unavailable:
+        if not source.spool:
+            raise
+        committed, spooled = await _spool(app, facts, decided, window), True
+    if committed.duplicate:
+        facts["duplicate"] = True
+    return web.Response(status=202, body=reply_body(decided, committed, spooled), headers=_JSON)
 
 
 def _answer(head: Refused | Handshake, facts: dict[str, Any]) -> web.Response:
@@ -129,7 +169,23 @@ def read_arrived(request: web.BaseRequest, length: int, limit: int) -> bytes:
     """`read_body` of a body of `length` bytes (its Content-Length) that has all arrived
     (`request.content.is_eof()`): taken from the buffer at once."""
     _refuse_declared(length, limit)
-    return request.content.read_nowait(-1)
+    content = request.content
+    if type(content) is StreamReader and not content._buffer_offset and content._exception is None:
+        # What read_nowait(-1) returns, without its call of the protocol's resume_reading: that
+        # one runs the HTTP parser on b"" (and asks the transport to read on) for every request.
+        # Neither has anything to do once the body has all arrived: feed_eof already resumed
+        # reading, and a body under the stream's low-water mark never paused it; pipelined
+        # requests held back by a full queue are parsed again when aiohttp takes the next one
+        # (RequestHandler.start), as after a request whose body is never read. The buffer is
+        # emptied, so the stream is at its end (`at_eof`), as read_nowait leaves it.
+        buffer = content._buffer
+        if length < content._low_water:
+            body = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+            buffer.clear()
+            content._size = 0
+            content._cursor += len(body)
+            return body
+    return content.read_nowait(-1)
 
 
 def _refuse_declared(length: int, limit: int) -> None:
@@ -206,34 +262,17 @@ async def _read_decoded(
     return (b"".join(kept) if kept is not None else b""), body
 
 
-async def _commit(app: web.Application, facts: dict[str, Any], accepted: Accepted) -> web.Response:
-    """Make the events durable (Redis, or the spool while Redis is down), then answer 202."""
+async def _spool(
+    app: web.Application, facts: dict[str, Any], accepted: Accepted, window: float
+) -> Committed:
+    """Redis cannot take the events and this provider will not retry: keep them on local disk
+    (fsynced before the 202); the drainer moves them into Redis once Redis is back. SpoolFull
+    is itself an Unavailable: a clear 503."""
     events = accepted.events
-    source = accepted.source
-    facts["event_id"] = accepted.id
-    facts["type"] = events[0].type if len(events) == 1 else [e.type for e in events]
-    # Every later line of this request carries its event id (the spool's, a crash's): aiohttp
-    # runs each request in a task of its own, so the binding ends with the request.
-    _bind_event_id(accepted.id)
-    window = source.dedupe.window if source.dedupe else 0.0
-    spooled = False
-    try:
-        committed = await app[WRITER].submit(
-            events, dedupe_window=window, max_wait=app[SETTINGS].intake_timeout
-        )
-    except Unavailable:
-        if not source.spool:
-            raise
-        # Redis cannot take it and this provider will not retry: keep the event on local disk
-        # (fsynced before the 202); the drainer moves it into Redis once Redis is back.
-        # SpoolFull is itself an Unavailable: a clear 503.
-        await asyncio.to_thread(app[SPOOL].append_many, events, window)
-        committed, spooled = Committed((None,) * len(events)), True
-        facts["spooled"] = True
-        app[METRICS].spooled.labels(source.name).inc()
-    if committed.duplicate:
-        facts["duplicate"] = True
-    return web.Response(status=202, body=reply_body(accepted, committed, spooled), headers=_JSON)
+    await asyncio.to_thread(app[SPOOL].append_many, events, window)
+    facts["spooled"] = True
+    app[METRICS].spooled.labels(accepted.source.name).inc()
+    return Committed((None,) * len(events))
 
 
 def reply_body(accepted: Accepted, committed: Committed, spooled: bool) -> bytes:
@@ -244,13 +283,25 @@ def reply_body(accepted: Accepted, committed: Committed, spooled: bool) -> bytes
         # general walk over the events and their duplicates.
         event = events[0]
         dumps = orjson.dumps
+        request_id = dumps(accepted.id)
+        targets = _TARGETS_JSON.get(event.targets)
+        if targets is None:
+            targets = dumps(event.targets)
+            if len(_TARGETS_JSON) < _TARGETS_MAX:  # a few per routes.toml; bounded all the same
+                _TARGETS_JSON[event.targets] = targets
         return _ONE_NEW % (
-            dumps(accepted.id),
-            dumps(event.id),
+            request_id,
+            request_id if event.id == accepted.id else dumps(event.id),  # the same, unsplit
             dumps(event.type),
-            dumps(event.targets),
+            targets,
         )
     return orjson.dumps(_reply(accepted, committed, spooled))
+
+
+#: The targets of the usual 202, rendered by orjson: an event's targets are one of the few
+#: tuples the route table answers, so each is rendered once.
+_TARGETS_JSON: dict[tuple[str, ...], bytes] = {}
+_TARGETS_MAX = 1024
 
 
 #: orjson's rendering of `_reply` for one new event, its values (each rendered by orjson)

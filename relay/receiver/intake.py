@@ -37,7 +37,7 @@ from redis import asyncio as aioredis
 from relay.core import constants
 from relay.core.acks import PRIMARY_ONLY, AckReplicas
 from relay.core.errors import Unavailable
-from relay.receiver.batch import Committed, Pending, take_batch
+from relay.receiver.batch import Committed, Pending, committed, take_batch
 from relay.receiver.committer import BatchCommitter
 from relay.receiver.deadlines import Deadlines
 from relay.receiver.stall import StallWatch
@@ -154,7 +154,8 @@ class IntakeWriter:
             raise Unavailable("the receiver is shutting down; retry later")
         loop = self._task.get_loop()
         future: asyncio.Future[Committed] = loop.create_future()
-        size = sum(len(event.body) for event in events)
+        # One event (the usual request) without a generator's frame.
+        size = len(events[0].body) if len(events) == 1 else sum(len(e.body) for e in events)
         deadline = loop.time() + max_wait
         self._waiting.append(Pending(events, int(dedupe_window), future, size, deadline))
         self._wake()
@@ -162,7 +163,7 @@ class IntakeWriter:
         # expiry the request is answered 503: not yet taken, it is skipped; already taken, its
         # commit may still land, and the provider's retry then makes a duplicate that dedupe (where
         # configured) recognises.
-        self._deadlines.add(loop, future, max_wait)
+        self._deadlines.add(loop, future, max_wait, deadline)
         return future
 
     def _wake(self) -> None:
@@ -220,7 +221,7 @@ class IntakeWriter:
         for r, pending in enumerate(batch):
             self.events += len(pending.events)
             if not pending.future.done():
-                pending.future.set_result(Committed(duplicates[r]))
+                pending.future.set_result(committed(duplicates[r]))
         # After the answers: the events are durable, only their delivery waits for the kick.
         if self._committer.kick_owed:
             await self._committer.send_owed_kick()

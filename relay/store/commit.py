@@ -146,7 +146,8 @@ class _Shared(NamedTuple):
 
     def record(self, event: Event) -> bytes:
         """The event's record: `pack_record(record_items(event, b"0"))`."""
-        _, kind, received, ctype, _, headers, body, _, _ = event.redis_values()
+        kind, received, ctype, headers = event.own_values()
+        body = event.body
         event_id = event.id.encode()
         compact = id_to_bytes(event.id)
         lengths = (len(event_id), len(compact), len(kind), len(received), len(ctype))

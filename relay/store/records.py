@@ -68,6 +68,7 @@ __all__ = [
     "read_state",
     "read_text",
     "reason_field",
+    "seconds_text",
     "split_value",
     "state_field",
     "stored_reason",
@@ -196,6 +197,18 @@ def joined(data: Mapping[bytes, bytes], name: str) -> bytes | None:
     return b"".join(parts) if i > 1 else value
 
 
+def seconds_text(seconds: float) -> bytes:
+    """`repr(seconds).encode()`, the stored form of a time in Unix seconds.
+
+    orjson writes the same shortest round-trip digits as repr at a seventh of the cost (the
+    receiver writes one per event), but spells numbers below 1e-4 without an exponent, and
+    infinities and NaN as null: repr writes those.
+    """
+    if 1.0 <= seconds < 1e16:
+        return orjson.dumps(seconds)
+    return repr(seconds).encode()
+
+
 @dataclass(frozen=True, init=False)
 class Event:
     """One inbound event; `body` is the exact bytes the provider sent (or its split part)."""
@@ -267,13 +280,25 @@ class Event:
         return (
             self.source.encode(),
             self.type.encode() if self.type is not None else b"",
-            repr(self.received_at).encode(),
+            seconds_text(self.received_at),
             self.content_type.encode(),
             b"" if self.method == "POST" else self.method.encode(),
             orjson.dumps(self.headers) if self.headers else b"",
             self.body,
             orjson.dumps(self.targets),
             self.dedupe_key.encode(),
+        )
+
+    def own_values(self) -> tuple[bytes, bytes, bytes, bytes]:
+        """`redis_values`' type, received, ctype and headers: the values (besides the body)
+        that differ from one event of a source, method and targets to the next."""
+        kind = self.type
+        headers = self.headers
+        return (
+            kind.encode() if kind is not None else b"",
+            seconds_text(self.received_at),
+            self.content_type.encode(),
+            orjson.dumps(headers) if headers else b"",
         )
 
     def to_redis(self) -> dict[str, bytes]:
