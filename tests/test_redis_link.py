@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -46,14 +47,24 @@ async def test_an_error_reply_is_raised_and_drops_the_connection(
     await link.drop()
 
 
-async def test_a_stopped_server_fails_the_send_and_a_restarted_one_is_used_again(
-    make_redis: Any,
-) -> None:
+@asynccontextmanager
+async def own_server(make_redis: Any) -> AsyncIterator[tuple[Any, RedisLink]]:
+    """A started redis-server of the test's own (to stop and start) and a link to it."""
     server = make_redis()
     server.start()
     c = clients.async_client(server.url, clients.intake(1.0))
     link = RedisLink(c)
     try:
+        yield server, link
+    finally:
+        await link.drop()
+        await c.aclose()
+
+
+async def test_a_stopped_server_fails_the_send_and_a_restarted_one_is_used_again(
+    make_redis: Any,
+) -> None:
+    async with own_server(make_redis) as (server, link):
         await link.send([("PING",)])
         assert await link.read() == b"PONG"
         server.stop()
@@ -66,9 +77,6 @@ async def test_a_stopped_server_fails_the_send_and_a_restarted_one_is_used_again
         server.start()
         await link.send([("PING",)])
         assert await link.read() == b"PONG"
-    finally:
-        await link.drop()
-        await c.aclose()
 
 
 def script_calls(client: redis.Redis) -> tuple[int, int]:
@@ -120,11 +128,7 @@ async def test_a_flushed_script_cache_answers_noscript_and_the_script_goes_whole
 async def test_a_server_restarted_under_an_open_link_gets_the_script_whole(
     make_redis: Any,
 ) -> None:
-    server = make_redis()
-    server.start()
-    c = clients.async_client(server.url, clients.intake(1.0))
-    link = RedisLink(c)
-    try:
+    async with own_server(make_redis) as (server, link):
         await link.send([("EVAL", ECHO, 0, "before")])
         assert await link.read() == b"before"
         server.stop()
@@ -132,6 +136,3 @@ async def test_a_server_restarted_under_an_open_link_gets_the_script_whole(
         await asyncio.sleep(0.1)  # the loop sees the old connection's EOF
         await link.send([("EVAL", ECHO, 0, "after")])
         assert await link.read() == b"after"
-    finally:
-        await link.drop()
-        await c.aclose()
