@@ -59,10 +59,7 @@ class RedisLink:
         except (redis.RedisError, OSError) as exc:
             raise NotSent(f"cannot connect to Redis: {exc}") from exc
         loaded = self._loaded
-        for command in commands:
-            if command[0] == "EVAL":
-                commands = [self._by_digest(c, loaded) if c[0] == "EVAL" else c for c in commands]
-                break
+        commands = [self._by_digest(c, loaded) if c[0] == "EVAL" else c for c in commands]
         try:
             writer = connection._writer
             if writer is None or writer.transport.is_closing():
@@ -135,8 +132,7 @@ class RedisLink:
         return ("EVALSHA", digest, *command[2:])
 
     async def drop(self) -> None:
-        """Close the connection (if any); the next `send` opens a new one."""
-        self._loaded = {}
+        """Close the connection (if any); the next `send` opens a new one (`_fresh`)."""
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.disconnect(nowait=True)
